@@ -1,1 +1,126 @@
-fn main() {}
+//! `weir`: a kernel-bypass dataplane for service meshes.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use weir::config;
+use weir::demo::{run_demo, DemoBackend};
+
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("WEIR_GIT_REV"), ")");
+
+/// weir moves a service mesh's traffic: it polls NIC queues (or af_packet and TAP ports) with
+/// pinned per-core workers and routes every packet without a system call or an allocation.
+#[derive(Parser)]
+#[command(name = "weir", version = VERSION, about, long_about = None)]
+struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the dataplane from a configuration file until SIGINT or SIGTERM.
+    Run {
+        /// The YAML configuration.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Also write the final counters as JSON to this file on exit.
+        #[arg(long)]
+        stats_json: Option<PathBuf>,
+    },
+    /// Validate a configuration file; errors name the field by path and line.
+    Check {
+        /// The YAML configuration.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Build namespaces, run weir between a client and a server, send ping and a TCP transfer
+    /// through it, print the counters, and remove everything. Needs root.
+    Demo {
+        /// Port backend.
+        #[arg(long, value_enum, default_value_t = Backend::AfPacket)]
+        backend: Backend,
+        /// Worker threads.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Backend {
+    AfPacket,
+    Tap,
+}
+
+fn load(path: &PathBuf) -> Result<config::Config> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    config::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    let result = match cli.command {
+        Cmd::Run { config, stats_json } => run(&config, stats_json),
+        Cmd::Check { config } => load(&config).map(|c| {
+            println!(
+                "{}: ok ({} ports, {} routes, {} workers)",
+                config.display(),
+                c.ports.len(),
+                c.routes.len(),
+                c.workers.len()
+            );
+        }),
+        Cmd::Demo { backend, workers } => run_demo(
+            match backend {
+                Backend::AfPacket => DemoBackend::AfPacket,
+                Backend::Tap => DemoBackend::Tap,
+            },
+            workers,
+        ),
+    };
+    if let Err(e) = result {
+        eprintln!("weir: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(path: &PathBuf, stats_json: Option<PathBuf>) -> Result<()> {
+    let cfg = load(path)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    let mut running = weir::run::start(&cfg)?;
+    tracing::info!(workers = cfg.workers.len(), ports = cfg.ports.len(), "weir running");
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    tracing::info!("stopping");
+    running.stop();
+    println!("{}", running.report_text());
+    if let Some(p) = stats_json {
+        std::fs::write(&p, serde_json::to_string_pretty(&running.report_json())?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}

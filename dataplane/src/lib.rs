@@ -1,6 +1,17 @@
 //! weir's fast path: packet buffers and mempools, I/O backends, rings, workers and the
 //! per-packet pipeline.
+//!
+//! `unsafe` is denied here except in the modules that need it: `mempool` (the mapped buffer
+//! region), `io::afpacket`, `io::tap` and `io::sys` (sockets, mmap rings, ioctls), `cycles`
+//! (the cycle counter) and the `poll(2)` call in `worker`.
 
 pub mod buf;
+pub mod cycles;
+pub mod fib;
 pub mod io;
+pub mod lpm;
 pub mod mempool;
+pub mod neigh;
+pub mod pipeline;
+pub mod testing;
+pub mod worker;

@@ -70,9 +70,9 @@ impl Mempool {
         let slot = usize::from(cfg.headroom) + usize::from(cfg.data_room);
         let stride = slot.div_ceil(CACHE_LINE) * CACHE_LINE;
         let count = cfg.buffers as usize;
-        let len = stride.checked_mul(count).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "mempool size overflows")
-        })?;
+        let len = stride
+            .checked_mul(count)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "mempool size overflows"))?;
         let (base, map_len, hugepages) = map_region(len)?;
         if hugepages {
             tracing::info!(buffers = count, bytes = map_len, "mempool on 2 MiB hugepages");
@@ -88,15 +88,8 @@ impl Mempool {
             // Cannot fail: the queue was sized for exactly this many.
             let _ = free.push(i);
         }
-        let pool = Mempool {
-            base,
-            map_len,
-            stride,
-            cfg,
-            free,
-            hugepages,
-            exhausted: AtomicU64::new(0),
-        };
+        let pool =
+            Mempool { base, map_len, stride, cfg, free, hugepages, exhausted: AtomicU64::new(0) };
         Ok(Box::leak(Box::new(pool)))
     }
 
@@ -382,7 +375,8 @@ mod tests {
 
     #[test]
     fn cache_refills_and_returns() {
-        let pool = Mempool::new(MempoolConfig { buffers: 40, data_room: 128, headroom: 0 }).unwrap();
+        let pool =
+            Mempool::new(MempoolConfig { buffers: 40, data_room: 128, headroom: 0 }).unwrap();
         let mut cache = PoolCache::new(pool);
         let b = cache.alloc().unwrap();
         assert_eq!(pool.available(), 40 - CACHE_REFILL);

@@ -1,0 +1,998 @@
+//! The per-packet pipeline: L2 (ARP, NDP), L3 (LPM routing, TTL, ICMP) and the verdict.
+//!
+//! Contract of [`Pipeline::process`]: it takes one received frame and its input port, and
+//! produces exactly one [`Verdict`]. `Forward` frames are already rewritten (MACs, TTL,
+//! checksums) and handed to [`Egress::send`]; `Held` frames wait in the neighbor queue; `Drop`
+//! frames are freed by the caller and counted under their [`DropReason`]. Replies weir makes
+//! (ARP, NDP, ICMP) are sent through the same [`Egress`]. Nothing here allocates, locks, or
+//! panics on what a frame contains; time comes in as `now_ns`.
+
+use crate::buf::PacketBuf;
+use crate::fib::{Fib, NextHop};
+use crate::neigh::{Lookup, Neighbor, NeighborBus, NeighborTable, NeighborTimers, NeighborUpdate};
+use stack::icmp::{Icmpv4Error, Icmpv6Error};
+use stack::parse::{L3, L4};
+use stack::wire::ArpOperation;
+use stack::{parse_frame, MacAddr, ParseError, Parsed};
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
+
+/// Why a frame was dropped. One counter per reason per worker.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Shorter than an Ethernet header.
+    TruncatedEthernet,
+    /// An EtherType weir does not handle.
+    UnknownEtherType,
+    /// More VLAN tags than the parser walks.
+    VlanTooDeep,
+    /// A VLAN tag cut short.
+    TruncatedVlan,
+    /// A VLAN-tagged frame: weir has no VLAN sub-interfaces yet.
+    VlanTagged,
+    /// ARP cut short.
+    TruncatedArp,
+    /// ARP for a hardware or protocol type other than Ethernet/IPv4.
+    BadArp,
+    /// ARP not asking for nor answering one of weir's addresses.
+    ArpNotForUs,
+    /// IPv4 header cut short.
+    TruncatedIpv4,
+    /// IP version field does not match the EtherType.
+    BadIpVersion,
+    /// IHL below 5.
+    BadIhl,
+    /// IPv4 total length below the header or beyond the frame.
+    BadIpv4TotalLength,
+    /// IPv4 header checksum wrong.
+    BadIpv4Checksum,
+    /// IPv6 header cut short.
+    TruncatedIpv6,
+    /// IPv6 payload length beyond the frame.
+    BadIpv6PayloadLength,
+    /// Too many IPv6 extension headers.
+    Ipv6ExtChainTooLong,
+    /// An IPv6 extension header cut short.
+    TruncatedIpv6Ext,
+    /// TCP data offset below 5 or beyond the segment.
+    BadTcpDataOffset,
+    /// A frame longer than any the parser accepts.
+    FrameTooLong,
+    /// L4 header cut short.
+    TruncatedL4,
+    /// UDP length field inconsistent.
+    BadL4Length,
+    /// Destination MAC neither ours nor broadcast/multicast.
+    NotOurMac,
+    /// Broadcast or multicast IP destination that weir does not forward.
+    NotRoutable,
+    /// No route to the destination.
+    NoRoute,
+    /// TTL or hop limit ran out (an ICMP time exceeded was sent unless rate-limited).
+    TtlExceeded,
+    /// Larger than the output port's MTU (DF set or IPv6: an ICMP error was sent).
+    MtuExceeded,
+    /// Addressed to weir, for a protocol weir does not answer.
+    LocalUnhandled,
+    /// A fragment addressed to weir itself (weir does not reassemble).
+    LocalFragment,
+    /// An NDP message that fails RFC 4861 validation.
+    BadNdp,
+    /// ICMPv6 that is neither NDP nor echo, addressed to weir.
+    Icmpv6Unhandled,
+    /// The queue of frames waiting for a neighbor was full.
+    NeighborQueueFull,
+    /// The neighbor did not answer in time.
+    NeighborTimeout,
+    /// No buffer for a reply weir had to build.
+    PoolExhausted,
+    /// The output transmit queue was full.
+    TxFull,
+}
+
+impl DropReason {
+    /// Every reason, in discriminant order.
+    pub const ALL: [DropReason; 34] = [
+        DropReason::TruncatedEthernet,
+        DropReason::UnknownEtherType,
+        DropReason::VlanTooDeep,
+        DropReason::TruncatedVlan,
+        DropReason::VlanTagged,
+        DropReason::TruncatedArp,
+        DropReason::BadArp,
+        DropReason::ArpNotForUs,
+        DropReason::TruncatedIpv4,
+        DropReason::BadIpVersion,
+        DropReason::BadIhl,
+        DropReason::BadIpv4TotalLength,
+        DropReason::BadIpv4Checksum,
+        DropReason::TruncatedIpv6,
+        DropReason::BadIpv6PayloadLength,
+        DropReason::Ipv6ExtChainTooLong,
+        DropReason::TruncatedIpv6Ext,
+        DropReason::BadTcpDataOffset,
+        DropReason::FrameTooLong,
+        DropReason::TruncatedL4,
+        DropReason::BadL4Length,
+        DropReason::NotOurMac,
+        DropReason::NotRoutable,
+        DropReason::NoRoute,
+        DropReason::TtlExceeded,
+        DropReason::MtuExceeded,
+        DropReason::LocalUnhandled,
+        DropReason::LocalFragment,
+        DropReason::BadNdp,
+        DropReason::Icmpv6Unhandled,
+        DropReason::NeighborQueueFull,
+        DropReason::NeighborTimeout,
+        DropReason::PoolExhausted,
+        DropReason::TxFull,
+    ];
+    /// Number of reasons.
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// The snake_case name used in stats output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::TruncatedEthernet => "truncated_ethernet",
+            DropReason::UnknownEtherType => "unknown_ethertype",
+            DropReason::VlanTooDeep => "vlan_too_deep",
+            DropReason::TruncatedVlan => "truncated_vlan",
+            DropReason::VlanTagged => "vlan_tagged",
+            DropReason::TruncatedArp => "truncated_arp",
+            DropReason::BadArp => "bad_arp",
+            DropReason::ArpNotForUs => "arp_not_for_us",
+            DropReason::TruncatedIpv4 => "truncated_ipv4",
+            DropReason::BadIpVersion => "bad_ip_version",
+            DropReason::BadIhl => "bad_ihl",
+            DropReason::BadIpv4TotalLength => "bad_ipv4_total_length",
+            DropReason::BadIpv4Checksum => "bad_ipv4_checksum",
+            DropReason::TruncatedIpv6 => "truncated_ipv6",
+            DropReason::BadIpv6PayloadLength => "bad_ipv6_payload_length",
+            DropReason::Ipv6ExtChainTooLong => "ipv6_ext_chain_too_long",
+            DropReason::TruncatedIpv6Ext => "truncated_ipv6_ext",
+            DropReason::BadTcpDataOffset => "bad_tcp_data_offset",
+            DropReason::FrameTooLong => "frame_too_long",
+            DropReason::TruncatedL4 => "truncated_l4",
+            DropReason::BadL4Length => "bad_l4_length",
+            DropReason::NotOurMac => "not_our_mac",
+            DropReason::NotRoutable => "not_routable",
+            DropReason::NoRoute => "no_route",
+            DropReason::TtlExceeded => "ttl_exceeded",
+            DropReason::MtuExceeded => "mtu_exceeded",
+            DropReason::LocalUnhandled => "local_unhandled",
+            DropReason::LocalFragment => "local_fragment",
+            DropReason::BadNdp => "bad_ndp",
+            DropReason::Icmpv6Unhandled => "icmpv6_unhandled",
+            DropReason::NeighborQueueFull => "neighbor_queue_full",
+            DropReason::NeighborTimeout => "neighbor_timeout",
+            DropReason::PoolExhausted => "pool_exhausted",
+            DropReason::TxFull => "tx_full",
+        }
+    }
+}
+
+impl From<ParseError> for DropReason {
+    fn from(e: ParseError) -> Self {
+        match e {
+            ParseError::TruncatedEthernet => DropReason::TruncatedEthernet,
+            ParseError::UnknownEtherType => DropReason::UnknownEtherType,
+            ParseError::VlanTooDeep => DropReason::VlanTooDeep,
+            ParseError::TruncatedVlan => DropReason::TruncatedVlan,
+            ParseError::TruncatedArp => DropReason::TruncatedArp,
+            ParseError::BadArp => DropReason::BadArp,
+            ParseError::TruncatedIpv4 => DropReason::TruncatedIpv4,
+            ParseError::BadIpVersion => DropReason::BadIpVersion,
+            ParseError::BadIhl => DropReason::BadIhl,
+            ParseError::BadIpv4TotalLength => DropReason::BadIpv4TotalLength,
+            ParseError::BadIpv4Checksum => DropReason::BadIpv4Checksum,
+            ParseError::TruncatedIpv6 => DropReason::TruncatedIpv6,
+            ParseError::BadIpv6PayloadLength => DropReason::BadIpv6PayloadLength,
+            ParseError::Ipv6ExtChainTooLong => DropReason::Ipv6ExtChainTooLong,
+            ParseError::TruncatedIpv6Ext => DropReason::TruncatedIpv6Ext,
+            ParseError::BadTcpDataOffset => DropReason::BadTcpDataOffset,
+            ParseError::FrameTooLong => DropReason::FrameTooLong,
+            ParseError::TruncatedL4 => DropReason::TruncatedL4,
+            ParseError::BadL4Length => DropReason::BadL4Length,
+        }
+    }
+}
+
+/// What became of one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Rewritten and sent out of this port (a reply goes back out of its input port).
+    Forward(u8),
+    /// Waiting for its next hop to be resolved.
+    Held,
+    /// Dropped, for this reason.
+    Drop(DropReason),
+    /// Consumed by weir itself (an ARP reply or neighbor advertisement it learned from, or a
+    /// solicitation it answered with a new frame): freed, not an error.
+    Consumed,
+}
+
+/// Where the pipeline sends frames and gets buffers for the frames it builds.
+pub trait Egress<B: PacketBuf> {
+    /// Queues `pkt` for transmission on `port`.
+    fn send(&mut self, port: u8, pkt: B);
+    /// A fresh empty buffer, or `None` when the pool is exhausted.
+    fn alloc(&mut self) -> Option<B>;
+}
+
+/// Pipeline sizing and timing, fixed at start-up.
+#[derive(Clone, Copy, Debug)]
+pub struct PipelineConfig {
+    /// Neighbor entries per worker.
+    pub neighbor_capacity: usize,
+    /// Frames per worker that may wait for neighbor resolution.
+    pub pending_capacity: usize,
+    /// Neighbor ageing.
+    pub neighbor_timers: NeighborTimers,
+    /// How long a frame waits for its neighbor before it is dropped, in nanoseconds.
+    pub resolve_timeout_ns: u64,
+    /// Interval between ARP/NS retries for one address, in nanoseconds.
+    pub resolve_retry_ns: u64,
+    /// ICMP errors a worker may send per second (token bucket rate, RFC 1812 4.3.2.8).
+    pub icmp_errors_per_sec: u32,
+    /// Burst size of the ICMP error token bucket.
+    pub icmp_error_burst: u32,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            neighbor_capacity: 1024,
+            pending_capacity: 256,
+            neighbor_timers: NeighborTimers::default(),
+            resolve_timeout_ns: 3_000_000_000,
+            resolve_retry_ns: 1_000_000_000,
+            icmp_errors_per_sec: 100,
+            icmp_error_burst: 50,
+        }
+    }
+}
+
+/// Per-worker pipeline counters (single writer: the worker).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PipelineCounters {
+    /// Drops by reason, indexed by `DropReason as usize`.
+    pub drops: [u64; DropReason::COUNT],
+    /// Frames routed to another port.
+    pub forwarded: u64,
+    /// Replies weir built or turned around: ARP, NDP, ICMP echo.
+    pub replies: u64,
+    /// ICMP errors sent.
+    pub icmp_errors: u64,
+    /// ICMP errors suppressed by the rate limit.
+    pub icmp_rate_limited: u64,
+    /// ARP requests and neighbor solicitations sent.
+    pub resolutions_sent: u64,
+    /// L4 checksums completed for frames a local sender left partial.
+    pub checksums_completed: u64,
+    /// Neighbor updates that did not fit another worker's inbox.
+    pub neighbor_updates_lost: u64,
+    /// Frames weir consumed itself (ARP replies, NAs, NSs answered with a new frame).
+    pub consumed: u64,
+}
+
+impl Default for PipelineCounters {
+    fn default() -> Self {
+        PipelineCounters {
+            drops: [0; DropReason::COUNT],
+            forwarded: 0,
+            replies: 0,
+            icmp_errors: 0,
+            icmp_rate_limited: 0,
+            resolutions_sent: 0,
+            checksums_completed: 0,
+            neighbor_updates_lost: 0,
+            consumed: 0,
+        }
+    }
+}
+
+struct Pending<B> {
+    pkt: B,
+    port: u8,
+    next_hop: IpAddr,
+    queued_ns: u64,
+}
+
+/// Token bucket for ICMP errors.
+struct TokenBucket {
+    tokens: u64,
+    burst: u64,
+    per_sec: u64,
+    last_ns: u64,
+}
+
+impl TokenBucket {
+    fn take(&mut self, now_ns: u64) -> bool {
+        let elapsed = now_ns.saturating_sub(self.last_ns);
+        let add = elapsed.saturating_mul(self.per_sec) / 1_000_000_000;
+        if add > 0 {
+            self.tokens = (self.tokens + add).min(self.burst);
+            self.last_ns = now_ns;
+        }
+        if self.tokens > 0 {
+            self.tokens -= 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// One worker's pipeline.
+pub struct Pipeline<B> {
+    worker: usize,
+    fib: Arc<Fib>,
+    neigh: NeighborTable,
+    bus: Arc<NeighborBus>,
+    pending: Vec<Pending<B>>,
+    cfg: PipelineConfig,
+    icmp: TokenBucket,
+    /// Last resolution request per address is tracked on the pending entries; this remembers
+    /// when the last request went out for each of up to a few addresses with nothing pending
+    /// (stale refreshes).
+    refresh_sent: [(Option<IpAddr>, u64); 8],
+    /// Counters; read by the worker to publish them.
+    pub counters: PipelineCounters,
+}
+
+impl<B: PacketBuf> Pipeline<B> {
+    /// A pipeline for worker `worker` over `fib`, with `static_neighbors` preloaded.
+    pub fn new(
+        worker: usize,
+        fib: Arc<Fib>,
+        bus: Arc<NeighborBus>,
+        cfg: PipelineConfig,
+        static_neighbors: &[(IpAddr, u8, [u8; 6])],
+    ) -> Self {
+        let mut neigh = NeighborTable::new(cfg.neighbor_capacity, cfg.neighbor_timers);
+        for &(ip, port, mac) in static_neighbors {
+            neigh.learn(ip, Neighbor { mac, port, confirmed_ns: 0, permanent: true });
+        }
+        Pipeline {
+            worker,
+            fib,
+            neigh,
+            bus,
+            pending: Vec::with_capacity(cfg.pending_capacity),
+            icmp: TokenBucket {
+                tokens: u64::from(cfg.icmp_error_burst),
+                burst: u64::from(cfg.icmp_error_burst),
+                per_sec: u64::from(cfg.icmp_errors_per_sec),
+                last_ns: 0,
+            },
+            cfg,
+            refresh_sent: [(None, 0); 8],
+            counters: PipelineCounters::default(),
+        }
+    }
+
+    /// The FIB in use.
+    pub fn fib(&self) -> &Fib {
+        &self.fib
+    }
+
+    /// Neighbor entries this worker holds.
+    pub fn neighbors(&self) -> usize {
+        self.neigh.len()
+    }
+
+    /// Frames waiting for resolution.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Counts a drop.
+    #[inline]
+    pub fn count_drop(&mut self, r: DropReason) {
+        self.counters.drops[r as usize] += 1;
+    }
+
+    /// Handles one frame received on `in_port`. See the module docs for the contract.
+    #[inline]
+    pub fn process(
+        &mut self,
+        mut pkt: B,
+        in_port: u8,
+        now_ns: u64,
+        out: &mut impl Egress<B>,
+    ) -> Verdict {
+        let verdict = self.classify(&mut pkt, in_port, now_ns, out);
+        match verdict {
+            Step::Send(port) => {
+                out.send(port, pkt);
+                Verdict::Forward(port)
+            }
+            Step::Hold(port, next_hop) => self.hold(pkt, port, next_hop, now_ns, out),
+            Step::Drop(r) => {
+                self.count_drop(r);
+                Verdict::Drop(r)
+            }
+            Step::Consumed => {
+                self.counters.consumed += 1;
+                Verdict::Consumed
+            }
+        }
+    }
+
+    fn classify(
+        &mut self,
+        pkt: &mut B,
+        in_port: u8,
+        now_ns: u64,
+        out: &mut impl Egress<B>,
+    ) -> Step {
+        let Some(port) = self.fib.port(in_port) else {
+            return Step::Drop(DropReason::NotOurMac);
+        };
+        let our_mac = port.mac;
+        let frame = pkt.data();
+        if frame.len() < 14 {
+            return Step::Drop(DropReason::TruncatedEthernet);
+        }
+        let dst_is_ours = frame[0..6] == our_mac;
+        if !dst_is_ours && frame[0] & 1 == 0 {
+            return Step::Drop(DropReason::NotOurMac);
+        }
+        let parsed = match parse_frame(frame) {
+            Ok(p) => p,
+            Err(e) => return Step::Drop(e.into()),
+        };
+        if parsed.vlan_depth > 0 {
+            return Step::Drop(DropReason::VlanTagged);
+        }
+        match parsed.l3 {
+            L3::Arp(_) => self.arp(pkt, &parsed, in_port, now_ns),
+            L3::Ipv4(ref ip) => {
+                let dst = ip.dst;
+                match self.fib.lookup_v4(dst) {
+                    Some(NextHop::Local { .. }) => self.local_v4(pkt, &parsed, in_port),
+                    _ if !dst_is_ours || dst.is_broadcast() || dst.is_multicast() => {
+                        Step::Drop(DropReason::NotRoutable)
+                    }
+                    None => self.icmp_error(pkt, &parsed, in_port, IcmpKind::NoRoute, now_ns, out),
+                    Some(hop) => {
+                        self.forward(pkt, &parsed, in_port, hop, IpAddr::V4(dst), now_ns, out)
+                    }
+                }
+            }
+            L3::Ipv6(ref ip) => {
+                let dst = ip.dst;
+                if dst.is_multicast() {
+                    // Solicited-node and all-nodes multicast carry NDP for us.
+                    return self.local_v6(pkt, &parsed, in_port, now_ns, out);
+                }
+                match self.fib.lookup_v6(dst) {
+                    Some(NextHop::Local { .. }) => {
+                        self.local_v6(pkt, &parsed, in_port, now_ns, out)
+                    }
+                    _ if !dst_is_ours || is_link_local(dst) => Step::Drop(DropReason::NotRoutable),
+                    None => self.icmp_error(pkt, &parsed, in_port, IcmpKind::NoRoute, now_ns, out),
+                    Some(hop) => {
+                        self.forward(pkt, &parsed, in_port, hop, IpAddr::V6(dst), now_ns, out)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Routes a transit frame: TTL, MTU, neighbor, rewrite.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &mut self,
+        pkt: &mut B,
+        parsed: &Parsed,
+        in_port: u8,
+        hop: NextHop,
+        dst: IpAddr,
+        now_ns: u64,
+        out: &mut impl Egress<B>,
+    ) -> Step {
+        let (out_port, next_hop) = match hop {
+            NextHop::Connected { port } => (port, dst),
+            NextHop::Via { port, gateway } => (port, gateway),
+            NextHop::Local { .. } => return Step::Drop(DropReason::LocalUnhandled),
+        };
+        let ttl = match parsed.l3 {
+            L3::Ipv4(ref ip) => ip.ttl,
+            L3::Ipv6(ref ip) => ip.hop_limit,
+            L3::Arp(_) => return Step::Drop(DropReason::NotRoutable),
+        };
+        if ttl <= 1 {
+            self.icmp_error(pkt, parsed, in_port, IcmpKind::TimeExceeded, now_ns, out);
+            return Step::Drop(DropReason::TtlExceeded);
+        }
+        let Some(port) = self.fib.port(out_port) else {
+            return Step::Drop(DropReason::NoRoute);
+        };
+        let out_mac = port.mac;
+        let mtu = port.mtu;
+        if usize::from(parsed.l3_len) > usize::from(mtu) {
+            let kind = match parsed.l3 {
+                L3::Ipv4(ref ip) if !ip.dont_fragment => None,
+                _ => Some(IcmpKind::TooBig { mtu }),
+            };
+            if let Some(kind) = kind {
+                self.icmp_error(pkt, parsed, in_port, kind, now_ns, out);
+            }
+            return Step::Drop(DropReason::MtuExceeded);
+        }
+        let dst_mac = match self.neigh.lookup(&next_hop, now_ns) {
+            Lookup::Fresh(m) => m,
+            Lookup::Stale(m) => {
+                self.refresh(out_port, next_hop, now_ns, out);
+                m
+            }
+            Lookup::Missing => return Step::Hold(out_port, next_hop),
+        };
+        let frame = pkt.data_mut();
+        let l3 = usize::from(parsed.l3_offset);
+        let rewritten = match parsed.l3 {
+            L3::Ipv4(_) => stack::ipv4::decrement_ttl(frame, l3),
+            _ => stack::ipv6::decrement_hop_limit(frame, l3),
+        };
+        if rewritten.is_err() {
+            return Step::Drop(DropReason::TruncatedIpv4);
+        }
+        frame[0..6].copy_from_slice(&dst_mac);
+        frame[6..12].copy_from_slice(&out_mac);
+        if pkt.meta().l4_csum_partial {
+            // A partial checksum on a frame too short for its L4 header is left as it is: the
+            // receiver drops it, as it would from a broken NIC.
+            let _ = stack::l4::complete_l4_checksum(pkt.data_mut(), parsed);
+            pkt.set_meta(Default::default());
+            self.counters.checksums_completed += 1;
+        }
+        self.counters.forwarded += 1;
+        Step::Send(out_port)
+    }
+
+    fn arp(&mut self, pkt: &mut B, parsed: &Parsed, in_port: u8, now_ns: u64) -> Step {
+        let L3::Arp(arp) = parsed.l3 else {
+            return Step::Drop(DropReason::BadArp);
+        };
+        let for_us = self.fib.is_local_on(in_port, IpAddr::V4(arp.target_ip));
+        if !for_us {
+            return Step::Drop(DropReason::ArpNotForUs);
+        }
+        // RFC 826: the target learns the sender's mapping from a request or a reply.
+        if !arp.sender_ip.is_unspecified() {
+            self.learn(IpAddr::V4(arp.sender_ip), arp.sender_mac.0, in_port, now_ns);
+        }
+        if arp.operation == ArpOperation::Request {
+            let Some(port) = self.fib.port(in_port) else {
+                return Step::Drop(DropReason::ArpNotForUs);
+            };
+            let mac = MacAddr(port.mac);
+            if stack::arp::write_reply(pkt.data_mut(), parsed, mac, arp.target_ip).is_err() {
+                return Step::Drop(DropReason::TruncatedArp);
+            }
+            self.counters.replies += 1;
+            return Step::Send(in_port);
+        }
+        // A reply: learned above; nothing to send.
+        Step::Consumed
+    }
+
+    fn local_v4(&mut self, pkt: &mut B, parsed: &Parsed, in_port: u8) -> Step {
+        let L3::Ipv4(ref ip) = parsed.l3 else { return Step::Drop(DropReason::LocalUnhandled) };
+        if ip.is_fragment {
+            return Step::Drop(DropReason::LocalFragment);
+        }
+        match parsed.l4 {
+            Some(stack::parse::L4Info { header: L4::Icmpv4 { icmp_type: 8, .. }, .. }) => {
+                if stack::icmp::echo_reply_in_place_v4(pkt.data_mut(), parsed).is_err() {
+                    return Step::Drop(DropReason::TruncatedL4);
+                }
+                self.counters.replies += 1;
+                Step::Send(in_port)
+            }
+            _ => Step::Drop(DropReason::LocalUnhandled),
+        }
+    }
+
+    fn local_v6(
+        &mut self,
+        pkt: &mut B,
+        parsed: &Parsed,
+        in_port: u8,
+        now_ns: u64,
+        out: &mut impl Egress<B>,
+    ) -> Step {
+        let L3::Ipv6(ref ip) = parsed.l3 else { return Step::Drop(DropReason::LocalUnhandled) };
+        if ip.is_fragment {
+            return Step::Drop(DropReason::LocalFragment);
+        }
+        let Some(stack::parse::L4Info { header: L4::Icmpv6 { icmp_type, .. }, .. }) = parsed.l4
+        else {
+            return Step::Drop(if ip.dst.is_multicast() {
+                DropReason::NotRoutable
+            } else {
+                DropReason::LocalUnhandled
+            });
+        };
+        match icmp_type {
+            128 if !ip.dst.is_multicast() => {
+                if stack::icmp::echo_reply_in_place_v6(pkt.data_mut(), parsed).is_err() {
+                    return Step::Drop(DropReason::TruncatedL4);
+                }
+                self.counters.replies += 1;
+                Step::Send(in_port)
+            }
+            135 => {
+                let ns = match stack::nd::parse_ns(pkt.data(), parsed) {
+                    Ok(ns) => ns,
+                    Err(_) => return Step::Drop(DropReason::BadNdp),
+                };
+                if !self.fib.is_local_on(in_port, IpAddr::V6(ns.target)) {
+                    return Step::Drop(DropReason::NotRoutable);
+                }
+                if let Some(mac) = ns.source_ll {
+                    if !ip.src.is_unspecified() {
+                        self.learn(IpAddr::V6(ip.src), mac.0, in_port, now_ns);
+                    }
+                }
+                let Some(port) = self.fib.port(in_port) else {
+                    return Step::Drop(DropReason::BadNdp);
+                };
+                let our_mac = MacAddr(port.mac);
+                let src_mac = MacAddr(pkt.data()[6..12].try_into().unwrap_or([0; 6]));
+                // RFC 4861 7.2.4: a DAD probe (unspecified source) is answered to all-nodes.
+                let (dst_mac, dst_ip, solicited) = if ip.src.is_unspecified() {
+                    (
+                        MacAddr([0x33, 0x33, 0, 0, 0, 1]),
+                        Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1),
+                        false,
+                    )
+                } else {
+                    (src_mac, ip.src, true)
+                };
+                let Some(mut reply) = out.alloc() else {
+                    return Step::Drop(DropReason::PoolExhausted);
+                };
+                let cap = reply.capacity();
+                if reply.set_len(cap).is_err() {
+                    return Step::Drop(DropReason::PoolExhausted);
+                }
+                match stack::nd::write_na(
+                    reply.data_mut(),
+                    our_mac,
+                    ns.target,
+                    dst_mac,
+                    dst_ip,
+                    ns.target,
+                    solicited,
+                ) {
+                    Ok(n) if reply.set_len(n).is_ok() => {
+                        self.counters.replies += 1;
+                        out.send(in_port, reply);
+                        Step::Consumed
+                    }
+                    _ => Step::Drop(DropReason::PoolExhausted),
+                }
+            }
+            136 => {
+                let na = match stack::nd::parse_na(pkt.data(), parsed) {
+                    Ok(na) => na,
+                    Err(_) => return Step::Drop(DropReason::BadNdp),
+                };
+                let mac = na.target_ll.map(|m| m.0).or_else(|| pkt.data()[6..12].try_into().ok());
+                if let Some(mac) = mac {
+                    self.learn(IpAddr::V6(na.target), mac, in_port, now_ns);
+                }
+                Step::Consumed
+            }
+            // Router solicitations/advertisements and redirects: weir is not a SLAAC router.
+            133 | 134 | 137 => Step::Drop(DropReason::Icmpv6Unhandled),
+            _ if ip.dst.is_multicast() => Step::Drop(DropReason::NotRoutable),
+            _ => Step::Drop(DropReason::Icmpv6Unhandled),
+        }
+    }
+
+    /// Records a neighbor, tells the other workers, and releases frames waiting for it.
+    fn learn(&mut self, ip: IpAddr, mac: [u8; 6], port: u8, now_ns: u64) {
+        let n = Neighbor { mac, port, confirmed_ns: now_ns, permanent: false };
+        self.neigh.learn(ip, n);
+        self.counters.neighbor_updates_lost +=
+            self.bus.publish(self.worker, NeighborUpdate { ip, neighbor: n });
+        self.release_pending(ip);
+    }
+
+    fn release_pending(&mut self, ip: IpAddr) {
+        // Marks entries now sendable; `flush_pending` sends them (it needs the egress).
+        for p in self.pending.iter_mut() {
+            if p.next_hop == ip {
+                p.queued_ns = RELEASE;
+            }
+        }
+    }
+
+    /// Housekeeping between bursts: applies neighbor updates from other workers, sends frames
+    /// whose neighbor is now known, retries resolution and times out frames that waited too long.
+    pub fn maintain(&mut self, now_ns: u64, out: &mut impl Egress<B>) {
+        while let Some(u) = self.bus.receive(self.worker) {
+            self.neigh.learn(u.ip, u.neighbor);
+            self.release_pending(u.ip);
+        }
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut i = 0;
+        while i < self.pending.len() {
+            let p = &self.pending[i];
+            let (ip, port, queued) = (p.next_hop, p.port, p.queued_ns);
+            if queued == RELEASE {
+                if let Lookup::Fresh(mac) | Lookup::Stale(mac) = self.neigh.lookup(&ip, now_ns) {
+                    let mut p = self.pending.swap_remove(i);
+                    let src = self.fib.port(port).map(|x| x.mac).unwrap_or_default();
+                    self.finish_held(&mut p.pkt, mac, src);
+                    out.send(port, p.pkt);
+                    continue;
+                }
+            } else if now_ns.saturating_sub(queued) > self.cfg.resolve_timeout_ns {
+                drop(self.pending.swap_remove(i));
+                self.count_drop(DropReason::NeighborTimeout);
+                continue;
+            } else if now_ns.saturating_sub(self.last_request(ip)) >= self.cfg.resolve_retry_ns {
+                self.request(port, ip, now_ns, out);
+            }
+            i += 1;
+        }
+    }
+
+    /// Completes the rewrite of a frame that waited for its neighbor.
+    fn finish_held(&mut self, pkt: &mut B, dst_mac: [u8; 6], src_mac: [u8; 6]) {
+        let Ok(parsed) = parse_frame(pkt.data()) else { return };
+        let frame = pkt.data_mut();
+        let l3 = usize::from(parsed.l3_offset);
+        let _ = match parsed.l3 {
+            L3::Ipv4(_) => stack::ipv4::decrement_ttl(frame, l3),
+            L3::Ipv6(_) => stack::ipv6::decrement_hop_limit(frame, l3),
+            L3::Arp(_) => return,
+        };
+        frame[0..6].copy_from_slice(&dst_mac);
+        frame[6..12].copy_from_slice(&src_mac);
+        if pkt.meta().l4_csum_partial {
+            let _ = stack::l4::complete_l4_checksum(pkt.data_mut(), &parsed);
+            pkt.set_meta(Default::default());
+            self.counters.checksums_completed += 1;
+        }
+        self.counters.forwarded += 1;
+    }
+
+    fn hold(
+        &mut self,
+        pkt: B,
+        port: u8,
+        next_hop: IpAddr,
+        now_ns: u64,
+        out: &mut impl Egress<B>,
+    ) -> Verdict {
+        if self.pending.len() >= self.cfg.pending_capacity {
+            self.count_drop(DropReason::NeighborQueueFull);
+            return Verdict::Drop(DropReason::NeighborQueueFull);
+        }
+        let first = !self.pending.iter().any(|p| p.next_hop == next_hop);
+        self.pending.push(Pending { pkt, port, next_hop, queued_ns: now_ns.max(1) });
+        if first {
+            self.request(port, next_hop, now_ns, out);
+        }
+        Verdict::Held
+    }
+
+    fn last_request(&self, ip: IpAddr) -> u64 {
+        self.refresh_sent.iter().find(|(a, _)| *a == Some(ip)).map(|&(_, t)| t).unwrap_or(0)
+    }
+
+    fn refresh(&mut self, port: u8, ip: IpAddr, now_ns: u64, out: &mut impl Egress<B>) {
+        if now_ns.saturating_sub(self.last_request(ip)) >= self.cfg.resolve_retry_ns {
+            self.request(port, ip, now_ns, out);
+        }
+    }
+
+    /// Sends an ARP request or a neighbor solicitation for `ip` out of `port`.
+    fn request(&mut self, port: u8, ip: IpAddr, now_ns: u64, out: &mut impl Egress<B>) {
+        // Remember when, in the slot of this address or the oldest slot.
+        let slot = self
+            .refresh_sent
+            .iter()
+            .position(|(a, _)| *a == Some(ip))
+            .or_else(|| {
+                self.refresh_sent.iter().enumerate().min_by_key(|(_, (_, t))| *t).map(|(i, _)| i)
+            })
+            .unwrap_or(0);
+        self.refresh_sent[slot] = (Some(ip), now_ns);
+        let Some(p) = self.fib.port(port) else { return };
+        let mac = MacAddr(p.mac);
+        let Some(mut buf) = out.alloc() else {
+            self.count_drop(DropReason::PoolExhausted);
+            return;
+        };
+        let cap = buf.capacity();
+        if buf.set_len(cap).is_err() {
+            return;
+        }
+        let written = match ip {
+            IpAddr::V4(target) => {
+                let Some(src) = p.primary_v4() else { return };
+                stack::arp::write_request(buf.data_mut(), mac, src, target)
+            }
+            IpAddr::V6(target) => {
+                let Some(src) = p.source_v6(target) else { return };
+                stack::nd::write_ns(buf.data_mut(), mac, src, target)
+            }
+        };
+        if let Ok(n) = written {
+            if buf.set_len(n).is_ok() {
+                self.counters.resolutions_sent += 1;
+                out.send(port, buf);
+            }
+        }
+    }
+
+    /// Sends gratuitous ARP and unsolicited NA for every address of every port.
+    pub fn announce(&mut self, out: &mut impl Egress<B>) {
+        let fib = Arc::clone(&self.fib);
+        for (i, p) in fib.ports().iter().enumerate() {
+            let Ok(port) = u8::try_from(i) else { break };
+            let mac = MacAddr(p.mac);
+            for n in &p.ipv4 {
+                self.build_and_send(port, out, |b| stack::arp::write_gratuitous(b, mac, n.addr()));
+            }
+            for n in &p.ipv6 {
+                let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+                self.build_and_send(port, out, |b| {
+                    stack::nd::write_na(
+                        b,
+                        mac,
+                        n.addr(),
+                        MacAddr([0x33, 0x33, 0, 0, 0, 1]),
+                        all_nodes,
+                        n.addr(),
+                        false,
+                    )
+                });
+            }
+        }
+    }
+
+    fn build_and_send(
+        &mut self,
+        port: u8,
+        out: &mut impl Egress<B>,
+        build: impl FnOnce(&mut [u8]) -> Result<usize, stack::BuildError>,
+    ) {
+        let Some(mut buf) = out.alloc() else {
+            self.count_drop(DropReason::PoolExhausted);
+            return;
+        };
+        let cap = buf.capacity();
+        if buf.set_len(cap).is_err() {
+            return;
+        }
+        if let Ok(n) = build(buf.data_mut()) {
+            if buf.set_len(n).is_ok() {
+                out.send(port, buf);
+            }
+        }
+    }
+
+    /// Sends an ICMP error about `pkt` back toward its source, if RFC 1812/4443 allow it and the
+    /// rate limit has a token. Returns the drop step for the original frame.
+    fn icmp_error(
+        &mut self,
+        pkt: &mut B,
+        parsed: &Parsed,
+        in_port: u8,
+        kind: IcmpKind,
+        now_ns: u64,
+        out: &mut impl Egress<B>,
+    ) -> Step {
+        let reason = match kind {
+            IcmpKind::TimeExceeded => DropReason::TtlExceeded,
+            IcmpKind::TooBig { .. } => DropReason::MtuExceeded,
+            IcmpKind::NoRoute => DropReason::NoRoute,
+        };
+        if !stack::icmp::may_send_icmp_error(parsed, pkt.data()) {
+            return Step::Drop(reason);
+        }
+        if !self.icmp.take(now_ns) {
+            self.counters.icmp_rate_limited += 1;
+            return Step::Drop(reason);
+        }
+        let Some(port) = self.fib.port(in_port) else { return Step::Drop(reason) };
+        let our_mac = MacAddr(port.mac);
+        let peer_mac = MacAddr(pkt.data()[6..12].try_into().unwrap_or([0; 6]));
+        let Some(mut buf) = out.alloc() else {
+            self.count_drop(DropReason::PoolExhausted);
+            return Step::Drop(reason);
+        };
+        let cap = buf.capacity();
+        if buf.set_len(cap).is_err() {
+            return Step::Drop(reason);
+        }
+        let written = match parsed.l3 {
+            L3::Ipv4(_) => match port.primary_v4() {
+                Some(src) => {
+                    let kind = match kind {
+                        IcmpKind::TimeExceeded => Icmpv4Error::TimeExceeded,
+                        IcmpKind::NoRoute => Icmpv4Error::NetUnreachable,
+                        IcmpKind::TooBig { mtu } => Icmpv4Error::FragNeeded { next_hop_mtu: mtu },
+                    };
+                    stack::icmp::write_error_v4(
+                        buf.data_mut(),
+                        pkt.data(),
+                        parsed,
+                        kind,
+                        src,
+                        our_mac,
+                        peer_mac,
+                    )
+                }
+                None => return Step::Drop(reason),
+            },
+            L3::Ipv6(ref ip) => match port.source_v6(ip.src) {
+                Some(src) => {
+                    let kind = match kind {
+                        IcmpKind::TimeExceeded => Icmpv6Error::TimeExceeded,
+                        IcmpKind::NoRoute => Icmpv6Error::NoRoute,
+                        IcmpKind::TooBig { mtu } => {
+                            Icmpv6Error::PacketTooBig { mtu: u32::from(mtu) }
+                        }
+                    };
+                    stack::icmp::write_error_v6(
+                        buf.data_mut(),
+                        pkt.data(),
+                        parsed,
+                        kind,
+                        src,
+                        our_mac,
+                        peer_mac,
+                    )
+                }
+                None => return Step::Drop(reason),
+            },
+            L3::Arp(_) => return Step::Drop(reason),
+        };
+        if let Ok(n) = written {
+            if buf.set_len(n).is_ok() {
+                self.counters.icmp_errors += 1;
+                out.send(in_port, buf);
+            }
+        }
+        Step::Drop(reason)
+    }
+}
+
+/// Which ICMP error to send; mapped to the ICMPv4 or ICMPv6 message of the packet's family.
+#[derive(Clone, Copy)]
+enum IcmpKind {
+    /// TTL / hop limit exceeded in transit.
+    TimeExceeded,
+    /// No route: destination net unreachable (v4) / no route to destination (v6).
+    NoRoute,
+    /// Too big for the output MTU: fragmentation needed (v4, DF set) / packet too big (v6).
+    TooBig { mtu: u16 },
+}
+
+/// Marks a pending entry whose neighbor is now known.
+const RELEASE: u64 = u64::MAX;
+
+fn is_link_local(a: Ipv6Addr) -> bool {
+    a.segments()[0] & 0xffc0 == 0xfe80
+}
+
+/// The pipeline's internal decision, before ownership of the frame is settled.
+enum Step {
+    Send(u8),
+    Hold(u8, IpAddr),
+    Drop(DropReason),
+    /// Handled by weir itself (an ARP reply or NA learned from): freed, not a drop.
+    Consumed,
+}

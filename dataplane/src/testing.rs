@@ -1,0 +1,82 @@
+//! Test and benchmark fixtures: a two-port router over memory ports.
+
+use crate::fib::{Fib, PortAddrs};
+use crate::io::memory::{MemoryPort, MemoryQueues};
+use crate::mempool::{Mempool, MempoolConfig, PoolCache};
+use crate::neigh::NeighborBus;
+use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::worker::{IdlePolicy, Worker, WorkerStats};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// MAC of port 0.
+pub const PORT0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
+/// MAC of port 1.
+pub const PORT1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
+/// MAC of the host behind port 1 (a static neighbor).
+pub const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x22];
+/// MAC of the host behind port 0.
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x21];
+
+/// A worker routing between two memory ports: 198.18.1.0/24 and 2001:db8:1::/64 on port 0,
+/// 198.18.2.0/24 and 2001:db8:2::/64 on port 1, with 198.18.2.2 and 2001:db8:2::2 as static
+/// neighbors on port 1. Returns the worker, the queues of both ports and a buffer cache.
+pub fn two_port_router(
+    discard_tx: bool,
+) -> (Worker<MemoryPort, PoolCache>, [Arc<MemoryQueues>; 2], PoolCache) {
+    let pool = Mempool::new(MempoolConfig { buffers: 4096, data_room: 2048, headroom: 128 })
+        .expect("mempool");
+    let ports = vec![
+        PortAddrs {
+            mac: PORT0_MAC,
+            ipv4: vec!["198.18.1.1/24".parse().expect("net")],
+            ipv6: vec!["2001:db8:1::1/64".parse().expect("net")],
+            mtu: 1500,
+        },
+        PortAddrs {
+            mac: PORT1_MAC,
+            ipv4: vec!["198.18.2.1/24".parse().expect("net")],
+            ipv6: vec!["2001:db8:2::1/64".parse().expect("net")],
+            mtu: 1500,
+        },
+    ];
+    let fib = Arc::new(Fib::build(ports, &[]).expect("fib"));
+    let statics: Vec<(IpAddr, u8, [u8; 6])> = vec![
+        ("198.18.2.2".parse().expect("ip"), 1, SERVER_MAC),
+        ("2001:db8:2::2".parse().expect("ip"), 1, SERVER_MAC),
+        ("198.18.1.2".parse().expect("ip"), 0, CLIENT_MAC),
+    ];
+    let bus = NeighborBus::new(1, 16);
+    let pipeline = Pipeline::new(0, fib, bus, PipelineConfig::default(), &statics);
+    let queues = [MemoryQueues::new(1024), MemoryQueues::new(1024)];
+    let io = vec![
+        MemoryPort::new(Arc::clone(&queues[0]), discard_tx),
+        MemoryPort::new(Arc::clone(&queues[1]), discard_tx),
+    ];
+    let stats = Arc::new(WorkerStats::new(2));
+    let worker = Worker::new(0, io, PoolCache::new(pool), pipeline, IdlePolicy::BusyPoll, stats);
+    (worker, queues, PoolCache::new(pool))
+}
+
+/// A 64-byte IPv4/UDP frame from the client (198.18.1.2) to the server (198.18.2.2) addressed
+/// to port 0's MAC, with `sport` as UDP source port. Checksums are valid.
+pub fn udp4_frame(sport: u16) -> [u8; 60] {
+    let mut f = [0u8; 60];
+    f[0..6].copy_from_slice(&PORT0_MAC);
+    f[6..12].copy_from_slice(&CLIENT_MAC);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    let ip = &mut f[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&46u16.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&[198, 18, 1, 2]);
+    ip[16..20].copy_from_slice(&[198, 18, 2, 2]);
+    let c = stack::checksum::checksum(ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let udp = &mut f[34..60];
+    udp[0..2].copy_from_slice(&sport.to_be_bytes());
+    udp[2..4].copy_from_slice(&9u16.to_be_bytes());
+    udp[4..6].copy_from_slice(&26u16.to_be_bytes());
+    f
+}

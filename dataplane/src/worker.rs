@@ -1,0 +1,370 @@
+//! Workers: one per core, pinned, polling their port queues and running each burst to
+//! completion through the pipeline.
+
+use crate::buf::Batch;
+use crate::cycles;
+use crate::io::{PacketIo, PortStats};
+use crate::mempool::{PoolBuf, PoolCache};
+use crate::pipeline::{DropReason, Egress, Pipeline, PipelineCounters, Verdict};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+/// What a worker does when its queues are empty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdlePolicy {
+    /// Keep polling: lowest latency, one core at 100 %.
+    BusyPoll,
+    /// After `empty_polls` empty polls in a row, sleep in `poll(2)` on the queues' descriptors
+    /// for at most `sleep_ms` milliseconds, until traffic returns.
+    Adaptive {
+        /// Empty polls before sleeping.
+        empty_polls: u32,
+        /// Longest sleep, in milliseconds (housekeeping runs at least this often).
+        sleep_ms: u32,
+    },
+}
+
+/// A source of fresh buffers for frames the pipeline builds.
+pub trait BufSource<B> {
+    /// One empty buffer, or `None` when exhausted.
+    fn alloc(&mut self) -> Option<B>;
+}
+
+impl BufSource<PoolBuf> for PoolCache {
+    fn alloc(&mut self) -> Option<PoolBuf> {
+        PoolCache::alloc(self)
+    }
+}
+
+fn bump(c: &AtomicU64, v: u64) {
+    // Single writer (the owning worker): a plain load and store, no read-modify-write.
+    c.store(v, Ordering::Relaxed);
+}
+
+/// Per-port counters of one worker, readable from other threads.
+#[derive(Default)]
+pub struct SharedPortStats {
+    /// See [`PortStats`].
+    pub rx_packets: AtomicU64,
+    /// See [`PortStats`].
+    pub rx_bytes: AtomicU64,
+    /// See [`PortStats`].
+    pub rx_dropped: AtomicU64,
+    /// See [`PortStats`].
+    pub tx_packets: AtomicU64,
+    /// See [`PortStats`].
+    pub tx_bytes: AtomicU64,
+    /// See [`PortStats`].
+    pub tx_dropped: AtomicU64,
+}
+
+impl SharedPortStats {
+    fn publish(&self, s: &PortStats) {
+        bump(&self.rx_packets, s.rx_packets);
+        bump(&self.rx_bytes, s.rx_bytes);
+        bump(&self.rx_dropped, s.rx_dropped);
+        bump(&self.tx_packets, s.tx_packets);
+        bump(&self.tx_bytes, s.tx_bytes);
+        bump(&self.tx_dropped, s.tx_dropped);
+    }
+
+    /// A plain copy.
+    pub fn snapshot(&self) -> PortStats {
+        PortStats {
+            rx_packets: self.rx_packets.load(Ordering::Relaxed),
+            rx_bytes: self.rx_bytes.load(Ordering::Relaxed),
+            rx_dropped: self.rx_dropped.load(Ordering::Relaxed),
+            tx_packets: self.tx_packets.load(Ordering::Relaxed),
+            tx_bytes: self.tx_bytes.load(Ordering::Relaxed),
+            tx_dropped: self.tx_dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A worker's counters, written by the worker and read by anyone (VPP `show runtime` style).
+#[repr(align(128))]
+pub struct WorkerStats {
+    /// Loop iterations.
+    pub polls: AtomicU64,
+    /// Loop iterations that received at least one frame.
+    pub bursts: AtomicU64,
+    /// Frames received.
+    pub packets: AtomicU64,
+    /// Cycles spent in iterations that received frames.
+    pub busy_cycles: AtomicU64,
+    /// Cycles spent in empty iterations and asleep.
+    pub idle_cycles: AtomicU64,
+    /// Times the worker slept in `poll(2)`.
+    pub sleeps: AtomicU64,
+    /// Drops by reason, indexed by `DropReason as usize`.
+    pub drops: [AtomicU64; DropReason::COUNT],
+    /// Frames routed.
+    pub forwarded: AtomicU64,
+    /// Replies sent (ARP, NDP, echo).
+    pub replies: AtomicU64,
+    /// ICMP errors sent.
+    pub icmp_errors: AtomicU64,
+    /// ICMP errors suppressed by the rate limit.
+    pub icmp_rate_limited: AtomicU64,
+    /// ARP requests / neighbor solicitations sent.
+    pub resolutions_sent: AtomicU64,
+    /// L4 checksums completed.
+    pub checksums_completed: AtomicU64,
+    /// Frames consumed by weir (ARP replies, NAs).
+    pub consumed: AtomicU64,
+    /// Per port of this worker.
+    pub ports: Box<[SharedPortStats]>,
+}
+
+impl WorkerStats {
+    /// Zeroed counters for `ports` ports.
+    pub fn new(ports: usize) -> Self {
+        WorkerStats {
+            polls: AtomicU64::new(0),
+            bursts: AtomicU64::new(0),
+            packets: AtomicU64::new(0),
+            busy_cycles: AtomicU64::new(0),
+            idle_cycles: AtomicU64::new(0),
+            sleeps: AtomicU64::new(0),
+            drops: std::array::from_fn(|_| AtomicU64::new(0)),
+            forwarded: AtomicU64::new(0),
+            replies: AtomicU64::new(0),
+            icmp_errors: AtomicU64::new(0),
+            icmp_rate_limited: AtomicU64::new(0),
+            resolutions_sent: AtomicU64::new(0),
+            checksums_completed: AtomicU64::new(0),
+            consumed: AtomicU64::new(0),
+            ports: (0..ports).map(|_| SharedPortStats::default()).collect(),
+        }
+    }
+
+    fn publish_pipeline(&self, c: &PipelineCounters) {
+        for (a, v) in self.drops.iter().zip(c.drops.iter()) {
+            bump(a, *v);
+        }
+        bump(&self.forwarded, c.forwarded);
+        bump(&self.replies, c.replies);
+        bump(&self.icmp_errors, c.icmp_errors);
+        bump(&self.icmp_rate_limited, c.icmp_rate_limited);
+        bump(&self.resolutions_sent, c.resolutions_sent);
+        bump(&self.checksums_completed, c.checksums_completed);
+        bump(&self.consumed, c.consumed);
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct LoopCounters {
+    polls: u64,
+    bursts: u64,
+    packets: u64,
+    busy_cycles: u64,
+    idle_cycles: u64,
+    sleeps: u64,
+}
+
+/// The egress side of one loop iteration: per-port transmit batches, flushed when full and at
+/// the end of the burst.
+struct Tx<'a, P: PacketIo, S> {
+    ports: &'a mut [P],
+    batches: &'a mut [Batch<P::Buf>],
+    source: &'a mut S,
+}
+
+impl<P: PacketIo, S: BufSource<P::Buf>> Egress<P::Buf> for Tx<'_, P, S> {
+    #[inline]
+    fn send(&mut self, port: u8, pkt: P::Buf) {
+        let i = usize::from(port);
+        let (Some(batch), Some(io)) = (self.batches.get_mut(i), self.ports.get_mut(i)) else {
+            return;
+        };
+        if batch.is_full() {
+            io.tx_burst(batch);
+        }
+        // Cannot fail: the batch was just flushed if it was full.
+        let _ = batch.try_push(pkt);
+    }
+
+    #[inline]
+    fn alloc(&mut self) -> Option<P::Buf> {
+        self.source.alloc()
+    }
+}
+
+impl<P: PacketIo, S> Tx<'_, P, S> {
+    fn flush(&mut self) {
+        for (io, batch) in self.ports.iter_mut().zip(self.batches.iter_mut()) {
+            if !batch.is_empty() {
+                io.tx_burst(batch);
+            }
+        }
+    }
+}
+
+/// One worker: its queues (one per port), its pipeline, its buffer source.
+pub struct Worker<P: PacketIo, S> {
+    id: usize,
+    ports: Vec<P>,
+    tx: Vec<Batch<P::Buf>>,
+    rx: Batch<P::Buf>,
+    source: S,
+    pipeline: Pipeline<P::Buf>,
+    idle: IdlePolicy,
+    stats: std::sync::Arc<WorkerStats>,
+    counters: LoopCounters,
+    epoch: Instant,
+}
+
+impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
+    /// A worker over `ports` (index = port number in the FIB).
+    pub fn new(
+        id: usize,
+        ports: Vec<P>,
+        source: S,
+        pipeline: Pipeline<P::Buf>,
+        idle: IdlePolicy,
+        stats: std::sync::Arc<WorkerStats>,
+    ) -> Self {
+        let tx = (0..ports.len()).map(|_| Batch::new()).collect();
+        Worker {
+            id,
+            ports,
+            tx,
+            rx: Batch::new(),
+            source,
+            pipeline,
+            idle,
+            stats,
+            counters: LoopCounters::default(),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// This worker's index.
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// Nanoseconds since the worker started: the pipeline's clock.
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Sends gratuitous ARP / unsolicited NA for every port address.
+    pub fn announce(&mut self) {
+        let mut tx = Tx { ports: &mut self.ports, batches: &mut self.tx, source: &mut self.source };
+        self.pipeline.announce(&mut tx);
+        tx.flush();
+    }
+
+    /// One loop iteration: housekeeping, then one burst from each port, run to completion.
+    /// Returns the number of frames received.
+    #[inline]
+    pub fn poll_once(&mut self) -> usize {
+        let start = cycles::now();
+        let now_ns = self.now_ns();
+        let mut tx = Tx { ports: &mut self.ports, batches: &mut self.tx, source: &mut self.source };
+        self.pipeline.maintain(now_ns, &mut tx);
+        let mut received = 0;
+        for p in 0..tx.ports.len() {
+            let n = tx.ports[p].rx_burst(&mut self.rx);
+            if n == 0 {
+                continue;
+            }
+            received += n;
+            let port = u8::try_from(p).unwrap_or(u8::MAX);
+            for pkt in self.rx.drain(..) {
+                let v = self.pipeline.process(pkt, port, now_ns, &mut tx);
+                debug_assert!(
+                    !matches!(v, Verdict::Forward(x) if usize::from(x) >= tx.ports.len())
+                );
+            }
+        }
+        tx.flush();
+        let spent = cycles::now().wrapping_sub(start);
+        self.counters.polls += 1;
+        if received > 0 {
+            self.counters.bursts += 1;
+            self.counters.packets += received as u64;
+            self.counters.busy_cycles += spent;
+        } else {
+            self.counters.idle_cycles += spent;
+        }
+        received
+    }
+
+    /// Copies the counters to the shared stats.
+    pub fn publish(&self) {
+        let s = &self.stats;
+        let c = &self.counters;
+        bump(&s.polls, c.polls);
+        bump(&s.bursts, c.bursts);
+        bump(&s.packets, c.packets);
+        bump(&s.busy_cycles, c.busy_cycles);
+        bump(&s.idle_cycles, c.idle_cycles);
+        bump(&s.sleeps, c.sleeps);
+        s.publish_pipeline(&self.pipeline.counters);
+        for (shared, io) in s.ports.iter().zip(self.ports.iter()) {
+            shared.publish(&io.stats());
+        }
+    }
+
+    /// Runs until `stop` is set, then publishes the final counters.
+    pub fn run(&mut self, stop: &AtomicBool) {
+        self.announce();
+        let fds: Vec<RawFd> = self.ports.iter().filter_map(|p| p.poll_fd()).collect();
+        let mut pollfds: Vec<libc::pollfd> =
+            fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+        let mut empty = 0u32;
+        let mut since_publish = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            let n = self.poll_once();
+            since_publish += 1;
+            if n > 0 {
+                empty = 0;
+                if since_publish >= 16 {
+                    self.publish();
+                    since_publish = 0;
+                }
+                continue;
+            }
+            empty = empty.saturating_add(1);
+            if since_publish >= 1024 {
+                self.publish();
+                since_publish = 0;
+            }
+            if let IdlePolicy::Adaptive { empty_polls, sleep_ms } = self.idle {
+                if empty >= empty_polls && !pollfds.is_empty() {
+                    self.publish();
+                    since_publish = 0;
+                    let t0 = cycles::now();
+                    sleep_on(&mut pollfds, sleep_ms);
+                    self.counters.idle_cycles += cycles::now().wrapping_sub(t0);
+                    self.counters.sleeps += 1;
+                    empty = 0;
+                }
+            }
+        }
+        self.publish();
+    }
+
+    /// The pipeline (for tests and stats).
+    pub fn pipeline(&self) -> &Pipeline<P::Buf> {
+        &self.pipeline
+    }
+
+    /// The ports (for tests).
+    pub fn ports(&self) -> &[P] {
+        &self.ports
+    }
+}
+
+#[allow(unsafe_code)]
+fn sleep_on(fds: &mut [libc::pollfd], timeout_ms: u32) {
+    let timeout = i32::try_from(timeout_ms).unwrap_or(i32::MAX);
+    // SAFETY: `fds` is a valid, exclusively borrowed array of pollfd of the given length for the
+    // duration of the call; poll only writes their `revents` fields.
+    unsafe {
+        libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout);
+    }
+}

@@ -1,0 +1,10 @@
+#!/bin/bash
+# weir's demo: namespaces, weir between a client and a server on af_packet ports and then on
+# TAP ports, ping (IPv4, IPv6) and an iperf3 TCP transfer through it, counters, clean-up.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "the demo needs root (network namespaces)" >&2; exit 1; }
+bash scripts/deps.sh
+cargo build --release --bin weir
+./target/release/weir demo --backend af-packet
+./target/release/weir demo --backend tap

@@ -1,0 +1,18 @@
+#!/bin/bash
+# Installs what weir's build, demo and tests need, when it is missing. Debian 12, as root.
+set -euo pipefail
+need=()
+want() { dpkg -s "$1" >/dev/null 2>&1 || need+=("$1"); }
+for p in iproute2 iputils-ping iperf3 ethtool python3 python3-scapy tcpdump procps pkg-config gcc; do
+  want "$p"
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null; then
+  echo "weir needs a Rust toolchain (cargo, rustc >= 1.80); install it with rustup" >&2
+  exit 1
+fi

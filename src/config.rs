@@ -1,0 +1,609 @@
+//! The YAML configuration: ports, routes, static neighbors, workers, and every capacity with its
+//! unit. Unknown fields are errors; every error names the field by path and, where the YAML
+//! parser knows it, the line.
+
+use ipnet::IpNet;
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Worker threads: one per entry, each pinned to its core.
+    #[serde(default = "default_workers")]
+    pub workers: Vec<WorkerConfig>,
+    /// What workers do when idle.
+    #[serde(default)]
+    pub idle: IdleConfig,
+    /// The packet buffer pool.
+    #[serde(default)]
+    pub mempool: MempoolConfig,
+    /// Ports, in order: routes and neighbors refer to them by name.
+    pub ports: Vec<PortConfig>,
+    /// Static routes (connected routes come from port addresses).
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Static neighbors (never aged, never overwritten by ARP/NDP).
+    #[serde(default)]
+    pub neighbors: Vec<NeighborConfig>,
+    /// Neighbor resolution sizing and timing.
+    #[serde(default)]
+    pub neighbor: NeighborSettings,
+    /// ICMP error rate limit.
+    #[serde(default)]
+    pub icmp: IcmpConfig,
+}
+
+fn default_workers() -> Vec<WorkerConfig> {
+    vec![WorkerConfig { core: None }]
+}
+
+/// One worker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// CPU core to pin to; unpinned when absent.
+    pub core: Option<usize>,
+}
+
+/// Idle policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct IdleConfig {
+    /// `busy_poll` or `adaptive`.
+    #[serde(default = "default_policy")]
+    pub policy: IdlePolicyName,
+    /// Adaptive: empty polls in a row before sleeping.
+    #[serde(default = "default_empty_polls")]
+    pub empty_polls: u32,
+    /// Adaptive: longest sleep in `poll(2)`, milliseconds.
+    #[serde(default = "default_sleep_ms")]
+    pub sleep_ms: u32,
+}
+
+impl Default for IdleConfig {
+    fn default() -> Self {
+        IdleConfig {
+            policy: default_policy(),
+            empty_polls: default_empty_polls(),
+            sleep_ms: default_sleep_ms(),
+        }
+    }
+}
+
+fn default_policy() -> IdlePolicyName {
+    IdlePolicyName::Adaptive
+}
+fn default_empty_polls() -> u32 {
+    1000
+}
+fn default_sleep_ms() -> u32 {
+    10
+}
+
+/// Idle policy names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdlePolicyName {
+    /// Poll without pause.
+    BusyPoll,
+    /// Sleep on the queue descriptors after a run of empty polls.
+    Adaptive,
+}
+
+/// Buffer pool sizing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MempoolConfig {
+    /// Number of buffers, shared by all workers.
+    #[serde(default = "default_buffers")]
+    pub buffers: u32,
+    /// Frame bytes per buffer.
+    #[serde(default = "default_buffer_bytes")]
+    pub buffer_bytes: u16,
+    /// Headroom bytes in front of each frame.
+    #[serde(default = "default_headroom")]
+    pub headroom_bytes: u16,
+}
+
+impl Default for MempoolConfig {
+    fn default() -> Self {
+        MempoolConfig {
+            buffers: default_buffers(),
+            buffer_bytes: default_buffer_bytes(),
+            headroom_bytes: default_headroom(),
+        }
+    }
+}
+
+fn default_buffers() -> u32 {
+    16384
+}
+fn default_buffer_bytes() -> u16 {
+    2048
+}
+fn default_headroom() -> u16 {
+    128
+}
+
+/// Port backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// A Linux interface through TPACKET_V3 rings.
+    AfPacket,
+    /// A TAP device weir creates.
+    Tap,
+}
+
+/// One port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    /// Name routes and neighbors use.
+    pub name: String,
+    /// Backend.
+    pub backend: Backend,
+    /// af_packet: the interface to bind; tap: the device to create (default: the port name).
+    pub interface: Option<String>,
+    /// MAC address weir uses on this port. af_packet default: the interface's; tap default: a
+    /// locally administered address derived from the port index.
+    #[serde(default, deserialize_with = "de_mac")]
+    pub mac: Option<[u8; 6]>,
+    /// Addresses with prefix length, IPv4 and IPv6.
+    #[serde(default, deserialize_with = "de_nets")]
+    pub addresses: Vec<IpNet>,
+    /// Largest IP packet sent, bytes.
+    #[serde(default = "default_mtu")]
+    pub mtu_bytes: u16,
+    /// af_packet ring settings.
+    #[serde(default)]
+    pub af_packet: AfPacketSettings,
+}
+
+fn default_mtu() -> u16 {
+    1500
+}
+
+/// af_packet ring sizing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AfPacketSettings {
+    /// Bytes per receive block (a multiple of the page size, power of two).
+    #[serde(default = "default_block_bytes")]
+    pub block_bytes: u32,
+    /// Receive blocks per queue.
+    #[serde(default = "default_blocks")]
+    pub blocks: u32,
+    /// Longest a partly filled block waits before weir sees it, milliseconds.
+    #[serde(default = "default_block_timeout")]
+    pub block_timeout_ms: u32,
+    /// Transmit ring slots per queue.
+    #[serde(default = "default_tx_frames")]
+    pub tx_frames: u32,
+    /// `ring` (mmap TX ring) or `sendmmsg`.
+    #[serde(default = "default_tx_mode")]
+    pub tx_mode: TxModeName,
+    /// Send past the qdisc layer.
+    #[serde(default = "default_true")]
+    pub qdisc_bypass: bool,
+    /// Put the interface in promiscuous mode.
+    #[serde(default = "default_true")]
+    pub promiscuous: bool,
+}
+
+impl Default for AfPacketSettings {
+    fn default() -> Self {
+        AfPacketSettings {
+            block_bytes: default_block_bytes(),
+            blocks: default_blocks(),
+            block_timeout_ms: default_block_timeout(),
+            tx_frames: default_tx_frames(),
+            tx_mode: default_tx_mode(),
+            qdisc_bypass: true,
+            promiscuous: true,
+        }
+    }
+}
+
+fn default_block_bytes() -> u32 {
+    1 << 18
+}
+fn default_blocks() -> u32 {
+    16
+}
+fn default_block_timeout() -> u32 {
+    1
+}
+fn default_tx_frames() -> u32 {
+    1024
+}
+fn default_tx_mode() -> TxModeName {
+    TxModeName::Ring
+}
+fn default_true() -> bool {
+    true
+}
+
+/// af_packet transmit modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TxModeName {
+    /// mmap TX ring, one `sendto` per burst.
+    Ring,
+    /// One `sendmmsg` per burst.
+    Sendmmsg,
+}
+
+/// A static route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Destination prefix.
+    #[serde(deserialize_with = "de_net")]
+    pub prefix: IpNet,
+    /// Output port name.
+    #[serde(deserialize_with = "de_port_ref")]
+    pub port: String,
+    /// Gateway address; absent for on-link.
+    pub via: Option<IpAddr>,
+}
+
+/// A static neighbor.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NeighborConfig {
+    /// Its address.
+    pub ip: IpAddr,
+    /// Port it is on.
+    #[serde(deserialize_with = "de_port_ref")]
+    pub port: String,
+    /// Its MAC.
+    #[serde(deserialize_with = "de_mac_required")]
+    pub mac: [u8; 6],
+}
+
+/// Neighbor resolution settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NeighborSettings {
+    /// Neighbor entries per worker.
+    #[serde(default = "default_neigh_cap")]
+    pub capacity_entries: usize,
+    /// Frames per worker waiting for resolution.
+    #[serde(default = "default_pending")]
+    pub pending_packets: usize,
+    /// An entry is re-resolved after this long, milliseconds.
+    #[serde(default = "default_reachable")]
+    pub reachable_ms: u64,
+    /// An entry is forgotten after this long, milliseconds.
+    #[serde(default = "default_expire")]
+    pub expire_ms: u64,
+    /// A waiting frame is dropped after this long, milliseconds.
+    #[serde(default = "default_resolve_timeout")]
+    pub resolve_timeout_ms: u64,
+    /// Interval between ARP/NS retries, milliseconds.
+    #[serde(default = "default_retry")]
+    pub retry_ms: u64,
+    /// Inbox depth for neighbor updates from other workers, updates.
+    #[serde(default = "default_inbox")]
+    pub inbox_updates: usize,
+}
+
+impl Default for NeighborSettings {
+    fn default() -> Self {
+        NeighborSettings {
+            capacity_entries: default_neigh_cap(),
+            pending_packets: default_pending(),
+            reachable_ms: default_reachable(),
+            expire_ms: default_expire(),
+            resolve_timeout_ms: default_resolve_timeout(),
+            retry_ms: default_retry(),
+            inbox_updates: default_inbox(),
+        }
+    }
+}
+
+fn default_neigh_cap() -> usize {
+    4096
+}
+fn default_pending() -> usize {
+    256
+}
+fn default_reachable() -> u64 {
+    30_000
+}
+fn default_expire() -> u64 {
+    300_000
+}
+fn default_resolve_timeout() -> u64 {
+    3_000
+}
+fn default_retry() -> u64 {
+    1_000
+}
+fn default_inbox() -> usize {
+    256
+}
+
+/// ICMP error rate limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IcmpConfig {
+    /// ICMP errors per second per worker.
+    #[serde(default = "default_icmp_rate")]
+    pub errors_per_sec: u32,
+    /// Token bucket depth, errors.
+    #[serde(default = "default_icmp_burst")]
+    pub burst: u32,
+}
+
+impl Default for IcmpConfig {
+    fn default() -> Self {
+        IcmpConfig { errors_per_sec: default_icmp_rate(), burst: default_icmp_burst() }
+    }
+}
+
+fn default_icmp_rate() -> u32 {
+    100
+}
+fn default_icmp_burst() -> u32 {
+    50
+}
+
+thread_local! {
+    /// Port names of the file being checked, during the second pass (see [`parse`]).
+    static PORT_NAMES: RefCell<Option<BTreeSet<String>>> = const { RefCell::new(None) };
+}
+
+fn de_port_ref<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    let known = PORT_NAMES.with(|p| p.borrow().as_ref().map(|s| s.contains(&name)));
+    match known {
+        Some(false) => Err(de::Error::custom(format!("no port named `{name}`"))),
+        _ => Ok(name),
+    }
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in mac.iter_mut() {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+fn de_mac_required<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 6], D::Error> {
+    let s = String::deserialize(d)?;
+    parse_mac(&s)
+        .ok_or_else(|| de::Error::custom(format!("`{s}` is not a MAC address (aa:bb:cc:dd:ee:ff)")))
+}
+
+fn de_mac<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 6]>, D::Error> {
+    de_mac_required(d).map(Some)
+}
+
+fn de_net<'de, D: Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(|_| {
+        de::Error::custom(format!(
+            "`{s}` is not an address with a prefix length (198.18.0.1/24, 2001:db8::1/64)"
+        ))
+    })
+}
+
+fn de_nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    #[derive(Deserialize)]
+    struct Net(#[serde(deserialize_with = "de_net")] IpNet);
+    Ok(Vec::<Net>::deserialize(d)?.into_iter().map(|n| n.0).collect())
+}
+
+/// A configuration error: the field's path, and the message (with the line where known).
+#[derive(Debug)]
+pub struct ConfigError {
+    /// Dotted path to the field, e.g. `routes[1].port`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() || self.path == "." {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn deserialize(text: &str) -> Result<Config, ConfigError> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| ConfigError {
+        path: e.path().to_string(),
+        message: e.into_inner().to_string(),
+    })
+}
+
+/// Parses and validates a configuration.
+///
+/// Two passes: the first learns the port names, the second rejects references to unknown ones
+/// at the place they occur, so that error carries its line like any other.
+pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    let first = deserialize(text)?;
+    let names: BTreeSet<String> = first.ports.iter().map(|p| p.name.clone()).collect();
+    PORT_NAMES.with(|p| *p.borrow_mut() = Some(names));
+    let second = deserialize(text);
+    PORT_NAMES.with(|p| *p.borrow_mut() = None);
+    let cfg = second?;
+    validate(&cfg)?;
+    Ok(cfg)
+}
+
+fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError { path: path.into(), message: message.into() }
+}
+
+fn validate(cfg: &Config) -> Result<(), ConfigError> {
+    if cfg.ports.is_empty() {
+        return Err(err("ports", "at least one port is required"));
+    }
+    if cfg.ports.len() > 64 {
+        return Err(err("ports", "at most 64 ports"));
+    }
+    if cfg.workers.is_empty() {
+        return Err(err("workers", "at least one worker is required"));
+    }
+    let cores = core_affinity::get_core_ids().map(|c| c.len()).unwrap_or(usize::MAX);
+    for (i, w) in cfg.workers.iter().enumerate() {
+        if let Some(c) = w.core {
+            if c >= cores {
+                return Err(err(
+                    format!("workers[{i}].core"),
+                    format!("core {c} does not exist (this machine has {cores})"),
+                ));
+            }
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for (i, p) in cfg.ports.iter().enumerate() {
+        if !seen.insert(&p.name) {
+            return Err(err(
+                format!("ports[{i}].name"),
+                format!("duplicate port name `{}`", p.name),
+            ));
+        }
+        if !(576..=9000).contains(&p.mtu_bytes) {
+            return Err(err(format!("ports[{i}].mtu_bytes"), "must be between 576 and 9000"));
+        }
+        if usize::from(p.mtu_bytes) + 18 > usize::from(cfg.mempool.buffer_bytes) {
+            return Err(err(
+                format!("ports[{i}].mtu_bytes"),
+                format!(
+                    "a frame of this MTU does not fit mempool.buffer_bytes ({})",
+                    cfg.mempool.buffer_bytes
+                ),
+            ));
+        }
+        let a = &p.af_packet;
+        if p.backend == Backend::AfPacket {
+            if !a.block_bytes.is_power_of_two() || a.block_bytes < 4096 {
+                return Err(err(
+                    format!("ports[{i}].af_packet.block_bytes"),
+                    "must be a power of two of at least 4096",
+                ));
+            }
+            if a.blocks == 0 || a.tx_frames == 0 || a.block_timeout_ms == 0 {
+                return Err(err(
+                    format!("ports[{i}].af_packet"),
+                    "blocks, tx_frames and block_timeout_ms must be positive",
+                ));
+            }
+        }
+        if let Some(mac) = p.mac {
+            if mac[0] & 1 != 0 {
+                return Err(err(format!("ports[{i}].mac"), "must be a unicast address"));
+            }
+        }
+    }
+    if cfg.mempool.buffers < 64 {
+        return Err(err("mempool.buffers", "at least 64"));
+    }
+    if cfg.neighbor.capacity_entries == 0 || cfg.neighbor.pending_packets == 0 {
+        return Err(err("neighbor", "capacity_entries and pending_packets must be positive"));
+    }
+    for (i, r) in cfg.routes.iter().enumerate() {
+        if let Some(via) = r.via {
+            if via.is_ipv4() != matches!(r.prefix, IpNet::V4(_)) {
+                return Err(err(
+                    format!("routes[{i}].via"),
+                    "gateway and prefix are of different families",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "
+ports:
+  - name: a
+    backend: af_packet
+    interface: veth0
+    addresses: [198.18.1.1/24, 2001:db8:1::1/64]
+  - name: b
+    backend: tap
+    mac: 02:00:00:00:00:02
+    addresses: [198.18.2.1/24]
+routes:
+  - prefix: 198.19.0.0/16
+    port: b
+    via: 198.18.2.2
+neighbors:
+  - ip: 198.18.2.2
+    port: b
+    mac: 02:00:00:00:00:99
+";
+
+    #[test]
+    fn good_config_parses() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.ports.len(), 2);
+        assert_eq!(c.routes[0].port, "b");
+        assert_eq!(c.neighbors[0].mac, [2, 0, 0, 0, 0, 0x99]);
+        assert_eq!(c.workers.len(), 1);
+    }
+
+    #[test]
+    fn unknown_field_names_path_and_line() {
+        let text = GOOD
+            .replace("    mtu_bytes: 1500\n", "")
+            .replace("backend: tap\n", "backend: tap\n    colour: blue\n");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("ports[1]"), "{e}");
+        assert!(e.contains("colour"), "{e}");
+        assert!(e.contains("line 9"), "{e}");
+    }
+
+    #[test]
+    fn unknown_port_reference_names_path_and_line() {
+        let text = GOOD.replace("    port: b\n    via", "    port: c\n    via");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("routes[0].port"), "{e}");
+        assert!(e.contains("no port named `c`"), "{e}");
+        assert!(e.contains("line 14"), "{e}");
+    }
+
+    #[test]
+    fn bad_address_is_explained() {
+        let text = GOOD.replace("198.18.1.1/24", "198.18.1.300/24");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("ports[0].addresses"), "{e}");
+        assert!(e.contains("198.18.1.300/24"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_field() {
+        let text = GOOD.replace(
+            "    addresses: [198.18.2.1/24]",
+            "    addresses: [198.18.2.1/24]\n    mtu_bytes: 100",
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.starts_with("ports[1].mtu_bytes"), "{e}");
+    }
+}

@@ -1,0 +1,375 @@
+//! Starting the dataplane from a configuration: the mempool, the ports' queues, the FIB and one
+//! pinned worker per configured core; stopping it and reporting its counters.
+
+use crate::config::{Backend, Config, IdlePolicyName, TxModeName};
+use anyhow::{bail, Context, Result};
+use dataplane::fib::{Fib, PortAddrs, StaticRoute};
+use dataplane::io::afpacket::{AfPacketConfig, AfPacketPort, TxMode};
+use dataplane::io::tap::{create_tap, TapConfig, TapQueue};
+use dataplane::io::{PacketIo, PortStats};
+use dataplane::mempool::{Mempool, MempoolConfig, PoolBuf, PoolCache};
+use dataplane::neigh::{NeighborBus, NeighborTimers};
+use dataplane::pipeline::{DropReason, Pipeline, PipelineConfig};
+use dataplane::worker::{IdlePolicy, Worker, WorkerStats};
+use ipnet::IpNet;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// One queue of one port, of either native backend.
+pub enum NativeQueue {
+    /// af_packet.
+    AfPacket(AfPacketPort),
+    /// TAP.
+    Tap(TapQueue),
+}
+
+impl PacketIo for NativeQueue {
+    type Buf = PoolBuf;
+
+    #[inline]
+    fn rx_burst(&mut self, batch: &mut dataplane::buf::Batch<PoolBuf>) -> usize {
+        match self {
+            NativeQueue::AfPacket(p) => p.rx_burst(batch),
+            NativeQueue::Tap(p) => p.rx_burst(batch),
+        }
+    }
+
+    #[inline]
+    fn tx_burst(&mut self, batch: &mut dataplane::buf::Batch<PoolBuf>) -> usize {
+        match self {
+            NativeQueue::AfPacket(p) => p.tx_burst(batch),
+            NativeQueue::Tap(p) => p.tx_burst(batch),
+        }
+    }
+
+    fn poll_fd(&self) -> Option<std::os::fd::RawFd> {
+        match self {
+            NativeQueue::AfPacket(p) => p.poll_fd(),
+            NativeQueue::Tap(p) => p.poll_fd(),
+        }
+    }
+
+    fn stats(&self) -> PortStats {
+        match self {
+            NativeQueue::AfPacket(p) => p.stats(),
+            NativeQueue::Tap(p) => p.stats(),
+        }
+    }
+}
+
+/// A running dataplane.
+pub struct Running {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    /// Per-worker counters.
+    pub stats: Vec<Arc<WorkerStats>>,
+    /// Port names, by port number.
+    pub port_names: Vec<String>,
+    /// The buffer pool.
+    pub pool: &'static Mempool,
+}
+
+fn read_mac(iface: &str) -> Result<[u8; 6]> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{iface}/address"))
+        .with_context(|| format!("interface `{iface}` not found"))?;
+    let mut mac = [0u8; 6];
+    for (b, part) in mac.iter_mut().zip(text.trim().split(':')) {
+        *b = u8::from_str_radix(part, 16).with_context(|| format!("bad MAC of `{iface}`"))?;
+    }
+    Ok(mac)
+}
+
+/// Starts the workers. Returns once every queue is open and every worker is running.
+pub fn start(cfg: &Config) -> Result<Running> {
+    let workers = cfg.workers.len();
+    let pool = Mempool::new(MempoolConfig {
+        buffers: cfg.mempool.buffers,
+        data_room: cfg.mempool.buffer_bytes,
+        headroom: cfg.mempool.headroom_bytes,
+    })
+    .context("mempool")?;
+
+    // Open every port's queues: queues[port][worker].
+    let mut queues: Vec<Vec<NativeQueue>> = Vec::new();
+    let mut addrs = Vec::new();
+    let fanout_base = u16::try_from(std::process::id() & 0x7fff).unwrap_or(1);
+    for (i, p) in cfg.ports.iter().enumerate() {
+        let iface = p.interface.clone().unwrap_or_else(|| p.name.clone());
+        let (qs, mac) = match p.backend {
+            Backend::AfPacket => {
+                let a = &p.af_packet;
+                let mut qs = Vec::new();
+                for _ in 0..workers {
+                    let ac = AfPacketConfig {
+                        iface: iface.clone(),
+                        block_size: a.block_bytes,
+                        block_count: a.blocks,
+                        block_timeout_ms: a.block_timeout_ms,
+                        tx_frames: a.tx_frames,
+                        tx_mode: match a.tx_mode {
+                            TxModeName::Ring => TxMode::Ring,
+                            TxModeName::Sendmmsg => TxMode::Sendmmsg,
+                        },
+                        fanout: (workers > 1)
+                            .then(|| fanout_base.wrapping_add(u16::try_from(i).unwrap_or(0))),
+                        qdisc_bypass: a.qdisc_bypass,
+                        promiscuous: a.promiscuous,
+                    };
+                    let q = AfPacketPort::open(&ac, pool)
+                        .with_context(|| format!("port `{}`: af_packet on `{iface}`", p.name))?;
+                    qs.push(NativeQueue::AfPacket(q));
+                }
+                let mac = match p.mac {
+                    Some(m) => m,
+                    None => read_mac(&iface)?,
+                };
+                (qs, mac)
+            }
+            Backend::Tap => {
+                let tc = TapConfig {
+                    name: iface.clone(),
+                    queues: u16::try_from(workers).context("too many workers")?,
+                };
+                let qs = create_tap(&tc, pool)
+                    .with_context(|| format!("port `{}`: creating TAP `{iface}`", p.name))?;
+                let idx = u8::try_from(i).unwrap_or(0);
+                let mac = p.mac.unwrap_or([0x02, 0x77, 0x65, 0x69, 0x72, idx]);
+                (qs.into_iter().map(NativeQueue::Tap).collect(), mac)
+            }
+        };
+        queues.push(qs);
+        let mut pa = PortAddrs { mac, ipv4: Vec::new(), ipv6: Vec::new(), mtu: p.mtu_bytes };
+        for n in &p.addresses {
+            match n {
+                IpNet::V4(n) => pa.ipv4.push(*n),
+                IpNet::V6(n) => pa.ipv6.push(*n),
+            }
+        }
+        addrs.push(pa);
+    }
+    let port_index = |name: &str| -> Result<u8> {
+        match cfg.ports.iter().position(|p| p.name == name) {
+            Some(i) => Ok(u8::try_from(i)?),
+            None => bail!("no port named `{name}`"),
+        }
+    };
+    let mut routes = Vec::new();
+    for r in &cfg.routes {
+        routes.push(StaticRoute { prefix: r.prefix, port: port_index(&r.port)?, via: r.via });
+    }
+    let mut statics: Vec<(IpAddr, u8, [u8; 6])> = Vec::new();
+    for n in &cfg.neighbors {
+        statics.push((n.ip, port_index(&n.port)?, n.mac));
+    }
+    let fib = Arc::new(Fib::build(addrs, &routes).context("building the FIB")?);
+    let bus = NeighborBus::new(workers, cfg.neighbor.inbox_updates);
+    let ms = 1_000_000u64;
+    let pcfg = PipelineConfig {
+        neighbor_capacity: cfg.neighbor.capacity_entries,
+        pending_capacity: cfg.neighbor.pending_packets,
+        neighbor_timers: NeighborTimers {
+            stale_after_ns: cfg.neighbor.reachable_ms.saturating_mul(ms),
+            expire_after_ns: cfg.neighbor.expire_ms.saturating_mul(ms),
+        },
+        resolve_timeout_ns: cfg.neighbor.resolve_timeout_ms.saturating_mul(ms),
+        resolve_retry_ns: cfg.neighbor.retry_ms.saturating_mul(ms),
+        icmp_errors_per_sec: cfg.icmp.errors_per_sec,
+        icmp_error_burst: cfg.icmp.burst,
+    };
+    let idle = match cfg.idle.policy {
+        IdlePolicyName::BusyPoll => IdlePolicy::BusyPoll,
+        IdlePolicyName::Adaptive => {
+            IdlePolicy::Adaptive { empty_polls: cfg.idle.empty_polls, sleep_ms: cfg.idle.sleep_ms }
+        }
+    };
+
+    // Hand queue w of every port to worker w.
+    let mut per_worker: Vec<Vec<NativeQueue>> = (0..workers).map(|_| Vec::new()).collect();
+    for qs in queues {
+        for (w, q) in qs.into_iter().enumerate() {
+            per_worker[w].push(q);
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    let mut stats = Vec::new();
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    for (w, ports) in per_worker.into_iter().enumerate() {
+        let st = Arc::new(WorkerStats::new(ports.len()));
+        stats.push(Arc::clone(&st));
+        let pipeline = Pipeline::new(w, Arc::clone(&fib), Arc::clone(&bus), pcfg, &statics);
+        let core = cfg.workers[w].core;
+        let stop = Arc::clone(&stop);
+        let core_id = core.and_then(|c| cores.iter().find(|id| id.id == c).copied());
+        let h = std::thread::Builder::new()
+            .name(format!("weir-worker-{w}"))
+            .spawn(move || {
+                if let Some(id) = core_id {
+                    if !core_affinity::set_for_current(id) {
+                        tracing::warn!(worker = w, core = id.id, "could not pin worker");
+                    }
+                }
+                tracing::info!(worker = w, core = ?core_id.map(|c| c.id), "worker started");
+                let mut worker = Worker::new(w, ports, PoolCache::new(pool), pipeline, idle, st);
+                worker.run(&stop);
+            })
+            .context("spawning a worker")?;
+        threads.push(h);
+    }
+    Ok(Running {
+        stop,
+        threads,
+        stats,
+        port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
+        pool,
+    })
+}
+
+impl Running {
+    /// Stops the workers and waits for them; their final counters are then in `stats`.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.threads.drain(..) {
+            let _ = h.join();
+        }
+    }
+
+    /// Counters as JSON: per port (summed over workers), per worker, drops by reason.
+    pub fn report_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut ports = serde_json::Map::new();
+        for (i, name) in self.port_names.iter().enumerate() {
+            let mut t = PortStats::default();
+            for w in &self.stats {
+                if let Some(p) = w.ports.get(i) {
+                    let s = p.snapshot();
+                    t.rx_packets += s.rx_packets;
+                    t.rx_bytes += s.rx_bytes;
+                    t.rx_dropped += s.rx_dropped;
+                    t.tx_packets += s.tx_packets;
+                    t.tx_bytes += s.tx_bytes;
+                    t.tx_dropped += s.tx_dropped;
+                }
+            }
+            ports.insert(
+                name.clone(),
+                json!({"rx_packets": t.rx_packets, "rx_bytes": t.rx_bytes, "rx_dropped": t.rx_dropped,
+                       "tx_packets": t.tx_packets, "tx_bytes": t.tx_bytes, "tx_dropped": t.tx_dropped}),
+            );
+        }
+        let mut drops = serde_json::Map::new();
+        for r in DropReason::ALL {
+            let n: u64 = self.stats.iter().map(|w| w.drops[r as usize].load(Relaxed)).sum();
+            if n > 0 {
+                drops.insert(r.as_str().to_owned(), json!(n));
+            }
+        }
+        let workers: Vec<_> = self
+            .stats
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let packets = w.packets.load(Relaxed);
+                let bursts = w.bursts.load(Relaxed);
+                let busy = w.busy_cycles.load(Relaxed);
+                json!({
+                    "worker": i,
+                    "polls": w.polls.load(Relaxed),
+                    "bursts": bursts,
+                    "packets": packets,
+                    "avg_burst": if bursts > 0 { packets as f64 / bursts as f64 } else { 0.0 },
+                    "busy_cycles": busy,
+                    "idle_cycles": w.idle_cycles.load(Relaxed),
+                    "cycles_per_packet": if packets > 0 { busy as f64 / packets as f64 } else { 0.0 },
+                    "sleeps": w.sleeps.load(Relaxed),
+                    "forwarded": w.forwarded.load(Relaxed),
+                    "replies": w.replies.load(Relaxed),
+                    "consumed": w.consumed.load(Relaxed),
+                    "icmp_errors": w.icmp_errors.load(Relaxed),
+                    "icmp_rate_limited": w.icmp_rate_limited.load(Relaxed),
+                    "resolutions_sent": w.resolutions_sent.load(Relaxed),
+                    "checksums_completed": w.checksums_completed.load(Relaxed),
+                    "drops": w.drops.iter().map(|d| d.load(Relaxed)).sum::<u64>(),
+                })
+            })
+            .collect();
+        json!({
+            "ports": ports,
+            "workers": workers,
+            "drops": drops,
+            "mempool": {"buffers": self.pool.capacity(), "hugepages": self.pool.hugepages(),
+                        "exhausted": self.pool.exhausted()},
+        })
+    }
+
+    /// Counters as a human-readable table.
+    pub fn report_text(&self) -> String {
+        use std::fmt::Write;
+        let j = self.report_json();
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{:<12} {:>12} {:>10} {:>12} {:>10}",
+            "port", "rx_packets", "rx_drop", "tx_packets", "tx_drop"
+        );
+        if let Some(ports) = j["ports"].as_object() {
+            for (name, p) in ports {
+                let n = |k: &str| p[k].as_u64().unwrap_or(0);
+                let _ = writeln!(
+                    s,
+                    "{:<12} {:>12} {:>10} {:>12} {:>10}",
+                    name,
+                    n("rx_packets"),
+                    n("rx_dropped"),
+                    n("tx_packets"),
+                    n("tx_dropped")
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\n{:<7} {:>10} {:>8} {:>10} {:>9} {:>10} {:>8} {:>8}",
+            "worker", "packets", "bursts", "avg_burst", "cyc/pkt", "forwarded", "replies", "drops"
+        );
+        if let Some(ws) = j["workers"].as_array() {
+            for w in ws {
+                let n = |k: &str| w[k].as_u64().unwrap_or(0);
+                let f = |k: &str| w[k].as_f64().unwrap_or(0.0);
+                let _ = writeln!(
+                    s,
+                    "{:<7} {:>10} {:>8} {:>10.1} {:>9.0} {:>10} {:>8} {:>8}",
+                    n("worker"),
+                    n("packets"),
+                    n("bursts"),
+                    f("avg_burst"),
+                    f("cycles_per_packet"),
+                    n("forwarded"),
+                    n("replies"),
+                    n("drops")
+                );
+            }
+        }
+        let _ = writeln!(s, "\ndrops by reason:");
+        match j["drops"].as_object() {
+            Some(d) if !d.is_empty() => {
+                for (k, v) in d {
+                    let _ = writeln!(s, "  {k:<26} {v}");
+                }
+            }
+            _ => {
+                let _ = writeln!(s, "  (none)");
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\nmempool: {} buffers on {} pages, {} allocation failures",
+            self.pool.capacity(),
+            if self.pool.hugepages() { "2 MiB huge" } else { "normal" },
+            self.pool.exhausted()
+        );
+        s
+    }
+}

@@ -1,0 +1,209 @@
+//! Flow keys: the 5-tuple of an IP packet, built only from a [`Parsed`] header.
+//!
+//! [`FlowKey`] is compact (16-byte address arrays + a family tag, 40 bytes, `Copy`) so that
+//! hashing and comparing it is a few word operations. Its fields are private: the only way to
+//! get one is [`FlowKey::from_parsed`] / [`FlowKey::from_parsed_l3`] (and [`FlowKey::reversed`]
+//! of one), so a key always describes a packet that passed [`parse_frame`](crate::parse_frame).
+
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::parse::{Parsed, L3, L4};
+
+/// ICMPv4 echo reply type (RFC 792).
+const ICMPV4_ECHO_REPLY: u8 = 0;
+/// ICMPv4 echo request type (RFC 792).
+const ICMPV4_ECHO_REQUEST: u8 = 8;
+/// ICMPv6 echo request type (RFC 4443 §4.1).
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+/// ICMPv6 echo reply type (RFC 4443 §4.2).
+const ICMPV6_ECHO_REPLY: u8 = 129;
+
+/// Default seed of [`FlowKey::symmetric_hash`].
+pub const DEFAULT_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// The address family of a [`FlowKey`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum Family {
+    /// IPv4: only the first 4 bytes of each address are used, the rest are zero.
+    V4 = 4,
+    /// IPv6.
+    V6 = 6,
+}
+
+/// A flow's 5-tuple: addresses, ports and IP protocol.
+///
+/// * TCP / UDP: the ports.
+/// * ICMP / ICMPv6 echo request and reply: the echo identifier as *both* ports, so a request
+///   and its reply are [`reversed`](FlowKey::reversed) keys of each other.
+/// * Anything else (other ICMP types, other protocols, packets whose L4 header is not present):
+///   ports 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FlowKey {
+    src: [u8; 16],
+    dst: [u8; 16],
+    src_port: u16,
+    dst_port: u16,
+    proto: u8,
+    family: Family,
+}
+
+impl FlowKey {
+    /// The key of an IP packet, or `None` for ARP and for non-first fragments (their ports are
+    /// unknown; use [`FlowKey::from_parsed_l3`] for those).
+    #[inline]
+    pub fn from_parsed(parsed: &Parsed) -> Option<FlowKey> {
+        if parsed.is_non_first_fragment() {
+            return None;
+        }
+        let mut key = Self::from_parsed_l3(parsed)?;
+        if let Some(l4) = &parsed.l4 {
+            let (sp, dp) = match l4.header {
+                L4::Tcp { src_port, dst_port, .. } | L4::Udp { src_port, dst_port, .. } => {
+                    (src_port, dst_port)
+                }
+                L4::Icmpv4 {
+                    icmp_type: ICMPV4_ECHO_REQUEST | ICMPV4_ECHO_REPLY, ident, ..
+                }
+                | L4::Icmpv6 {
+                    icmp_type: ICMPV6_ECHO_REQUEST | ICMPV6_ECHO_REPLY, ident, ..
+                } => (ident, ident),
+                _ => (0, 0),
+            };
+            key.src_port = sp;
+            key.dst_port = dp;
+        }
+        Some(key)
+    }
+
+    /// The 3-tuple key (addresses and protocol, ports 0) of any IP packet, fragments
+    /// included; `None` for ARP.
+    #[inline]
+    pub fn from_parsed_l3(parsed: &Parsed) -> Option<FlowKey> {
+        let mut key = FlowKey {
+            src: [0; 16],
+            dst: [0; 16],
+            src_port: 0,
+            dst_port: 0,
+            proto: 0,
+            family: Family::V4,
+        };
+        match &parsed.l3 {
+            L3::Arp(_) => return None,
+            L3::Ipv4(v4) => {
+                key.src[..4].copy_from_slice(&v4.src.octets());
+                key.dst[..4].copy_from_slice(&v4.dst.octets());
+                key.proto = v4.protocol;
+            }
+            L3::Ipv6(v6) => {
+                key.src = v6.src.octets();
+                key.dst = v6.dst.octets();
+                key.proto = v6.next_header;
+                key.family = Family::V6;
+            }
+        }
+        Some(key)
+    }
+
+    /// The key of the opposite direction: addresses and ports swapped.
+    #[inline]
+    pub const fn reversed(&self) -> FlowKey {
+        FlowKey {
+            src: self.dst,
+            dst: self.src,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+            proto: self.proto,
+            family: self.family,
+        }
+    }
+
+    /// Source address.
+    pub fn src(&self) -> IpAddr {
+        self.addr(&self.src)
+    }
+
+    /// Destination address.
+    pub fn dst(&self) -> IpAddr {
+        self.addr(&self.dst)
+    }
+
+    fn addr(&self, a: &[u8; 16]) -> IpAddr {
+        match self.family {
+            Family::V4 => IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3])),
+            Family::V6 => IpAddr::V6(Ipv6Addr::from(*a)),
+        }
+    }
+
+    /// Source port (or echo identifier, or 0; see the type docs).
+    pub const fn src_port(&self) -> u16 {
+        self.src_port
+    }
+
+    /// Destination port (or echo identifier, or 0; see the type docs).
+    pub const fn dst_port(&self) -> u16 {
+        self.dst_port
+    }
+
+    /// IP protocol number (IPv6: the upper-layer protocol after extension headers).
+    pub const fn proto(&self) -> u8 {
+        self.proto
+    }
+
+    /// Address family.
+    pub const fn family(&self) -> Family {
+        self.family
+    }
+
+    /// [`symmetric_hash_seeded`](Self::symmetric_hash_seeded) with [`DEFAULT_SEED`].
+    #[inline]
+    pub fn symmetric_hash(&self) -> u32 {
+        self.symmetric_hash_seeded(DEFAULT_SEED)
+    }
+
+    /// A deterministic 32-bit hash equal for a key and its [`reversed`](Self::reversed) key,
+    /// so both directions of a flow land on the same worker / table bucket.
+    ///
+    /// The two `(address, port)` endpoints are put in a canonical order, then mixed 64 bits
+    /// at a time (multiply + xor-shift, finished with the murmur3 `fmix64` finalizer) together
+    /// with the protocol, family and `seed`. Not a cryptographic hash: pick a secret `seed` if
+    /// an attacker may choose the tuples.
+    #[inline]
+    pub fn symmetric_hash_seeded(&self, seed: u64) -> u32 {
+        let a = (&self.src, self.src_port);
+        let b = (&self.dst, self.dst_port);
+        let ((lo_addr, lo_port), (hi_addr, hi_port)) = if a <= b { (a, b) } else { (b, a) };
+        let mut h = seed ^ (u64::from(self.proto) << 8 | self.family as u64);
+        h = mix(h, word(lo_addr, 0));
+        h = mix(h, word(lo_addr, 8));
+        h = mix(h, word(hi_addr, 0));
+        h = mix(h, word(hi_addr, 8));
+        h = mix(h, u64::from(lo_port) << 16 | u64::from(hi_port));
+        let h = fmix64(h);
+        u32::try_from(h >> 32).unwrap_or_default()
+            ^ u32::try_from(h & 0xffff_ffff).unwrap_or_default()
+    }
+}
+
+#[inline(always)]
+fn word(a: &[u8; 16], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&a[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+#[inline(always)]
+fn mix(h: u64, w: u64) -> u64 {
+    let x = (h ^ w).wrapping_mul(0x9fb2_1c65_1e98_df25);
+    x ^ (x >> 28)
+}
+
+/// murmur3's 64-bit finalizer.
+#[inline(always)]
+fn fmix64(mut k: u64) -> u64 {
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    k ^ (k >> 33)
+}
