@@ -13,6 +13,6 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 if ! command -v cargo >/dev/null; then
-  echo "weir needs a Rust toolchain (cargo, rustc >= 1.80); install it with rustup" >&2
+  echo "weir needs a Rust toolchain (cargo, rustc >= 1.85); install it with rustup" >&2
   exit 1
 fi
