@@ -13,5 +13,6 @@ pub mod lpm;
 pub mod mempool;
 pub mod neigh;
 pub mod pipeline;
+pub mod ring;
 pub mod testing;
 pub mod worker;

@@ -6,8 +6,11 @@ use crate::cycles;
 use crate::io::{PacketIo, PortStats};
 use crate::mempool::{PoolBuf, PoolCache};
 use crate::pipeline::{DropReason, Egress, Pipeline, PipelineCounters, Verdict};
+use crate::ring::{Handoff, HandoffRing};
+use arrayvec::ArrayVec;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// What a worker does when its queues are empty.
@@ -207,10 +210,12 @@ pub struct Worker<P: PacketIo, S> {
     ports: Vec<P>,
     tx: Vec<Batch<P::Buf>>,
     rx: Batch<P::Buf>,
+    handoff_in: Option<Arc<HandoffRing<P::Buf>>>,
+    handoff_rx: ArrayVec<Handoff<P::Buf>, { crate::buf::BURST }>,
     source: S,
     pipeline: Pipeline<P::Buf>,
     idle: IdlePolicy,
-    stats: std::sync::Arc<WorkerStats>,
+    stats: Arc<WorkerStats>,
     counters: LoopCounters,
     epoch: Instant,
 }
@@ -223,7 +228,7 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
         source: S,
         pipeline: Pipeline<P::Buf>,
         idle: IdlePolicy,
-        stats: std::sync::Arc<WorkerStats>,
+        stats: Arc<WorkerStats>,
     ) -> Self {
         let tx = (0..ports.len()).map(|_| Batch::new()).collect();
         Worker {
@@ -231,6 +236,8 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
             ports,
             tx,
             rx: Batch::new(),
+            handoff_in: None,
+            handoff_rx: ArrayVec::new(),
             source,
             pipeline,
             idle,
@@ -238,6 +245,12 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
             counters: LoopCounters::default(),
             epoch: Instant::now(),
         }
+    }
+
+    /// Makes `ring` this worker's inbox: packets other workers hand over are processed here as
+    /// if received on the port they carry.
+    pub fn set_handoff_inbox(&mut self, ring: Arc<HandoffRing<P::Buf>>) {
+        self.handoff_in = Some(ring);
     }
 
     /// This worker's index.
@@ -278,6 +291,13 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
                 debug_assert!(
                     !matches!(v, Verdict::Forward(x) if usize::from(x) >= tx.ports.len())
                 );
+            }
+        }
+        if let Some(ring) = &self.handoff_in {
+            let n = ring.dequeue_burst(&mut self.handoff_rx);
+            received += n;
+            for h in self.handoff_rx.drain(..) {
+                self.pipeline.process(h.pkt, h.in_port, now_ns, &mut tx);
             }
         }
         tx.flush();

@@ -1,0 +1,39 @@
+#!/bin/bash
+# weir as the device under test of ../shared/bench/fwd-rig.sh:
+#   fwd-rig.sh cmd:"WEIR=target/release/weir bench/weir-dut.sh"
+# Reads the rig's variables (DUT_IN, DUT_OUT, SINK_MAC, SRC_IP, DST_IP), writes a config that
+# routes DST_IP out of DUT_OUT to the sink, and runs weir with one busy-polling worker on the
+# core the rig gives it. TX_MODE=ring|sendmmsg picks the af_packet transmit path.
+set -euo pipefail
+WEIR=${WEIR:-target/release/weir}
+CFG=$(mktemp --suffix=.yaml)
+trap 'rm -f "$CFG"' EXIT
+cat >"$CFG" <<YAML
+workers:
+  - core: ${DUT_CORE:-1}
+idle:
+  policy: busy_poll
+ports:
+  - name: in
+    backend: af_packet
+    interface: $DUT_IN
+    addresses: [198.18.0.254/24]
+    af_packet: { tx_mode: ${TX_MODE:-ring} }
+  - name: out
+    backend: af_packet
+    interface: $DUT_OUT
+    addresses: [198.19.0.1/24]
+    af_packet: { tx_mode: ${TX_MODE:-ring} }
+routes:
+  - { prefix: $DST_IP/32, port: out, via: 198.19.0.2 }
+neighbors:
+  - { ip: 198.19.0.2, port: out, mac: "$SINK_MAC" }
+  - { ip: $SRC_IP, port: in, mac: "$GEN_MAC" }
+YAML
+# Keep this namespace's kernel off the DUT's ports.
+for d in "$DUT_IN" "$DUT_OUT"; do sysctl -qw "net.ipv6.conf.$d.disable_ipv6=1" || true; done
+# Not exec: bash forwards SIGTERM to weir and waits, so the rig sees the final counters.
+"$WEIR" run -c "$CFG" &
+pid=$!
+trap 'kill -TERM $pid 2>/dev/null; wait $pid; rm -f "$CFG"' TERM INT
+wait $pid
