@@ -149,7 +149,7 @@ impl Fib {
     }
 
     /// The next hop for an IPv4 destination.
-    #[inline]
+    #[inline(always)]
     pub fn lookup_v4(&self, dst: Ipv4Addr) -> Option<NextHop> {
         self.v4.lookup(dst).and_then(|i| self.hops.get(usize::from(i)).copied())
     }

@@ -94,7 +94,7 @@ impl Dir24_8 {
     }
 
     /// The next hop of the longest prefix covering `addr`.
-    #[inline]
+    #[inline(always)]
     pub fn lookup(&self, addr: Ipv4Addr) -> Option<NextHopId> {
         let a = u32::from(addr);
         let mut e = self.tbl24[(a >> 8) as usize];

@@ -2,14 +2,19 @@
 //!
 //! The region is mapped once at start-up, from 2 MiB hugepages when the system has them reserved
 //! and from normal pages otherwise (the choice is logged and exported by [`Mempool::hugepages`]).
-//! Free buffers are slot indices on a lock-free bounded queue; each worker keeps a small
-//! [`PoolCache`] so that most allocations touch no shared cache line. Exhaustion is an `None`
-//! from `alloc`, counted in [`Mempool::exhausted`]: the pool never blocks and never grows.
+//! Free buffers are slot indices on a lock-free bounded queue. Each thread (each worker) keeps a
+//! cache of up to [`THREAD_CACHE`] free slots of one pool, moved to and from the shared queue in
+//! bulk, so the common allocation and free touch no shared cache line and no atomic — the
+//! per-lcore mempool cache of DPDK. Slots parked in a thread's cache are not in
+//! [`Mempool::available`]; a thread returns them when it exits or calls
+//! [`Mempool::flush_thread_cache`]. Exhaustion is a `None` from `alloc`, counted in
+//! [`Mempool::exhausted`]: the pool never blocks and never grows.
 #![allow(unsafe_code)]
 
 use crate::buf::{BufError, PacketBuf, RxMeta};
 use arrayvec::ArrayVec;
 use crossbeam_queue::ArrayQueue;
+use std::cell::RefCell;
 use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,8 +23,49 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const HUGEPAGE: usize = 2 << 20;
 /// Slots are aligned to a cache line so no two buffers share one.
 const CACHE_LINE: usize = 64;
-/// How many slots a [`PoolCache`] moves from or to the shared queue at a time.
-const CACHE_REFILL: usize = 32;
+/// Free slots a thread keeps for itself at most.
+pub const THREAD_CACHE: usize = 128;
+/// How many slots a thread cache moves from or to the shared queue at a time.
+const CACHE_BULK: usize = 32;
+
+/// A thread's private free slots, all of one pool.
+struct ThreadCache {
+    pool: Option<&'static Mempool>,
+    slots: ArrayVec<u32, THREAD_CACHE>,
+}
+
+impl ThreadCache {
+    fn flush(&mut self, keep: usize) {
+        if let Some(pool) = self.pool {
+            while self.slots.len() > keep {
+                if let Some(i) = self.slots.pop() {
+                    // Cannot fail: the queue has room for every slot of the pool.
+                    let _ = pool.free.push(i);
+                }
+            }
+        }
+    }
+
+    /// Makes this cache serve `pool`, returning another pool's slots first.
+    #[inline]
+    fn bind(&mut self, pool: &'static Mempool) {
+        if !self.pool.is_some_and(|p| std::ptr::eq(p, pool)) {
+            self.flush(0);
+            self.pool = Some(pool);
+        }
+    }
+}
+
+impl Drop for ThreadCache {
+    fn drop(&mut self) {
+        self.flush(0);
+    }
+}
+
+thread_local! {
+    static CACHE: RefCell<ThreadCache> =
+        const { RefCell::new(ThreadCache { pool: None, slots: ArrayVec::new_const() }) };
+}
 
 /// Sizing of a pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,10 +139,28 @@ impl Mempool {
         Ok(Box::leak(Box::new(pool)))
     }
 
-    /// Takes one buffer, empty, with the configured headroom in front. `None` (and a count in
+    /// Takes one buffer, empty, with the configured headroom in front, from this thread's
+    /// cache (refilled in bulk from the shared queue). `None` (and a count in
     /// [`exhausted`](Self::exhausted)) when none is free.
+    #[inline]
     pub fn alloc(&'static self) -> Option<PoolBuf> {
-        match self.free.pop() {
+        let idx = CACHE
+            .try_with(|c| {
+                let mut c = c.borrow_mut();
+                c.bind(self);
+                if c.slots.is_empty() {
+                    for _ in 0..CACHE_BULK {
+                        match self.free.pop() {
+                            Some(i) => c.slots.push(i),
+                            None => break,
+                        }
+                    }
+                }
+                c.slots.pop()
+            })
+            // The thread is exiting and its cache is gone: use the shared queue.
+            .unwrap_or_else(|_| self.free.pop());
+        match idx {
             Some(idx) => Some(self.buf(idx)),
             None => {
                 self.exhausted.fetch_add(1, Ordering::Relaxed);
@@ -105,11 +169,101 @@ impl Mempool {
         }
     }
 
+    /// Returns a freed slot: to this thread's cache when it serves this pool (or is empty),
+    /// else to the shared queue.
+    #[inline]
+    fn release(&'static self, idx: u32) {
+        let cached = CACHE
+            .try_with(|c| {
+                let mut c = c.borrow_mut();
+                match c.pool {
+                    Some(p) if std::ptr::eq(p, self) => {}
+                    _ if c.slots.is_empty() => c.pool = Some(self),
+                    _ => return false,
+                }
+                if c.slots.is_full() {
+                    c.flush(THREAD_CACHE - CACHE_BULK);
+                }
+                c.slots.push(idx);
+                true
+            })
+            .unwrap_or(false);
+        if !cached {
+            // Cannot fail: the queue has room for every slot of the pool.
+            let _ = self.free.push(idx);
+        }
+    }
+
+    /// Allocates up to `n` buffers into `out` (bounded by its free room) with one visit to the
+    /// thread cache. Returns how many were added; fewer than asked (counted in
+    /// [`exhausted`](Self::exhausted)) when the pool runs dry.
+    #[inline]
+    pub fn alloc_bulk(&'static self, out: &mut crate::buf::Batch<PoolBuf>, n: usize) -> usize {
+        let want = n.min(out.remaining_capacity());
+        let got = CACHE
+            .try_with(|c| {
+                let mut c = c.borrow_mut();
+                c.bind(self);
+                let mut got = 0;
+                while got < want {
+                    if c.slots.is_empty() {
+                        for _ in 0..CACHE_BULK {
+                            match self.free.pop() {
+                                Some(i) => c.slots.push(i),
+                                None => break,
+                            }
+                        }
+                    }
+                    let Some(idx) = c.slots.pop() else { break };
+                    out.push(self.buf(idx));
+                    got += 1;
+                }
+                got
+            })
+            .unwrap_or(0);
+        if got < want {
+            self.exhausted.fetch_add(1, Ordering::Relaxed);
+        }
+        got
+    }
+
+    /// Frees every buffer in `batch` with one visit to the thread cache.
+    #[inline]
+    pub fn free_batch(batch: &mut crate::buf::Batch<PoolBuf>) {
+        let done = CACHE.try_with(|c| {
+            let mut c = c.borrow_mut();
+            for b in batch.drain(..) {
+                let b = std::mem::ManuallyDrop::new(b);
+                match c.pool {
+                    Some(p) if std::ptr::eq(p, b.pool) => {}
+                    _ if c.slots.is_empty() => c.pool = Some(b.pool),
+                    _ => {
+                        // Cannot fail: the queue has room for every slot of the pool.
+                        let _ = b.pool.free.push(b.idx);
+                        continue;
+                    }
+                }
+                if c.slots.is_full() {
+                    c.flush(THREAD_CACHE - CACHE_BULK);
+                }
+                c.slots.push(b.idx);
+            }
+        });
+        if done.is_err() {
+            batch.clear();
+        }
+    }
+
+    /// Returns this thread's cached free slots to the shared queue.
+    pub fn flush_thread_cache() {
+        let _ = CACHE.try_with(|c| c.borrow_mut().flush(0));
+    }
+
     fn buf(&'static self, idx: u32) -> PoolBuf {
         PoolBuf { pool: self, idx, start: self.cfg.headroom, len: 0, meta: RxMeta::default() }
     }
 
-    /// Buffers currently free in the shared queue (not counting those in worker caches).
+    /// Buffers currently free in the shared queue (not counting those in thread caches).
     pub fn available(&self) -> usize {
         self.free.len()
     }
@@ -270,9 +424,9 @@ impl PacketBuf for PoolBuf {
 }
 
 impl Drop for PoolBuf {
+    #[inline]
     fn drop(&mut self) {
-        // Cannot fail: the queue holds every slot and this one is not in it.
-        let _ = self.pool.free.push(self.idx);
+        self.pool.release(self.idx);
     }
 }
 
@@ -282,50 +436,26 @@ impl std::fmt::Debug for PoolBuf {
     }
 }
 
-/// A worker's private stash of free slots, refilled from the shared queue in bulk so the
-/// common allocation touches only this worker's memory.
+/// A worker's handle for allocating from a pool through its thread cache.
 pub struct PoolCache {
     pool: &'static Mempool,
-    local: ArrayVec<u32, { 2 * CACHE_REFILL }>,
 }
 
 impl PoolCache {
-    /// An empty cache in front of `pool`.
+    /// A handle on `pool`.
     pub fn new(pool: &'static Mempool) -> Self {
-        PoolCache { pool, local: ArrayVec::new() }
+        PoolCache { pool }
     }
 
     /// Takes one buffer; `None` (counted by the pool) when the pool is exhausted.
     #[inline]
     pub fn alloc(&mut self) -> Option<PoolBuf> {
-        if self.local.is_empty() {
-            for _ in 0..CACHE_REFILL {
-                match self.pool.free.pop() {
-                    Some(i) => self.local.push(i),
-                    None => break,
-                }
-            }
-        }
-        match self.local.pop() {
-            Some(idx) => Some(self.pool.buf(idx)),
-            None => {
-                self.pool.exhausted.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-        }
+        self.pool.alloc()
     }
 
-    /// The pool behind this cache.
+    /// The pool behind this handle.
     pub fn pool(&self) -> &'static Mempool {
         self.pool
-    }
-}
-
-impl Drop for PoolCache {
-    fn drop(&mut self) {
-        for idx in self.local.drain(..) {
-            let _ = self.pool.free.push(idx);
-        }
     }
 }
 
@@ -344,6 +474,7 @@ mod tests {
         assert!(pool.alloc().is_none());
         assert_eq!(pool.exhausted(), 1);
         drop(bufs);
+        Mempool::flush_thread_cache();
         assert_eq!(pool.available(), 4);
     }
 
@@ -374,14 +505,61 @@ mod tests {
     }
 
     #[test]
-    fn cache_refills_and_returns() {
+    fn thread_cache_refills_in_bulk_and_returns() {
+        let pool =
+            Mempool::new(MempoolConfig { buffers: 300, data_room: 128, headroom: 0 }).unwrap();
+        let b = pool.alloc().unwrap();
+        assert_eq!(pool.available(), 300 - CACHE_BULK);
+        drop(b);
+        // Freed into the cache, not the shared queue.
+        assert_eq!(pool.available(), 300 - CACHE_BULK);
+        let all: Vec<_> = (0..300).map(|_| pool.alloc().unwrap()).collect();
+        assert!(pool.alloc().is_none());
+        drop(all);
+        // The cache holds at most THREAD_CACHE; the rest went back in bulk.
+        assert!(pool.available() >= 300 - THREAD_CACHE);
+        Mempool::flush_thread_cache();
+        assert_eq!(pool.available(), 300);
+    }
+
+    #[test]
+    fn slots_freed_on_another_thread_come_back() {
+        let pool =
+            Mempool::new(MempoolConfig { buffers: 64, data_room: 128, headroom: 0 }).unwrap();
+        let bufs: Vec<_> = (0..64).map(|_| pool.alloc().unwrap()).collect();
+        std::thread::spawn(move || drop(bufs)).join().unwrap();
+        // That thread's cache was returned when it exited.
+        Mempool::flush_thread_cache();
+        assert_eq!(pool.available(), 64);
+    }
+
+    #[test]
+    fn bulk_alloc_and_free_account_for_every_slot() {
         let pool =
             Mempool::new(MempoolConfig { buffers: 40, data_room: 128, headroom: 0 }).unwrap();
-        let mut cache = PoolCache::new(pool);
-        let b = cache.alloc().unwrap();
-        assert_eq!(pool.available(), 40 - CACHE_REFILL);
-        drop(b);
-        drop(cache);
+        let mut a = crate::buf::Batch::new();
+        let mut b = crate::buf::Batch::new();
+        assert_eq!(pool.alloc_bulk(&mut a, 32), 32);
+        assert_eq!(pool.alloc_bulk(&mut b, 32), 8);
+        assert_eq!(pool.exhausted(), 1);
+        Mempool::free_batch(&mut a);
+        Mempool::free_batch(&mut b);
+        assert!(a.is_empty() && b.is_empty());
+        Mempool::flush_thread_cache();
         assert_eq!(pool.available(), 40);
+    }
+
+    #[test]
+    fn a_thread_serving_two_pools_loses_nothing() {
+        let a = Mempool::new(MempoolConfig { buffers: 64, data_room: 128, headroom: 0 }).unwrap();
+        let b = Mempool::new(MempoolConfig { buffers: 64, data_room: 128, headroom: 0 }).unwrap();
+        for _ in 0..10 {
+            let x: Vec<_> = (0..40).map(|_| a.alloc().unwrap()).collect();
+            let y: Vec<_> = (0..40).map(|_| b.alloc().unwrap()).collect();
+            drop(x);
+            drop(y);
+        }
+        Mempool::flush_thread_cache();
+        assert_eq!(a.available() + b.available(), 128);
     }
 }

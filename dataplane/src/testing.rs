@@ -1,7 +1,7 @@
 //! Test and benchmark fixtures: a two-port router over memory ports.
 
 use crate::fib::{Fib, PortAddrs};
-use crate::io::memory::{MemoryPort, MemoryQueues};
+use crate::io::memory::{MemoryPort, MemoryQueues, NullPort};
 use crate::mempool::{Mempool, MempoolConfig, PoolCache};
 use crate::neigh::NeighborBus;
 use crate::pipeline::{Pipeline, PipelineConfig};
@@ -26,6 +26,28 @@ pub fn two_port_router(
 ) -> (Worker<MemoryPort, PoolCache>, [Arc<MemoryQueues>; 2], PoolCache) {
     let pool = Mempool::new(MempoolConfig { buffers: 4096, data_room: 2048, headroom: 128 })
         .expect("mempool");
+    let pipeline = router_pipeline();
+    let queues = [MemoryQueues::new(1024), MemoryQueues::new(1024)];
+    let io = vec![
+        MemoryPort::new(Arc::clone(&queues[0]), discard_tx),
+        MemoryPort::new(Arc::clone(&queues[1]), discard_tx),
+    ];
+    let stats = Arc::new(WorkerStats::new(2));
+    let worker = Worker::new(0, io, PoolCache::new(pool), pipeline, IdlePolicy::BusyPoll, stats);
+    (worker, queues, PoolCache::new(pool))
+}
+
+/// The same router over two [`NullPort`]s: port 0 receives copies of `frames` on every poll,
+/// port 1 receives nothing; what is sent is freed. For benchmarks.
+pub fn null_router(frames: Vec<Vec<u8>>) -> Worker<NullPort, PoolCache> {
+    let pool = Mempool::new(MempoolConfig { buffers: 4096, data_room: 2048, headroom: 128 })
+        .expect("mempool");
+    let io = vec![NullPort::new(pool, frames), NullPort::new(pool, Vec::new())];
+    let stats = Arc::new(WorkerStats::new(2));
+    Worker::new(0, io, PoolCache::new(pool), router_pipeline(), IdlePolicy::BusyPoll, stats)
+}
+
+fn router_pipeline<B: crate::buf::PacketBuf>() -> Pipeline<B> {
     let ports = vec![
         PortAddrs {
             mac: PORT0_MAC,
@@ -47,15 +69,7 @@ pub fn two_port_router(
         ("198.18.1.2".parse().expect("ip"), 0, CLIENT_MAC),
     ];
     let bus = NeighborBus::new(1, 16);
-    let pipeline = Pipeline::new(0, fib, bus, PipelineConfig::default(), &statics);
-    let queues = [MemoryQueues::new(1024), MemoryQueues::new(1024)];
-    let io = vec![
-        MemoryPort::new(Arc::clone(&queues[0]), discard_tx),
-        MemoryPort::new(Arc::clone(&queues[1]), discard_tx),
-    ];
-    let stats = Arc::new(WorkerStats::new(2));
-    let worker = Worker::new(0, io, PoolCache::new(pool), pipeline, IdlePolicy::BusyPoll, stats);
-    (worker, queues, PoolCache::new(pool))
+    Pipeline::new(0, fib, bus, PipelineConfig::default(), &statics)
 }
 
 /// A 64-byte IPv4/UDP frame from the client (198.18.1.2) to the server (198.18.2.2) addressed

@@ -747,3 +747,73 @@ fn parse_l4(
     };
     Ok(L4Info { l4_offset: to_u16(start), header })
 }
+
+/// What the IPv4 forwarding fast path needs from a frame, see [`ipv4_fast`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Fast {
+    /// Destination address.
+    pub dst: Ipv4Addr,
+    /// Time to live.
+    pub ttl: u8,
+    /// IPv4 total length, bytes.
+    pub total_len: u16,
+    /// The DF flag.
+    pub dont_fragment: bool,
+}
+
+/// The common case of [`parse_frame`], checked in a few instructions: an untagged IPv4 frame
+/// with a 20-byte header. Returns `Some` only when `parse_frame` would accept the frame as
+/// `L3::Ipv4` with no VLAN tag and no options — the same header checksum, length and L4
+/// checks — so a caller may take its fast path on `Some` and fall back to `parse_frame` on
+/// `None` (anything unusual, valid or not). The property test `fast_path_agrees` holds it to
+/// that.
+#[inline(always)]
+pub fn ipv4_fast(frame: &[u8]) -> Option<Ipv4Fast> {
+    let b = frame.first_chunk::<34>()?;
+    if b[12] != 0x08 || b[13] != 0x00 || b[14] != 0x45 || frame.len() > MAX_FRAME_LEN {
+        return None;
+    }
+    let h = &b[14..34];
+    let total_len = be16([h[2], h[3]]);
+    let total = usize::from(total_len);
+    if total < IPV4_MIN_HEADER_LEN || total > frame.len() - ETH_HEADER_LEN {
+        return None;
+    }
+    // The header sum over five 32-bit words, folded (RFC 1071 section 2(C)).
+    let w = |i: usize| u64::from(u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
+    if checksum::fold(w(0) + w(4) + w(8) + w(12) + w(16)) != 0xffff {
+        return None;
+    }
+    let flags_frag = be16([h[6], h[7]]);
+    let fragment = flags_frag & 0x3fff != 0;
+    if flags_frag & 0x1fff == 0 {
+        // First (or only) fragment: the L4 header must be there, as parse_l4 requires.
+        let payload = total - IPV4_MIN_HEADER_LEN;
+        let l4 = frame.get(34..34 + payload)?;
+        let ok = match h[9] {
+            PROTO_TCP => {
+                l4.len() >= 20 && {
+                    let hl = usize::from(l4[12] >> 4) * 4;
+                    hl >= 20 && hl <= l4.len()
+                }
+            }
+            PROTO_UDP => {
+                l4.len() >= 8 && {
+                    let len = usize::from(be16([l4[4], l4[5]]));
+                    len >= 8 && (fragment || len <= l4.len())
+                }
+            }
+            PROTO_ICMP => l4.len() >= 8,
+            _ => true,
+        };
+        if !ok {
+            return None;
+        }
+    }
+    Some(Ipv4Fast {
+        dst: Ipv4Addr::new(h[16], h[17], h[18], h[19]),
+        ttl: h[8],
+        total_len,
+        dont_fragment: flags_frag & 0x4000 != 0,
+    })
+}
