@@ -407,6 +407,19 @@ impl<B: PacketBuf> Pipeline<B> {
             out.send(port, pkt);
             return Verdict::Forward(port);
         }
+        self.process_general(pkt, in_port, now_ns, out)
+    }
+
+    /// Everything the fast path does not take: parse the whole frame and decide. Kept out of
+    /// line so the fast path stays a small function.
+    #[inline(never)]
+    fn process_general(
+        &mut self,
+        mut pkt: B,
+        in_port: u8,
+        now_ns: u64,
+        out: &mut impl Egress<B>,
+    ) -> Verdict {
         let verdict = self.classify(&mut pkt, in_port, now_ns, out);
         match verdict {
             Step::Send(port) => {
