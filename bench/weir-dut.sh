@@ -3,7 +3,7 @@
 #   fwd-rig.sh cmd:"WEIR=target/release/weir bench/weir-dut.sh"
 # Reads the rig's variables (DUT_IN, DUT_OUT, SINK_MAC, SRC_IP, DST_IP), writes a config that
 # routes DST_IP out of DUT_OUT to the sink, and runs weir with one busy-polling worker on the
-# core the rig gives it. TX_MODE=ring|sendmmsg picks the af_packet transmit path.
+# core the rig gives it. TX_MODE=sendmmsg|ring picks the af_packet transmit path.
 set -euo pipefail
 WEIR=${WEIR:-target/release/weir}
 CFG=$(mktemp --suffix=.yaml)
@@ -18,12 +18,12 @@ ports:
     backend: af_packet
     interface: $DUT_IN
     addresses: [198.18.0.254/24]
-    af_packet: { tx_mode: ${TX_MODE:-ring} }
+    af_packet: { tx_mode: ${TX_MODE:-sendmmsg} }
   - name: out
     backend: af_packet
     interface: $DUT_OUT
     addresses: [198.19.0.1/24]
-    af_packet: { tx_mode: ${TX_MODE:-ring} }
+    af_packet: { tx_mode: ${TX_MODE:-sendmmsg} }
 routes:
   - { prefix: $DST_IP/32, port: out, via: 198.19.0.2 }
 neighbors:

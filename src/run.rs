@@ -71,16 +71,6 @@ pub struct Running {
     pub pool: &'static Mempool,
 }
 
-fn read_mac(iface: &str) -> Result<[u8; 6]> {
-    let text = std::fs::read_to_string(format!("/sys/class/net/{iface}/address"))
-        .with_context(|| format!("interface `{iface}` not found"))?;
-    let mut mac = [0u8; 6];
-    for (b, part) in mac.iter_mut().zip(text.trim().split(':')) {
-        *b = u8::from_str_radix(part, 16).with_context(|| format!("bad MAC of `{iface}`"))?;
-    }
-    Ok(mac)
-}
-
 /// Starts the workers. Returns once every queue is open and every worker is running.
 pub fn start(cfg: &Config) -> Result<Running> {
     let workers = cfg.workers.len();
@@ -121,9 +111,10 @@ pub fn start(cfg: &Config) -> Result<Running> {
                         .with_context(|| format!("port `{}`: af_packet on `{iface}`", p.name))?;
                     qs.push(NativeQueue::AfPacket(q));
                 }
-                let mac = match p.mac {
-                    Some(m) => m,
-                    None => read_mac(&iface)?,
+                let mac = match (p.mac, qs.first()) {
+                    (Some(m), _) => m,
+                    (None, Some(NativeQueue::AfPacket(q))) => q.mac(),
+                    (None, _) => bail!("port `{}`: no queue to read the MAC of `{iface}` from", p.name),
                 };
                 (qs, mac)
             }
