@@ -114,7 +114,9 @@ pub fn start(cfg: &Config) -> Result<Running> {
                 let mac = match (p.mac, qs.first()) {
                     (Some(m), _) => m,
                     (None, Some(NativeQueue::AfPacket(q))) => q.mac(),
-                    (None, _) => bail!("port `{}`: no queue to read the MAC of `{iface}` from", p.name),
+                    (None, _) => {
+                        bail!("port `{}`: no queue to read the MAC of `{iface}` from", p.name)
+                    }
                 };
                 (qs, mac)
             }

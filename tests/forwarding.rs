@@ -181,7 +181,7 @@ good = IP(src="{CLIENT_V4}", dst="{SERVER_V4}")/UDP(sport=1234, dport=9)/Raw(b"x
 raw = bytes(good)
 def with_ip(b): return bytes(E()) + b
 frames = {{
-  "unknown_ethertype": bytes(E(0x88b5)/Raw(b"\x00"*46)),
+  "unknown_ether_type": bytes(E(0x88b5)/Raw(b"\x00"*46)),
   "truncated_ipv4": with_ip(raw[:12]),
   "bad_ip_version": with_ip(bytes([0x65]) + raw[1:]),
   "bad_ihl": with_ip(bytes([0x43]) + raw[1:]),

@@ -136,7 +136,7 @@ impl DropReason {
     pub fn as_str(self) -> &'static str {
         match self {
             DropReason::TruncatedEthernet => "truncated_ethernet",
-            DropReason::UnknownEtherType => "unknown_ethertype",
+            DropReason::UnknownEtherType => "unknown_ether_type",
             DropReason::VlanTooDeep => "vlan_too_deep",
             DropReason::TruncatedVlan => "truncated_vlan",
             DropReason::VlanTagged => "vlan_tagged",
@@ -1050,4 +1050,36 @@ enum Step {
     Drop(DropReason),
     /// Handled by weir itself (an ARP reply or NA learned from): freed, not a drop.
     Consumed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_reasons_are_listed_in_discriminant_order_with_unique_names() {
+        let mut names = std::collections::BTreeSet::new();
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
+            assert!(names.insert(r.as_str()), "duplicate name {}", r.as_str());
+        }
+    }
+
+    #[test]
+    fn every_parse_error_has_its_drop_reason() {
+        for e in ParseError::ALL {
+            assert_eq!(DropReason::from(e).as_str(), e.as_str(), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn icmp_errors_are_rate_limited() {
+        let mut b = TokenBucket { tokens: 2, burst: 2, per_sec: 10, last_ns: 0 };
+        assert!(b.take(0));
+        assert!(b.take(0));
+        assert!(!b.take(1_000));
+        // 100 ms buys one token at 10 per second.
+        assert!(b.take(100_000_000));
+        assert!(!b.take(100_000_001));
+    }
 }

@@ -1,0 +1,49 @@
+#!/bin/bash
+# Runs weir's headline benchmarks beside their references, in one go, and prints medians.
+#   bash bench/run.sh [ROUNDS]      (default 5 rounds of each rig run; needs root)
+# 1. Pipeline cost on null ports (cargo bench) beside testpmd io/mac/5tswap on net_null.
+# 2. The forwarding rig (../shared/bench/fwd-rig.sh): weir (af_packet, sendmmsg and ring tx)
+#    beside testpmd (net_af_packet) and the kernel, alternating, ROUNDS times each.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-5}
+SHARED=${SHARED:-../shared/bench}
+command -v dpdk-testpmd >/dev/null || { apt-get install -y -qq dpdk-dev >/dev/null; }
+command -v ethtool >/dev/null || apt-get install -y -qq ethtool >/dev/null
+cargo build --release --bin weir
+out=$(mktemp -d)
+echo "== pipeline on null ports (TSC cycles/packet, median of 5)"
+cargo bench -p dataplane --bench pipeline -- --warm-up-time 1 --measurement-time 3 pipeline 2>/dev/null |
+  grep -E "cycles/packet|time:" | tee "$out/pipeline"
+echo "== testpmd on net_null"
+bash "$SHARED/null-anchor.sh" -s 5 io mac 5tswap | tee "$out/null"
+echo "== forwarding rig, $ROUNDS rounds"
+for i in $(seq "$ROUNDS"); do
+  for dut in weir-sendmmsg weir-ring testpmd kernel; do
+    case $dut in
+      weir-*) cmd="cmd:TX_MODE=${dut#weir-} WEIR=$PWD/target/release/weir $PWD/bench/weir-dut.sh" ;;
+      *) cmd=$dut ;;
+    esac
+    line=$(FWD_RIG_LOG="$out/$dut" bash "$SHARED/fwd-rig.sh" -s 5 "$cmd" | tail -1)
+    case $dut in
+      weir-*) cyc=$(awk '$1=="0"{print $5}' "$out/$dut/dut") ;;
+      testpmd) cyc=$(sed -n 's/.*CPU cycles\/packet=\([0-9.]*\).*/\1/p' "$out/$dut/dut") ;;
+      *) cyc=n/a ;;
+    esac
+    echo "$dut $line cycles_per_packet=$cyc" | tee -a "$out/rig"
+  done
+done
+echo "== medians"
+python3 - "$out/rig" <<'PY'
+import re, sys, statistics
+rows = {}
+for l in open(sys.argv[1]):
+    name = l.split()[0]
+    f = dict(re.findall(r"(\w+)=([\d.]+|n/a)", l))
+    rows.setdefault(name, []).append(f)
+for name, rs in rows.items():
+    med = lambda k: statistics.median(float(r[k]) for r in rs if r.get(k, "n/a") != "n/a") if any(r.get(k, "n/a") != "n/a" for r in rs) else float("nan")
+    print(f"{name:14} offered_mpps={med('offered_mpps'):.3f} forwarded_mpps={med('forwarded_mpps'):.3f} "
+          f"ratio={med('ratio'):.3f} cycles_per_packet={med('cycles_per_packet'):.0f} (n={len(rs)})")
+PY
+rm -rf "$out"
