@@ -1,7 +1,6 @@
 //! Every frame gets exactly one verdict, whatever it contains: hostile and mutated frames go
 //! through the whole pipeline without a panic, and the counters account for each of them.
 
-use dataplane::buf::PacketBuf;
 use dataplane::fib::{Fib, PortAddrs};
 use dataplane::mempool::{Mempool, MempoolConfig, PoolBuf};
 use dataplane::neigh::NeighborBus;
