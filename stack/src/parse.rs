@@ -779,8 +779,13 @@ pub fn ipv4_fast(frame: &[u8]) -> Option<Ipv4Fast> {
     if total < IPV4_MIN_HEADER_LEN || total > frame.len() - ETH_HEADER_LEN {
         return None;
     }
-    // The header sum over five 32-bit words, folded (RFC 1071 section 2(C)).
-    let w = |i: usize| u64::from(u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
+    // The header sum over five 32-bit words in native byte order, folded: a valid header sums
+    // to 0xffff in either byte order (RFC 1071 section 2(B) and 2(C)).
+    let w = |i: usize| {
+        let mut word = [0u8; 4];
+        word.copy_from_slice(&h[i..i + 4]);
+        u64::from(u32::from_ne_bytes(word))
+    };
     if checksum::fold(w(0) + w(4) + w(8) + w(12) + w(16)) != 0xffff {
         return None;
     }
