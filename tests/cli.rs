@@ -34,7 +34,13 @@ fn check_accepts_a_good_file() {
 
 #[test]
 fn check_names_the_bad_field_by_path_and_line() {
-    let p = write("bad", &GOOD.replace("    backend: tap\n    addresses: [198.18.2.1", "    backend: tap\n    mtu: 1400\n    addresses: [198.18.2.1"));
+    let p = write(
+        "bad",
+        &GOOD.replace(
+            "    backend: tap\n    addresses: [198.18.2.1",
+            "    backend: tap\n    mtu: 1400\n    addresses: [198.18.2.1",
+        ),
+    );
     let out = weir(&["check", "-c", p.to_str().unwrap()]);
     let _ = std::fs::remove_file(&p);
     let err = String::from_utf8_lossy(&out.stderr);

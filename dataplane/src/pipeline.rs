@@ -586,25 +586,13 @@ impl<B: PacketBuf> Pipeline<B> {
             }
             Lookup::Missing => return Step::Hold(out_port, next_hop),
         };
-        let frame = pkt.data_mut();
-        let l3 = usize::from(parsed.l3_offset);
-        let rewritten = match parsed.l3 {
-            L3::Ipv4(_) => stack::ipv4::decrement_ttl(frame, l3),
-            _ => stack::ipv6::decrement_hop_limit(frame, l3),
-        };
-        if rewritten.is_err() {
-            return Step::Drop(DropReason::TruncatedIpv4);
+        if !self.rewrite(pkt, parsed, dst_mac, out_mac) {
+            // Only a frame shorter than its parsed header could get here.
+            return Step::Drop(match parsed.l3 {
+                L3::Ipv6(_) => DropReason::TruncatedIpv6,
+                _ => DropReason::TruncatedIpv4,
+            });
         }
-        frame[0..6].copy_from_slice(&dst_mac);
-        frame[6..12].copy_from_slice(&out_mac);
-        if pkt.meta().l4_csum_partial {
-            // A partial checksum on a frame too short for its L4 header is left as it is: the
-            // receiver drops it, as it would from a broken NIC.
-            let _ = stack::l4::complete_l4_checksum(pkt.data_mut(), parsed);
-            pkt.set_meta(Default::default());
-            self.counters.checksums_completed += 1;
-        }
-        self.counters.forwarded += 1;
         Step::Send(out_port)
     }
 
@@ -803,22 +791,41 @@ impl<B: PacketBuf> Pipeline<B> {
 
     /// Completes the rewrite of a frame that waited for its neighbor.
     fn finish_held(&mut self, pkt: &mut B, dst_mac: [u8; 6], src_mac: [u8; 6]) {
-        let Ok(parsed) = parse_frame(pkt.data()) else { return };
+        if let Ok(parsed) = parse_frame(pkt.data()) {
+            self.rewrite(pkt, &parsed, dst_mac, src_mac);
+        }
+    }
+
+    /// Rewrites a routed frame for its next hop: TTL or hop limit, MACs, and the L4 checksum a
+    /// local sender left partial. False (frame untouched) if the frame cannot take it.
+    fn rewrite(
+        &mut self,
+        pkt: &mut B,
+        parsed: &Parsed,
+        dst_mac: [u8; 6],
+        src_mac: [u8; 6],
+    ) -> bool {
         let frame = pkt.data_mut();
         let l3 = usize::from(parsed.l3_offset);
-        let _ = match parsed.l3 {
+        let rewritten = match parsed.l3 {
             L3::Ipv4(_) => stack::ipv4::decrement_ttl(frame, l3),
             L3::Ipv6(_) => stack::ipv6::decrement_hop_limit(frame, l3),
-            L3::Arp(_) => return,
+            L3::Arp(_) => return false,
         };
+        if rewritten.is_err() {
+            return false;
+        }
         frame[0..6].copy_from_slice(&dst_mac);
         frame[6..12].copy_from_slice(&src_mac);
         if pkt.meta().l4_csum_partial {
-            let _ = stack::l4::complete_l4_checksum(pkt.data_mut(), &parsed);
+            // A partial checksum on a frame too short for its L4 header is left as it is: the
+            // receiver drops it, as it would from a broken NIC.
+            let _ = stack::l4::complete_l4_checksum(pkt.data_mut(), parsed);
             pkt.set_meta(Default::default());
             self.counters.checksums_completed += 1;
         }
         self.counters.forwarded += 1;
+        true
     }
 
     fn hold(
