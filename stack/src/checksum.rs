@@ -216,16 +216,17 @@ mod tests {
 
     #[test]
     fn known_ipv4_header() {
-        // 45 00 00 73 00 00 40 00 40 11 b8 61 c0 a8 00 01 c0 a8 00 c7 (checksum b861)
+        // 45 00 00 73 00 00 40 00 40 11 ad 8d c6 12 00 01 c6 12 00 c7 (checksum ad8d):
+        // UDP 198.18.0.1 -> 198.18.0.199.
         let h = [
-            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8,
-            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xad, 0x8d, 0xc6, 0x12,
+            0x00, 0x01, 0xc6, 0x12, 0x00, 0xc7,
         ];
         assert_eq!(sum(&h), 0xffff);
         let mut z = h;
         z[10] = 0;
         z[11] = 0;
-        assert_eq!(checksum(&z), 0xb861);
+        assert_eq!(checksum(&z), 0xad8d);
     }
 
     #[test]
@@ -249,7 +250,7 @@ mod tests {
 
     #[test]
     fn pseudo_v4_matches_bytes() {
-        let src = Ipv4Addr::new(10, 0, 0, 1);
+        let src = Ipv4Addr::new(198, 18, 0, 1);
         let dst = Ipv4Addr::new(255, 255, 255, 254);
         let mut bytes = [0u8; 12];
         bytes[..4].copy_from_slice(&src.octets());

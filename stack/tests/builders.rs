@@ -15,8 +15,8 @@ use stack::{arp, checksum, fixtures, ipv4, ipv6, l4, nd, BuildError};
 
 const OUR_MAC: MacAddr = MacAddr([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
 const HOST_MAC: MacAddr = MacAddr([0x02, 0x42, 0xac, 0x11, 0x00, 0x02]);
-const OUR_V4: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 1);
-const HOST_V4: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 10);
+const OUR_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+const HOST_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
 
 fn v6(s: &str) -> Ipv6Addr {
     s.parse().unwrap()
@@ -225,7 +225,7 @@ fn time_exceeded_v4_quotes_whole_small_packet() {
     assert_eq!(n, 14 + 20 + 8 + 60);
     let e = parse_frame(&out[..n]).unwrap();
     let v4 = e.ipv4().unwrap();
-    assert_eq!((v4.src, v4.dst), (OUR_V4, Ipv4Addr::new(10, 0, 0, 2)));
+    assert_eq!((v4.src, v4.dst), (OUR_V4, Ipv4Addr::new(198, 18, 0, 2)));
     assert_eq!(v4.protocol, 1);
     assert_eq!(e.l4.unwrap().header, L4::Icmpv4 { icmp_type: 11, icmp_code: 0, ident: 0 });
     assert_eq!(out[42..n], orig[14..]);
@@ -248,7 +248,7 @@ fn frag_needed_v4_is_capped_at_576_and_carries_mtu() {
     ip[8] = 64;
     ip[9] = 17;
     ip[12..16].copy_from_slice(&HOST_V4.octets());
-    ip[16..20].copy_from_slice(&[8, 8, 8, 8]);
+    ip[16..20].copy_from_slice(&[192, 0, 2, 8]);
     let c = checksum::checksum(&ip[..20]);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     ip[24..26].copy_from_slice(&1480u16.to_be_bytes());
@@ -573,8 +573,8 @@ fn solicited_node_addresses() {
 fn partial_syn() -> [u8; 74] {
     let mut f = fixtures::TCP_SYN;
     let pseudo = checksum::pseudo_header_v4(
-        Ipv4Addr::new(10, 0, 0, 2),
-        Ipv4Addr::new(93, 184, 216, 34),
+        Ipv4Addr::new(198, 18, 0, 2),
+        Ipv4Addr::new(192, 0, 2, 34),
         6,
         40,
     );
@@ -598,8 +598,8 @@ fn complete_partial_udp_checksum_v6_and_padding() {
     let mut f = fixtures::QINQ_UDP;
     let p = parse_frame(&f).unwrap();
     let pseudo = checksum::pseudo_header_v4(
-        Ipv4Addr::new(172, 16, 0, 2),
-        Ipv4Addr::new(172, 16, 0, 1),
+        Ipv4Addr::new(198, 19, 0, 2),
+        Ipv4Addr::new(198, 19, 0, 1),
         17,
         13,
     );

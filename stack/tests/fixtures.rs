@@ -18,8 +18,8 @@ fn icmpv4_echo_request() {
     assert_eq!(p.l3_offset, 14);
     assert_eq!(p.l3_len, 84);
     let v4 = p.ipv4().unwrap();
-    assert_eq!(v4.src, Ipv4Addr::new(192, 168, 1, 10));
-    assert_eq!(v4.dst, Ipv4Addr::new(192, 168, 1, 1));
+    assert_eq!(v4.src, Ipv4Addr::new(198, 18, 1, 10));
+    assert_eq!(v4.dst, Ipv4Addr::new(198, 18, 1, 1));
     assert_eq!(v4.header_len, 20);
     assert_eq!(v4.total_len, 84);
     assert_eq!(v4.ttl, 64);
@@ -41,9 +41,9 @@ fn arp_request_with_padding() {
     let L3::Arp(arp) = p.l3 else { panic!("not ARP: {p:?}") };
     assert_eq!(arp.operation, ArpOperation::Request);
     assert_eq!(arp.sender_mac, HOST);
-    assert_eq!(arp.sender_ip, Ipv4Addr::new(192, 168, 1, 10));
+    assert_eq!(arp.sender_ip, Ipv4Addr::new(198, 18, 1, 10));
     assert_eq!(arp.target_mac, MacAddr::ZERO);
-    assert_eq!(arp.target_ip, Ipv4Addr::new(192, 168, 1, 1));
+    assert_eq!(arp.target_ip, Ipv4Addr::new(198, 18, 1, 1));
 }
 
 #[test]
@@ -76,8 +76,8 @@ fn ipv6_neighbor_solicitation() {
 fn tcp_syn_with_options() {
     let p = parse_frame(&fixtures::TCP_SYN).unwrap();
     let v4 = p.ipv4().unwrap();
-    assert_eq!(v4.src, Ipv4Addr::new(10, 0, 0, 2));
-    assert_eq!(v4.dst, Ipv4Addr::new(93, 184, 216, 34));
+    assert_eq!(v4.src, Ipv4Addr::new(198, 18, 0, 2));
+    assert_eq!(v4.dst, Ipv4Addr::new(192, 0, 2, 34));
     assert_eq!(v4.protocol, 6);
     let l4 = p.l4.unwrap();
     assert_eq!(l4.l4_offset, 34);

@@ -14,8 +14,8 @@ fn key(frame: &[u8]) -> Option<FlowKey> {
 #[test]
 fn tcp_key_fields() {
     let k = key(&fixtures::TCP_SYN).unwrap();
-    assert_eq!(k.src(), IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)));
-    assert_eq!(k.dst(), IpAddr::V4(Ipv4Addr::new(93, 184, 216, 34)));
+    assert_eq!(k.src(), IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)));
+    assert_eq!(k.dst(), IpAddr::V4(Ipv4Addr::new(192, 0, 2, 34)));
     assert_eq!((k.src_port(), k.dst_port(), k.proto()), (51234, 443, 6));
     assert_eq!(k.family(), Family::V4);
     let r = k.reversed();
