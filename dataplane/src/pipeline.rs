@@ -395,7 +395,7 @@ impl<B: PacketBuf> Pipeline<B> {
     }
 
     /// Handles one frame received on `in_port`. See the module docs for the contract.
-    #[inline]
+    #[inline(always)]
     pub fn process(
         &mut self,
         mut pkt: B,

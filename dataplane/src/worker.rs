@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Polls between two reads of the clock.
+const CLOCK_EVERY_POLLS: u32 = 8;
+
 /// What a worker does when its queues are empty.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IdlePolicy {
@@ -218,6 +221,9 @@ pub struct Worker<P: PacketIo, S> {
     stats: Arc<WorkerStats>,
     counters: LoopCounters,
     epoch: Instant,
+    /// The pipeline clock as last read, and the polls since then.
+    clock_ns: u64,
+    clock_age: u32,
 }
 
 impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
@@ -244,6 +250,8 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
             stats,
             counters: LoopCounters::default(),
             epoch: Instant::now(),
+            clock_ns: 0,
+            clock_age: u32::MAX,
         }
     }
 
@@ -275,7 +283,14 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
     #[inline]
     pub fn poll_once(&mut self) -> usize {
         let start = cycles::now();
-        let now_ns = self.now_ns();
+        // The clock is read every few polls, not every poll: its users (neighbor ageing, retries,
+        // ICMP rate limits) work in milliseconds, and a clock read costs more than a packet.
+        if self.clock_age >= CLOCK_EVERY_POLLS {
+            self.clock_ns = self.now_ns();
+            self.clock_age = 0;
+        }
+        self.clock_age += 1;
+        let now_ns = self.clock_ns;
         let mut tx = Tx { ports: &mut self.ports, batches: &mut self.tx, source: &mut self.source };
         self.pipeline.maintain(now_ns, &mut tx);
         let mut received = 0;
@@ -359,6 +374,7 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
                     since_publish = 0;
                     let t0 = cycles::now();
                     sleep_on(&mut pollfds, sleep_ms);
+                    self.clock_age = CLOCK_EVERY_POLLS;
                     self.counters.idle_cycles += cycles::now().wrapping_sub(t0);
                     self.counters.sleeps += 1;
                     empty = 0;
