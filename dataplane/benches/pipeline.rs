@@ -15,6 +15,11 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 
 fn pipeline(c: &mut Criterion) {
+    // Pinned like testpmd's forwarding lcore in null-anchor.sh (core 1), so both are measured
+    // on the same core without migrations.
+    if let Some(core) = core_affinity::get_core_ids().and_then(|ids| ids.into_iter().last()) {
+        core_affinity::set_for_current(core);
+    }
     let frames: Vec<Vec<u8>> = (0..32u16).map(|i| udp4_frame(1000 + i).to_vec()).collect();
     let mut worker = null_router(frames);
     // Cycles per packet over a fixed run: rx (buffer allocation and a 60-byte copy, as
