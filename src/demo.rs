@@ -276,8 +276,17 @@ pub fn run_demo(backend: DemoBackend, workers: usize) -> Result<()> {
     }
     step("weir's counters");
     let stats = t.stop()?;
-    print!("{}", t.log().lines().filter(|l| !l.contains(" INFO ")).collect::<Vec<_>>().join("\n"));
-    println!("{}", serde_json::to_string_pretty(&stats)?);
+    // The log ends with weir's own report: per port, per worker, drops by reason.
+    for line in t.log().lines().filter(|l| !l.contains(" INFO ")) {
+        println!("{line}");
+    }
+    let forwarded: u64 = stats["workers"]
+        .as_array()
+        .map(|ws| ws.iter().filter_map(|w| w["forwarded"].as_u64()).sum())
+        .unwrap_or(0);
+    if forwarded == 0 {
+        failed.push("nothing forwarded");
+    }
     step("removing namespaces");
     drop(t);
     if failed.is_empty() {
