@@ -39,7 +39,7 @@ pub struct Config {
 }
 
 fn default_workers() -> Vec<WorkerConfig> {
-    vec![WorkerConfig { core: None }]
+    vec![WorkerConfig { core: None, idle: None }]
 }
 
 /// One worker.
@@ -48,6 +48,9 @@ fn default_workers() -> Vec<WorkerConfig> {
 pub struct WorkerConfig {
     /// CPU core to pin to; unpinned when absent.
     pub core: Option<usize>,
+    /// This worker's idle policy, overriding `idle.policy` (e.g. busy-poll the worker on the
+    /// busiest queue, let the others sleep).
+    pub idle: Option<IdlePolicyName>,
 }
 
 /// Idle policy.
@@ -578,6 +581,15 @@ neighbors:
         assert_eq!(c.routes[0].port, "b");
         assert_eq!(c.neighbors[0].mac, [2, 0, 0, 0, 0, 0x99]);
         assert_eq!(c.workers.len(), 1);
+    }
+
+    #[test]
+    fn a_worker_may_override_the_idle_policy() {
+        let text = format!("workers:\n  - {{}}\n  - {{ idle: busy_poll }}\n{GOOD}");
+        let c = parse(&text).unwrap();
+        assert_eq!(c.idle.policy, IdlePolicyName::Adaptive);
+        assert_eq!(c.workers[0].idle, None);
+        assert_eq!(c.workers[1].idle, Some(IdlePolicyName::BusyPoll));
     }
 
     #[test]

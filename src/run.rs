@@ -171,7 +171,7 @@ pub fn start(cfg: &Config) -> Result<Running> {
         icmp_errors_per_sec: cfg.icmp.errors_per_sec,
         icmp_error_burst: cfg.icmp.burst,
     };
-    let idle = match cfg.idle.policy {
+    let idle_of = |w: usize| match cfg.workers[w].idle.unwrap_or(cfg.idle.policy) {
         IdlePolicyName::BusyPoll => IdlePolicy::BusyPoll,
         IdlePolicyName::Adaptive => {
             IdlePolicy::Adaptive { empty_polls: cfg.idle.empty_polls, sleep_ms: cfg.idle.sleep_ms }
@@ -194,6 +194,7 @@ pub fn start(cfg: &Config) -> Result<Running> {
         stats.push(Arc::clone(&st));
         let pipeline = Pipeline::new(w, Arc::clone(&fib), Arc::clone(&bus), pcfg, &statics);
         let core = cfg.workers[w].core;
+        let idle = idle_of(w);
         let stop = Arc::clone(&stop);
         let core_id = core.and_then(|c| cores.iter().find(|id| id.id == c).copied());
         let h = std::thread::Builder::new()
