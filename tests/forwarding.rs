@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{drop_count, exe, have_scapy, ready, worker_sum, PY};
+use common::{drop_count, exe, ready, ready_with_scapy, worker_sum, PY};
 use weir::demo::{DemoBackend, Topology, CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6};
 
 fn ping(ns: &weir::netns::Netns, six: bool, dst: &str) -> bool {
@@ -22,13 +22,19 @@ fn ping(ns: &weir::netns::Netns, six: bool, dst: &str) -> bool {
     out.status.success()
 }
 
+/// The demo topology with weir running on `backend` with `workers` workers.
+fn running(backend: DemoBackend, workers: usize) -> Topology {
+    let mut t = Topology::build(backend).unwrap();
+    let cfg = t.config(workers, "");
+    t.start(&exe(), &cfg).unwrap();
+    t
+}
+
 fn ping_both_ways(backend: DemoBackend) {
     if !ready(&["ip", "ping"]) {
         return;
     }
-    let mut t = Topology::build(backend).unwrap();
-    let cfg = t.config(1, "");
-    t.start(&exe(), &cfg).unwrap();
+    let mut t = running(backend, 1);
     assert!(ping(&t.client, false, SERVER_V4), "IPv4 client -> server\n{}", t.log());
     assert!(ping(&t.client, true, SERVER_V6), "IPv6 client -> server\n{}", t.log());
     assert!(ping(&t.server, false, CLIENT_V4), "IPv4 server -> client\n{}", t.log());
@@ -54,9 +60,7 @@ fn ping_v4_v6_both_directions_tap() {
 }
 
 fn iperf(backend: DemoBackend, workers: usize, streams: &str) -> serde_json::Value {
-    let mut t = Topology::build(backend).unwrap();
-    let cfg = t.config(workers, "");
-    t.start(&exe(), &cfg).unwrap();
+    let mut t = running(backend, workers);
     assert!(ping(&t.client, false, SERVER_V4), "{}", t.log());
     let mut server = t.server.spawn(&["iperf3", "-s", "-1", "-B", SERVER_V4]).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
@@ -125,15 +129,10 @@ fn scapy(t: &Topology, script: &str) -> String {
 
 #[test]
 fn ttl_expiry_is_answered_with_time_exceeded() {
-    if !ready(&["ip", "ping"]) || !have_scapy() {
-        if !have_scapy() {
-            eprintln!("SKIPPED: needs scapy (apt-get install python3-scapy)");
-        }
+    if !ready_with_scapy(&["ip", "ping"]) {
         return;
     }
-    let mut t = Topology::build(DemoBackend::AfPacket).unwrap();
-    let cfg = t.config(1, "");
-    t.start(&exe(), &cfg).unwrap();
+    let mut t = running(DemoBackend::AfPacket, 1);
     assert!(ping(&t.client, false, SERVER_V4));
     assert!(ping(&t.client, true, SERVER_V6));
     let script = format!(
@@ -157,16 +156,10 @@ print("v6", r6[IPv6].src if r6 else None, r6.haslayer(ICMPv6TimeExceeded) if r6 
 
 #[test]
 fn hostile_frames_are_counted_and_forwarding_goes_on() {
-    if !ready(&["ip", "ping"]) {
+    if !ready_with_scapy(&["ip", "ping"]) {
         return;
     }
-    if !have_scapy() {
-        eprintln!("SKIPPED: needs scapy (apt-get install python3-scapy)");
-        return;
-    }
-    let mut t = Topology::build(DemoBackend::AfPacket).unwrap();
-    let cfg = t.config(1, "");
-    t.start(&exe(), &cfg).unwrap();
+    let mut t = running(DemoBackend::AfPacket, 1);
     assert!(ping(&t.client, false, SERVER_V4));
     // Each frame goes to weir's MAC (learned by the ping above) on the client's link.
     let script = format!(

@@ -334,9 +334,8 @@ pub struct Pipeline<B> {
     pending: Vec<Pending<B>>,
     cfg: PipelineConfig,
     icmp: TokenBucket,
-    /// Last resolution request per address is tracked on the pending entries; this remembers
-    /// when the last request went out for each of up to a few addresses with nothing pending
-    /// (stale refreshes).
+    /// When the last ARP request / solicitation went out, for the few addresses most recently
+    /// asked about: paces retries for held frames and refreshes of stale entries.
     refresh_sent: [(Option<IpAddr>, u64); 8],
     /// Counters; read by the worker to publish them.
     pub counters: PipelineCounters,

@@ -155,7 +155,6 @@ pub fn echo_reply_in_place_v4(frame: &mut [u8], parsed: &Parsed) -> Result<usize
     if frame[0] & 1 != 0 {
         return Err(BuildError::NotUnicast);
     }
-    swap_macs(frame);
     // Swapping source and destination leaves both checksums unchanged.
     swap_ranges(frame, l3 + 12, l3 + 16, 4);
     let old = be16(frame, l3 + 8);
@@ -163,11 +162,7 @@ pub fn echo_reply_in_place_v4(frame: &mut [u8], parsed: &Parsed) -> Result<usize
     frame[l3 + 8] = DEFAULT_TTL;
     let c = checksum::update16(be16(frame, l3 + 10), old, new);
     frame[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
-    let old = be16(frame, l4o);
-    frame[l4o] = ICMPV4_ECHO_REPLY;
-    let new = be16(frame, l4o);
-    let c = checksum::update16(be16(frame, l4o + 2), old, new);
-    frame[l4o + 2..l4o + 4].copy_from_slice(&c.to_be_bytes());
+    turn_echo_around(frame, l4o, ICMPV4_ECHO_REPLY);
     Ok(end)
 }
 
@@ -206,19 +201,21 @@ pub fn echo_reply_in_place_v6(frame: &mut [u8], parsed: &Parsed) -> Result<usize
     if frame[0] & 1 != 0 {
         return Err(BuildError::NotUnicast);
     }
-    swap_macs(frame);
     swap_ranges(frame, l3 + 8, l3 + 24, 16);
     frame[l3 + 7] = DEFAULT_TTL;
-    let old = be16(frame, l4o);
-    frame[l4o] = ICMPV6_ECHO_REPLY;
-    let new = be16(frame, l4o);
-    let c = checksum::update16(be16(frame, l4o + 2), old, new);
-    frame[l4o + 2..l4o + 4].copy_from_slice(&c.to_be_bytes());
+    turn_echo_around(frame, l4o, ICMPV6_ECHO_REPLY);
     Ok(end)
 }
 
-fn swap_macs(frame: &mut [u8]) {
+/// The part of an echo reply both families share: MACs swapped, and the ICMP type at `l4o`
+/// set to `reply_type` with the checksum patched incrementally (RFC 1624).
+fn turn_echo_around(frame: &mut [u8], l4o: usize, reply_type: u8) {
     swap_ranges(frame, 0, 6, 6);
+    let old = be16(frame, l4o);
+    frame[l4o] = reply_type;
+    let new = be16(frame, l4o);
+    let c = checksum::update16(be16(frame, l4o + 2), old, new);
+    frame[l4o + 2..l4o + 4].copy_from_slice(&c.to_be_bytes());
 }
 
 /// Swaps `frame[a..a + len]` with `frame[b..b + len]`; `a + len <= b`, both in bounds

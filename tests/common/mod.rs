@@ -47,11 +47,18 @@ pub fn worker_sum(stats: &serde_json::Value, key: &str) -> u64 {
 /// Debian's python3, which has scapy (python3-scapy), whatever python3 is first on the PATH.
 pub const PY: &str = "/usr/bin/python3";
 
-/// Whether scapy imports.
-pub fn have_scapy() -> bool {
-    std::process::Command::new(PY)
+/// [`ready`], and scapy importable by [`PY`]; otherwise says why, loudly.
+pub fn ready_with_scapy(tools: &[&str]) -> bool {
+    if !ready(tools) {
+        return false;
+    }
+    let scapy = std::process::Command::new(PY)
         .args(["-c", "import scapy.all"])
         .output()
         .map(|o| o.status.success())
-        .unwrap_or(false)
+        .unwrap_or(false);
+    if !scapy {
+        eprintln!("SKIPPED: needs scapy for {PY} (apt-get install python3-scapy)");
+    }
+    scapy
 }
