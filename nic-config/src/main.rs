@@ -1,0 +1,4 @@
+//! `nic-config`: host setup for weir.
+#![forbid(unsafe_code)]
+
+fn main() {}
