@@ -3,10 +3,14 @@
 //!
 //! `unsafe` is denied here except in the modules that need it: `mempool` (the mapped buffer
 //! region), `io::afpacket`, `io::tap` and `io::sys` (sockets, mmap rings, ioctls), `cycles`
-//! (the cycle counter) and the `poll(2)` call in `worker`.
+//! (the cycle counter), `dpdk` (the DPDK wrappers, feature `dpdk`) and the `poll(2)` call in
+//! `worker`.
 
 pub mod buf;
 pub mod cycles;
+#[cfg(feature = "dpdk")]
+#[allow(unsafe_code)]
+pub mod dpdk;
 pub mod fib;
 pub mod io;
 pub mod lpm;

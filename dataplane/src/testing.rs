@@ -2,10 +2,11 @@
 
 use crate::fib::{Fib, PortAddrs};
 use crate::io::memory::{MemoryPort, MemoryQueues, NullPort};
+use crate::io::PacketIo;
 use crate::mempool::{Mempool, MempoolConfig, PoolCache};
 use crate::neigh::NeighborBus;
 use crate::pipeline::{Pipeline, PipelineConfig};
-use crate::worker::{IdlePolicy, Worker, WorkerStats};
+use crate::worker::{BufSource, IdlePolicy, Worker, WorkerStats};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -45,6 +46,12 @@ pub fn null_router(frames: Vec<Vec<u8>>) -> Worker<NullPort, PoolCache> {
     let io = vec![NullPort::new(pool, frames), NullPort::new(pool, Vec::new())];
     let stats = Arc::new(WorkerStats::new(2));
     Worker::new(0, io, PoolCache::new(pool), router_pipeline(), IdlePolicy::BusyPoll, stats)
+}
+
+/// The same router over any two ports and buffer source (DPDK queues, say).
+pub fn router_over<P: PacketIo, S: BufSource<P::Buf>>(io: Vec<P>, source: S) -> Worker<P, S> {
+    let stats = Arc::new(WorkerStats::new(io.len()));
+    Worker::new(0, io, source, router_pipeline(), IdlePolicy::BusyPoll, stats)
 }
 
 fn router_pipeline<B: crate::buf::PacketBuf>() -> Pipeline<B> {

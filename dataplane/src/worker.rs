@@ -393,6 +393,11 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
     pub fn ports(&self) -> &[P] {
         &self.ports
     }
+
+    /// The ports, writable (for tests and benchmarks that feed or drain them).
+    pub fn ports_mut(&mut self) -> &mut [P] {
+        &mut self.ports
+    }
 }
 
 #[allow(unsafe_code)]
