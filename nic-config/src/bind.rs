@@ -14,15 +14,15 @@ use std::fmt;
 /// A driver user-space packet I/O can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, Serialize, Deserialize)]
 pub enum Driver {
-    /// vfio-pci: DMA confined by the IOMMU (or unconfined, in no-IOMMU mode).
+    /// DMA confined by the IOMMU (or unconfined, in no-IOMMU mode).
     #[value(name = "vfio-pci")]
     #[serde(rename = "vfio-pci")]
     VfioPci,
-    /// uio_pci_generic: in the kernel tree; no IOMMU protection, legacy interrupts only.
+    /// In the kernel tree; no DMA protection, legacy interrupts only.
     #[value(name = "uio_pci_generic")]
     #[serde(rename = "uio_pci_generic")]
     UioPciGeneric,
-    /// igb_uio: out of tree (dpdk-kmods).
+    /// Out of tree (dpdk-kmods); no DMA protection.
     #[value(name = "igb_uio")]
     #[serde(rename = "igb_uio")]
     IgbUio,

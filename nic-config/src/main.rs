@@ -36,7 +36,7 @@ struct Cli {
 }
 
 #[derive(Debug, Args)]
-struct Apply {
+struct DryRun {
     /// Print the plan and change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -62,7 +62,7 @@ enum Command {
         #[arg(long)]
         force: bool,
         #[command(flatten)]
-        apply: Apply,
+        apply: DryRun,
     },
     /// Unbind devices from their driver and clear driver_override.
     Unbind {
@@ -73,7 +73,7 @@ enum Command {
         #[arg(long)]
         force: bool,
         #[command(flatten)]
-        apply: Apply,
+        apply: DryRun,
     },
     /// Give devices back the driver they had before nic-config rebound them.
     Restore {
@@ -81,7 +81,7 @@ enum Command {
         #[arg(value_name = "DEV")]
         devices: Vec<String>,
         #[command(flatten)]
-        apply: Apply,
+        apply: DryRun,
     },
     /// Reserve hugepages and mount hugetlbfs for them.
     Hugepages {
@@ -95,7 +95,7 @@ enum Command {
         #[arg(long)]
         node: Option<u32>,
         #[command(flatten)]
-        apply: Apply,
+        apply: DryRun,
     },
     /// Is the host ready for DPDK? Exit status 2 when not.
     Check {
@@ -112,7 +112,7 @@ enum Command {
         #[arg(long)]
         force: bool,
         #[command(flatten)]
-        apply: Apply,
+        apply: DryRun,
     },
 }
 
@@ -249,4 +249,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory as _;
+
+    /// clap checks its definitions only when a command runs; this checks all of them.
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
 }

@@ -350,3 +350,26 @@ impl Fixture {
 pub fn dev_attr(f: &Fixture, addr: &str, attr: &str) -> PathBuf {
     f.host.sys("bus/pci/devices").join(addr).join(attr)
 }
+
+/// The plan's steps as text, with the fixture root cut off the paths so they read as on a
+/// real host (`write "vfio-pci" to /sys/bus/pci/devices/0000:00:04.0/driver_override`).
+pub fn steps(f: &Fixture, plan: &nic_config::plan::Plan) -> Vec<String> {
+    let root = f.root().display().to_string();
+    plan.steps.iter().map(|s| s.to_string().replace(&root, "")).collect()
+}
+
+/// The plan's warnings.
+pub fn warnings(plan: &nic_config::plan::Plan) -> Vec<String> {
+    plan.warnings().map(str::to_owned).collect()
+}
+
+/// The plan's informational notes.
+pub fn infos(plan: &nic_config::plan::Plan) -> Vec<String> {
+    plan.notes
+        .iter()
+        .filter_map(|n| match n {
+            nic_config::plan::Note::Info(s) => Some(s.clone()),
+            nic_config::plan::Note::Warning(_) => None,
+        })
+        .collect()
+}
