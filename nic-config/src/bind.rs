@@ -299,8 +299,15 @@ pub fn plan_restore(host: &Host, args: &[String]) -> Result<Plan> {
         ));
     }
     for (addr, original) in targets {
-        let dev = pci::read_device(host, &addr)?;
-        planner.restore_one(&dev, original.as_deref());
+        match pci::read_device(host, &addr) {
+            Ok(dev) => planner.restore_one(&dev, original.as_deref()),
+            // A removed device (a VF, a hot-unplugged card) has nothing to restore, and its
+            // record must not block the others.
+            Err(Error::NoSuchDevice { .. }) => {
+                planner.plan.warn(format!("{addr} no longer exists: its record is dropped"));
+            }
+            Err(e) => return Err(e),
+        }
         planner.plan.push(Step::Forget { state_file: host.state_file.clone(), device: addr });
     }
     Ok(planner.plan)

@@ -127,10 +127,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes to stdout. Errors are ignored: a closed pipe (`nic-config status | head`) must
+/// neither panic, as `println!` does, nor stop a plan halfway through applying.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// As [`say!`], without the newline.
+macro_rules! say_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 fn print_notes(plan: &Plan) {
     for note in &plan.notes {
         match note {
-            Note::Info(_) => println!("{note}"),
+            Note::Info(_) => say!("{note}"),
             Note::Warning(_) => eprintln!("{note}"),
         }
     }
@@ -140,16 +157,16 @@ fn print_notes(plan: &Plan) {
 fn execute(plan: &Plan, dry_run: bool) -> anyhow::Result<()> {
     print_notes(plan);
     if dry_run {
-        println!("plan (dry run, nothing changed):");
-        print!("{}", plan.render());
+        say!("plan (dry run, nothing changed):");
+        say_raw!("{}", plan.render());
         return Ok(());
     }
     if plan.steps.is_empty() {
-        println!("nothing to do");
+        say!("nothing to do");
         return Ok(());
     }
-    plan::apply(plan, &mut SystemRunner, |n, total, step| println!("[{n}/{total}] {step}"))?;
-    println!("applied {} steps", plan.steps.len());
+    plan::apply(plan, &mut SystemRunner, |n, total, step| say!("[{n}/{total}] {step}"))?;
+    say!("applied {} steps", plan.steps.len());
     Ok(())
 }
 
@@ -190,9 +207,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { json } => {
             let devices = status::collect(&host)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&devices)?);
+                say!("{}", serde_json::to_string_pretty(&devices)?);
             } else {
-                print!("{}", status::render_table(&devices));
+                say_raw!("{}", status::render_table(&devices));
             }
         }
         Command::Bind { devices, driver, force, apply } => {
@@ -216,15 +233,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 if rb.is_short() {
                     anyhow::bail!(hugepages::shortfall_message(&req, &rb));
                 }
-                println!("{} {} hugepages reserved", rb.reserved, req.size);
+                say!("{} {} hugepages reserved", rb.reserved, req.size);
             }
         }
         Command::Check { json } => {
             let report = check::run(&host)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                say!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", report.render());
+                say_raw!("{}", report.render());
             }
             if report.verdict == check::Verdict::NotReady {
                 return Ok(ExitCode::from(EXIT_NOT_READY));

@@ -454,3 +454,18 @@ fn applying_stops_at_the_first_failing_step_and_names_it() {
     plan.steps.clear();
     assert!(apply(&plan, &mut runner, |_, _, _| {}).is_ok());
 }
+
+#[test]
+fn restore_drops_the_record_of_a_device_that_is_gone() {
+    let f = rebound_fixture();
+    f.write(
+        "run/nic-config/state.json",
+        "{\"devices\": {\"0000:00:04.0\": {\"original_driver\": \"i40e\"}, \
+         \"0000:00:09.0\": {\"original_driver\": \"ixgbe\"}}}",
+    );
+    let plan = plan_restore(&f.host, &[]).unwrap();
+    let s = steps(&f, &plan);
+    assert!(s.contains(&"write \"0000:00:04.0\" to /sys/bus/pci/drivers/i40e/bind".to_owned()));
+    assert_eq!(s.last().unwrap(), "remove 0000:00:09.0 from /run/nic-config/state.json");
+    assert_eq!(warnings(&plan), ["0000:00:09.0 no longer exists: its record is dropped"]);
+}
