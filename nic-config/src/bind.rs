@@ -222,13 +222,12 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// Resolves every argument first, so a typo fails before any plan is made.
+/// Resolves the arguments; a device named twice (by address and by interface) counts once.
 fn resolve_all(host: &Host, args: &[String]) -> Result<Vec<PciDevice>> {
     let mut seen = BTreeSet::new();
     let mut devices = Vec::new();
     for arg in args {
         let dev = pci::resolve(host, arg)?;
-        // The same device twice (by address and by name) is one device.
         if seen.insert(dev.address) {
             devices.push(dev);
         }
@@ -247,7 +246,9 @@ pub fn plan_bind(host: &Host, requests: &[(String, Driver)], force: bool) -> Res
     let mut devices = Vec::new();
     for (arg, driver) in requests {
         let dev = pci::resolve(host, arg)?;
-        if targets.insert(dev.address, *driver).is_none() {
+        // Named twice: the first request stands.
+        if let std::collections::btree_map::Entry::Vacant(slot) = targets.entry(dev.address) {
+            slot.insert(*driver);
             devices.push((dev, *driver));
         }
     }
@@ -314,6 +315,7 @@ pub fn plan_restore(host: &Host, args: &[String]) -> Result<Plan> {
 }
 
 impl Planner<'_> {
+    /// Plans one device's way back to its original driver (`None`: to no driver).
     fn restore_one(&mut self, dev: &PciDevice, original: Option<&str>) {
         let addr = dev.address;
         if dev.driver.as_deref() == original {
