@@ -36,6 +36,33 @@ pub struct Config {
     /// ICMP error rate limit.
     #[serde(default)]
     pub icmp: IcmpConfig,
+    /// DPDK's EAL; read only when the ports are `backend: dpdk`.
+    #[serde(default)]
+    pub eal: EalSettings,
+}
+
+/// How weir starts DPDK's Environment Abstraction Layer.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EalSettings {
+    /// Back DPDK's memory with hugepages (`true`) or normal pages (`false`, `--no-huge`).
+    /// Absent: hugepages if the system has free ones reserved, otherwise normal pages.
+    pub hugepages: Option<bool>,
+    /// Memory the EAL reserves, MiB (`-m`). Absent: with hugepages DPDK grows as needed;
+    /// without, enough for the mempool plus 128 MiB.
+    pub memory_mb: Option<u32>,
+    /// Runtime file prefix, for DPDK's secondary-process tools (dpdk-proc-info, dpdk-pdump).
+    /// Absent: no shared runtime files.
+    pub file_prefix: Option<String>,
+    /// Extra driver libraries or directories to load (`-d`), besides DPDK's own driver
+    /// directory.
+    #[serde(default)]
+    pub driver_paths: Vec<String>,
+    /// EAL log level (`--log-level`), e.g. `notice` or `lib.eal:debug`.
+    pub log_level: Option<String>,
+    /// Further EAL arguments, passed as they are.
+    #[serde(default)]
+    pub args: Vec<String>,
 }
 
 fn default_workers() -> Vec<WorkerConfig> {
@@ -108,9 +135,13 @@ pub struct MempoolConfig {
     /// Frame bytes per buffer.
     #[serde(default = "default_buffer_bytes")]
     pub buffer_bytes: u16,
-    /// Headroom bytes in front of each frame.
+    /// Headroom bytes in front of each frame (native ports; DPDK ports have DPDK's build-time
+    /// `RTE_PKTMBUF_HEADROOM`, 128 bytes in Debian's build).
     #[serde(default = "default_headroom")]
     pub headroom_bytes: u16,
+    /// DPDK ports: mbufs each worker keeps in its per-lcore cache.
+    #[serde(default = "default_cache_buffers")]
+    pub cache_buffers: u32,
 }
 
 impl Default for MempoolConfig {
@@ -119,6 +150,7 @@ impl Default for MempoolConfig {
             buffers: default_buffers(),
             buffer_bytes: default_buffer_bytes(),
             headroom_bytes: default_headroom(),
+            cache_buffers: default_cache_buffers(),
         }
     }
 }
@@ -132,6 +164,9 @@ fn default_buffer_bytes() -> u16 {
 fn default_headroom() -> u16 {
     128
 }
+fn default_cache_buffers() -> u32 {
+    256
+}
 
 /// Port backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -141,6 +176,8 @@ pub enum Backend {
     AfPacket,
     /// A TAP device weir creates.
     Tap,
+    /// A DPDK port: a PCI NIC bound to vfio-pci/uio, or a virtual device.
+    Dpdk,
 }
 
 /// One port.
@@ -153,6 +190,9 @@ pub struct PortConfig {
     pub backend: Backend,
     /// af_packet: the interface to bind; tap: the device to create (default: the port name).
     pub interface: Option<String>,
+    /// dpdk: the device, a PCI address (`0000:03:00.0`) or a virtual device
+    /// (`net_af_packet0,iface=eth1,qpairs=2`), with the driver's arguments after a comma.
+    pub device: Option<String>,
     /// MAC address weir uses on this port. af_packet default: the interface's; tap default: a
     /// locally administered address derived from the port index.
     #[serde(default, deserialize_with = "de_mac")]
@@ -166,6 +206,64 @@ pub struct PortConfig {
     /// af_packet ring settings.
     #[serde(default)]
     pub af_packet: AfPacketSettings,
+    /// DPDK queue settings.
+    #[serde(default)]
+    pub dpdk: DpdkPortSettings,
+}
+
+/// DPDK port settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpdkPortSettings {
+    /// Receive descriptors per queue (adjusted to the device's limits).
+    #[serde(default = "default_descriptors")]
+    pub rx_descriptors: u16,
+    /// Transmit descriptors per queue (adjusted to the device's limits).
+    #[serde(default = "default_descriptors")]
+    pub tx_descriptors: u16,
+    /// Spread flows over the workers' queues with RSS (symmetric key) when the device has it.
+    #[serde(default = "default_true")]
+    pub rss: bool,
+    /// Receive frames for any destination MAC.
+    #[serde(default = "default_true")]
+    pub promiscuous: bool,
+}
+
+impl Default for DpdkPortSettings {
+    fn default() -> Self {
+        DpdkPortSettings {
+            rx_descriptors: default_descriptors(),
+            tx_descriptors: default_descriptors(),
+            rss: true,
+            promiscuous: true,
+        }
+    }
+}
+
+fn default_descriptors() -> u16 {
+    1024
+}
+
+impl PortConfig {
+    /// For a DPDK port: whether its device is a PCI address (else a virtual device).
+    pub fn is_pci(&self) -> bool {
+        self.device.as_deref().is_some_and(|d| is_pci_address(d.split(',').next().unwrap_or(d)))
+    }
+}
+
+/// `DDDD:BB:DD.F` or `BB:DD.F`, hexadecimal.
+pub fn is_pci_address(s: &str) -> bool {
+    let hex = |p: &str, n: usize| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit());
+    let parts: Vec<&str> = s.split(':').collect();
+    let (bus, devfn) = match parts.as_slice() {
+        [dom, bus, devfn] if hex(dom, 4) => (*bus, *devfn),
+        [bus, devfn] => (*bus, *devfn),
+        _ => return false,
+    };
+    match devfn.split_once('.') {
+        Some((dev, func)) => hex(bus, 2) && hex(dev, 2) && func.len() == 1 && hex(func, 1),
+        None => false,
+    }
 }
 
 fn default_mtu() -> u16 {
@@ -490,8 +588,49 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
             }
         }
     }
+    let dpdk = cfg.ports[0].backend == Backend::Dpdk;
     let mut seen = BTreeSet::new();
+    let mut devices = BTreeSet::new();
     for (i, p) in cfg.ports.iter().enumerate() {
+        if (p.backend == Backend::Dpdk) != dpdk {
+            return Err(err(
+                format!("ports[{i}].backend"),
+                "DPDK ports and native ports (af_packet, tap) cannot be mixed: their packet \
+                 buffers differ",
+            ));
+        }
+        match (p.backend, &p.device, &p.interface) {
+            (Backend::Dpdk, None, _) => {
+                return Err(err(
+                    format!("ports[{i}].device"),
+                    "required for backend dpdk: a PCI address (0000:03:00.0) or a virtual device \
+                     (net_af_packet0,iface=eth1)",
+                ))
+            }
+            (Backend::Dpdk, _, Some(_)) => {
+                return Err(err(
+                    format!("ports[{i}].interface"),
+                    "backend dpdk takes `device` (with `iface=` in a vdev's arguments)",
+                ))
+            }
+            (Backend::Dpdk, Some(d), None) => {
+                let name = d.split(',').next().unwrap_or(d);
+                if name.is_empty() || !devices.insert(name.to_owned()) {
+                    return Err(err(
+                        format!("ports[{i}].device"),
+                        format!("`{name}` is empty or used by another port"),
+                    ));
+                }
+            }
+            (_, Some(_), _) => {
+                return Err(err(format!("ports[{i}].device"), "only for backend dpdk"));
+            }
+            _ => {}
+        }
+        if p.backend == Backend::Dpdk && (p.dpdk.rx_descriptors == 0 || p.dpdk.tx_descriptors == 0)
+        {
+            return Err(err(format!("ports[{i}].dpdk"), "descriptor counts must be positive"));
+        }
         if !seen.insert(&p.name) {
             return Err(err(
                 format!("ports[{i}].name"),
@@ -533,6 +672,37 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
     }
     if cfg.mempool.buffers < 64 {
         return Err(err("mempool.buffers", "at least 64"));
+    }
+    if dpdk {
+        // RTE_MEMPOOL_CACHE_MAX_SIZE, and DPDK's rule that a cache is at most 1/1.5 of the pool.
+        if cfg.mempool.cache_buffers > 512
+            || u64::from(cfg.mempool.cache_buffers) * 3 > u64::from(cfg.mempool.buffers) * 2
+        {
+            return Err(err(
+                "mempool.cache_buffers",
+                "at most 512, and at most two thirds of mempool.buffers",
+            ));
+        }
+        // Every descriptor of every queue may hold an mbuf, and every worker's cache some more:
+        // a pool smaller than that runs dry with nothing wrong.
+        let workers = cfg.workers.len() as u64;
+        let rings: u64 = cfg
+            .ports
+            .iter()
+            .map(|p| u64::from(p.dpdk.rx_descriptors) + u64::from(p.dpdk.tx_descriptors))
+            .sum::<u64>()
+            * workers;
+        let need = rings + workers * (u64::from(cfg.mempool.cache_buffers) + 256);
+        if u64::from(cfg.mempool.buffers) < need {
+            return Err(err(
+                "mempool.buffers",
+                format!(
+                    "{} is too few for these DPDK ports: their queues' descriptors and the \
+                     workers' caches hold up to {need} mbufs",
+                    cfg.mempool.buffers
+                ),
+            ));
+        }
     }
     if cfg.neighbor.capacity_entries == 0 || cfg.neighbor.pending_packets == 0 {
         return Err(err("neighbor", "capacity_entries and pending_packets must be positive"));
@@ -629,5 +799,80 @@ neighbors:
         );
         let e = parse(&text).unwrap_err().to_string();
         assert!(e.starts_with("ports[1].mtu_bytes"), "{e}");
+    }
+
+    const DPDK: &str = "
+eal:
+  hugepages: false
+  args: [--no-telemetry]
+ports:
+  - name: a
+    backend: dpdk
+    device: net_af_packet0,iface=veth0,qpairs=1
+    addresses: [198.18.1.1/24]
+  - name: b
+    backend: dpdk
+    device: 0000:03:00.0
+    dpdk: { rx_descriptors: 512, rss: false }
+    addresses: [198.18.2.1/24]
+";
+
+    #[test]
+    fn dpdk_ports_parse() {
+        let c = parse(DPDK).unwrap();
+        assert_eq!(c.ports[0].backend, Backend::Dpdk);
+        assert!(!c.ports[0].is_pci());
+        assert!(c.ports[1].is_pci());
+        assert_eq!(c.ports[1].dpdk.rx_descriptors, 512);
+        assert_eq!(c.ports[1].dpdk.tx_descriptors, 1024);
+        assert!(!c.ports[1].dpdk.rss);
+        assert_eq!(c.eal.hugepages, Some(false));
+        assert_eq!(c.eal.args, ["--no-telemetry"]);
+    }
+
+    #[test]
+    fn pci_addresses_are_recognised() {
+        for a in ["0000:03:00.0", "03:00.1", "abcd:ef:1f.7"] {
+            assert!(is_pci_address(a), "{a}");
+        }
+        for a in ["net_ring0", "0000:03:00", "3:00.0", "0000:03:00.10", "gg:00.0"] {
+            assert!(!is_pci_address(a), "{a}");
+        }
+    }
+
+    #[test]
+    fn dpdk_and_native_ports_do_not_mix() {
+        let text = DPDK.replace(
+            "    backend: dpdk\n    device: 0000:03:00.0",
+            "    backend: af_packet\n    interface: x",
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.starts_with("ports[1].backend"), "{e}");
+    }
+
+    #[test]
+    fn a_dpdk_port_needs_a_device_and_no_interface() {
+        let e = parse(&DPDK.replace("    device: 0000:03:00.0\n", "")).unwrap_err().to_string();
+        assert!(e.starts_with("ports[1].device: required"), "{e}");
+        let e =
+            parse(&DPDK.replace("device: 0000:03:00.0", "device: 0000:03:00.0\n    interface: x"))
+                .unwrap_err()
+                .to_string();
+        assert!(e.starts_with("ports[1].interface"), "{e}");
+        let e = parse(&DPDK.replace("0000:03:00.0", "net_af_packet0,iface=other"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("used by another port"), "{e}");
+        let e =
+            parse(&GOOD.replace("interface: veth0", "device: net_ring0")).unwrap_err().to_string();
+        assert!(e.starts_with("ports[0].device: only for backend dpdk"), "{e}");
+    }
+
+    #[test]
+    fn a_mempool_too_small_for_the_dpdk_queues_is_refused() {
+        let text = format!("mempool: {{ buffers: 2048 }}\n{DPDK}");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.starts_with("mempool.buffers"), "{e}");
+        assert!(e.contains("hold up to"), "{e}");
     }
 }

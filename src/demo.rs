@@ -15,13 +15,24 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-/// Which native backend the weir ports use.
+/// Which backend the weir ports use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DemoBackend {
     /// veth pairs, af_packet rings.
     AfPacket,
     /// TAP devices created by weir.
     Tap,
+    /// veth pairs, DPDK's `net_af_packet` virtual devices.
+    DpdkAfPacket,
+    /// TAP devices created by DPDK's `net_tap` virtual devices.
+    DpdkTap,
+}
+
+impl DemoBackend {
+    /// Whether weir's ports are veth ends in its namespace (else TAP devices it creates).
+    fn veth(self) -> bool {
+        matches!(self, DemoBackend::AfPacket | DemoBackend::DpdkAfPacket)
+    }
 }
 
 /// Client IPv4 address.
@@ -59,7 +70,7 @@ impl Topology {
         let dir = std::env::temp_dir().join(weir.name());
         std::fs::create_dir_all(&dir)?;
         let t = Topology { client, weir, server, backend, dir, child: None };
-        if backend == DemoBackend::AfPacket {
+        if backend.veth() {
             veth(&t.client, "c0", &t.weir, "w0")?;
             veth(&t.weir, "w1", &t.server, "s0")?;
             t.weir.quiet_kernel("w0")?;
@@ -70,6 +81,13 @@ impl Topology {
     }
 
     fn hosts(&self) -> Result<()> {
+        if self.backend == DemoBackend::DpdkAfPacket {
+            // DPDK's af_packet driver does not pass on the kernel's "checksum not yet computed"
+            // mark (weir's own af_packet ports do, and complete the checksum), so the hosts
+            // must send finished checksums.
+            self.client.no_tx_checksum_offload("c0");
+            self.server.no_tx_checksum_offload("s0");
+        }
         configure_host(
             &self.client,
             "c0",
@@ -91,13 +109,17 @@ impl Topology {
 
     /// The weir configuration for this topology with `workers` workers (`extra` is appended).
     pub fn config(&self, workers: usize, extra: &str) -> String {
-        let backend = match self.backend {
-            DemoBackend::AfPacket => "af_packet",
-            DemoBackend::Tap => "tap",
-        };
-        let (i0, i1) = match self.backend {
-            DemoBackend::AfPacket => ("w0", "w1"),
-            DemoBackend::Tap => ("c0", "s0"),
+        let (backend, i0, i1) = match self.backend {
+            DemoBackend::AfPacket => ("af_packet", "interface: w0".into(), "interface: w1".into()),
+            DemoBackend::Tap => ("tap", "interface: c0".into(), "interface: s0".into()),
+            DemoBackend::DpdkAfPacket => (
+                "dpdk",
+                format!("device: net_af_packet0,iface=w0,qpairs={workers}"),
+                format!("device: net_af_packet1,iface=w1,qpairs={workers}"),
+            ),
+            DemoBackend::DpdkTap => {
+                ("dpdk", "device: net_tap0,iface=c0".into(), "device: net_tap1,iface=s0".into())
+            }
         };
         let mut s = String::from("workers:\n");
         for _ in 0..workers {
@@ -107,11 +129,11 @@ impl Topology {
             "ports:
   - name: client_side
     backend: {backend}
-    interface: {i0}
+    {i0}
     addresses: [198.18.1.1/24, 2001:db8:1::1/64]
   - name: server_side
     backend: {backend}
-    interface: {i1}
+    {i1}
     addresses: [198.18.2.1/24, 2001:db8:2::1/64]
 {extra}"
         ));
@@ -149,22 +171,21 @@ impl Topology {
             .spawn()
             .context("starting weir")?;
         self.child = Some(child);
-        if self.backend == DemoBackend::Tap {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !self.weir.run(&["ip", "link", "show", "s0"])?.status.success()
-                || !self.weir.run(&["ip", "link", "show", "c0"])?.status.success()
-            {
-                if Instant::now() > deadline {
-                    bail!("weir did not create its TAP devices: {}", self.log());
-                }
-                self.check_alive()?;
-                std::thread::sleep(Duration::from_millis(50));
+        // Ready when weir says so: every port open and every worker polling. (A TAP device
+        // exists a little earlier, but DPDK's net_tap opens its queues on it afterwards, so it
+        // must stay in weir's namespace until then.)
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.log().contains("weir running") {
+            if Instant::now() > deadline {
+                bail!("weir did not start within 30 s: {}", self.log());
             }
+            self.check_alive()?;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if !self.backend.veth() {
             sh(&["ip", "-n", self.weir.name(), "link", "set", "c0", "netns", self.client.name()])?;
             sh(&["ip", "-n", self.weir.name(), "link", "set", "s0", "netns", self.server.name()])?;
             self.hosts()?;
-        } else {
-            std::thread::sleep(Duration::from_millis(300));
         }
         self.check_alive()
     }

@@ -59,8 +59,14 @@ enum Cmd {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Backend {
+    /// weir's own af_packet ports on veth pairs.
     AfPacket,
+    /// TAP devices weir creates.
     Tap,
+    /// DPDK ports: `net_af_packet` virtual devices on veth pairs.
+    Dpdk,
+    /// DPDK ports: `net_tap` virtual devices.
+    DpdkTap,
 }
 
 fn load(path: &PathBuf) -> Result<config::Config> {
@@ -96,6 +102,8 @@ fn main() {
             match backend {
                 Backend::AfPacket => DemoBackend::AfPacket,
                 Backend::Tap => DemoBackend::Tap,
+                Backend::Dpdk => DemoBackend::DpdkAfPacket,
+                Backend::DpdkTap => DemoBackend::DpdkTap,
             },
             workers,
         ),

@@ -77,6 +77,11 @@ impl Netns {
         let _ = self.run(&["ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off"]);
     }
 
+    /// Makes the kernel compute transmit checksums itself instead of leaving them to the device.
+    pub fn no_tx_checksum_offload(&self, dev: &str) {
+        let _ = self.run(&["ethtool", "-K", dev, "tx", "off"]);
+    }
+
     /// Keeps the kernel of this namespace off an interface weir owns: no IPv6 autoconfiguration,
     /// no addresses, no answers of its own.
     pub fn quiet_kernel(&self, dev: &str) -> Result<()> {

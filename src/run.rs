@@ -10,8 +10,9 @@ use dataplane::io::{PacketIo, PortStats};
 use dataplane::mempool::{Mempool, MempoolConfig, PoolBuf, PoolCache};
 use dataplane::neigh::{NeighborBus, NeighborTimers};
 use dataplane::pipeline::{DropReason, Pipeline, PipelineConfig};
-use dataplane::worker::{IdlePolicy, Worker, WorkerStats};
+use dataplane::worker::{BufSource, IdlePolicy, Worker, WorkerStats};
 use ipnet::IpNet;
+use std::any::Any;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -59,6 +60,15 @@ impl PacketIo for NativeQueue {
     }
 }
 
+/// The buffers the ports receive into.
+enum Buffers {
+    /// weir's own pool (af_packet, TAP).
+    Native(&'static Mempool),
+    /// A DPDK mbuf pool.
+    #[cfg(feature = "dpdk")]
+    Dpdk(&'static dataplane::dpdk::MbufPool),
+}
+
 /// A running dataplane.
 pub struct Running {
     stop: Arc<AtomicBool>,
@@ -67,12 +77,21 @@ pub struct Running {
     pub stats: Vec<Arc<WorkerStats>>,
     /// Port names, by port number.
     pub port_names: Vec<String>,
-    /// The buffer pool.
-    pub pool: &'static Mempool,
+    buffers: Buffers,
+    /// DPDK ports, by port number: stopped and closed when `Running` drops, after the workers.
+    #[cfg(feature = "dpdk")]
+    dpdk_ports: Vec<dataplane::dpdk::Port>,
 }
 
 /// Starts the workers. Returns once every queue is open and every worker is running.
 pub fn start(cfg: &Config) -> Result<Running> {
+    match cfg.ports.first().map(|p| p.backend) {
+        Some(Backend::Dpdk) => start_dpdk(cfg),
+        _ => start_native(cfg),
+    }
+}
+
+fn start_native(cfg: &Config) -> Result<Running> {
     let workers = cfg.workers.len();
     let pool = Mempool::new(MempoolConfig {
         buffers: cfg.mempool.buffers,
@@ -83,7 +102,7 @@ pub fn start(cfg: &Config) -> Result<Running> {
 
     // Open every port's queues: queues[port][worker].
     let mut queues: Vec<Vec<NativeQueue>> = Vec::new();
-    let mut addrs = Vec::new();
+    let mut macs = Vec::new();
     let fanout_base = u16::try_from(std::process::id() & 0x7fff).unwrap_or(1);
     for (i, p) in cfg.ports.iter().enumerate() {
         let iface = p.interface.clone().unwrap_or_else(|| p.name.clone());
@@ -131,9 +150,191 @@ pub fn start(cfg: &Config) -> Result<Running> {
                 let mac = p.mac.unwrap_or([0x02, 0x77, 0x65, 0x69, 0x72, idx]);
                 (qs.into_iter().map(NativeQueue::Tap).collect(), mac)
             }
+            Backend::Dpdk => bail!("port `{}`: DPDK and native ports cannot be mixed", p.name),
         };
         queues.push(qs);
-        let mut pa = PortAddrs { mac, ipv4: Vec::new(), ipv6: Vec::new(), mtu: p.mtu_bytes };
+        macs.push(mac);
+    }
+    let spawned = spawn_workers(cfg, queues, &macs, move |_| {
+        Ok((PoolCache::new(pool), Box::new(()) as Box<dyn Any>))
+    })?;
+    Ok(Running {
+        stop: spawned.stop,
+        threads: spawned.threads,
+        stats: spawned.stats,
+        port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
+        buffers: Buffers::Native(pool),
+        #[cfg(feature = "dpdk")]
+        dpdk_ports: Vec::new(),
+    })
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn start_dpdk(_cfg: &Config) -> Result<Running> {
+    bail!(
+        "this weir was built without DPDK (cargo feature `dpdk`): rebuild with it (the default) \
+         to use `backend: dpdk`"
+    )
+}
+
+/// Whether the system has hugepages reserved and free, of any size.
+#[cfg(feature = "dpdk")]
+fn hugepages_free() -> bool {
+    let Ok(dir) = std::fs::read_dir("/sys/kernel/mm/hugepages") else { return false };
+    dir.flatten().any(|e| {
+        std::fs::read_to_string(e.path().join("free_hugepages"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+    })
+}
+
+#[cfg(feature = "dpdk")]
+fn start_dpdk(cfg: &Config) -> Result<Running> {
+    use dataplane::dpdk::{mbuf_headroom, Eal, EalConfig, MbufPool, Port, PortSettings, SocketId};
+    let workers = cfg.workers.len();
+    let hugepages = cfg.eal.hugepages.unwrap_or_else(hugepages_free);
+    let headroom = mbuf_headroom();
+    // The control thread (and DPDK's own threads) stay off the cores the workers are pinned to
+    // when there are other cores to run on.
+    let allowed: Vec<usize> =
+        core_affinity::get_core_ids().unwrap_or_default().iter().map(|c| c.id).collect();
+    let pinned: Vec<usize> = cfg.workers.iter().filter_map(|w| w.core).collect();
+    let mut control: Vec<usize> = allowed.iter().copied().filter(|c| !pinned.contains(c)).collect();
+    if control.is_empty() {
+        control = allowed;
+    }
+    let mbuf_bytes = u64::from(cfg.mempool.buffer_bytes) + u64::from(headroom) + 256;
+    let default_mb = u64::from(cfg.mempool.buffers) * mbuf_bytes / (1 << 20) + 128;
+    let eal_cfg = EalConfig {
+        control_cpus: control,
+        pci: cfg.ports.iter().filter(|p| p.is_pci()).filter_map(|p| p.device.clone()).collect(),
+        vdevs: cfg.ports.iter().filter(|p| !p.is_pci()).filter_map(|p| p.device.clone()).collect(),
+        hugepages,
+        memory_mb: cfg
+            .eal
+            .memory_mb
+            .or_else(|| (!hugepages).then(|| u32::try_from(default_mb).unwrap_or(u32::MAX))),
+        file_prefix: cfg.eal.file_prefix.clone(),
+        driver_paths: cfg.eal.driver_paths.clone(),
+        log_level: cfg.eal.log_level.clone(),
+        extra: cfg.eal.args.clone(),
+    };
+    let eal = Eal::init(&eal_cfg).context("starting DPDK")?;
+    let data_room = cfg
+        .mempool
+        .buffer_bytes
+        .checked_add(headroom)
+        .context("mempool.buffer_bytes plus DPDK's headroom exceeds 65535")?;
+    let pool = MbufPool::create(
+        eal,
+        "weir",
+        cfg.mempool.buffers,
+        cfg.mempool.cache_buffers,
+        data_room,
+        SocketId::ANY,
+    )
+    .with_context(|| {
+        format!(
+            "mbuf pool on {} (set eal.hugepages, eal.memory_mb or mempool.buffers)",
+            if hugepages { "hugepages" } else { "normal pages" }
+        )
+    })?;
+    tracing::info!(
+        mbufs = cfg.mempool.buffers,
+        bytes_each = data_room,
+        hugepages,
+        "mbuf pool on {}",
+        if hugepages { "hugepages" } else { "normal pages (--no-huge)" }
+    );
+    let mut ports = Vec::new();
+    let mut queues = Vec::new();
+    let mut macs = Vec::new();
+    for p in &cfg.ports {
+        let device = p.device.as_deref().unwrap_or_default();
+        let settings = PortSettings {
+            queues: u16::try_from(workers).context("too many workers")?,
+            rx_descriptors: p.dpdk.rx_descriptors,
+            tx_descriptors: p.dpdk.tx_descriptors,
+            rss: p.dpdk.rss,
+            promiscuous: p.dpdk.promiscuous,
+            mtu: p.mtu_bytes,
+            mac: p.mac,
+        };
+        let (port, qs) = Port::open(eal, device, &settings, pool)
+            .with_context(|| format!("port `{}`", p.name))?;
+        macs.push(port.mac());
+        ports.push(port);
+        queues.push(qs);
+    }
+    let spawned = spawn_workers(cfg, queues, &macs, move |w| {
+        let lcore = eal
+            .register_thread()
+            .with_context(|| format!("worker {w}: registering with the EAL"))?;
+        tracing::debug!(worker = w, lcore = lcore.lcore().0, "registered with the EAL");
+        Ok((pool, Box::new(lcore) as Box<dyn Any>))
+    })?;
+    Ok(Running {
+        stop: spawned.stop,
+        threads: spawned.threads,
+        stats: spawned.stats,
+        port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
+        buffers: Buffers::Dpdk(pool),
+        dpdk_ports: ports,
+    })
+}
+
+/// A DPDK port's own view: driver, link, `rte_eth_stats`, and the extended counters that are
+/// not zero.
+#[cfg(feature = "dpdk")]
+fn device_json(port: &dataplane::dpdk::Port) -> serde_json::Value {
+    use serde_json::json;
+    let st = port.stats().unwrap_or_default();
+    let xstats: serde_json::Map<String, serde_json::Value> = port
+        .xstats()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, v)| *v != 0)
+        .map(|(k, v)| (k, json!(v)))
+        .collect();
+    json!({
+        "driver": port.driver(),
+        "link": port.link().to_string(),
+        "queues": port.queues(),
+        "rss": port.rss(),
+        "ipackets": st.ipackets, "opackets": st.opackets, "ibytes": st.ibytes,
+        "obytes": st.obytes, "imissed": st.imissed, "ierrors": st.ierrors,
+        "oerrors": st.oerrors, "rx_nombuf": st.rx_nombuf,
+        "xstats": xstats,
+    })
+}
+
+/// The workers, started.
+struct Spawned {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    stats: Vec<Arc<WorkerStats>>,
+}
+
+/// Builds the FIB from the ports' addresses and MACs, then starts one pinned worker per
+/// configured core over `queues[port][worker]`. `init` runs first on each worker's own thread and
+/// gives it its buffer source, and a guard that lives as long as the worker (an EAL
+/// registration, say). Returns once every worker has started, or the first worker's error.
+fn spawn_workers<P, S, F>(
+    cfg: &Config,
+    queues: Vec<Vec<P>>,
+    macs: &[[u8; 6]],
+    init: F,
+) -> Result<Spawned>
+where
+    P: PacketIo + Send + 'static,
+    S: BufSource<P::Buf> + 'static,
+    F: Fn(usize) -> Result<(S, Box<dyn Any>)> + Send + Sync + 'static,
+{
+    let workers = cfg.workers.len();
+    let mut addrs = Vec::new();
+    for (p, mac) in cfg.ports.iter().zip(macs) {
+        let mut pa = PortAddrs { mac: *mac, ipv4: Vec::new(), ipv6: Vec::new(), mtu: p.mtu_bytes };
         for n in &p.addresses {
             match n {
                 IpNet::V4(n) => pa.ipv4.push(*n),
@@ -179,13 +380,15 @@ pub fn start(cfg: &Config) -> Result<Running> {
     };
 
     // Hand queue w of every port to worker w.
-    let mut per_worker: Vec<Vec<NativeQueue>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut per_worker: Vec<Vec<P>> = (0..workers).map(|_| Vec::new()).collect();
     for qs in queues {
         for (w, q) in qs.into_iter().enumerate() {
             per_worker[w].push(q);
         }
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let init = Arc::new(init);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let mut threads = Vec::new();
     let mut stats = Vec::new();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -196,6 +399,8 @@ pub fn start(cfg: &Config) -> Result<Running> {
         let core = cfg.workers[w].core;
         let idle = idle_of(w);
         let stop = Arc::clone(&stop);
+        let init = Arc::clone(&init);
+        let ready = ready_tx.clone();
         let core_id = core.and_then(|c| cores.iter().find(|id| id.id == c).copied());
         let h = std::thread::Builder::new()
             .name(format!("weir-worker-{w}"))
@@ -205,20 +410,43 @@ pub fn start(cfg: &Config) -> Result<Running> {
                         tracing::warn!(worker = w, core = id.id, "could not pin worker");
                     }
                 }
+                let (source, _guard) = match init(w) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let _ = ready.send(Err(format!("{e:#}")));
+                        return;
+                    }
+                };
                 tracing::info!(worker = w, core = ?core_id.map(|c| c.id), "worker started");
-                let mut worker = Worker::new(w, ports, PoolCache::new(pool), pipeline, idle, st);
+                let mut worker = Worker::new(w, ports, source, pipeline, idle, st);
+                let _ = ready.send(Ok(()));
                 worker.run(&stop);
             })
             .context("spawning a worker")?;
         threads.push(h);
     }
-    Ok(Running {
-        stop,
-        threads,
-        stats,
-        port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
-        pool,
-    })
+    drop(ready_tx);
+    let mut spawned = Spawned { stop, threads, stats };
+    for _ in 0..workers {
+        let outcome = ready_rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|_| Err("a worker did not start within 30 s".into()));
+        if let Err(e) = outcome {
+            spawned.stop.store(true, Ordering::Relaxed);
+            for h in spawned.threads.drain(..) {
+                let _ = h.join();
+            }
+            bail!("{e}");
+        }
+    }
+    Ok(spawned)
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Ports (DPDK's) close after this, with no worker left polling them.
+        self.stop();
+    }
 }
 
 impl Running {
@@ -290,13 +518,24 @@ impl Running {
                 })
             })
             .collect();
-        json!({
-            "ports": ports,
-            "workers": workers,
-            "drops": drops,
-            "mempool": {"buffers": self.pool.capacity(), "hugepages": self.pool.hugepages(),
-                        "exhausted": self.pool.exhausted()},
-        })
+        #[cfg(feature = "dpdk")]
+        for (name, port) in self.port_names.iter().zip(&self.dpdk_ports) {
+            if let Some(p) = ports.get_mut(name) {
+                p["device"] = device_json(port);
+            }
+        }
+        let mempool = match self.buffers {
+            Buffers::Native(pool) => json!({
+                "kind": "native", "buffers": pool.capacity(), "hugepages": pool.hugepages(),
+                "exhausted": pool.exhausted(), "available": pool.available(),
+            }),
+            #[cfg(feature = "dpdk")]
+            Buffers::Dpdk(pool) => json!({
+                "kind": "dpdk", "buffers": pool.capacity(), "exhausted": pool.exhausted(),
+                "available": pool.available(), "in_use": pool.in_use(),
+            }),
+        };
+        json!({ "ports": ports, "workers": workers, "drops": drops, "mempool": mempool })
     }
 
     /// Counters as a human-readable table.
@@ -357,13 +596,59 @@ impl Running {
                 let _ = writeln!(s, "  (none)");
             }
         }
-        let _ = writeln!(
-            s,
-            "\nmempool: {} buffers on {} pages, {} allocation failures",
-            self.pool.capacity(),
-            if self.pool.hugepages() { "2 MiB huge" } else { "normal" },
-            self.pool.exhausted()
-        );
+        if let Some(ports) = j["ports"].as_object() {
+            let devices: Vec<_> =
+                ports.iter().filter_map(|(n, p)| Some((n, p.get("device")?))).collect();
+            if !devices.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "\n{:<12} {:<14} {:<20} {:>11} {:>11} {:>8} {:>8} {:>8} {:>9}",
+                    "device",
+                    "driver",
+                    "link",
+                    "ipackets",
+                    "opackets",
+                    "imissed",
+                    "ierrors",
+                    "oerrors",
+                    "rx_nombuf"
+                );
+                for (name, d) in devices {
+                    let n = |k: &str| d[k].as_u64().unwrap_or(0);
+                    let _ = writeln!(
+                        s,
+                        "{:<12} {:<14} {:<20} {:>11} {:>11} {:>8} {:>8} {:>8} {:>9}",
+                        name,
+                        d["driver"].as_str().unwrap_or("?"),
+                        d["link"].as_str().unwrap_or("?"),
+                        n("ipackets"),
+                        n("opackets"),
+                        n("imissed"),
+                        n("ierrors"),
+                        n("oerrors"),
+                        n("rx_nombuf")
+                    );
+                }
+            }
+        }
+        let m = &j["mempool"];
+        let n = |k: &str| m[k].as_u64().unwrap_or(0);
+        let _ = match m["kind"].as_str() {
+            Some("dpdk") => writeln!(
+                s,
+                "\nmbuf pool: {} mbufs, {} free, {} allocation failures",
+                n("buffers"),
+                n("available"),
+                n("exhausted")
+            ),
+            _ => writeln!(
+                s,
+                "\nmempool: {} buffers on {} pages, {} allocation failures",
+                n("buffers"),
+                if m["hugepages"].as_bool().unwrap_or(false) { "2 MiB huge" } else { "normal" },
+                n("exhausted")
+            ),
+        };
         s
     }
 }

@@ -59,6 +59,16 @@ fn ping_v4_v6_both_directions_tap() {
     ping_both_ways(DemoBackend::Tap);
 }
 
+#[test]
+fn ping_v4_v6_both_directions_dpdk_af_packet() {
+    ping_both_ways(DemoBackend::DpdkAfPacket);
+}
+
+#[test]
+fn ping_v4_v6_both_directions_dpdk_tap() {
+    ping_both_ways(DemoBackend::DpdkTap);
+}
+
 fn iperf(backend: DemoBackend, workers: usize, streams: &str) -> serde_json::Value {
     let mut t = running(backend, workers);
     assert!(ping(&t.client, false, SERVER_V4), "{}", t.log());
@@ -109,16 +119,51 @@ fn iperf3_tcp_through_tap() {
 }
 
 #[test]
-fn two_workers_with_fanout_both_carry_traffic() {
+fn iperf3_tcp_through_dpdk_af_packet() {
+    if !ready(&["ip", "ping", "iperf3", "ethtool"]) {
+        return;
+    }
+    let stats = iperf(DemoBackend::DpdkAfPacket, 1, "1");
+    let dev = &stats["ports"]["client_side"]["device"];
+    assert_eq!(dev["driver"], "net_af_packet", "{stats}");
+    assert!(dev["ipackets"].as_u64().unwrap_or(0) > 1000, "DPDK's own counters: {stats}");
+}
+
+#[test]
+fn iperf3_tcp_through_dpdk_tap() {
     if !ready(&["ip", "ping", "iperf3"]) {
         return;
     }
-    let stats = iperf(DemoBackend::AfPacket, 2, "8");
+    let stats = iperf(DemoBackend::DpdkTap, 1, "1");
+    assert_eq!(stats["ports"]["server_side"]["device"]["driver"], "net_tap", "{stats}");
+}
+
+fn both_workers_carry(stats: &serde_json::Value) {
     let workers = stats["workers"].as_array().unwrap();
     assert_eq!(workers.len(), 2);
     for w in workers {
         assert!(w["forwarded"].as_u64().unwrap_or(0) > 100, "a worker carried nothing: {stats}");
     }
+}
+
+#[test]
+fn two_workers_on_a_multi_queue_dpdk_vdev_both_carry_traffic() {
+    if !ready(&["ip", "ping", "iperf3", "ethtool"]) {
+        return;
+    }
+    // net_af_packet with qpairs=2: one queue pair per worker, spread by the kernel's fanout.
+    let stats = iperf(DemoBackend::DpdkAfPacket, 2, "8");
+    assert_eq!(stats["ports"]["client_side"]["device"]["queues"], 2, "{stats}");
+    both_workers_carry(&stats);
+}
+
+#[test]
+fn two_workers_with_fanout_both_carry_traffic() {
+    if !ready(&["ip", "ping", "iperf3"]) {
+        return;
+    }
+    let stats = iperf(DemoBackend::AfPacket, 2, "8");
+    both_workers_carry(&stats);
 }
 
 fn scapy(t: &Topology, script: &str) -> String {

@@ -97,6 +97,13 @@ pub fn version() -> String {
     unsafe { CStr::from_ptr(dpdk_sys::rte_version()) }.to_string_lossy().into_owned()
 }
 
+/// Bytes every mbuf keeps in front of a received frame (`RTE_PKTMBUF_HEADROOM`, fixed when
+/// DPDK was built).
+pub fn mbuf_headroom() -> u16 {
+    // SAFETY: the shim returns a constant.
+    unsafe { dpdk_sys::weir_rte_pktmbuf_headroom_default() }
+}
+
 /// The directory a shared-library DPDK loads its drivers (PMDs) from, if it has one.
 pub fn driver_dir() -> Option<String> {
     // SAFETY: the shim returns a pointer to a static NUL-terminated string.
