@@ -1,6 +1,7 @@
 #!/bin/bash
-# weir's demo: namespaces, weir between a client and a server on af_packet ports and then on
-# TAP ports, ping (IPv4, IPv6) and an iperf3 TCP transfer through it, counters, clean-up.
+# weir's demo: namespaces, weir between a client and a server on its own af_packet ports, on TAP
+# ports, and on DPDK ports (net_af_packet vdevs), ping (IPv4, IPv6) and an iperf3 TCP transfer
+# through it, counters, clean-up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "the demo needs root (network namespaces)" >&2; exit 1; }
@@ -8,3 +9,4 @@ bash scripts/deps.sh
 cargo build --release --bin weir
 ./target/release/weir demo --backend af-packet
 ./target/release/weir demo --backend tap
+./target/release/weir demo --backend dpdk

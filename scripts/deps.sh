@@ -3,7 +3,9 @@
 set -euo pipefail
 need=()
 want() { dpkg -s "$1" >/dev/null 2>&1 || need+=("$1"); }
-for p in iproute2 iputils-ping iperf3 ethtool python3 python3-scapy tcpdump procps pkg-config gcc; do
+# libdpdk-dev and libclang-dev build the DPDK backend (dpdk-sys: pkg-config, bindgen).
+for p in iproute2 iputils-ping iperf3 ethtool python3 python3-scapy tcpdump procps pkg-config gcc \
+  libdpdk-dev libclang-dev; do
   want "$p"
 done
 if [ ${#need[@]} -gt 0 ]; then

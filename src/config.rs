@@ -58,7 +58,7 @@ pub struct EalSettings {
     /// directory.
     #[serde(default)]
     pub driver_paths: Vec<String>,
-    /// EAL log level (`--log-level`), e.g. `notice` or `lib.eal:debug`.
+    /// EAL log level (`--log-level`), e.g. `info` or `lib.eal:debug`. Absent: `notice`.
     pub log_level: Option<String>,
     /// Further EAL arguments, passed as they are.
     #[serde(default)]

@@ -217,7 +217,7 @@ fn start_dpdk(cfg: &Config) -> Result<Running> {
             .or_else(|| (!hugepages).then(|| u32::try_from(default_mb).unwrap_or(u32::MAX))),
         file_prefix: cfg.eal.file_prefix.clone(),
         driver_paths: cfg.eal.driver_paths.clone(),
-        log_level: cfg.eal.log_level.clone(),
+        log_level: Some(cfg.eal.log_level.clone().unwrap_or_else(|| "notice".into())),
         extra: cfg.eal.args.clone(),
     };
     let eal = Eal::init(&eal_cfg).context("starting DPDK")?;

@@ -13,6 +13,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// First nap of an idle worker whose queues have no descriptor to sleep on, microseconds.
+pub const NAP_MIN_US: u64 = 10;
+/// Longest such nap, microseconds: the most latency an idle worker adds to the first frame.
+pub const NAP_MAX_US: u64 = 1000;
+
 /// Polls between two reads of the clock.
 const CLOCK_EVERY_POLLS: u32 = 8;
 
@@ -22,7 +27,9 @@ pub enum IdlePolicy {
     /// Keep polling: lowest latency, one core at 100 %.
     BusyPoll,
     /// After `empty_polls` empty polls in a row, sleep in `poll(2)` on the queues' descriptors
-    /// for at most `sleep_ms` milliseconds, until traffic returns.
+    /// for at most `sleep_ms` milliseconds, until traffic returns. Queues without a descriptor
+    /// to wait on (DPDK's) nap instead: from [`NAP_MIN_US`] doubling to at most [`NAP_MAX_US`]
+    /// (and `sleep_ms`), polling between naps, back to busy polling as soon as a frame arrives.
     Adaptive {
         /// Empty polls before sleeping.
         empty_polls: u32,
@@ -348,15 +355,19 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
     pub fn run(&mut self, stop: &AtomicBool) {
         self.announce();
         let fds: Vec<RawFd> = self.ports.iter().filter_map(|p| p.poll_fd()).collect();
+        // Sleeping in poll(2) is only safe when every queue can wake the worker.
+        let can_sleep = fds.len() == self.ports.len() && !fds.is_empty();
         let mut pollfds: Vec<libc::pollfd> =
             fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
         let mut empty = 0u32;
         let mut since_publish = 0u32;
+        let mut nap_us = NAP_MIN_US;
         while !stop.load(Ordering::Relaxed) {
             let n = self.poll_once();
             since_publish += 1;
             if n > 0 {
                 empty = 0;
+                nap_us = NAP_MIN_US;
                 if since_publish >= 16 {
                     self.publish();
                     since_publish = 0;
@@ -369,15 +380,23 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
                 since_publish = 0;
             }
             if let IdlePolicy::Adaptive { empty_polls, sleep_ms } = self.idle {
-                if empty >= empty_polls && !pollfds.is_empty() {
+                if empty >= empty_polls {
                     self.publish();
                     since_publish = 0;
                     let t0 = cycles::now();
-                    sleep_on(&mut pollfds, sleep_ms);
+                    if !can_sleep {
+                        // Nothing to wake us: nap, and keep `empty` so the next empty poll
+                        // naps again, a little longer.
+                        std::thread::sleep(std::time::Duration::from_micros(nap_us));
+                        let cap = NAP_MAX_US.min(u64::from(sleep_ms) * 1000).max(NAP_MIN_US);
+                        nap_us = (nap_us * 2).min(cap);
+                    } else {
+                        sleep_on(&mut pollfds, sleep_ms);
+                        empty = 0;
+                    }
                     self.clock_age = CLOCK_EVERY_POLLS;
                     self.counters.idle_cycles += cycles::now().wrapping_sub(t0);
                     self.counters.sleeps += 1;
-                    empty = 0;
                 }
             }
         }

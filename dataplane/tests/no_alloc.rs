@@ -61,3 +61,65 @@ fn forwarding_bursts_allocate_nothing() {
     assert_eq!(allocs, 0, "{allocs} allocations in 32 000 forwarded packets");
     assert_eq!(worker.pipeline().counters.forwarded, 1004 * 32);
 }
+
+/// The same on DPDK mbufs and ports: two `net_ring` vdevs (what is sent on one comes back in on
+/// it), the worker forwarding from one to the other.
+#[cfg(feature = "dpdk")]
+#[test]
+fn forwarding_bursts_on_dpdk_ports_allocate_nothing() {
+    use dataplane::buf::Batch;
+    use dataplane::dpdk::{
+        DpdkQueue, Eal, EalConfig, Mbuf, MbufPool, Port, PortSettings, SocketId,
+    };
+    use dataplane::io::PacketIo;
+    use dataplane::testing::router_over;
+    use dataplane::worker::Worker;
+
+    let eal = Eal::init(&EalConfig {
+        vdevs: vec!["net_ring0".into(), "net_ring1".into()],
+        hugepages: false,
+        memory_mb: Some(128),
+        log_level: Some("error".into()),
+        extra: vec!["--no-telemetry".into()],
+        ..EalConfig::default()
+    })
+    .expect("EAL");
+    let pool = MbufPool::create(eal, "noalloc", 1024, 0, 2048 + 128, SocketId::ANY).unwrap();
+    let settings = PortSettings {
+        queues: 1,
+        rx_descriptors: 256,
+        tx_descriptors: 256,
+        rss: false,
+        promiscuous: true,
+        mtu: 1500,
+        mac: None,
+    };
+    let (_p0, q0) = Port::open(eal, "net_ring0", &settings, pool).unwrap();
+    let (_p1, q1) = Port::open(eal, "net_ring1", &settings, pool).unwrap();
+    let mut worker = router_over(q0.into_iter().chain(q1).collect(), pool);
+    let mut inject: Batch<Mbuf> = Batch::new();
+    let mut out: Batch<Mbuf> = Batch::new();
+    let mut burst = |worker: &mut Worker<DpdkQueue, &'static MbufPool>| {
+        for i in 0..32u16 {
+            let mut m = pool.alloc().expect("mbuf");
+            m.fill(&udp4_frame(1000 + i)).unwrap();
+            inject.push(m);
+        }
+        assert_eq!(worker.ports_mut()[0].tx_burst(&mut inject), 32);
+        assert_eq!(worker.poll_once(), 32);
+        assert_eq!(worker.ports_mut()[1].rx_burst(&mut out), 32);
+        assert!(out.iter().all(|m| m.data()[0..6] == SERVER_MAC));
+        out.clear();
+    };
+    for _ in 0..4 {
+        burst(&mut worker);
+    }
+    let before = ALLOCS.with(Cell::get);
+    for _ in 0..1000 {
+        burst(&mut worker);
+    }
+    let allocs = ALLOCS.with(Cell::get) - before;
+    assert_eq!(allocs, 0, "{allocs} allocations in 32 000 packets forwarded on DPDK ports");
+    assert_eq!(worker.pipeline().counters.forwarded, 1004 * 32);
+    assert_eq!(pool.in_use(), 0);
+}
