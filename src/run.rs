@@ -521,7 +521,11 @@ impl Running {
         #[cfg(feature = "dpdk")]
         for (name, port) in self.port_names.iter().zip(&self.dpdk_ports) {
             if let Some(p) = ports.get_mut(name) {
-                p["device"] = device_json(port);
+                let dev = device_json(port);
+                // DPDK queues count frames; the device counts bytes.
+                p["rx_bytes"] = dev["ibytes"].clone();
+                p["tx_bytes"] = dev["obytes"].clone();
+                p["device"] = dev;
             }
         }
         let mempool = match self.buffers {

@@ -127,6 +127,7 @@ fn iperf3_tcp_through_dpdk_af_packet() {
     let dev = &stats["ports"]["client_side"]["device"];
     assert_eq!(dev["driver"], "net_af_packet", "{stats}");
     assert!(dev["ipackets"].as_u64().unwrap_or(0) > 1000, "DPDK's own counters: {stats}");
+    assert!(stats["ports"]["client_side"]["rx_bytes"].as_u64().unwrap_or(0) > 1_000_000, "{stats}");
 }
 
 #[test]

@@ -82,17 +82,34 @@ fn router_pipeline<B: crate::buf::PacketBuf>() -> Pipeline<B> {
 /// A 64-byte IPv4/UDP frame from the client (198.18.1.2) to the server (198.18.2.2) addressed
 /// to port 0's MAC, with `sport` as UDP source port. Checksums are valid.
 pub fn udp4_frame(sport: u16) -> [u8; 60] {
+    udp4_frame_between(PORT0_MAC, CLIENT_MAC, [198, 18, 1, 2], [198, 18, 2, 2], sport)
+}
+
+/// The reverse: from the server (198.18.2.2) to the client (198.18.1.2), addressed to port 1's
+/// MAC.
+pub fn udp4_frame_to_client(sport: u16) -> [u8; 60] {
+    udp4_frame_between(PORT1_MAC, SERVER_MAC, [198, 18, 2, 2], [198, 18, 1, 2], sport)
+}
+
+/// A 64-byte IPv4/UDP frame (60 bytes without the FCS) with valid checksums.
+pub fn udp4_frame_between(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+) -> [u8; 60] {
     let mut f = [0u8; 60];
-    f[0..6].copy_from_slice(&PORT0_MAC);
-    f[6..12].copy_from_slice(&CLIENT_MAC);
+    f[0..6].copy_from_slice(&dst_mac);
+    f[6..12].copy_from_slice(&src_mac);
     f[12..14].copy_from_slice(&[0x08, 0x00]);
     let ip = &mut f[14..34];
     ip[0] = 0x45;
     ip[2..4].copy_from_slice(&46u16.to_be_bytes());
     ip[8] = 64;
     ip[9] = 17;
-    ip[12..16].copy_from_slice(&[198, 18, 1, 2]);
-    ip[16..20].copy_from_slice(&[198, 18, 2, 2]);
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&dst);
     let c = stack::checksum::checksum(ip);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     let udp = &mut f[34..60];

@@ -7,6 +7,7 @@ use crate::buf::Batch;
 use crate::io::{PacketIo, PortStats};
 use dpdk_sys::rte_mbuf;
 use std::ffi::{CStr, CString};
+use std::ptr::NonNull;
 
 /// How weir wants a port set up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -421,7 +422,8 @@ fn dev_info(id: PortId, device: &str) -> Result<dpdk_sys::rte_eth_dev_info, Dpdk
     Ok(info)
 }
 
-/// One queue pair of a started port, polled by one worker.
+/// One queue pair of a started port, polled by one worker. It counts frames; bytes are in the
+/// device's own counters ([`Port::stats`]), which cost nothing per packet.
 #[derive(Debug)]
 pub struct DpdkQueue {
     port: PortId,
@@ -458,26 +460,14 @@ impl PacketIo for DpdkQueue {
             let spare = batch.as_mut_ptr().add(start).cast::<*mut rte_mbuf>();
             dpdk_sys::weir_rte_eth_rx_burst(self.port.0, self.queue.0, spare, room)
         };
-        // SAFETY: the PMD wrote `n` <= room valid, non-null mbufs, now ours.
+        // SAFETY: the PMD wrote `n` <= room valid, non-null mbufs, now ours. They are what an
+        // Mbuf may hold: a PMD hands out mbufs it allocated (reference count 1), and ports are
+        // configured without scatter, so a frame too long for one mbuf is dropped by the
+        // device, never chained.
         unsafe { batch.set_len(start + usize::from(n)) };
-        let mut i = start;
-        let mut bytes = 0u64;
-        while i < batch.len() {
-            let m = batch[i].raw();
-            if Mbuf::is_simple(m) {
-                bytes += u64::from(m.data_len);
-                i += 1;
-            } else {
-                // A chained or shared mbuf: weir's frames are one unshared segment. Freed here
-                // (by the drop), counted, and the burst keeps its order.
-                drop(batch.remove(i));
-                self.stats.rx_dropped += 1;
-            }
-        }
-        let got = batch.len() - start;
-        self.stats.rx_packets += got as u64;
-        self.stats.rx_bytes += bytes;
-        got
+        debug_assert!(batch[start..].iter().all(|m| Mbuf::is_simple(m.raw())));
+        self.stats.rx_packets += u64::from(n);
+        usize::from(n)
     }
 
     #[inline]
@@ -486,27 +476,23 @@ impl PacketIo for DpdkQueue {
         if len == 0 {
             return 0;
         }
-        let bytes: u64 = batch.iter().map(|m| crate::buf::PacketBuf::len(m) as u64).sum();
+        let pkts = batch.as_mut_ptr().cast::<*mut rte_mbuf>();
+        // A batch holds at most BURST (32) frames.
+        let n = u16::try_from(len).unwrap_or(u16::MAX);
         // SAFETY: the batch holds `len` owned mbufs, laid out as *mut rte_mbuf (transparent).
         // The PMD takes ownership of the first `sent` of them.
         let sent = usize::from(unsafe {
-            let pkts = batch.as_mut_ptr().cast::<*mut rte_mbuf>();
-            // A batch holds at most BURST (32) frames.
-            let n = u16::try_from(len).unwrap_or(u16::MAX);
             dpdk_sys::weir_rte_eth_tx_burst(self.port.0, self.queue.0, pkts, n)
         });
-        let mut unsent_bytes = 0u64;
-        for (i, m) in batch.drain(..).enumerate() {
-            if i < sent {
-                // Now the PMD's: it frees the mbuf once sent.
-                let _ = m.into_raw();
-            } else {
-                unsent_bytes += crate::buf::PacketBuf::len(&m) as u64;
-                // The transmit queue is full: dropped (freed here), counted.
-            }
+        // SAFETY: the batch gives up all `len` elements without dropping them: the first `sent`
+        // now belong to the PMD, and the rest are taken back just below.
+        unsafe { batch.set_len(0) };
+        for i in sent..len {
+            // SAFETY: element i (i >= sent) was not taken by the PMD and is still ours, read
+            // once. The transmit queue is full: it is dropped (freed) and counted.
+            drop(unsafe { Mbuf::from_raw(NonNull::new_unchecked(*pkts.add(i))) });
         }
         self.stats.tx_packets += sent as u64;
-        self.stats.tx_bytes += bytes - unsent_bytes;
         self.stats.tx_dropped += (len - sent) as u64;
         sent
     }
