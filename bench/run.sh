@@ -2,8 +2,11 @@
 # Runs weir's headline benchmarks beside their references, in one go, and prints medians.
 #   bash bench/run.sh [ROUNDS]      (default 5 rounds of each rig run; needs root)
 # 1. Pipeline cost on null ports (cargo bench) beside testpmd io/mac/5tswap on net_null.
-# 2. The forwarding rig (../shared/bench/fwd-rig.sh): weir (af_packet, sendmmsg and ring tx)
-#    beside testpmd (net_af_packet) and the kernel, alternating, ROUNDS times each.
+# 2. weir on DPDK net_null vdevs (cargo bench --features dpdk) beside the same testpmd runs,
+#    and testpmd mac with net_null copy=1 (a 64-byte copy per packet, like weir's stamp).
+# 3. The forwarding rig (../shared/bench/fwd-rig.sh): weir (its own af_packet ports with
+#    sendmmsg and ring tx, and DPDK net_af_packet vdevs) beside testpmd (net_af_packet) and the
+#    kernel, alternating, ROUNDS times each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-5}
@@ -17,10 +20,19 @@ cargo bench -p dataplane --bench pipeline -- --warm-up-time 1 --measurement-time
   grep -E "cycles/packet|time:" | tee "$out/pipeline"
 echo "== testpmd on net_null"
 bash "$SHARED/null-anchor.sh" -s 5 io mac 5tswap | tee "$out/null"
+echo "== weir on DPDK net_null"
+cargo bench -p dataplane --features dpdk --bench dpdk_null 2>/dev/null | grep "^weir" | tee "$out/dpdk-null"
+echo "== testpmd mac on net_null with copy=1"
+(echo "set fwd mac"; echo start; sleep 5; echo stop; echo quit) |
+  timeout 65 dpdk-testpmd --lcores=0@0,1@1 --no-pci --no-huge -m 512 --file-prefix=nullcopy$$ \
+    --vdev=net_null0,size=64,copy=1 --vdev=net_null1,size=64,copy=1 -- -i \
+    --total-num-mbufs=16384 --no-lsc-interrupt --record-core-cycles 2>&1 |
+  sed -n 's/.*CPU cycles\/packet=\([0-9.]*\).*/testpmd mode=mac copy=1 cycles_per_packet=\1/p' | tee -a "$out/null"
 echo "== forwarding rig, $ROUNDS rounds"
 for i in $(seq "$ROUNDS"); do
-  for dut in weir-sendmmsg weir-ring testpmd kernel; do
+  for dut in weir-sendmmsg weir-ring weir-dpdk testpmd kernel; do
     case $dut in
+      weir-dpdk) cmd="cmd:BACKEND=dpdk WEIR=$PWD/target/release/weir $PWD/bench/weir-dut.sh" ;;
       weir-*) cmd="cmd:TX_MODE=${dut#weir-} WEIR=$PWD/target/release/weir $PWD/bench/weir-dut.sh" ;;
       *) cmd=$dut ;;
     esac

@@ -3,7 +3,9 @@
 #   fwd-rig.sh cmd:"WEIR=target/release/weir bench/weir-dut.sh"
 # Reads the rig's variables (DUT_IN, DUT_OUT, SINK_MAC, SRC_IP, DST_IP), writes a config that
 # routes DST_IP out of DUT_OUT to the sink, and runs weir with one busy-polling worker on the
-# core the rig gives it. TX_MODE=sendmmsg|ring picks the af_packet transmit path.
+# core the rig gives it. TX_MODE=sendmmsg|ring picks the af_packet transmit path;
+# BACKEND=dpdk runs weir on DPDK's net_af_packet vdevs instead (the ports testpmd uses in
+# `fwd-rig.sh testpmd`, with the same default vdev arguments).
 set -euo pipefail
 WEIR=${WEIR:-target/release/weir}
 CFG=$(mktemp --suffix=.yaml)
@@ -13,6 +15,18 @@ workers:
   - core: ${DUT_CORE:-1}
 idle:
   policy: busy_poll
+$(if [ "${BACKEND:-af_packet}" = dpdk ]; then cat <<PORTS
+ports:
+  - name: in
+    backend: dpdk
+    device: net_af_packet0,iface=$DUT_IN
+    addresses: [198.18.0.254/24]
+  - name: out
+    backend: dpdk
+    device: net_af_packet1,iface=$DUT_OUT
+    addresses: [198.19.0.1/24]
+PORTS
+else cat <<PORTS
 ports:
   - name: in
     backend: af_packet
@@ -24,6 +38,8 @@ ports:
     interface: $DUT_OUT
     addresses: [198.19.0.1/24]
     af_packet: { tx_mode: ${TX_MODE:-sendmmsg} }
+PORTS
+fi)
 routes:
   - { prefix: $DST_IP/32, port: out, via: 198.19.0.2 }
 neighbors:

@@ -104,7 +104,7 @@ pub struct WorkerStats {
     pub bursts: AtomicU64,
     /// Frames received.
     pub packets: AtomicU64,
-    /// Cycles spent in iterations that received frames.
+    /// Cycles spent in iterations that received or sent frames.
     pub busy_cycles: AtomicU64,
     /// Cycles spent in empty iterations and asleep.
     pub idle_cycles: AtomicU64,
@@ -205,12 +205,16 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Egress<P::Buf> for Tx<'_, P, S> {
 }
 
 impl<P: PacketIo, S> Tx<'_, P, S> {
-    fn flush(&mut self) {
+    /// Sends every pending batch; returns how many frames were handed over.
+    fn flush(&mut self) -> usize {
+        let mut n = 0;
         for (io, batch) in self.ports.iter_mut().zip(self.batches.iter_mut()) {
             if !batch.is_empty() {
+                n += batch.len();
                 io.tx_burst(batch);
             }
         }
+        n
     }
 }
 
@@ -322,11 +326,13 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
                 self.pipeline.process(h.pkt, h.in_port, now_ns, &mut tx);
             }
         }
-        tx.flush();
+        // Frames released by housekeeping (resolved neighbors) are sent in polls that
+        // received nothing: that work is busy time too.
+        let flushed = tx.flush();
         let spent = cycles::now().wrapping_sub(start);
         self.counters.polls += 1;
-        if received > 0 {
-            self.counters.bursts += 1;
+        if received > 0 || flushed > 0 {
+            self.counters.bursts += u64::from(received > 0);
             self.counters.packets += received as u64;
             self.counters.busy_cycles += spent;
         } else {
