@@ -28,6 +28,7 @@ echo "== testpmd mac on net_null with copy=1"
     --vdev=net_null0,size=64,copy=1 --vdev=net_null1,size=64,copy=1 -- -i \
     --total-num-mbufs=16384 --no-lsc-interrupt --record-core-cycles 2>&1 |
   sed -n 's/.*CPU cycles\/packet=\([0-9.]*\).*/testpmd mode=mac copy=1 cycles_per_packet=\1/p' | tee -a "$out/null"
+rm -rf "/var/run/dpdk/nullcopy$$"
 echo "== forwarding rig, $ROUNDS rounds"
 for i in $(seq "$ROUNDS"); do
   for dut in weir-sendmmsg weir-ring weir-dpdk testpmd kernel; do

@@ -184,13 +184,14 @@ impl Eal {
     }
 }
 
-/// The runtime directory of a process without shared files (`--no-shconf`) stays empty; remove
-/// it when the process exits so none pile up.
+/// The runtime directory of a process without shared files (`--no-shconf`, a prefix unique to
+/// the process) holds nothing another process uses (only the telemetry socket): remove it when
+/// the process exits so none pile up.
 fn remove_runtime_dir_at_exit() {
     static DIR: OnceLock<String> = OnceLock::new();
     extern "C" fn remove() {
         if let Some(dir) = DIR.get() {
-            let _ = std::fs::remove_dir(dir);
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
     // SAFETY: returns a pointer to the EAL's static, NUL-terminated runtime directory path.

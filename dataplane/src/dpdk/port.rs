@@ -401,12 +401,16 @@ fn port_by_name(device: &str) -> Result<PortId, DpdkError> {
     // SAFETY: cname is a valid C string; id is valid for writing.
     let ret = unsafe { dpdk_sys::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut id) };
     if ret < 0 {
-        return Err(DpdkError {
-            what: format!(
-                "no DPDK port named `{name}`: the EAL did not create it (is its driver loaded? \
-                 DPDK's driver directory is {})",
+        let why = if name.contains(':') {
+            "is the NIC bound to vfio-pci, uio_pci_generic or igb_uio? (nic-config status)".into()
+        } else {
+            format!(
+                "is its driver loaded? DPDK's driver directory is {}",
                 super::driver_dir().unwrap_or_else(|| "not set (static build)".into())
-            ),
+            )
+        };
+        return Err(DpdkError {
+            what: format!("no DPDK port named `{name}`: the EAL did not create it ({why})"),
             errno: ret.saturating_neg(),
         });
     }
