@@ -13,16 +13,19 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// port (a port is opened once).
 const RINGS: usize = 6;
 
-fn eal() -> &'static Eal {
-    let cfg = EalConfig {
+fn eal_config() -> EalConfig {
+    EalConfig {
         vdevs: (0..RINGS).map(|i| format!("net_ring{i}")).collect(),
         hugepages: false,
         memory_mb: Some(256),
         log_level: Some("error".into()),
         extra: vec!["--no-telemetry".into()],
         ..EalConfig::default()
-    };
-    Eal::init(&cfg).expect("EAL")
+    }
+}
+
+fn eal() -> &'static Eal {
+    Eal::init(&eal_config()).expect("EAL")
 }
 
 /// A private pool for one test.
@@ -57,21 +60,10 @@ fn the_eal_created_the_ring_vdevs_from_its_driver_directory() {
     assert!(err.to_string().contains("no DPDK port named `net_nothing0`"), "{err}");
     assert!(eal.args().iter().any(|a| a == "--no-huge"));
     // Initialising again with the same arguments returns the same EAL; other arguments fail.
-    assert!(std::ptr::eq(eal, Eal::init(&EalConfig { ..eal_config_of(eal) }).unwrap()));
-    let other = EalConfig { memory_mb: Some(128), ..eal_config_of(eal) };
+    assert!(std::ptr::eq(eal, Eal::init(&eal_config()).unwrap()));
+    let other = EalConfig { memory_mb: Some(128), ..eal_config() };
     let err = Eal::init(&other).unwrap_err();
     assert!(err.to_string().contains("already initialised"), "{err}");
-}
-
-fn eal_config_of(_eal: &Eal) -> EalConfig {
-    EalConfig {
-        vdevs: (0..RINGS).map(|i| format!("net_ring{i}")).collect(),
-        hugepages: false,
-        memory_mb: Some(256),
-        log_level: Some("error".into()),
-        extra: vec!["--no-telemetry".into()],
-        ..EalConfig::default()
-    }
 }
 
 #[test]
