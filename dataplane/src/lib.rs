@@ -15,6 +15,7 @@ pub mod fib;
 pub mod io;
 pub mod lpm;
 pub mod mempool;
+pub mod mesh;
 pub mod neigh;
 pub mod pipeline;
 pub mod ring;
