@@ -118,6 +118,37 @@ impl FlowKey {
         }
     }
 
+    /// The key of this flow after a translation: the packet a NAT writes from a parsed one has
+    /// these addresses and ports, the same protocol and family. `None` when an address is of the
+    /// other family.
+    pub fn rewritten(
+        &self,
+        src: IpAddr,
+        src_port: u16,
+        dst: IpAddr,
+        dst_port: u16,
+    ) -> Option<FlowKey> {
+        let octets = |a: IpAddr| -> Option<[u8; 16]> {
+            match (a, self.family) {
+                (IpAddr::V4(v4), Family::V4) => {
+                    let mut o = [0u8; 16];
+                    o[..4].copy_from_slice(&v4.octets());
+                    Some(o)
+                }
+                (IpAddr::V6(v6), Family::V6) => Some(v6.octets()),
+                _ => None,
+            }
+        };
+        Some(FlowKey {
+            src: octets(src)?,
+            dst: octets(dst)?,
+            src_port,
+            dst_port,
+            proto: self.proto,
+            family: self.family,
+        })
+    }
+
     /// Source address.
     pub fn src(&self) -> IpAddr {
         self.addr(&self.src)

@@ -144,3 +144,18 @@ proptest! {
         prop_assert_ne!(a.symmetric_hash(), b.symmetric_hash());
     }
 }
+
+#[test]
+fn a_rewritten_key_keeps_protocol_and_family() {
+    let k = key(&fixtures::TCP_SYN).unwrap();
+    let snat: IpAddr = "198.18.2.1".parse().unwrap();
+    let ep: IpAddr = "198.18.2.10".parse().unwrap();
+    let reply = k.rewritten(ep, 8080, snat, 40000).unwrap();
+    assert_eq!(
+        (reply.src(), reply.src_port(), reply.dst(), reply.dst_port()),
+        (ep, 8080, snat, 40000)
+    );
+    assert_eq!((reply.proto(), reply.family()), (k.proto(), Family::V4));
+    let v6: IpAddr = "2001:db8::1".parse().unwrap();
+    assert!(k.rewritten(v6, 1, snat, 2).is_none(), "families do not mix");
+}

@@ -1,0 +1,626 @@
+//! The per-worker flow table: which endpoint each connection went to, and what its packets
+//! are rewritten to, in both directions.
+//!
+//! Fixed capacity, allocated once: an arena of flow records and an open-addressing index
+//! (linear probing, backward-shift deletion, load at most 1/2) holding two keys per flow, the
+//! packet as the client sent it ([`Direction::Forward`]) and the reply as it comes back
+//! ([`Direction::Reverse`]). Nothing here allocates after [`FlowTable::new`].
+//!
+//! Flows expire by state (TCP handshake, established, closing; UDP), checked on lookup and by
+//! a sweep of a few records per poll. When the table is full a new flow is refused, or the
+//! oldest flow still in its handshake is evicted for it ([`WhenFull`]); established flows are
+//! never evicted. Every flow that leaves the table is reported to a callback with the reason,
+//! so the caller can free what it holds (a SNAT port) and learn from it (a handshake that timed
+//! out is a failed connection to its endpoint).
+
+use std::collections::VecDeque;
+
+use stack::FlowKey;
+
+/// TCP flags (RFC 9293).
+pub mod tcp_flags {
+    /// No more data from the sender.
+    pub const FIN: u8 = 0x01;
+    /// Synchronise sequence numbers: opens a connection.
+    pub const SYN: u8 = 0x02;
+    /// Reset the connection.
+    pub const RST: u8 = 0x04;
+    /// Acknowledgement field significant.
+    pub const ACK: u8 = 0x10;
+}
+
+/// Where a flow is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FlowState {
+    /// TCP: the client's SYN went out, the endpoint has not answered.
+    SynSent,
+    /// TCP: the endpoint answered.
+    Established,
+    /// TCP: a FIN or RST was seen.
+    Closing,
+    /// UDP (and anything else without connection state).
+    Datagram,
+}
+
+/// How long a flow lives without traffic, by state, in nanoseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowTimeouts {
+    /// TCP handshake not answered.
+    pub syn_ns: u64,
+    /// TCP established.
+    pub established_ns: u64,
+    /// TCP after FIN or RST.
+    pub closing_ns: u64,
+    /// UDP.
+    pub datagram_ns: u64,
+}
+
+impl Default for FlowTimeouts {
+    fn default() -> Self {
+        const S: u64 = 1_000_000_000;
+        FlowTimeouts {
+            syn_ns: 5 * S,
+            established_ns: 3600 * S,
+            closing_ns: 10 * S,
+            datagram_ns: 30 * S,
+        }
+    }
+}
+
+impl FlowTimeouts {
+    fn of(&self, s: FlowState) -> u64 {
+        match s {
+            FlowState::SynSent => self.syn_ns,
+            FlowState::Established => self.established_ns,
+            FlowState::Closing => self.closing_ns,
+            FlowState::Datagram => self.datagram_ns,
+        }
+    }
+}
+
+/// What to do with a new flow when the table is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Refuse it (the caller drops its packet and counts it).
+    DropNew,
+    /// Evict the oldest flow still in its TCP handshake, if there is one; refuse otherwise.
+    EvictEmbryonic,
+}
+
+/// Which of a flow's two keys a packet matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Client to service: the packet as the client sent it.
+    Forward,
+    /// Endpoint to client: the reply as it comes back to weir.
+    Reverse,
+}
+
+/// A flow record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    /// The client's packets as they arrive.
+    pub forward: FlowKey,
+    /// The endpoint's replies as they arrive (after NAT: from the endpoint to weir's SNAT
+    /// address; with DNAT: from the endpoint to the client).
+    pub reverse: FlowKey,
+    /// The service it was opened for.
+    pub service: u32,
+    /// The endpoint it went to (a stable endpoint id).
+    pub endpoint: u32,
+    /// Its state.
+    pub state: FlowState,
+    /// When it expires without traffic.
+    pub expires_ns: u64,
+}
+
+/// Why a flow left the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// No traffic for its state's timeout. `unanswered` when that state was the handshake: the
+    /// endpoint never answered.
+    Expired {
+        /// The TCP handshake timed out.
+        unanswered: bool,
+    },
+    /// Evicted, in its handshake, for a new flow in a full table.
+    Evicted,
+    /// Removed by the caller.
+    Removed,
+}
+
+/// What a packet did to its flow's state, for health checking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// Nothing of note.
+    None,
+    /// The endpoint answered a handshake: a successful connection.
+    Answered,
+    /// The endpoint reset a handshake: a failed connection.
+    Refused,
+}
+
+/// Why a flow could not be inserted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InsertError {
+    /// The table is full (and nothing could be evicted).
+    Full,
+    /// One of the keys is already in the table.
+    Exists,
+}
+
+/// Flow table counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    /// Flows inserted.
+    pub inserted: u64,
+    /// Flows that expired.
+    pub expired: u64,
+    /// Handshakes evicted for new flows.
+    pub evicted: u64,
+    /// New flows refused because the table was full.
+    pub refused_full: u64,
+}
+
+const EMPTY: u32 = u32::MAX;
+
+#[derive(Clone, Copy)]
+struct Slot {
+    hash: u32,
+    /// Flow id << 1 | direction (1 = reverse); EMPTY when free.
+    tagged: u32,
+}
+
+const FREE_SLOT: Slot = Slot { hash: 0, tagged: EMPTY };
+
+/// Seed of the index hash.
+const SEED: u64 = 0x666c_6f77_7461_626c;
+
+/// A fixed-capacity flow table. See the module docs.
+pub struct FlowTable {
+    slots: Box<[Slot]>,
+    mask: usize,
+    flows: Box<[Option<Flow>]>,
+    /// Creation number of each record, to tell a handshake in `embryonic` from a later flow
+    /// that reused its record.
+    born: Box<[u32]>,
+    free: Vec<u32>,
+    embryonic: VecDeque<(u32, u32)>,
+    next_birth: u32,
+    sweep: usize,
+    timeouts: FlowTimeouts,
+    when_full: WhenFull,
+    len: usize,
+    /// Counters.
+    pub stats: FlowStats,
+}
+
+impl FlowTable {
+    /// A table of `capacity` flows (at least 1, at most 2^29).
+    pub fn new(capacity: usize, timeouts: FlowTimeouts, when_full: WhenFull) -> FlowTable {
+        let capacity = capacity.clamp(1, 1 << 29);
+        // Two keys per flow at a load of at most 1/2.
+        let slots = (capacity * 4).next_power_of_two();
+        FlowTable {
+            slots: vec![FREE_SLOT; slots].into_boxed_slice(),
+            mask: slots - 1,
+            flows: vec![None; capacity].into_boxed_slice(),
+            born: vec![0; capacity].into_boxed_slice(),
+            free: (0..u32::try_from(capacity).unwrap_or(u32::MAX)).rev().collect(),
+            embryonic: VecDeque::with_capacity(capacity),
+            next_birth: 0,
+            sweep: 0,
+            timeouts,
+            when_full,
+            len: 0,
+            stats: FlowStats::default(),
+        }
+    }
+
+    /// Flows in the table.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Most flows the table holds.
+    pub fn capacity(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// The timeouts in force.
+    pub fn timeouts(&self) -> FlowTimeouts {
+        self.timeouts
+    }
+
+    #[inline]
+    fn hash(key: &FlowKey) -> u32 {
+        key.symmetric_hash_seeded(SEED)
+    }
+
+    #[inline]
+    fn key_of(&self, tagged: u32) -> Option<&FlowKey> {
+        let f = self.flows.get(usize::try_from(tagged >> 1).ok()?)?.as_ref()?;
+        Some(if tagged & 1 == 0 { &f.forward } else { &f.reverse })
+    }
+
+    /// The flow a packet with `key` belongs to, and the direction it goes, if there is one and
+    /// it has not expired by `now_ns` (an expired one is removed and reported).
+    #[inline]
+    pub fn lookup(
+        &mut self,
+        key: &FlowKey,
+        now_ns: u64,
+        on_removed: &mut impl FnMut(&Flow, Removal),
+    ) -> Option<(u32, Direction)> {
+        let h = Self::hash(key);
+        let mut i = usize::try_from(h).unwrap_or(0) & self.mask;
+        loop {
+            let s = self.slots[i];
+            if s.tagged == EMPTY {
+                return None;
+            }
+            if s.hash == h && self.key_of(s.tagged) == Some(key) {
+                let id = s.tagged >> 1;
+                let dir = if s.tagged & 1 == 0 { Direction::Forward } else { Direction::Reverse };
+                let expired = self.get(id).is_some_and(|f| f.expires_ns <= now_ns);
+                if expired {
+                    self.expire_one(id, on_removed);
+                    return None;
+                }
+                return Some((id, dir));
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// The flow with this id.
+    #[inline]
+    pub fn get(&self, id: u32) -> Option<&Flow> {
+        self.flows.get(usize::try_from(id).ok()?)?.as_ref()
+    }
+
+    /// Records a packet of flow `id` going in `dir` with TCP `flags` (0 for UDP): moves its
+    /// state on and pushes its expiry out. Returns what that meant for the connection.
+    #[inline]
+    pub fn touch(&mut self, id: u32, dir: Direction, flags: u8, now_ns: u64) -> Transition {
+        let timeouts = self.timeouts;
+        let Some(Some(f)) = self.flows.get_mut(usize::try_from(id).unwrap_or(usize::MAX)) else {
+            return Transition::None;
+        };
+        let mut t = Transition::None;
+        if f.state != FlowState::Datagram {
+            let was = f.state;
+            if flags & tcp_flags::RST != 0 {
+                f.state = FlowState::Closing;
+                if was == FlowState::SynSent && dir == Direction::Reverse {
+                    t = Transition::Refused;
+                }
+            } else if was == FlowState::SynSent && dir == Direction::Reverse {
+                f.state = FlowState::Established;
+                t = Transition::Answered;
+            }
+            if flags & tcp_flags::FIN != 0 {
+                f.state = FlowState::Closing;
+            }
+        }
+        f.expires_ns = now_ns.saturating_add(timeouts.of(f.state));
+        t
+    }
+
+    /// Inserts a flow; its expiry is set from its state and `now_ns`. When the table is full,
+    /// [`WhenFull`] decides; an evicted flow is reported to `on_removed`.
+    pub fn insert(
+        &mut self,
+        mut flow: Flow,
+        now_ns: u64,
+        on_removed: &mut impl FnMut(&Flow, Removal),
+    ) -> Result<u32, InsertError> {
+        if self.find(&flow.forward).is_some() || self.find(&flow.reverse).is_some() {
+            return Err(InsertError::Exists);
+        }
+        if self.free.is_empty()
+            && !(self.when_full == WhenFull::EvictEmbryonic && self.evict_one(on_removed))
+        {
+            self.stats.refused_full += 1;
+            return Err(InsertError::Full);
+        }
+        let Some(id) = self.free.pop() else {
+            self.stats.refused_full += 1;
+            return Err(InsertError::Full);
+        };
+        flow.expires_ns = now_ns.saturating_add(self.timeouts.of(flow.state));
+        let idx = usize::try_from(id).unwrap_or(0);
+        self.next_birth = self.next_birth.wrapping_add(1);
+        self.born[idx] = self.next_birth;
+        if flow.state == FlowState::SynSent && self.embryonic.len() < self.embryonic.capacity() {
+            self.embryonic.push_back((id, self.next_birth));
+        }
+        self.place(Self::hash(&flow.forward), id << 1);
+        self.place(Self::hash(&flow.reverse), id << 1 | 1);
+        self.flows[idx] = Some(flow);
+        self.len += 1;
+        self.stats.inserted += 1;
+        Ok(id)
+    }
+
+    /// Removes flow `id` (reported to `on_removed` as [`Removal::Removed`]).
+    pub fn remove(&mut self, id: u32, on_removed: &mut impl FnMut(&Flow, Removal)) {
+        if let Some(f) = self.take(id) {
+            on_removed(&f, Removal::Removed);
+        }
+    }
+
+    /// Looks at up to `budget` records from where the last sweep stopped and removes those
+    /// expired by `now_ns`. Returns how many it removed.
+    pub fn sweep(
+        &mut self,
+        now_ns: u64,
+        budget: usize,
+        on_removed: &mut impl FnMut(&Flow, Removal),
+    ) -> usize {
+        let mut n = 0;
+        for _ in 0..budget.min(self.flows.len()) {
+            let id = self.sweep;
+            self.sweep = if self.sweep + 1 == self.flows.len() { 0 } else { self.sweep + 1 };
+            if self.flows[id].is_some_and(|f| f.expires_ns <= now_ns) {
+                self.expire_one(u32::try_from(id).unwrap_or(u32::MAX), on_removed);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Every live flow (for tests and statistics; not for the fast path).
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Flow)> {
+        self.flows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| Some((u32::try_from(i).ok()?, f.as_ref()?)))
+    }
+
+    fn expire_one(&mut self, id: u32, on_removed: &mut impl FnMut(&Flow, Removal)) {
+        if let Some(f) = self.take(id) {
+            self.stats.expired += 1;
+            on_removed(&f, Removal::Expired { unanswered: f.state == FlowState::SynSent });
+        }
+    }
+
+    /// Evicts the oldest flow still in its handshake. Returns whether one was.
+    fn evict_one(&mut self, on_removed: &mut impl FnMut(&Flow, Removal)) -> bool {
+        while let Some((id, birth)) = self.embryonic.pop_front() {
+            let idx = usize::try_from(id).unwrap_or(usize::MAX);
+            let still = self.born.get(idx) == Some(&birth)
+                && self
+                    .flows
+                    .get(idx)
+                    .is_some_and(|f| f.is_some_and(|f| f.state == FlowState::SynSent));
+            if still {
+                if let Some(f) = self.take(id) {
+                    self.stats.evicted += 1;
+                    on_removed(&f, Removal::Evicted);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    fn find(&self, key: &FlowKey) -> Option<usize> {
+        let h = Self::hash(key);
+        let mut i = usize::try_from(h).unwrap_or(0) & self.mask;
+        loop {
+            let s = self.slots[i];
+            if s.tagged == EMPTY {
+                return None;
+            }
+            if s.hash == h && self.key_of(s.tagged) == Some(key) {
+                return Some(i);
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    fn place(&mut self, hash: u32, tagged: u32) {
+        let mut i = usize::try_from(hash).unwrap_or(0) & self.mask;
+        // A free slot exists: the index is at most half full.
+        while self.slots[i].tagged != EMPTY {
+            i = (i + 1) & self.mask;
+        }
+        self.slots[i] = Slot { hash, tagged };
+    }
+
+    fn take(&mut self, id: u32) -> Option<Flow> {
+        let idx = usize::try_from(id).ok()?;
+        let f = (*self.flows.get(idx)?)?;
+        // Find the keys' slots while the record still answers for them, then free it.
+        for key in [f.forward, f.reverse] {
+            if let Some(i) = self.find(&key) {
+                self.unplace(i);
+            }
+        }
+        self.flows[idx] = None;
+        self.free.push(id);
+        self.len -= 1;
+        Some(f)
+    }
+
+    /// Empties slot `i`, shifting later slots of the same probe run back (no tombstones).
+    fn unplace(&mut self, mut i: usize) {
+        self.slots[i] = FREE_SLOT;
+        let mut j = i;
+        loop {
+            j = (j + 1) & self.mask;
+            let s = self.slots[j];
+            if s.tagged == EMPTY {
+                return;
+            }
+            let home = usize::try_from(s.hash).unwrap_or(0) & self.mask;
+            // Slot j may move to i if its home is not in the cyclic range (i, j].
+            let stays = if i <= j { i < home && home <= j } else { i < home || home <= j };
+            if !stays {
+                self.slots[i] = s;
+                self.slots[j] = FREE_SLOT;
+                i = j;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn base() -> FlowKey {
+        FlowKey::from_parsed(&stack::parse_frame(&stack::fixtures::TCP_SYN).unwrap()).unwrap()
+    }
+
+    fn ip(n: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(0xc612_0000 | (n & 0xffff)))
+    }
+
+    /// Flow n: client 198.18.x.y:(n) to the VIP, replies from an endpoint to the SNAT address.
+    fn flow(n: u32, state: FlowState) -> Flow {
+        let b = base();
+        let port = u16::try_from(n % 60000 + 1024).unwrap();
+        Flow {
+            forward: b.rewritten(ip(n), port, ip(0xfff0), 80).unwrap(),
+            reverse: b
+                .rewritten(ip(0xfff1), 80, ip(0xfff2), u16::try_from(n % 65000).unwrap())
+                .unwrap(),
+            service: 1,
+            endpoint: n % 3,
+            state,
+            expires_ns: 0,
+        }
+    }
+
+    fn none() -> impl FnMut(&Flow, Removal) {
+        |_, _| {}
+    }
+
+    #[test]
+    fn both_keys_find_the_flow() {
+        let mut t = FlowTable::new(16, FlowTimeouts::default(), WhenFull::DropNew);
+        let f = flow(1, FlowState::SynSent);
+        let id = t.insert(f, 0, &mut none()).unwrap();
+        assert_eq!(t.lookup(&f.forward, 1, &mut none()), Some((id, Direction::Forward)));
+        assert_eq!(t.lookup(&f.reverse, 1, &mut none()), Some((id, Direction::Reverse)));
+        assert_eq!(t.lookup(&f.forward.reversed(), 1, &mut none()), None);
+        assert_eq!(t.insert(f, 0, &mut none()), Err(InsertError::Exists));
+        t.remove(id, &mut none());
+        assert!(t.is_empty());
+        assert_eq!(t.lookup(&f.forward, 1, &mut none()), None);
+    }
+
+    #[test]
+    fn tcp_states_and_timeouts() {
+        let to = FlowTimeouts { syn_ns: 10, established_ns: 1000, closing_ns: 50, datagram_ns: 30 };
+        let mut t = FlowTable::new(16, to, WhenFull::DropNew);
+        let f = flow(1, FlowState::SynSent);
+        let id = t.insert(f, 0, &mut none()).unwrap();
+        assert_eq!(t.get(id).unwrap().expires_ns, 10);
+        // Another SYN from the client changes nothing; the endpoint's SYN-ACK establishes.
+        assert_eq!(t.touch(id, Direction::Forward, tcp_flags::SYN, 5), Transition::None);
+        assert_eq!(
+            t.touch(id, Direction::Reverse, tcp_flags::SYN | tcp_flags::ACK, 6),
+            Transition::Answered
+        );
+        assert_eq!(t.get(id).unwrap().state, FlowState::Established);
+        assert_eq!(t.get(id).unwrap().expires_ns, 1006);
+        t.touch(id, Direction::Forward, tcp_flags::FIN | tcp_flags::ACK, 100);
+        assert_eq!(t.get(id).unwrap().state, FlowState::Closing);
+        assert_eq!(t.get(id).unwrap().expires_ns, 150);
+        // A reset handshake is a refusal.
+        let g = flow(2, FlowState::SynSent);
+        let id2 = t.insert(g, 0, &mut none()).unwrap();
+        assert_eq!(
+            t.touch(id2, Direction::Reverse, tcp_flags::RST | tcp_flags::ACK, 1),
+            Transition::Refused
+        );
+        // Expiry on lookup reports the removal.
+        let mut gone = Vec::new();
+        assert_eq!(t.lookup(&f.forward, 150, &mut |f: &Flow, r| gone.push((f.endpoint, r))), None);
+        assert_eq!(gone, [(1, Removal::Expired { unanswered: false })]);
+    }
+
+    #[test]
+    fn an_unanswered_handshake_expires_as_such() {
+        let to = FlowTimeouts { syn_ns: 10, ..FlowTimeouts::default() };
+        let mut t = FlowTable::new(16, to, WhenFull::DropNew);
+        t.insert(flow(1, FlowState::SynSent), 0, &mut none()).unwrap();
+        t.insert(flow(2, FlowState::Datagram), 0, &mut none()).unwrap();
+        let mut gone = Vec::new();
+        assert_eq!(t.sweep(11, 100, &mut |_: &Flow, r| gone.push(r)), 1);
+        assert_eq!(gone, [Removal::Expired { unanswered: true }]);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn a_full_table_refuses_or_evicts_handshakes_only() {
+        let mut t = FlowTable::new(4, FlowTimeouts::default(), WhenFull::DropNew);
+        for n in 0..4 {
+            t.insert(flow(n, FlowState::SynSent), 0, &mut none()).unwrap();
+        }
+        assert_eq!(t.insert(flow(9, FlowState::SynSent), 0, &mut none()), Err(InsertError::Full));
+        assert_eq!(t.stats.refused_full, 1);
+
+        let mut t = FlowTable::new(4, FlowTimeouts::default(), WhenFull::EvictEmbryonic);
+        let mut ids = Vec::new();
+        for n in 0..4 {
+            ids.push(t.insert(flow(n, FlowState::SynSent), 0, &mut none()).unwrap());
+        }
+        // Flows 0 and 1 get established; the flood may only push out 2 and 3.
+        t.touch(ids[0], Direction::Reverse, tcp_flags::SYN | tcp_flags::ACK, 1);
+        t.touch(ids[1], Direction::Reverse, tcp_flags::SYN | tcp_flags::ACK, 1);
+        let mut evicted = Vec::new();
+        for n in 10..20 {
+            let _ = t.insert(flow(n, FlowState::SynSent), 2, &mut |f: &Flow, r| {
+                evicted.push((f.forward.src_port(), r));
+            });
+        }
+        assert_eq!(t.len(), 4);
+        assert!(t.lookup(&flow(0, FlowState::SynSent).forward, 3, &mut none()).is_some());
+        assert!(t.lookup(&flow(1, FlowState::SynSent).forward, 3, &mut none()).is_some());
+        assert!(evicted.iter().all(|(_, r)| *r == Removal::Evicted));
+        assert_eq!(t.stats.evicted, u64::try_from(evicted.len()).unwrap());
+    }
+
+    proptest! {
+        /// Against a HashMap model: inserts, removals and lookups agree, through many
+        /// backward-shift deletions in a small, crowded index.
+        #[test]
+        fn agrees_with_a_map(ops in proptest::collection::vec((0u8..3, 0u32..48), 1..400)) {
+            let mut t = FlowTable::new(32, FlowTimeouts::default(), WhenFull::DropNew);
+            let mut model: HashMap<u32, u32> = HashMap::new();
+            for (op, n) in ops {
+                let f = flow(n, FlowState::Datagram);
+                match op {
+                    0 => match t.insert(f, 0, &mut none()) {
+                        Ok(id) => { prop_assert!(!model.contains_key(&n)); model.insert(n, id); }
+                        Err(InsertError::Exists) => prop_assert!(model.contains_key(&n)),
+                        Err(InsertError::Full) => prop_assert_eq!(model.len(), 32),
+                    },
+                    1 => if let Some(id) = model.remove(&n) { t.remove(id, &mut none()); },
+                    _ => {
+                        let got = t.lookup(&f.reverse, 0, &mut none()).map(|(id, _)| id);
+                        prop_assert_eq!(got, model.get(&n).copied());
+                    }
+                }
+                prop_assert_eq!(t.len(), model.len());
+            }
+            for (n, id) in &model {
+                let f = flow(*n, FlowState::Datagram);
+                prop_assert_eq!(t.lookup(&f.forward, 0, &mut none()), Some((*id, Direction::Forward)));
+            }
+        }
+    }
+}
