@@ -12,6 +12,7 @@
 
 pub mod flow;
 pub mod maglev;
+pub mod model;
 pub mod schedule;
 
 /// SplitMix64's finaliser: a fixed, well-mixed 64-bit hash of a 64-bit value. Stable across

@@ -1,0 +1,667 @@
+//! The mesh model as the workers see it: an immutable snapshot of services, clusters and
+//! endpoints, built on the control thread and swapped whole when the configuration changes.
+//!
+//! Endpoints carry ids that stay the same across snapshots for as long as an endpoint (its
+//! address and port) exists, so per-endpoint state kept outside a snapshot (active flows,
+//! health) survives a reload. Ids are below [`MeshCapacity::endpoints`], which sizes that state
+//! once at start-up.
+
+use super::maglev::{default_size, MaglevEndpoint, MaglevTable};
+use super::schedule::Schedule;
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::net::IpAddr;
+
+/// IP protocol numbers of the services weir balances.
+pub mod proto {
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+}
+
+/// How a service's packets reach the endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Destination and source rewritten (the source to weir's address on the way to the
+    /// endpoint, with a port weir picks), so replies come back through weir.
+    Nat,
+    /// Destination rewritten only; weir must be the endpoints' gateway back to the clients.
+    Dnat,
+    /// Encapsulated to the endpoint, which answers the client directly.
+    Dsr(Encap),
+}
+
+/// DSR encapsulation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encap {
+    /// IP in IP (RFC 2003; IPv6 in IPv6, RFC 2473).
+    IpIp,
+    /// Generic UDP Encapsulation (draft-ietf-intarea-gue), to this UDP port.
+    Gue {
+        /// Destination UDP port.
+        port: u16,
+    },
+}
+
+/// How a cluster picks an endpoint for a new flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// Consistent hashing of the flow (weighted).
+    Maglev,
+    /// Weighted round-robin.
+    RoundRobin,
+    /// Weighted random.
+    Random,
+    /// Fewer active flows, of two weighted random choices.
+    LeastRequest,
+}
+
+/// What to do with a flow whose endpoint left the cluster or became unhealthy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnEndpointGone {
+    /// Keep it on its endpoint until it ends.
+    Drain,
+    /// End it: TCP is reset, UDP dropped.
+    Reset,
+}
+
+/// An endpoint as configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointSpec {
+    /// Address.
+    pub addr: IpAddr,
+    /// Port.
+    pub port: u16,
+    /// Relative weight (0: no new flows).
+    pub weight: u32,
+    /// Configured healthy.
+    pub healthy: bool,
+}
+
+/// A cluster as configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterSpec {
+    /// Name services refer to.
+    pub name: String,
+    /// Pick policy.
+    pub policy: Policy,
+    /// Maglev table size (a prime); the default when `None`.
+    pub maglev_table_size: Option<u32>,
+    /// Its endpoints.
+    pub endpoints: Vec<EndpointSpec>,
+    /// What happens to flows of an endpoint that goes away.
+    pub on_endpoint_gone: OnEndpointGone,
+}
+
+/// A service as configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// Name, for reports.
+    pub name: String,
+    /// Virtual address.
+    pub vip: IpAddr,
+    /// Port.
+    pub port: u16,
+    /// [`proto::TCP`] or [`proto::UDP`].
+    pub proto: u8,
+    /// Cluster name.
+    pub cluster: String,
+    /// Forwarding mode.
+    pub mode: Mode,
+}
+
+/// Sizes fixed at start-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MeshCapacity {
+    /// Services, at most.
+    pub services: usize,
+    /// Clusters, at most.
+    pub clusters: usize,
+    /// Distinct endpoints (address and port) over all clusters, at most.
+    pub endpoints: usize,
+}
+
+impl Default for MeshCapacity {
+    fn default() -> Self {
+        MeshCapacity { services: 1 << 17, clusters: 1 << 17, endpoints: 1 << 16 }
+    }
+}
+
+/// A service in a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// Name.
+    pub name: String,
+    /// Virtual address.
+    pub vip: IpAddr,
+    /// Port.
+    pub port: u16,
+    /// Protocol.
+    pub proto: u8,
+    /// Index of its cluster in the snapshot.
+    pub cluster: u32,
+    /// Forwarding mode.
+    pub mode: Mode,
+}
+
+/// An endpoint in a snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Stable id (see the module docs).
+    pub id: u32,
+    /// Address.
+    pub addr: IpAddr,
+    /// Port.
+    pub port: u16,
+    /// Weight.
+    pub weight: u32,
+}
+
+/// A cluster in a snapshot: its endpoints that take new flows, and the tables to pick one.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Name.
+    pub name: String,
+    /// Pick policy.
+    pub policy: Policy,
+    /// Flows of departed endpoints.
+    pub on_endpoint_gone: OnEndpointGone,
+    /// Endpoints that take new flows (healthy, weight above 0), in configuration order.
+    pub eligible: Vec<Endpoint>,
+    /// Ids of every endpoint configured in the cluster (eligible or not).
+    members: FxHashSet<u32>,
+    maglev: Option<MaglevTable>,
+    schedule: Option<Schedule>,
+}
+
+impl Cluster {
+    /// Whether the endpoint with this id is still a member.
+    #[inline]
+    pub fn has_member(&self, id: u32) -> bool {
+        self.members.contains(&id)
+    }
+
+    /// Whether the endpoint with this id takes new flows.
+    pub fn is_eligible(&self, id: u32) -> bool {
+        self.eligible.iter().any(|e| e.id == id)
+    }
+
+    /// The Maglev table (built for every cluster with an eligible endpoint).
+    #[inline]
+    pub fn maglev(&self) -> Option<&MaglevTable> {
+        self.maglev.as_ref()
+    }
+
+    /// The weighted schedule (built for every cluster with an eligible endpoint).
+    #[inline]
+    pub fn schedule(&self) -> Option<&Schedule> {
+        self.schedule.as_ref()
+    }
+}
+
+/// Key of the service map.
+type ServiceKey = (IpAddr, u16, u8);
+
+/// Bits of the address filters: a 64 Ki-bit map per filter, 8 KiB.
+const FILTER_BITS: usize = 1 << 16;
+
+/// A set of addresses that answers "certainly not" in one load and bit test.
+#[derive(Clone, Debug)]
+struct AddrFilter {
+    bits: Box<[u64]>,
+}
+
+impl AddrFilter {
+    fn new() -> Self {
+        AddrFilter { bits: vec![0; FILTER_BITS / 64].into_boxed_slice() }
+    }
+
+    fn bit(a: &IpAddr) -> usize {
+        let h = match a {
+            IpAddr::V4(v4) => super::mix64(u64::from(u32::from(*v4))),
+            IpAddr::V6(v6) => {
+                let o = v6.octets();
+                let (hi, lo) = o.split_at(8);
+                let word = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
+                super::mix64(word(hi) ^ super::mix64(word(lo)))
+            }
+        };
+        usize::try_from(h).unwrap_or(0) & (FILTER_BITS - 1)
+    }
+
+    fn insert(&mut self, a: &IpAddr) {
+        let b = Self::bit(a);
+        self.bits[b / 64] |= 1 << (b % 64);
+    }
+
+    #[inline]
+    fn may_contain(&self, a: &IpAddr) -> bool {
+        let b = Self::bit(a);
+        self.bits[b / 64] & (1 << (b % 64)) != 0
+    }
+}
+
+/// One immutable mesh configuration.
+#[derive(Debug)]
+pub struct MeshSnapshot {
+    services: FxHashMap<ServiceKey, u32>,
+    /// Services, by index.
+    pub service_list: Vec<Service>,
+    /// Clusters, by index.
+    pub clusters: Vec<Cluster>,
+    /// Every endpoint, by stable id (`None` for unused ids).
+    endpoints: Vec<Option<Endpoint>>,
+    vips: AddrFilter,
+    /// Addresses of endpoints of DNAT services: their replies pass weir as transit traffic.
+    dnat_endpoints: AddrFilter,
+    /// Counts up with every snapshot built from another.
+    pub generation: u64,
+}
+
+/// A configuration the mesh cannot take, with the field it concerns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshError {
+    /// Where, e.g. `services[2].cluster`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for MeshError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+impl std::error::Error for MeshError {}
+
+fn err(path: impl Into<String>, message: impl Into<String>) -> MeshError {
+    MeshError { path: path.into(), message: message.into() }
+}
+
+impl MeshSnapshot {
+    /// An empty mesh.
+    pub fn empty() -> MeshSnapshot {
+        MeshSnapshot {
+            services: FxHashMap::default(),
+            service_list: Vec::new(),
+            clusters: Vec::new(),
+            endpoints: Vec::new(),
+            vips: AddrFilter::new(),
+            dnat_endpoints: AddrFilter::new(),
+            generation: 0,
+        }
+    }
+
+    /// Builds a snapshot. Endpoints keep the ids they had in `previous`; `health(id)` says
+    /// whether an endpoint is currently healthy by passive checks (besides its configured
+    /// health).
+    pub fn build(
+        services: &[ServiceSpec],
+        clusters: &[ClusterSpec],
+        cap: MeshCapacity,
+        previous: Option<&MeshSnapshot>,
+        health: impl Fn(u32) -> bool,
+    ) -> Result<MeshSnapshot, MeshError> {
+        if services.len() > cap.services {
+            return Err(err(
+                "services",
+                format!("{} services, capacity {}", services.len(), cap.services),
+            ));
+        }
+        if clusters.len() > cap.clusters {
+            return Err(err(
+                "clusters",
+                format!("{} clusters, capacity {}", clusters.len(), cap.clusters),
+            ));
+        }
+        // Stable ids: keep the previous snapshot's, give new endpoints the lowest free ones.
+        let mut ids: FxHashMap<(IpAddr, u16), u32> = FxHashMap::default();
+        if let Some(p) = previous {
+            for e in p.endpoints.iter().flatten() {
+                ids.insert((e.addr, e.port), e.id);
+            }
+        }
+        let mut wanted: FxHashSet<(IpAddr, u16)> = FxHashSet::default();
+        for c in clusters {
+            for e in &c.endpoints {
+                wanted.insert((e.addr, e.port));
+            }
+        }
+        ids.retain(|k, _| wanted.contains(k));
+        if wanted.len() > cap.endpoints {
+            return Err(err(
+                "clusters",
+                format!("{} distinct endpoints, capacity {}", wanted.len(), cap.endpoints),
+            ));
+        }
+        let mut used = vec![false; cap.endpoints];
+        for &id in ids.values() {
+            if let Some(u) = used.get_mut(usize::try_from(id).unwrap_or(usize::MAX)) {
+                *u = true;
+            }
+        }
+        let mut next_free = 0usize;
+        let mut endpoints: Vec<Option<Endpoint>> = vec![None; cap.endpoints];
+        let mut cluster_index: FxHashMap<&str, u32> = FxHashMap::default();
+        let mut built = Vec::with_capacity(clusters.len());
+        for (ci, c) in clusters.iter().enumerate() {
+            let path = format!("clusters[{ci}]");
+            let idx = u32::try_from(ci).map_err(|_| err(&path, "too many clusters"))?;
+            if cluster_index.insert(c.name.as_str(), idx).is_some() {
+                return Err(err(format!("{path}.name"), format!("duplicate cluster `{}`", c.name)));
+            }
+            let mut members = FxHashSet::default();
+            let mut eligible = Vec::new();
+            let mut seen = FxHashSet::default();
+            for (ei, e) in c.endpoints.iter().enumerate() {
+                if !seen.insert((e.addr, e.port)) {
+                    return Err(err(
+                        format!("{path}.endpoints[{ei}]"),
+                        format!("{}:{} is listed twice", e.addr, e.port),
+                    ));
+                }
+                let id = match ids.get(&(e.addr, e.port)) {
+                    Some(&id) => id,
+                    None => {
+                        while used.get(next_free) == Some(&true) {
+                            next_free += 1;
+                        }
+                        let id = u32::try_from(next_free)
+                            .map_err(|_| err(&path, "endpoint ids exhausted"))?;
+                        used[next_free] = true;
+                        ids.insert((e.addr, e.port), id);
+                        id
+                    }
+                };
+                let ep = Endpoint { id, addr: e.addr, port: e.port, weight: e.weight };
+                endpoints[usize::try_from(id).unwrap_or(0)] = Some(ep);
+                members.insert(id);
+                if e.healthy && e.weight > 0 && health(id) {
+                    eligible.push(ep);
+                }
+            }
+            let identities: Vec<Vec<u8>> = eligible.iter().map(identity).collect();
+            let mut maglev = None;
+            let mut schedule = None;
+            if !eligible.is_empty() {
+                let eps: Vec<MaglevEndpoint> = identities
+                    .iter()
+                    .zip(&eligible)
+                    .map(|(id, e)| MaglevEndpoint { identity: id, weight: e.weight })
+                    .collect();
+                let size = c.maglev_table_size.unwrap_or_else(|| default_size(eligible.len()));
+                maglev = Some(
+                    MaglevTable::build(&eps, size)
+                        .map_err(|e| err(format!("{path}.maglev_table_size"), e.to_string()))?,
+                );
+                let weights: Vec<u32> = eligible.iter().map(|e| e.weight).collect();
+                schedule = Schedule::build(&weights);
+            }
+            built.push(Cluster {
+                name: c.name.clone(),
+                policy: c.policy,
+                on_endpoint_gone: c.on_endpoint_gone,
+                eligible,
+                members,
+                maglev,
+                schedule,
+            });
+        }
+        let mut map = FxHashMap::default();
+        let mut list = Vec::with_capacity(services.len());
+        let mut vips = AddrFilter::new();
+        let mut dnat_endpoints = AddrFilter::new();
+        for (si, s) in services.iter().enumerate() {
+            let path = format!("services[{si}]");
+            let Some(&cluster) = cluster_index.get(s.cluster.as_str()) else {
+                return Err(err(
+                    format!("{path}.cluster"),
+                    format!("no cluster named `{}`", s.cluster),
+                ));
+            };
+            if s.proto != proto::TCP && s.proto != proto::UDP {
+                return Err(err(format!("{path}.protocol"), "tcp or udp"));
+            }
+            let c = &clusters[usize::try_from(cluster).unwrap_or(0)];
+            if let Some(e) = c.endpoints.iter().find(|e| e.addr.is_ipv4() != s.vip.is_ipv4()) {
+                if !matches!(s.mode, Mode::Dsr(_)) {
+                    return Err(err(
+                        format!("{path}.vip"),
+                        format!(
+                            "{} and endpoint {} are of different families (only DSR mixes them)",
+                            s.vip, e.addr
+                        ),
+                    ));
+                }
+            }
+            let idx = u32::try_from(si).map_err(|_| err(&path, "too many services"))?;
+            if map.insert((s.vip, s.port, s.proto), idx).is_some() {
+                return Err(err(
+                    &path,
+                    format!("{}:{} {} is defined twice", s.vip, s.port, proto_name(s.proto)),
+                ));
+            }
+            vips.insert(&s.vip);
+            if s.mode == Mode::Dnat {
+                for e in &c.endpoints {
+                    dnat_endpoints.insert(&e.addr);
+                }
+            }
+            list.push(Service {
+                name: s.name.clone(),
+                vip: s.vip,
+                port: s.port,
+                proto: s.proto,
+                cluster,
+                mode: s.mode,
+            });
+        }
+        Ok(MeshSnapshot {
+            services: map,
+            service_list: list,
+            clusters: built,
+            endpoints,
+            vips,
+            dnat_endpoints,
+            generation: previous.map_or(1, |p| p.generation + 1),
+        })
+    }
+
+    /// Whether a packet from `src` to `dst` may concern the mesh: to a VIP, or from an
+    /// endpoint of a DNAT service. `false` is certain; `true` means look further.
+    #[inline]
+    pub fn may_concern(&self, src: &IpAddr, dst: &IpAddr) -> bool {
+        !self.service_list.is_empty()
+            && (self.vips.may_contain(dst) || self.dnat_endpoints.may_contain(src))
+    }
+
+    /// The service at a VIP, port and protocol.
+    #[inline]
+    pub fn service(&self, vip: IpAddr, port: u16, proto: u8) -> Option<(u32, &Service)> {
+        let &i = self.services.get(&(vip, port, proto))?;
+        Some((i, self.service_list.get(usize::try_from(i).ok()?)?))
+    }
+
+    /// The endpoint with a stable id, if it is in this snapshot.
+    #[inline]
+    pub fn endpoint(&self, id: u32) -> Option<&Endpoint> {
+        self.endpoints.get(usize::try_from(id).ok()?)?.as_ref()
+    }
+
+    /// The cluster at an index.
+    #[inline]
+    pub fn cluster(&self, i: u32) -> Option<&Cluster> {
+        self.clusters.get(usize::try_from(i).ok()?)
+    }
+
+    /// Every endpoint in the snapshot.
+    pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.endpoints.iter().flatten()
+    }
+}
+
+/// The bytes Maglev derives an endpoint's permutation from: its address and port.
+fn identity(e: &Endpoint) -> Vec<u8> {
+    let mut v = match e.addr {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    v.extend_from_slice(&e.port.to_be_bytes());
+    v
+}
+
+/// `tcp` or `udp`.
+pub fn proto_name(p: u8) -> &'static str {
+    match p {
+        proto::TCP => "tcp",
+        proto::UDP => "udp",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(last: u8, weight: u32) -> EndpointSpec {
+        EndpointSpec { addr: IpAddr::from([198, 18, 2, last]), port: 80, weight, healthy: true }
+    }
+
+    fn cluster(name: &str, eps: Vec<EndpointSpec>) -> ClusterSpec {
+        ClusterSpec {
+            name: name.into(),
+            policy: Policy::Maglev,
+            maglev_table_size: None,
+            endpoints: eps,
+            on_endpoint_gone: OnEndpointGone::Drain,
+        }
+    }
+
+    fn service(vip_last: u8, cluster: &str, mode: Mode) -> ServiceSpec {
+        ServiceSpec {
+            name: format!("s{vip_last}"),
+            vip: IpAddr::from([198, 19, 0, vip_last]),
+            port: 80,
+            proto: proto::TCP,
+            cluster: cluster.into(),
+            mode,
+        }
+    }
+
+    #[test]
+    fn services_are_found_by_vip_port_and_protocol() {
+        let s = MeshSnapshot::build(
+            &[service(1, "web", Mode::Nat), service(2, "web", Mode::Dnat)],
+            &[cluster("web", vec![ep(10, 1), ep(11, 1), ep(12, 0)])],
+            MeshCapacity::default(),
+            None,
+            |_| true,
+        )
+        .unwrap();
+        let vip = IpAddr::from([198, 19, 0, 1]);
+        let (_, svc) = s.service(vip, 80, proto::TCP).unwrap();
+        assert_eq!(svc.mode, Mode::Nat);
+        assert!(s.service(vip, 81, proto::TCP).is_none());
+        assert!(s.service(vip, 80, proto::UDP).is_none());
+        let c = s.cluster(svc.cluster).unwrap();
+        assert_eq!(c.eligible.len(), 2, "weight 0 takes no new flows");
+        assert!(c.has_member(c.eligible[0].id));
+        // The filters: VIPs as destinations, DNAT endpoints as sources.
+        let client = IpAddr::from([198, 18, 1, 2]);
+        assert!(s.may_concern(&client, &vip));
+        assert!(s.may_concern(&IpAddr::from([198, 18, 2, 10]), &client));
+    }
+
+    #[test]
+    fn endpoint_ids_survive_a_rebuild() {
+        let cap = MeshCapacity::default();
+        let a = MeshSnapshot::build(
+            &[],
+            &[cluster("c", vec![ep(10, 1), ep(11, 1)])],
+            cap,
+            None,
+            |_| true,
+        )
+        .unwrap();
+        let id11 = a.endpoints().find(|e| e.addr == ep(11, 1).addr).unwrap().id;
+        let b = MeshSnapshot::build(
+            &[],
+            &[cluster("c", vec![ep(11, 1), ep(12, 1)])],
+            cap,
+            Some(&a),
+            |_| true,
+        )
+        .unwrap();
+        assert_eq!(b.endpoints().find(|e| e.addr == ep(11, 1).addr).unwrap().id, id11);
+        let id12 = b.endpoints().find(|e| e.addr == ep(12, 1).addr).unwrap().id;
+        assert_ne!(id12, id11);
+        assert_eq!(b.generation, a.generation + 1);
+    }
+
+    #[test]
+    fn unhealthy_endpoints_take_no_new_flows() {
+        let mut eps = vec![ep(10, 1), ep(11, 1)];
+        eps[0].healthy = false;
+        let s =
+            MeshSnapshot::build(&[], &[cluster("c", eps)], MeshCapacity::default(), None, |_| true)
+                .unwrap();
+        assert_eq!(s.clusters[0].eligible.len(), 1);
+        let s = MeshSnapshot::build(
+            &[],
+            &[cluster("c", vec![ep(10, 1)])],
+            MeshCapacity::default(),
+            None,
+            |_| false,
+        )
+        .unwrap();
+        assert!(s.clusters[0].eligible.is_empty());
+        assert!(s.clusters[0].maglev().is_none());
+    }
+
+    #[test]
+    fn bad_configurations_name_the_field() {
+        let cap = MeshCapacity::default();
+        let e = MeshSnapshot::build(&[service(1, "nope", Mode::Nat)], &[], cap, None, |_| true)
+            .unwrap_err();
+        assert_eq!(e.path, "services[0].cluster");
+        let e = MeshSnapshot::build(
+            &[service(1, "c", Mode::Nat), service(1, "c", Mode::Dnat)],
+            &[cluster("c", vec![ep(10, 1)])],
+            cap,
+            None,
+            |_| true,
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "services[1]");
+        let e = MeshSnapshot::build(
+            &[],
+            &[cluster("c", vec![ep(10, 1), ep(10, 1)])],
+            cap,
+            None,
+            |_| true,
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "clusters[0].endpoints[1]");
+        let mut v6 = ep(10, 1);
+        v6.addr = "2001:db8:2::10".parse().unwrap();
+        let e = MeshSnapshot::build(
+            &[service(1, "c", Mode::Nat)],
+            &[cluster("c", vec![v6])],
+            cap,
+            None,
+            |_| true,
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "services[0].vip");
+        let small = MeshCapacity { endpoints: 1, ..cap };
+        assert!(MeshSnapshot::build(
+            &[],
+            &[cluster("c", vec![ep(10, 1), ep(11, 1)])],
+            small,
+            None,
+            |_| true
+        )
+        .is_err());
+    }
+}
