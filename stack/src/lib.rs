@@ -38,6 +38,7 @@ pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
 pub mod l4;
+pub mod nat;
 pub mod nd;
 pub mod parse;
 pub mod wire;
