@@ -89,11 +89,27 @@ pub enum DropReason {
     PoolExhausted,
     /// The output transmit queue was full.
     TxFull,
+    /// To a VIP, on a port or protocol no service has.
+    NoService,
+    /// The service's cluster has no endpoint taking new flows.
+    NoEndpoint,
+    /// A new flow did not fit this worker's flow table.
+    FlowTableFull,
+    /// No free SNAT port for a new NAT flow.
+    SnatExhausted,
+    /// Mid-connection TCP, or a reply, of a flow weir does not know.
+    NoFlow,
+    /// The flow's endpoint was removed or is unhealthy, and its cluster resets such flows.
+    EndpointGone,
+    /// A service packet weir cannot translate (a fragment).
+    Untranslatable,
+    /// Meant for another worker, whose handoff ring was full.
+    HandoffFull,
 }
 
 impl DropReason {
     /// Every reason, in discriminant order.
-    pub const ALL: [DropReason; 34] = [
+    pub const ALL: [DropReason; 42] = [
         DropReason::TruncatedEthernet,
         DropReason::UnknownEtherType,
         DropReason::VlanTooDeep,
@@ -128,6 +144,14 @@ impl DropReason {
         DropReason::NeighborTimeout,
         DropReason::PoolExhausted,
         DropReason::TxFull,
+        DropReason::NoService,
+        DropReason::NoEndpoint,
+        DropReason::FlowTableFull,
+        DropReason::SnatExhausted,
+        DropReason::NoFlow,
+        DropReason::EndpointGone,
+        DropReason::Untranslatable,
+        DropReason::HandoffFull,
     ];
     /// Number of reasons.
     pub const COUNT: usize = Self::ALL.len();
@@ -169,6 +193,14 @@ impl DropReason {
             DropReason::NeighborTimeout => "neighbor_timeout",
             DropReason::PoolExhausted => "pool_exhausted",
             DropReason::TxFull => "tx_full",
+            DropReason::NoService => "no_service",
+            DropReason::NoEndpoint => "no_endpoint",
+            DropReason::FlowTableFull => "flow_table_full",
+            DropReason::SnatExhausted => "snat_exhausted",
+            DropReason::NoFlow => "no_flow",
+            DropReason::EndpointGone => "endpoint_gone",
+            DropReason::Untranslatable => "untranslatable",
+            DropReason::HandoffFull => "handoff_full",
         }
     }
 }

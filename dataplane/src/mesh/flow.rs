@@ -109,6 +109,10 @@ pub struct Flow {
     pub service: u32,
     /// The endpoint it went to (a stable endpoint id).
     pub endpoint: u32,
+    /// How its packets are translated.
+    pub mode: super::model::Mode,
+    /// The generation of the mesh snapshot its endpoint was last checked against.
+    pub checked: u64,
     /// Its state.
     pub state: FlowState,
     /// When it expires without traffic.
@@ -279,10 +283,24 @@ impl FlowTable {
         }
     }
 
+    /// Whether a key is in the table (expired or not).
+    #[inline]
+    pub fn contains(&self, key: &FlowKey) -> bool {
+        self.find(key).is_some()
+    }
+
     /// The flow with this id.
     #[inline]
     pub fn get(&self, id: u32) -> Option<&Flow> {
         self.flows.get(usize::try_from(id).ok()?)?.as_ref()
+    }
+
+    /// Notes that flow `id`'s endpoint was checked against snapshot `generation`.
+    #[inline]
+    pub fn mark_checked(&mut self, id: u32, generation: u64) {
+        if let Some(Some(f)) = self.flows.get_mut(usize::try_from(id).unwrap_or(usize::MAX)) {
+            f.checked = generation;
+        }
     }
 
     /// Records a packet of flow `id` going in `dir` with TCP `flags` (0 for UDP): moves its
@@ -498,6 +516,8 @@ mod tests {
                 .unwrap(),
             service: 1,
             endpoint: n % 3,
+            mode: crate::mesh::model::Mode::Nat,
+            checked: 0,
             state,
             expires_ns: 0,
         }

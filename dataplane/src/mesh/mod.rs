@@ -10,6 +10,7 @@
 //! Everything here that runs per packet or per new flow is O(1) in the number of services,
 //! endpoints and flows, and allocates nothing; tables are built on the control thread.
 
+pub mod engine;
 pub mod flow;
 pub mod maglev;
 pub mod model;

@@ -170,6 +170,11 @@ pub struct Cluster {
     pub eligible: Vec<Endpoint>,
     /// Ids of every endpoint configured in the cluster (eligible or not).
     members: FxHashSet<u32>,
+    /// Ids of its endpoints that are healthy (whatever their weight): flows on any other
+    /// endpoint have lost it.
+    serving: FxHashSet<u32>,
+    /// Address and port of each member, by id.
+    identities: FxHashMap<u32, (IpAddr, u16)>,
     maglev: Option<MaglevTable>,
     schedule: Option<Schedule>,
 }
@@ -179,6 +184,22 @@ impl Cluster {
     #[inline]
     pub fn has_member(&self, id: u32) -> bool {
         self.members.contains(&id)
+    }
+
+    /// Whether the endpoint with this id is a healthy member: its flows may go on.
+    #[inline]
+    pub fn is_serving(&self, id: u32) -> bool {
+        self.serving.contains(&id)
+    }
+
+    /// Whether `addr:port`, with this id, is a healthy member. (An id can only be reused after
+    /// the whole id space went round, but a flow remembers its endpoint's address too.)
+    pub fn is_serving_at(&self, id: u32, addr: IpAddr, port: u16) -> bool {
+        self.serving.contains(&id) && self.eligible_or_serving(id, addr, port)
+    }
+
+    fn eligible_or_serving(&self, id: u32, addr: IpAddr, port: u16) -> bool {
+        self.identities.get(&id) == Some(&(addr, port))
     }
 
     /// Whether the endpoint with this id takes new flows.
@@ -252,10 +273,15 @@ pub struct MeshSnapshot {
     /// Every endpoint, by stable id (`None` for unused ids).
     endpoints: Vec<Option<Endpoint>>,
     vips: AddrFilter,
+    vip_set: FxHashSet<IpAddr>,
     /// Addresses of endpoints of DNAT services: their replies pass weir as transit traffic.
     dnat_endpoints: AddrFilter,
     /// Counts up with every snapshot built from another.
     pub generation: u64,
+    /// Where the search for a free id starts in the next build: ids go round the whole id
+    /// space before one is reused, so a draining flow's endpoint id is not soon given to another
+    /// endpoint.
+    next_id: usize,
 }
 
 /// A configuration the mesh cannot take, with the field it concerns.
@@ -288,8 +314,10 @@ impl MeshSnapshot {
             clusters: Vec::new(),
             endpoints: Vec::new(),
             vips: AddrFilter::new(),
+            vip_set: FxHashSet::default(),
             dnat_endpoints: AddrFilter::new(),
             generation: 0,
+            next_id: 0,
         }
     }
 
@@ -341,7 +369,8 @@ impl MeshSnapshot {
                 *u = true;
             }
         }
-        let mut next_free = 0usize;
+        let mut next_free = previous.map_or(0, |p| p.next_id) % cap.endpoints.max(1);
+        let mut handed_out = 0usize;
         let mut endpoints: Vec<Option<Endpoint>> = vec![None; cap.endpoints];
         let mut cluster_index: FxHashMap<&str, u32> = FxHashMap::default();
         let mut built = Vec::with_capacity(clusters.len());
@@ -352,6 +381,8 @@ impl MeshSnapshot {
                 return Err(err(format!("{path}.name"), format!("duplicate cluster `{}`", c.name)));
             }
             let mut members = FxHashSet::default();
+            let mut serving = FxHashSet::default();
+            let mut identities = FxHashMap::default();
             let mut eligible = Vec::new();
             let mut seen = FxHashSet::default();
             for (ei, e) in c.endpoints.iter().enumerate() {
@@ -364,8 +395,13 @@ impl MeshSnapshot {
                 let id = match ids.get(&(e.addr, e.port)) {
                     Some(&id) => id,
                     None => {
-                        while used.get(next_free) == Some(&true) {
-                            next_free += 1;
+                        // A free id exists: at most cap.endpoints distinct endpoints (checked).
+                        while used[next_free] {
+                            next_free = (next_free + 1) % cap.endpoints;
+                            handed_out += 1;
+                            if handed_out > cap.endpoints {
+                                return Err(err(&path, "endpoint ids exhausted"));
+                            }
                         }
                         let id = u32::try_from(next_free)
                             .map_err(|_| err(&path, "endpoint ids exhausted"))?;
@@ -377,15 +413,19 @@ impl MeshSnapshot {
                 let ep = Endpoint { id, addr: e.addr, port: e.port, weight: e.weight };
                 endpoints[usize::try_from(id).unwrap_or(0)] = Some(ep);
                 members.insert(id);
-                if e.healthy && e.weight > 0 && health(id) {
-                    eligible.push(ep);
+                identities.insert(id, (e.addr, e.port));
+                if e.healthy && health(id) {
+                    serving.insert(id);
+                    if e.weight > 0 {
+                        eligible.push(ep);
+                    }
                 }
             }
-            let identities: Vec<Vec<u8>> = eligible.iter().map(identity).collect();
+            let maglev_ids: Vec<Vec<u8>> = eligible.iter().map(identity).collect();
             let mut maglev = None;
             let mut schedule = None;
             if !eligible.is_empty() {
-                let eps: Vec<MaglevEndpoint> = identities
+                let eps: Vec<MaglevEndpoint> = maglev_ids
                     .iter()
                     .zip(&eligible)
                     .map(|(id, e)| MaglevEndpoint { identity: id, weight: e.weight })
@@ -404,6 +444,8 @@ impl MeshSnapshot {
                 on_endpoint_gone: c.on_endpoint_gone,
                 eligible,
                 members,
+                serving,
+                identities,
                 maglev,
                 schedule,
             });
@@ -411,6 +453,7 @@ impl MeshSnapshot {
         let mut map = FxHashMap::default();
         let mut list = Vec::with_capacity(services.len());
         let mut vips = AddrFilter::new();
+        let mut vip_set = FxHashSet::default();
         let mut dnat_endpoints = AddrFilter::new();
         for (si, s) in services.iter().enumerate() {
             let path = format!("services[{si}]");
@@ -443,6 +486,7 @@ impl MeshSnapshot {
                 ));
             }
             vips.insert(&s.vip);
+            vip_set.insert(s.vip);
             if s.mode == Mode::Dnat {
                 for e in &c.endpoints {
                     dnat_endpoints.insert(&e.addr);
@@ -463,8 +507,10 @@ impl MeshSnapshot {
             clusters: built,
             endpoints,
             vips,
+            vip_set,
             dnat_endpoints,
             generation: previous.map_or(1, |p| p.generation + 1),
+            next_id: next_free,
         })
     }
 
@@ -474,6 +520,12 @@ impl MeshSnapshot {
     pub fn may_concern(&self, src: &IpAddr, dst: &IpAddr) -> bool {
         !self.service_list.is_empty()
             && (self.vips.may_contain(dst) || self.dnat_endpoints.may_contain(src))
+    }
+
+    /// Whether an address is a VIP (of any port and protocol).
+    #[inline]
+    pub fn is_vip(&self, a: &IpAddr) -> bool {
+        self.vips.may_contain(a) && self.vip_set.contains(a)
     }
 
     /// The service at a VIP, port and protocol.

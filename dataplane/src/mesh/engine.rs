@@ -1,0 +1,491 @@
+//! One worker's share of the mesh: its flow table, its picks, its translations.
+//!
+//! [`MeshEngine::handle`] takes a parsed TCP or UDP packet and says what the mesh makes of it:
+//! nothing (ordinary routing goes on), a translation done in place (the caller routes the
+//! packet to its new destination), a drop with its reason, or a handoff to the worker that owns
+//! the flow. Per packet it costs a flow lookup; per new flow a service lookup, a pick and an
+//! insert: all O(1) in the number of services, endpoints and flows, and nothing allocates.
+//!
+//! Ownership: a flow lives on one worker. Forward packets of a flow reach the same worker by
+//! the queue's flow hash. NAT replies come to weir's SNAT port, and ports are handed out so
+//! that `(port - first port) % workers` is the owner; DNAT replies carry the client's address
+//! and port, so DNAT flows belong to the worker `hash(client) % workers`, computable from both
+//! directions.
+
+use super::flow::{
+    tcp_flags, Direction, Flow, FlowState, FlowTable, FlowTimeouts, InsertError, Removal,
+    Transition, WhenFull,
+};
+use super::model::{proto, MeshSnapshot, Mode, OnEndpointGone, Policy};
+use super::schedule::{two_choices, Rng};
+use crate::pipeline::DropReason;
+use arc_swap::ArcSwap;
+use stack::nat::SocketAddr;
+use stack::parse::{Parsed, L3, L4};
+use stack::FlowKey;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Seed of the flow hash Maglev picks with: the same on every worker and in every run, so a
+/// flow picks the same endpoint wherever it lands.
+const PICK_SEED: u64 = 0x7765_6972_6d61_676c;
+/// Seed of the DNAT owner hash.
+const OWNER_SEED: u64 = 0x7765_6972_6f77_6e72;
+/// Flow records the sweep looks at per poll.
+const SWEEP_PER_POLL: usize = 64;
+/// SNAT ports tried for one new flow before giving up.
+const SNAT_TRIES: u32 = 16;
+
+/// The mesh configuration as all workers share it: the current snapshot and a generation
+/// number that changes with every swap (one relaxed load tells a worker whether to reload).
+pub struct SharedMesh {
+    snapshot: ArcSwap<MeshSnapshot>,
+    generation: AtomicU64,
+}
+
+impl SharedMesh {
+    /// Shares `snapshot`.
+    pub fn new(snapshot: MeshSnapshot) -> Arc<SharedMesh> {
+        let generation = AtomicU64::new(snapshot.generation);
+        Arc::new(SharedMesh { snapshot: ArcSwap::from_pointee(snapshot), generation })
+    }
+
+    /// The current snapshot.
+    pub fn load(&self) -> Arc<MeshSnapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Replaces the snapshot; workers pick it up at their next poll.
+    pub fn store(&self, snapshot: MeshSnapshot) {
+        let g = snapshot.generation;
+        self.snapshot.store(Arc::new(snapshot));
+        self.generation.store(g, Ordering::Release);
+    }
+}
+
+/// Per-worker mesh settings, fixed at start-up.
+#[derive(Clone, Copy, Debug)]
+pub struct MeshSettings {
+    /// Flows per worker.
+    pub flow_capacity: usize,
+    /// Flow timeouts.
+    pub timeouts: FlowTimeouts,
+    /// New flows in a full table.
+    pub when_full: WhenFull,
+    /// SNAT port range, inclusive.
+    pub snat_ports: (u16, u16),
+    /// Most endpoint ids (the model's capacity).
+    pub endpoints: usize,
+    /// Most clusters (the model's capacity).
+    pub clusters: usize,
+}
+
+/// What the mesh made of a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MeshAction {
+    /// Not a mesh packet: route it as usual.
+    Pass,
+    /// Translated in place: route it to its new destination.
+    Translated,
+    /// Drop it.
+    Drop(DropReason),
+    /// Its flow belongs to this worker.
+    Handoff(u16),
+}
+
+/// Mesh counters of one worker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MeshCounters {
+    /// Flows opened.
+    pub flows_opened: u64,
+    /// Packets translated client to endpoint.
+    pub forward: u64,
+    /// Packets translated endpoint to client.
+    pub reverse: u64,
+    /// Handshakes the endpoint answered.
+    pub connects_ok: u64,
+    /// Handshakes refused (RST) or unanswered.
+    pub connects_failed: u64,
+}
+
+/// One worker's mesh state.
+pub struct MeshEngine {
+    worker: u16,
+    workers: u16,
+    shared: Arc<SharedMesh>,
+    snap: Arc<MeshSnapshot>,
+    flows: FlowTable,
+    /// Round-robin cursor per cluster index (capacity fixed at start-up).
+    rr: Vec<u32>,
+    /// Flows per endpoint id on this worker (least-request).
+    active: Vec<u32>,
+    /// Failed and good connects per endpoint id since the health checker last looked.
+    health: Vec<(u32, u32)>,
+    rng: Rng,
+    snat_first: u16,
+    snat_count: u32,
+    snat_cursor: u32,
+    /// Counters.
+    pub counters: MeshCounters,
+}
+
+/// Flows leaving the table: their endpoint loses an active flow; an unanswered handshake is a
+/// failed connect.
+fn on_removed<'a>(
+    active: &'a mut [u32],
+    health: &'a mut [(u32, u32)],
+    counters: &'a mut MeshCounters,
+) -> impl FnMut(&Flow, Removal) + 'a {
+    move |f, r| {
+        let i = usize::try_from(f.endpoint).unwrap_or(usize::MAX);
+        if let Some(a) = active.get_mut(i) {
+            *a = a.saturating_sub(1);
+        }
+        if matches!(r, Removal::Expired { unanswered: true }) {
+            if let Some(h) = health.get_mut(i) {
+                h.0 += 1;
+            }
+            counters.connects_failed += 1;
+        }
+    }
+}
+
+impl MeshEngine {
+    /// Worker `worker` of `workers`.
+    pub fn new(
+        worker: u16,
+        workers: u16,
+        settings: &MeshSettings,
+        shared: Arc<SharedMesh>,
+    ) -> Self {
+        let (lo, hi) = settings.snat_ports;
+        MeshEngine {
+            worker,
+            workers: workers.max(1),
+            snap: shared.load(),
+            shared,
+            flows: FlowTable::new(settings.flow_capacity, settings.timeouts, settings.when_full),
+            rr: vec![0; settings.clusters],
+            active: vec![0; settings.endpoints],
+            health: vec![(0, 0); settings.endpoints],
+            rng: Rng::new(u64::from(worker) ^ 0x5eed),
+            snat_first: lo,
+            snat_count: u32::from(hi.saturating_sub(lo)) + 1,
+            snat_cursor: 0,
+            counters: MeshCounters::default(),
+        }
+    }
+
+    /// Between bursts: takes up a new snapshot if there is one, and expires a few flows.
+    pub fn maintain(&mut self, now_ns: u64) {
+        if self.shared.generation.load(Ordering::Acquire) != self.snap.generation {
+            self.snap = self.shared.load();
+        }
+        if !self.flows.is_empty() {
+            let mut cb = on_removed(&mut self.active, &mut self.health, &mut self.counters);
+            self.flows.sweep(now_ns, SWEEP_PER_POLL, &mut cb);
+        }
+    }
+
+    /// Whether any service is configured.
+    #[inline]
+    pub fn is_active(&self) -> bool {
+        !self.snap.service_list.is_empty()
+    }
+
+    /// Whether a packet from `src` to `dst` may concern the mesh (see
+    /// [`MeshSnapshot::may_concern`]).
+    #[inline]
+    pub fn may_concern(&self, src: &IpAddr, dst: &IpAddr) -> bool {
+        self.snap.may_concern(src, dst)
+    }
+
+    /// The flow table (for statistics).
+    pub fn flows(&self) -> &FlowTable {
+        &self.flows
+    }
+
+    /// Active flows per endpoint id on this worker.
+    pub fn active(&self) -> &[u32] {
+        &self.active
+    }
+
+    /// Takes the (failed, good) connects per endpoint id counted since the last call.
+    pub fn take_health(&mut self, out: &mut [(u32, u32)]) {
+        for (o, h) in out.iter_mut().zip(self.health.iter_mut()) {
+            o.0 += h.0;
+            o.1 += h.1;
+            *h = (0, 0);
+        }
+    }
+
+    fn owner_of_client(&self, addr: IpAddr, port: u16) -> u16 {
+        if self.workers == 1 {
+            return 0;
+        }
+        let a = match addr {
+            IpAddr::V4(v4) => u64::from(u32::from(v4)),
+            IpAddr::V6(v6) => {
+                let o = v6.octets();
+                o.iter().fold(0u64, |h, &b| super::mix64(h ^ u64::from(b)))
+            }
+        };
+        let h = super::mix64(OWNER_SEED ^ a ^ (u64::from(port) << 48));
+        u16::try_from(h % u64::from(self.workers)).unwrap_or(0)
+    }
+
+    fn owner_of_snat_port(&self, port: u16) -> Option<u16> {
+        let off = u32::from(port.checked_sub(self.snat_first)?);
+        (off < self.snat_count).then(|| u16::try_from(off % u32::from(self.workers)).unwrap_or(0))
+    }
+
+    /// Handles a parsed packet (see the module docs). `dst_is_local` says whether the
+    /// destination is one of weir's own addresses (NAT replies come there); `snat_source`
+    /// gives weir's address facing an endpoint. When it returns [`MeshAction::Translated`] the
+    /// frame's addresses and ports (and checksums) are rewritten; `parsed` then describes the
+    /// frame as it was.
+    pub fn handle(
+        &mut self,
+        frame: &mut [u8],
+        parsed: &Parsed,
+        dst_is_local: bool,
+        snat_source: impl Fn(IpAddr) -> Option<IpAddr>,
+        now_ns: u64,
+    ) -> MeshAction {
+        let Some(l4) = parsed.l4 else { return MeshAction::Pass };
+        let flags = match l4.header {
+            L4::Tcp { flags, .. } => flags,
+            L4::Udp { .. } => 0,
+            _ => return MeshAction::Pass,
+        };
+        let fragment = match parsed.l3 {
+            L3::Ipv4(ref ip) => ip.is_fragment,
+            L3::Ipv6(ref ip) => ip.is_fragment,
+            L3::Arp(_) => return MeshAction::Pass,
+        };
+        let Some(key) = FlowKey::from_parsed(parsed) else { return MeshAction::Pass };
+        let found = {
+            let mut cb = on_removed(&mut self.active, &mut self.health, &mut self.counters);
+            self.flows.lookup(&key, now_ns, &mut cb)
+        };
+        if let Some((id, dir)) = found {
+            if fragment {
+                return MeshAction::Drop(DropReason::Untranslatable);
+            }
+            return self.existing(frame, parsed, id, dir, flags, now_ns);
+        }
+        // Not a flow of this worker. A reply to a SNAT port, or a DNAT reply, of another's?
+        let (src, dst) = (key.src(), key.dst());
+        if dst_is_local {
+            return match self.owner_of_snat_port(key.dst_port()) {
+                Some(w) if w != self.worker => MeshAction::Handoff(w),
+                Some(_) => MeshAction::Drop(DropReason::NoFlow),
+                None => MeshAction::Pass,
+            };
+        }
+        let Some((_, svc)) = self.snap.service(dst, key.dst_port(), key.proto()) else {
+            if self.snap.is_vip(&dst) {
+                return MeshAction::Drop(DropReason::NoService);
+            }
+            // Perhaps a DNAT reply (from an endpoint to a client) whose flow lives elsewhere.
+            let owner = self.owner_of_client(dst, key.dst_port());
+            if owner != self.worker && self.snap.may_concern(&src, &dst) {
+                return MeshAction::Handoff(owner);
+            }
+            return MeshAction::Pass;
+        };
+        let (mode, cluster_idx) = (svc.mode, svc.cluster);
+        if mode == Mode::Dnat {
+            let owner = self.owner_of_client(src, key.src_port());
+            if owner != self.worker {
+                return MeshAction::Handoff(owner);
+            }
+        }
+        if fragment {
+            return MeshAction::Drop(DropReason::Untranslatable);
+        }
+        let state = if key.proto() == proto::TCP {
+            let opening = flags & tcp_flags::SYN != 0 && flags & tcp_flags::ACK == 0;
+            if opening {
+                FlowState::SynSent
+            } else if mode == Mode::Nat {
+                // Mid-connection: the SNAT port it had is unknown; the endpoint would reset it.
+                return MeshAction::Drop(DropReason::NoFlow);
+            } else {
+                // DNAT and DSR keep the client's tuple: pick again (Maglev picks the same
+                // endpoint while the cluster is unchanged) and carry on.
+                FlowState::Established
+            }
+        } else {
+            FlowState::Datagram
+        };
+        let Some(ep) = self.pick(cluster_idx, &key) else {
+            return MeshAction::Drop(DropReason::NoEndpoint);
+        };
+        let reverse = match mode {
+            Mode::Nat => {
+                let Some(snat) = snat_source(ep.addr) else {
+                    return MeshAction::Drop(DropReason::NoEndpoint);
+                };
+                match self.snat_key(&key, ep.addr, ep.port, snat) {
+                    Some(r) => r,
+                    None => return MeshAction::Drop(DropReason::SnatExhausted),
+                }
+            }
+            Mode::Dnat | Mode::Dsr(_) => {
+                match key.rewritten(ep.addr, ep.port, src, key.src_port()) {
+                    Some(r) => r,
+                    None => return MeshAction::Drop(DropReason::Untranslatable),
+                }
+            }
+        };
+        let flow = Flow {
+            forward: key,
+            reverse,
+            service: 0,
+            endpoint: ep.id,
+            mode,
+            checked: self.snap.generation,
+            state,
+            expires_ns: 0,
+        };
+        let inserted = {
+            let mut cb = on_removed(&mut self.active, &mut self.health, &mut self.counters);
+            self.flows.insert(flow, now_ns, &mut cb)
+        };
+        let id = match inserted {
+            Ok(id) => id,
+            Err(InsertError::Full) => return MeshAction::Drop(DropReason::FlowTableFull),
+            Err(InsertError::Exists) => return MeshAction::Drop(DropReason::SnatExhausted),
+        };
+        if let Some(a) = self.active.get_mut(usize::try_from(ep.id).unwrap_or(usize::MAX)) {
+            *a += 1;
+        }
+        self.counters.flows_opened += 1;
+        self.existing(frame, parsed, id, Direction::Forward, flags, now_ns)
+    }
+
+    /// A packet of a known flow: endpoint check, state, translation.
+    fn existing(
+        &mut self,
+        frame: &mut [u8],
+        parsed: &Parsed,
+        id: u32,
+        dir: Direction,
+        flags: u8,
+        now_ns: u64,
+    ) -> MeshAction {
+        let Some(&flow) = self.flows.get(id) else { return MeshAction::Pass };
+        if flow.checked != self.snap.generation {
+            // The configuration changed since this flow was last checked: is its endpoint
+            // still serving?
+            // A removed service drains its flows; a cluster decides for its endpoints.
+            let reset = self
+                .snap
+                .service(flow.forward.dst(), flow.forward.dst_port(), flow.forward.proto())
+                .and_then(|(_, s)| self.snap.cluster(s.cluster))
+                .is_some_and(|c| {
+                    let (addr, port) = (flow.reverse.src(), flow.reverse.src_port());
+                    !c.is_serving_at(flow.endpoint, addr, port)
+                        && c.on_endpoint_gone == OnEndpointGone::Reset
+                });
+            if reset {
+                let mut cb = on_removed(&mut self.active, &mut self.health, &mut self.counters);
+                self.flows.remove(id, &mut cb);
+                return MeshAction::Drop(DropReason::EndpointGone);
+            }
+            self.flows.mark_checked(id, self.snap.generation);
+        }
+        match self.flows.touch(id, dir, flags, now_ns) {
+            Transition::Answered => {
+                self.counters.connects_ok += 1;
+                if let Some(h) =
+                    self.health.get_mut(usize::try_from(flow.endpoint).unwrap_or(usize::MAX))
+                {
+                    h.1 += 1;
+                }
+            }
+            Transition::Refused => {
+                self.counters.connects_failed += 1;
+                if let Some(h) =
+                    self.health.get_mut(usize::try_from(flow.endpoint).unwrap_or(usize::MAX))
+                {
+                    h.0 += 1;
+                }
+            }
+            Transition::None => {}
+        }
+        let (f, r) = (flow.forward, flow.reverse);
+        let sa = |a: IpAddr, port: u16| SocketAddr { addr: a, port };
+        let (src, dst) = match (flow.mode, dir) {
+            (Mode::Nat, Direction::Forward) => {
+                (Some(sa(r.dst(), r.dst_port())), Some(sa(r.src(), r.src_port())))
+            }
+            (Mode::Dnat, Direction::Forward) => (None, Some(sa(r.src(), r.src_port()))),
+            (Mode::Nat, Direction::Reverse) => {
+                (Some(sa(f.dst(), f.dst_port())), Some(sa(f.src(), f.src_port())))
+            }
+            (Mode::Dnat, Direction::Reverse) => (Some(sa(f.dst(), f.dst_port())), None),
+            // DSR is encapsulated by the caller; replies do not come back through weir.
+            (Mode::Dsr(_), _) => return MeshAction::Drop(DropReason::Untranslatable),
+        };
+        if stack::nat::rewrite(frame, parsed, src, dst).is_err() {
+            return MeshAction::Drop(DropReason::Untranslatable);
+        }
+        match dir {
+            Direction::Forward => self.counters.forward += 1,
+            Direction::Reverse => self.counters.reverse += 1,
+        }
+        MeshAction::Translated
+    }
+
+    /// Picks an endpoint of cluster `ci` for a new flow.
+    fn pick(&mut self, ci: u32, key: &FlowKey) -> Option<super::model::Endpoint> {
+        let c = self.snap.cluster(ci)?;
+        if c.eligible.is_empty() {
+            return None;
+        }
+        let i = match c.policy {
+            Policy::Maglev => c.maglev()?.lookup(u64::from(key.symmetric_hash_seeded(PICK_SEED))),
+            Policy::RoundRobin => {
+                let cur = self.rr.get_mut(usize::try_from(ci).ok()?)?;
+                *cur = cur.wrapping_add(1);
+                c.schedule()?.at(*cur)
+            }
+            Policy::Random => c.schedule()?.at(self.rng.next_u32()),
+            Policy::LeastRequest => {
+                let active = &self.active;
+                let eligible = &c.eligible;
+                two_choices(c.schedule()?, &mut self.rng, |i| {
+                    eligible
+                        .get(usize::from(i))
+                        .and_then(|e| active.get(usize::try_from(e.id).ok()?))
+                        .copied()
+                        .unwrap_or(u32::MAX)
+                })
+            }
+        };
+        c.eligible.get(usize::from(i)).copied()
+    }
+
+    /// A reply key for a NAT flow to endpoint `ep:port` from `snat`, with a SNAT port of this
+    /// worker that no flow uses with that endpoint.
+    fn snat_key(&mut self, key: &FlowKey, ep: IpAddr, port: u16, snat: IpAddr) -> Option<FlowKey> {
+        let w = u32::from(self.workers);
+        let mine = self.snat_count / w + u32::from(self.snat_count % w > u32::from(self.worker));
+        if mine == 0 {
+            return None;
+        }
+        for _ in 0..SNAT_TRIES.min(mine) {
+            self.snat_cursor = (self.snat_cursor + 1) % mine;
+            let off = self.snat_cursor * w + u32::from(self.worker);
+            let p = u16::try_from(u32::from(self.snat_first) + off).ok()?;
+            let reply = key.rewritten(ep, port, snat, p)?;
+            if !self.flows.contains(&reply) {
+                return Some(reply);
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,313 @@
+//! The mesh engine on real frames: picks, translations both ways, flow states, drops.
+
+use dataplane::mesh::engine::{MeshAction, MeshEngine, MeshSettings, SharedMesh};
+use dataplane::mesh::flow::{FlowTimeouts, WhenFull};
+use dataplane::mesh::model::{
+    proto, ClusterSpec, EndpointSpec, MeshCapacity, MeshSnapshot, Mode, OnEndpointGone, Policy,
+    ServiceSpec,
+};
+use dataplane::pipeline::DropReason;
+use stack::checksum::{checksum, l4_checksum_v4};
+use stack::parse::{parse_frame, L3, L4};
+use std::net::{IpAddr, Ipv4Addr};
+
+const CLIENT: [u8; 4] = [198, 18, 1, 2];
+const VIP: [u8; 4] = [198, 19, 0, 1];
+const SNAT: [u8; 4] = [198, 18, 2, 1];
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+/// An Ethernet/IPv4 TCP (flags given) or UDP (flags None) frame with valid checksums.
+fn frame(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16, tcp_flags: Option<u8>) -> Vec<u8> {
+    let mut l4 = Vec::new();
+    l4.extend_from_slice(&sp.to_be_bytes());
+    l4.extend_from_slice(&dp.to_be_bytes());
+    let proto = match tcp_flags {
+        Some(f) => {
+            l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, f, 0xff, 0xff, 0, 0, 0, 0]);
+            6
+        }
+        None => {
+            l4.extend_from_slice(&[0, 12, 0, 0, b'p', b'i', b'n', b'g']);
+            17
+        }
+    };
+    let c = l4_checksum_v4(Ipv4Addr::from(src), Ipv4Addr::from(dst), proto, &l4);
+    let at = if proto == 6 { 16 } else { 6 };
+    l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&u16::try_from(20 + l4.len()).unwrap().to_be_bytes());
+    ip[8] = 64;
+    ip[9] = proto;
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&dst);
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = vec![2, 0, 0, 0, 0, 0x10, 2, 0, 0, 0, 0, 0x21, 0x08, 0x00];
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&l4);
+    f
+}
+
+/// (src, sport, dst, dport) of a frame, checking its checksums on the way.
+fn tuple(f: &[u8]) -> (IpAddr, u16, IpAddr, u16) {
+    let p = parse_frame(f).expect("valid after translation");
+    assert!(stack::l4::verify_l4_checksum(f, &p), "L4 checksum");
+    let L3::Ipv4(ip) = p.l3 else { panic!("IPv4") };
+    let (sp, dp) = match p.l4.unwrap().header {
+        L4::Tcp { src_port, dst_port, .. } | L4::Udp { src_port, dst_port, .. } => {
+            (src_port, dst_port)
+        }
+        _ => panic!("TCP or UDP"),
+    };
+    (IpAddr::V4(ip.src), sp, IpAddr::V4(ip.dst), dp)
+}
+
+fn ep(last: u8, weight: u32) -> EndpointSpec {
+    EndpointSpec { addr: IpAddr::from([198, 18, 2, last]), port: 8080, weight, healthy: true }
+}
+
+struct Rig {
+    engine: MeshEngine,
+    shared: std::sync::Arc<SharedMesh>,
+    now: u64,
+}
+
+fn mesh(
+    mode: Mode,
+    policy: Policy,
+    eps: Vec<EndpointSpec>,
+    proto_: u8,
+) -> (Vec<ServiceSpec>, Vec<ClusterSpec>) {
+    (
+        vec![ServiceSpec {
+            name: "web".into(),
+            vip: IpAddr::from(VIP),
+            port: 80,
+            proto: proto_,
+            cluster: "web".into(),
+            mode,
+        }],
+        vec![ClusterSpec {
+            name: "web".into(),
+            policy,
+            maglev_table_size: None,
+            endpoints: eps,
+            on_endpoint_gone: OnEndpointGone::Drain,
+        }],
+    )
+}
+
+fn rig(
+    mode: Mode,
+    policy: Policy,
+    eps: Vec<EndpointSpec>,
+    capacity: usize,
+    when_full: WhenFull,
+) -> Rig {
+    let (s, c) = mesh(mode, policy, eps, proto::TCP);
+    let cap = MeshCapacity { services: 16, clusters: 16, endpoints: 64 };
+    let snap = MeshSnapshot::build(&s, &c, cap, None, |_| true).unwrap();
+    let shared = SharedMesh::new(snap);
+    let settings = MeshSettings {
+        flow_capacity: capacity,
+        timeouts: FlowTimeouts::default(),
+        when_full,
+        snat_ports: (20000, 29999),
+        endpoints: 64,
+        clusters: 16,
+    };
+    Rig { engine: MeshEngine::new(0, 1, &settings, std::sync::Arc::clone(&shared)), shared, now: 1 }
+}
+
+impl Rig {
+    fn send(&mut self, f: &mut [u8]) -> MeshAction {
+        let p = parse_frame(f).unwrap();
+        let local = matches!(p.l3, L3::Ipv4(ip) if ip.dst.octets() == SNAT);
+        self.now += 1000;
+        self.engine.handle(f, &p, local, |_| Some(IpAddr::from(SNAT)), self.now)
+    }
+}
+
+#[test]
+fn nat_translates_both_ways() {
+    let mut r = rig(Mode::Nat, Policy::Maglev, vec![ep(10, 1)], 64, WhenFull::DropNew);
+    let mut syn = frame(CLIENT, 40000, VIP, 80, Some(SYN));
+    assert_eq!(r.send(&mut syn), MeshAction::Translated);
+    let (src, sport, dst, dport) = tuple(&syn);
+    assert_eq!((src, dst, dport), (IpAddr::from(SNAT), IpAddr::from([198, 18, 2, 10]), 8080));
+    assert!((20000..=29999).contains(&sport), "SNAT port {sport}");
+    // The endpoint answers to the SNAT address and port: back to the client, from the VIP.
+    let mut synack = frame([198, 18, 2, 10], 8080, SNAT, sport, Some(SYN | ACK));
+    assert_eq!(r.send(&mut synack), MeshAction::Translated);
+    assert_eq!(tuple(&synack), (IpAddr::from(VIP), 80, IpAddr::from(CLIENT), 40000));
+    // The client's next packets take the same translation.
+    let mut ack = frame(CLIENT, 40000, VIP, 80, Some(ACK));
+    assert_eq!(r.send(&mut ack), MeshAction::Translated);
+    assert_eq!(tuple(&ack), (src, sport, dst, dport));
+    let c = r.engine.counters;
+    assert_eq!((c.flows_opened, c.forward, c.reverse, c.connects_ok), (1, 2, 1, 1));
+}
+
+#[test]
+fn dnat_rewrites_the_destination_only() {
+    let mut r = rig(Mode::Dnat, Policy::RoundRobin, vec![ep(10, 1)], 64, WhenFull::DropNew);
+    let mut syn = frame(CLIENT, 40001, VIP, 80, Some(SYN));
+    assert_eq!(r.send(&mut syn), MeshAction::Translated);
+    assert_eq!(tuple(&syn), (IpAddr::from(CLIENT), 40001, IpAddr::from([198, 18, 2, 10]), 8080));
+    // The endpoint answers the client directly through weir, its gateway.
+    let mut synack = frame([198, 18, 2, 10], 8080, CLIENT, 40001, Some(SYN | ACK));
+    assert_eq!(r.send(&mut synack), MeshAction::Translated);
+    assert_eq!(tuple(&synack), (IpAddr::from(VIP), 80, IpAddr::from(CLIENT), 40001));
+}
+
+#[test]
+fn what_the_mesh_does_not_take_passes_or_drops_with_a_reason() {
+    let mut r = rig(Mode::Nat, Policy::Maglev, vec![ep(10, 1)], 64, WhenFull::DropNew);
+    // Not a VIP: ordinary routing.
+    let mut f = frame(CLIENT, 1, [198, 18, 2, 99], 80, Some(SYN));
+    assert_eq!(r.send(&mut f), MeshAction::Pass);
+    // A VIP, but no service on that port.
+    let mut f = frame(CLIENT, 1, VIP, 81, Some(SYN));
+    assert_eq!(r.send(&mut f), MeshAction::Drop(DropReason::NoService));
+    // Mid-connection TCP of an unknown NAT flow.
+    let mut f = frame(CLIENT, 2, VIP, 80, Some(ACK));
+    assert_eq!(r.send(&mut f), MeshAction::Drop(DropReason::NoFlow));
+    // A reply to a SNAT port no flow uses.
+    let mut f = frame([198, 18, 2, 10], 8080, SNAT, 20001, Some(ACK));
+    assert_eq!(r.send(&mut f), MeshAction::Drop(DropReason::NoFlow));
+    // No endpoint takes new flows.
+    let mut r = rig(Mode::Nat, Policy::Maglev, vec![ep(10, 0)], 64, WhenFull::DropNew);
+    let mut f = frame(CLIENT, 3, VIP, 80, Some(SYN));
+    assert_eq!(r.send(&mut f), MeshAction::Drop(DropReason::NoEndpoint));
+}
+
+fn spread(policy: Policy) -> f64 {
+    let mut r = rig(Mode::Dnat, policy, vec![ep(10, 95), ep(11, 5)], 200_000, WhenFull::DropNew);
+    let mut canary = 0u32;
+    for i in 0..100_000u32 {
+        let client = [198, 18, 1, u8::try_from(2 + i / 60000).unwrap()];
+        let mut f = frame(client, u16::try_from(1024 + i % 60000).unwrap(), VIP, 80, Some(SYN));
+        assert_eq!(r.send(&mut f), MeshAction::Translated);
+        if tuple(&f).2 == IpAddr::from([198, 18, 2, 11]) {
+            canary += 1;
+        }
+    }
+    f64::from(canary) / 100_000.0
+}
+
+#[test]
+fn a_95_5_split_holds_within_a_point_over_100k_flows() {
+    for policy in [Policy::Maglev, Policy::RoundRobin, Policy::Random, Policy::LeastRequest] {
+        let share = spread(policy);
+        let ok = if policy == Policy::LeastRequest {
+            // Flows here never end, so least-request evens out active flows instead.
+            share > 0.05
+        } else {
+            (share - 0.05).abs() <= 0.01
+        };
+        assert!(ok, "{policy:?}: {share:.4} of new flows to the 5 % endpoint");
+    }
+}
+
+#[test]
+fn a_syn_flood_is_refused_or_evicted_and_established_flows_carry_on() {
+    for when_full in [WhenFull::DropNew, WhenFull::EvictEmbryonic] {
+        let mut r = rig(Mode::Nat, Policy::Maglev, vec![ep(10, 1)], 8, when_full);
+        // Two real connections.
+        let mut ports = Vec::new();
+        for cport in [50000u16, 50001] {
+            let mut syn = frame(CLIENT, cport, VIP, 80, Some(SYN));
+            assert_eq!(r.send(&mut syn), MeshAction::Translated);
+            let sp = tuple(&syn).1;
+            let mut synack = frame([198, 18, 2, 10], 8080, SNAT, sp, Some(SYN | ACK));
+            assert_eq!(r.send(&mut synack), MeshAction::Translated);
+            ports.push(cport);
+        }
+        // A flood of SYNs from random sources fills the table.
+        let mut dropped = 0;
+        for i in 0..1000u32 {
+            let src = [198, 18, u8::try_from(i % 250).unwrap(), u8::try_from(i / 250 + 3).unwrap()];
+            let mut syn = frame(src, 1000, VIP, 80, Some(SYN));
+            if r.send(&mut syn) == MeshAction::Drop(DropReason::FlowTableFull) {
+                dropped += 1;
+            }
+        }
+        assert_eq!(r.engine.flows().len(), 8);
+        match when_full {
+            WhenFull::DropNew => assert_eq!(dropped, 1000 - 6),
+            WhenFull::EvictEmbryonic => {
+                assert_eq!(dropped, 0);
+                assert_eq!(r.engine.flows().stats.evicted, 1000 - 6);
+            }
+        }
+        for cport in ports {
+            let mut ack = frame(CLIENT, cport, VIP, 80, Some(ACK));
+            assert_eq!(
+                r.send(&mut ack),
+                MeshAction::Translated,
+                "{when_full:?}: established flow lost"
+            );
+        }
+    }
+}
+
+#[test]
+fn flows_keep_their_endpoint_across_a_reload_and_drain_or_reset() {
+    for gone in [OnEndpointGone::Drain, OnEndpointGone::Reset] {
+        let mut r =
+            rig(Mode::Dnat, Policy::RoundRobin, vec![ep(10, 1), ep(11, 1)], 64, WhenFull::DropNew);
+        let mut to = Vec::new();
+        for cport in 0..10u16 {
+            let mut syn = frame(CLIENT, 30000 + cport, VIP, 80, Some(SYN));
+            assert_eq!(r.send(&mut syn), MeshAction::Translated);
+            to.push(tuple(&syn).2);
+        }
+        // Endpoint .10 is removed; .12 added.
+        let (s, mut c) =
+            mesh(Mode::Dnat, Policy::RoundRobin, vec![ep(11, 1), ep(12, 1)], proto::TCP);
+        c[0].on_endpoint_gone = gone;
+        let cap = MeshCapacity { services: 16, clusters: 16, endpoints: 64 };
+        let prev = r.shared.load();
+        r.shared.store(MeshSnapshot::build(&s, &c, cap, Some(&prev), |_| true).unwrap());
+        r.engine.maintain(r.now);
+        for (cport, was) in (0..10u16).zip(&to) {
+            let mut ack = frame(CLIENT, 30000 + cport, VIP, 80, Some(ACK));
+            let got = r.send(&mut ack);
+            if *was == IpAddr::from([198, 18, 2, 10]) && gone == OnEndpointGone::Reset {
+                assert_eq!(got, MeshAction::Drop(DropReason::EndpointGone));
+            } else {
+                assert_eq!(got, MeshAction::Translated);
+                assert_eq!(tuple(&ack).2, *was, "a flow changed endpoint");
+            }
+        }
+    }
+}
+
+#[test]
+fn udp_flows_translate_both_ways() {
+    let (s, c) = mesh(Mode::Nat, Policy::Maglev, vec![ep(10, 1)], proto::UDP);
+    let cap = MeshCapacity { services: 16, clusters: 16, endpoints: 64 };
+    let shared = SharedMesh::new(MeshSnapshot::build(&s, &c, cap, None, |_| true).unwrap());
+    let settings = MeshSettings {
+        flow_capacity: 64,
+        timeouts: FlowTimeouts::default(),
+        when_full: WhenFull::DropNew,
+        snat_ports: (20000, 29999),
+        endpoints: 64,
+        clusters: 16,
+    };
+    let mut r = Rig {
+        engine: MeshEngine::new(0, 1, &settings, std::sync::Arc::clone(&shared)),
+        shared,
+        now: 1,
+    };
+    let mut q = frame(CLIENT, 5353, VIP, 80, None);
+    assert_eq!(r.send(&mut q), MeshAction::Translated);
+    let (_, sport, dst, dport) = tuple(&q);
+    let IpAddr::V4(dst) = dst else { panic!() };
+    let mut a = frame(dst.octets(), dport, SNAT, sport, None);
+    assert_eq!(r.send(&mut a), MeshAction::Translated);
+    assert_eq!(tuple(&a), (IpAddr::from(VIP), 80, IpAddr::from(CLIENT), 5353));
+}
