@@ -9,6 +9,7 @@
 
 use crate::buf::PacketBuf;
 use crate::fib::{Fib, NextHop};
+use crate::mesh::engine::{MeshAction, MeshEngine};
 use crate::neigh::{Lookup, Neighbor, NeighborBus, NeighborTable, NeighborTimers, NeighborUpdate};
 use stack::icmp::{Icmpv4Error, Icmpv6Error};
 use stack::parse::{L3, L4};
@@ -231,6 +232,24 @@ impl From<ParseError> for DropReason {
     }
 }
 
+/// weir's address facing `endpoint`: the first address of its family on the port the route to
+/// it leaves by. NAT flows to the endpoint come from there, so its replies return to weir.
+fn snat_source(fib: &Fib, endpoint: IpAddr) -> Option<IpAddr> {
+    let hop = match endpoint {
+        IpAddr::V4(a) => fib.lookup_v4(a)?,
+        IpAddr::V6(a) => fib.lookup_v6(a)?,
+    };
+    let port = match hop {
+        NextHop::Connected { port } | NextHop::Via { port, .. } => port,
+        NextHop::Local { .. } => return None,
+    };
+    let p = fib.port(port)?;
+    match endpoint {
+        IpAddr::V4(_) => p.ipv4.first().map(|n| IpAddr::V4(n.addr())),
+        IpAddr::V6(_) => p.ipv6.first().map(|n| IpAddr::V6(n.addr())),
+    }
+}
+
 /// What became of one frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -243,6 +262,8 @@ pub enum Verdict {
     /// Consumed by weir itself (an ARP reply or neighbor advertisement it learned from, or a
     /// solicitation it answered with a new frame): freed, not an error.
     Consumed,
+    /// Handed to the worker that owns its flow.
+    Handoff(u16),
 }
 
 /// Where the pipeline sends frames and gets buffers for the frames it builds.
@@ -251,6 +272,12 @@ pub trait Egress<B: PacketBuf> {
     fn send(&mut self, port: u8, pkt: B);
     /// A fresh empty buffer, or `None` when the pool is exhausted.
     fn alloc(&mut self) -> Option<B>;
+    /// Hands `pkt`, received on `in_port`, to worker `worker`; gives it back when that worker's
+    /// ring is full (or there is no such worker).
+    fn handoff(&mut self, worker: u16, pkt: B, in_port: u8) -> Result<(), B> {
+        let _ = (worker, in_port);
+        Err(pkt)
+    }
 }
 
 /// Pipeline sizing and timing, fixed at start-up.
@@ -307,6 +334,8 @@ pub struct PipelineCounters {
     pub neighbor_updates_lost: u64,
     /// Frames weir consumed itself (ARP replies, NAs, NSs answered with a new frame).
     pub consumed: u64,
+    /// Frames handed to the worker that owns their flow.
+    pub handed_off: u64,
 }
 
 impl Default for PipelineCounters {
@@ -321,6 +350,7 @@ impl Default for PipelineCounters {
             checksums_completed: 0,
             neighbor_updates_lost: 0,
             consumed: 0,
+            handed_off: 0,
         }
     }
 }
@@ -369,6 +399,8 @@ pub struct Pipeline<B> {
     /// When the last ARP request / solicitation went out, for the few addresses most recently
     /// asked about: paces retries for held frames and refreshes of stale entries.
     refresh_sent: [(Option<IpAddr>, u64); 8],
+    /// The L4 mesh, when services are configured.
+    mesh: Option<MeshEngine>,
     /// Counters; read by the worker to publish them.
     pub counters: PipelineCounters,
 }
@@ -400,8 +432,21 @@ impl<B: PacketBuf> Pipeline<B> {
             },
             cfg,
             refresh_sent: [(None, 0); 8],
+            mesh: None,
             counters: PipelineCounters::default(),
         }
+    }
+
+    /// Puts the L4 mesh in the path: packets to its VIPs, and replies of its flows, are
+    /// balanced and translated before they are routed.
+    pub fn with_mesh(mut self, mesh: MeshEngine) -> Self {
+        self.mesh = Some(mesh);
+        self
+    }
+
+    /// The mesh engine, if there is one.
+    pub fn mesh(&self) -> Option<&MeshEngine> {
+        self.mesh.as_ref()
     }
 
     /// The FIB in use.
@@ -466,6 +511,17 @@ impl<B: PacketBuf> Pipeline<B> {
                 self.counters.consumed += 1;
                 Verdict::Consumed
             }
+            Step::Handoff(w) => match out.handoff(w, pkt, in_port) {
+                Ok(()) => {
+                    self.counters.handed_off += 1;
+                    Verdict::Handoff(w)
+                }
+                Err(pkt) => {
+                    drop(pkt);
+                    self.count_drop(DropReason::HandoffFull);
+                    Verdict::Drop(DropReason::HandoffFull)
+                }
+            },
         }
     }
 
@@ -486,6 +542,11 @@ impl<B: PacketBuf> Pipeline<B> {
         let f = stack::parse::ipv4_fast(frame)?;
         if f.ttl <= 1 || f.dst.is_broadcast() || f.dst.is_multicast() {
             return None;
+        }
+        if let Some(m) = &self.mesh {
+            if m.is_active() && m.may_concern(&IpAddr::V4(f.src), &IpAddr::V4(f.dst)) {
+                return None;
+            }
         }
         let (out_port, next_hop) = match self.fib.lookup_v4(f.dst)? {
             NextHop::Connected { port } => (port, f.dst),
@@ -533,6 +594,9 @@ impl<B: PacketBuf> Pipeline<B> {
         if parsed.vlan_depth > 0 {
             return Step::Drop(DropReason::VlanTagged);
         }
+        if let Some(step) = self.mesh_step(pkt, &parsed, in_port, dst_is_ours, now_ns, out) {
+            return step;
+        }
         match parsed.l3 {
             L3::Arp(_) => self.arp(pkt, &parsed, in_port, now_ns),
             L3::Ipv4(ref ip) => {
@@ -564,6 +628,76 @@ impl<B: PacketBuf> Pipeline<B> {
                         self.forward(pkt, &parsed, in_port, hop, IpAddr::V6(dst), now_ns, out)
                     }
                 }
+            }
+        }
+    }
+
+    /// The mesh's part: `None` when the frame is not the mesh's (route it as usual), else what
+    /// became of it (translated frames are routed to their new destination here).
+    fn mesh_step(
+        &mut self,
+        pkt: &mut B,
+        parsed: &Parsed,
+        in_port: u8,
+        dst_is_ours: bool,
+        now_ns: u64,
+        out: &mut impl Egress<B>,
+    ) -> Option<Step> {
+        let m = self.mesh.as_mut()?;
+        if !m.is_active() || !dst_is_ours {
+            return None;
+        }
+        let (src, dst, ttl) = match parsed.l3 {
+            L3::Ipv4(ref ip) => (IpAddr::V4(ip.src), IpAddr::V4(ip.dst), ip.ttl),
+            L3::Ipv6(ref ip) => (IpAddr::V6(ip.src), IpAddr::V6(ip.dst), ip.hop_limit),
+            L3::Arp(_) => return None,
+        };
+        // Expiring packets are answered by the router in front of the service, untranslated.
+        if ttl <= 1
+            || !matches!(
+                parsed.l4,
+                Some(stack::parse::L4Info { header: L4::Tcp { .. } | L4::Udp { .. }, .. })
+            )
+        {
+            return None;
+        }
+        let fib = &self.fib;
+        let local = matches!(
+            match dst {
+                IpAddr::V4(a) => fib.lookup_v4(a),
+                IpAddr::V6(a) => fib.lookup_v6(a),
+            },
+            Some(NextHop::Local { .. })
+        );
+        if !local && !m.may_concern(&src, &dst) {
+            return None;
+        }
+        // A checksum a local sender left to offload is completed before translation, which
+        // patches it incrementally.
+        if pkt.meta().l4_csum_partial {
+            let _ = stack::l4::complete_l4_checksum(pkt.data_mut(), parsed);
+            pkt.set_meta(Default::default());
+            self.counters.checksums_completed += 1;
+        }
+        let action = m.handle(pkt.data_mut(), parsed, local, |ep| snat_source(fib, ep), now_ns);
+        match action {
+            MeshAction::Pass => None,
+            MeshAction::Drop(r) => Some(Step::Drop(r)),
+            MeshAction::Handoff(w) => Some(Step::Handoff(w)),
+            MeshAction::Translated => {
+                let Ok(parsed) = parse_frame(pkt.data()) else {
+                    return Some(Step::Drop(DropReason::Untranslatable));
+                };
+                let (dst, hop) = match parsed.l3 {
+                    L3::Ipv4(ref ip) => (IpAddr::V4(ip.dst), self.fib.lookup_v4(ip.dst)),
+                    L3::Ipv6(ref ip) => (IpAddr::V6(ip.dst), self.fib.lookup_v6(ip.dst)),
+                    L3::Arp(_) => return Some(Step::Drop(DropReason::Untranslatable)),
+                };
+                Some(match hop {
+                    None => Step::Drop(DropReason::NoRoute),
+                    Some(NextHop::Local { .. }) => Step::Drop(DropReason::LocalUnhandled),
+                    Some(hop) => self.forward(pkt, &parsed, in_port, hop, dst, now_ns, out),
+                })
             }
         }
     }
@@ -790,6 +924,9 @@ impl<B: PacketBuf> Pipeline<B> {
     /// Housekeeping between bursts: applies neighbor updates from other workers, sends frames
     /// whose neighbor is now known, retries resolution and times out frames that waited too long.
     pub fn maintain(&mut self, now_ns: u64, out: &mut impl Egress<B>) {
+        if let Some(m) = &mut self.mesh {
+            m.maintain(now_ns);
+        }
         while let Some(u) = self.bus.receive(self.worker) {
             self.neigh.learn(u.ip, u.neighbor);
             self.release_pending(u.ip);
@@ -1088,6 +1225,8 @@ enum Step {
     Drop(DropReason),
     /// Handled by weir itself (an ARP reply or NA learned from): freed, not a drop.
     Consumed,
+    /// Belongs to another worker's flow.
+    Handoff(u16),
 }
 
 #[cfg(test)]

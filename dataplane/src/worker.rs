@@ -182,6 +182,8 @@ struct Tx<'a, P: PacketIo, S> {
     ports: &'a mut [P],
     batches: &'a mut [Batch<P::Buf>],
     source: &'a mut S,
+    /// Every worker's handoff ring, by worker index.
+    outboxes: &'a [Arc<HandoffRing<P::Buf>>],
 }
 
 impl<P: PacketIo, S: BufSource<P::Buf>> Egress<P::Buf> for Tx<'_, P, S> {
@@ -201,6 +203,13 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Egress<P::Buf> for Tx<'_, P, S> {
     #[inline]
     fn alloc(&mut self) -> Option<P::Buf> {
         self.source.alloc()
+    }
+
+    fn handoff(&mut self, worker: u16, pkt: P::Buf, in_port: u8) -> Result<(), P::Buf> {
+        match self.outboxes.get(usize::from(worker)) {
+            Some(ring) => ring.enqueue(Handoff { pkt, in_port }).map_err(|h| h.pkt),
+            None => Err(pkt),
+        }
     }
 }
 
@@ -225,6 +234,7 @@ pub struct Worker<P: PacketIo, S> {
     tx: Vec<Batch<P::Buf>>,
     rx: Batch<P::Buf>,
     handoff_in: Option<Arc<HandoffRing<P::Buf>>>,
+    handoff_out: Arc<[Arc<HandoffRing<P::Buf>>]>,
     handoff_rx: ArrayVec<Handoff<P::Buf>, { crate::buf::BURST }>,
     source: S,
     pipeline: Pipeline<P::Buf>,
@@ -254,6 +264,7 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
             tx,
             rx: Batch::new(),
             handoff_in: None,
+            handoff_out: Arc::from(Vec::new()),
             handoff_rx: ArrayVec::new(),
             source,
             pipeline,
@@ -272,6 +283,12 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
         self.handoff_in = Some(ring);
     }
 
+    /// Connects the workers' rings: `rings[w]` is worker w's inbox, this worker's among them.
+    pub fn set_handoff_rings(&mut self, rings: Arc<[Arc<HandoffRing<P::Buf>>]>) {
+        self.handoff_in = rings.get(self.id).cloned();
+        self.handoff_out = rings;
+    }
+
     /// This worker's index.
     pub fn id(&self) -> usize {
         self.id
@@ -284,7 +301,12 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
 
     /// Sends gratuitous ARP / unsolicited NA for every port address.
     pub fn announce(&mut self) {
-        let mut tx = Tx { ports: &mut self.ports, batches: &mut self.tx, source: &mut self.source };
+        let mut tx = Tx {
+            ports: &mut self.ports,
+            batches: &mut self.tx,
+            source: &mut self.source,
+            outboxes: &self.handoff_out,
+        };
         self.pipeline.announce(&mut tx);
         tx.flush();
     }
@@ -302,7 +324,12 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
         }
         self.clock_age += 1;
         let now_ns = self.clock_ns;
-        let mut tx = Tx { ports: &mut self.ports, batches: &mut self.tx, source: &mut self.source };
+        let mut tx = Tx {
+            ports: &mut self.ports,
+            batches: &mut self.tx,
+            source: &mut self.source,
+            outboxes: &self.handoff_out,
+        };
         self.pipeline.maintain(now_ns, &mut tx);
         let mut received = 0;
         for p in 0..tx.ports.len() {

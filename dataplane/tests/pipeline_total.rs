@@ -82,6 +82,7 @@ proptest! {
                 Verdict::Held => held += 1,
                 Verdict::Drop(_) => dropped += 1,
                 Verdict::Consumed => consumed += 1,
+                Verdict::Handoff(_) => prop_assert!(false, "no mesh here, so no handoff"),
             }
         }
         prop_assert_eq!(fwd + held + dropped + consumed, frames.len() as u64);

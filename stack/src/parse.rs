@@ -751,6 +751,8 @@ fn parse_l4(
 /// What the IPv4 forwarding fast path needs from a frame, see [`ipv4_fast`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ipv4Fast {
+    /// Source address.
+    pub src: Ipv4Addr,
     /// Destination address.
     pub dst: Ipv4Addr,
     /// Time to live.
@@ -816,6 +818,7 @@ pub fn ipv4_fast(frame: &[u8]) -> Option<Ipv4Fast> {
         }
     }
     Some(Ipv4Fast {
+        src: Ipv4Addr::new(h[12], h[13], h[14], h[15]),
         dst: Ipv4Addr::new(h[16], h[17], h[18], h[19]),
         ttl: h[8],
         total_len,
