@@ -4,15 +4,24 @@ set -euo pipefail
 need=()
 want() { dpkg -s "$1" >/dev/null 2>&1 || need+=("$1"); }
 # libdpdk-dev and libclang-dev build the DPDK backend (dpdk-sys: pkg-config, bindgen).
+# nginx, curl and hping3 are the mesh tests' real servers and clients.
 for p in iproute2 iputils-ping iperf3 ethtool python3 python3-scapy tcpdump procps pkg-config gcc \
-  libdpdk-dev libclang-dev; do
+  libdpdk-dev libclang-dev nginx curl hping3; do
   want "$p"
 done
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # Packages must not start services (nginx would listen on the host): the tests start their
+  # own, inside namespaces.
+  added_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    added_policy=1
+  fi
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  [ -z "$added_policy" ] || rm -f /usr/sbin/policy-rc.d
 fi
 if ! command -v cargo >/dev/null; then
   echo "weir needs a Rust toolchain (cargo, rustc >= 1.85); install it with rustup" >&2

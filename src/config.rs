@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 /// The whole file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Worker threads: one per entry, each pinned to its core.
@@ -39,10 +39,246 @@ pub struct Config {
     /// DPDK's EAL; read only when the ports are `backend: dpdk`.
     #[serde(default)]
     pub eal: EalSettings,
+    /// L4 services: a VIP, port and protocol balanced over a cluster's endpoints.
+    #[serde(default)]
+    pub services: Vec<ServiceConfig>,
+    /// Clusters of endpoints.
+    #[serde(default)]
+    pub clusters: Vec<ClusterConfig>,
+    /// Flow tables, SNAT ports and the mesh's capacities.
+    #[serde(default)]
+    pub mesh: MeshConfig,
+}
+
+/// An L4 service.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Name, for reports.
+    pub name: String,
+    /// Virtual address clients connect to.
+    pub vip: IpAddr,
+    /// Port.
+    pub port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: ProtocolName,
+    /// The cluster that serves it.
+    pub cluster: String,
+    /// `nat` (replies return through weir by SNAT), `dnat` (weir is the endpoints' gateway) or
+    /// `dsr`.
+    #[serde(default = "default_mode")]
+    pub mode: ModeName,
+}
+
+/// Service protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProtocolName {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// Forwarding modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModeName {
+    /// Full L4 proxy: DNAT to the endpoint, SNAT to weir's address facing it.
+    Nat,
+    /// Destination rewrite only.
+    Dnat,
+    /// Encapsulation to the endpoint, which answers directly.
+    Dsr,
+}
+
+fn default_mode() -> ModeName {
+    ModeName::Nat
+}
+
+/// A cluster.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Name services refer to.
+    pub name: String,
+    /// `maglev`, `round_robin`, `random` or `least_request`.
+    #[serde(default = "default_policy_name")]
+    pub policy: PolicyName,
+    /// Maglev table size, slots (a prime); default the smallest prime at least 100 per
+    /// endpoint and at least 1009.
+    pub maglev_table_size: Option<u32>,
+    /// What happens to flows of an endpoint that is removed or unhealthy: `drain` (kept until
+    /// they end) or `reset`.
+    #[serde(default = "default_gone")]
+    pub on_endpoint_gone: GoneName,
+    /// Endpoints.
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+/// Pick policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyName {
+    /// Consistent hashing.
+    Maglev,
+    /// Weighted round-robin.
+    RoundRobin,
+    /// Weighted random.
+    Random,
+    /// Fewest active flows of two random choices.
+    LeastRequest,
+}
+
+fn default_policy_name() -> PolicyName {
+    PolicyName::Maglev
+}
+
+/// Flows of a departed endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GoneName {
+    /// Keep until they end.
+    Drain,
+    /// End them.
+    Reset,
+}
+
+fn default_gone() -> GoneName {
+    GoneName::Drain
+}
+
+/// An endpoint.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// Address.
+    pub address: IpAddr,
+    /// Port.
+    pub port: u16,
+    /// Relative weight; 0 takes no new flows.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// `false` takes it out of service (its flows drain or reset as the cluster says).
+    #[serde(default = "default_true")]
+    pub healthy: bool,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// The mesh's sizes and timeouts.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshConfig {
+    /// Flow table entries per worker.
+    #[serde(default = "default_flows")]
+    pub flows_per_worker: usize,
+    /// A new flow in a full table: `drop_new`, or `evict_embryonic` (the oldest flow still in
+    /// its TCP handshake makes room).
+    #[serde(default = "default_when_full")]
+    pub when_full: WhenFullName,
+    /// First SNAT port.
+    #[serde(default = "default_snat_first")]
+    pub snat_port_first: u16,
+    /// Last SNAT port.
+    #[serde(default = "default_snat_last")]
+    pub snat_port_last: u16,
+    /// TCP handshake not answered, milliseconds.
+    #[serde(default = "default_syn_ms")]
+    pub tcp_syn_timeout_ms: u64,
+    /// TCP established and idle, milliseconds.
+    #[serde(default = "default_est_ms")]
+    pub tcp_established_timeout_ms: u64,
+    /// TCP after FIN or RST, milliseconds.
+    #[serde(default = "default_closing_ms")]
+    pub tcp_closing_timeout_ms: u64,
+    /// UDP idle, milliseconds.
+    #[serde(default = "default_udp_ms")]
+    pub udp_timeout_ms: u64,
+    /// Services the mesh can hold (reloads included).
+    #[serde(default = "default_cap_services")]
+    pub max_services: usize,
+    /// Clusters the mesh can hold.
+    #[serde(default = "default_cap_clusters")]
+    pub max_clusters: usize,
+    /// Distinct endpoints the mesh can hold.
+    #[serde(default = "default_cap_endpoints")]
+    pub max_endpoints: usize,
+    /// Packets a worker's handoff ring holds.
+    #[serde(default = "default_handoff")]
+    pub handoff_ring_packets: usize,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig {
+            flows_per_worker: default_flows(),
+            when_full: default_when_full(),
+            snat_port_first: default_snat_first(),
+            snat_port_last: default_snat_last(),
+            tcp_syn_timeout_ms: default_syn_ms(),
+            tcp_established_timeout_ms: default_est_ms(),
+            tcp_closing_timeout_ms: default_closing_ms(),
+            udp_timeout_ms: default_udp_ms(),
+            max_services: default_cap_services(),
+            max_clusters: default_cap_clusters(),
+            max_endpoints: default_cap_endpoints(),
+            handoff_ring_packets: default_handoff(),
+        }
+    }
+}
+
+/// Full-table policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFullName {
+    /// Refuse the new flow.
+    DropNew,
+    /// Evict the oldest handshake.
+    EvictEmbryonic,
+}
+
+fn default_flows() -> usize {
+    65536
+}
+fn default_when_full() -> WhenFullName {
+    WhenFullName::DropNew
+}
+fn default_snat_first() -> u16 {
+    20000
+}
+fn default_snat_last() -> u16 {
+    59999
+}
+fn default_syn_ms() -> u64 {
+    5_000
+}
+fn default_est_ms() -> u64 {
+    3_600_000
+}
+fn default_closing_ms() -> u64 {
+    10_000
+}
+fn default_udp_ms() -> u64 {
+    30_000
+}
+fn default_cap_services() -> usize {
+    131_072
+}
+fn default_cap_clusters() -> usize {
+    131_072
+}
+fn default_cap_endpoints() -> usize {
+    65_536
+}
+fn default_handoff() -> usize {
+    4096
 }
 
 /// How weir starts DPDK's Environment Abstraction Layer.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EalSettings {
     /// Back DPDK's memory with hugepages (`true`) or normal pages (`false`, `--no-huge`).
@@ -70,7 +306,7 @@ fn default_workers() -> Vec<WorkerConfig> {
 }
 
 /// One worker.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
     /// CPU core to pin to; unpinned when absent.
@@ -81,7 +317,7 @@ pub struct WorkerConfig {
 }
 
 /// Idle policy.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct IdleConfig {
     /// `busy_poll` or `adaptive`.
@@ -126,7 +362,7 @@ pub enum IdlePolicyName {
 }
 
 /// Buffer pool sizing.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MempoolConfig {
     /// Number of buffers, shared by all workers.
@@ -181,7 +417,7 @@ pub enum Backend {
 }
 
 /// One port.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortConfig {
     /// Name routes and neighbors use.
@@ -212,7 +448,7 @@ pub struct PortConfig {
 }
 
 /// DPDK port settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DpdkPortSettings {
     /// Receive descriptors per queue (adjusted to the device's limits).
@@ -271,7 +507,7 @@ fn default_mtu() -> u16 {
 }
 
 /// af_packet ring sizing.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AfPacketSettings {
     /// Bytes per receive block (a multiple of the page size, power of two).
@@ -343,7 +579,7 @@ pub enum TxModeName {
 }
 
 /// A static route.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Destination prefix.
@@ -357,7 +593,7 @@ pub struct RouteConfig {
 }
 
 /// A static neighbor.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NeighborConfig {
     /// Its address.
@@ -371,7 +607,7 @@ pub struct NeighborConfig {
 }
 
 /// Neighbor resolution settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NeighborSettings {
     /// Neighbor entries per worker.
@@ -434,7 +670,7 @@ fn default_inbox() -> usize {
 }
 
 /// ICMP error rate limit.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IcmpConfig {
     /// ICMP errors per second per worker.
@@ -706,6 +942,19 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
     }
     if cfg.neighbor.capacity_entries == 0 || cfg.neighbor.pending_packets == 0 {
         return Err(err("neighbor", "capacity_entries and pending_packets must be positive"));
+    }
+    let m = &cfg.mesh;
+    if m.flows_per_worker == 0 || m.flows_per_worker > 1 << 29 {
+        return Err(err("mesh.flows_per_worker", "between 1 and 536870912"));
+    }
+    if m.snat_port_first == 0 || m.snat_port_first > m.snat_port_last {
+        return Err(err("mesh.snat_port_first", "a port range first..=last, first above 0"));
+    }
+    if m.max_endpoints == 0 || m.max_endpoints > 1 << 20 || m.max_clusters == 0 {
+        return Err(err("mesh", "max_endpoints (1..=1048576) and max_clusters must be positive"));
+    }
+    if let Err(e) = crate::run::mesh_snapshot(cfg, None) {
+        return Err(err(e.path, e.message));
     }
     for (i, r) in cfg.routes.iter().enumerate() {
         if let Some(via) = r.via {

@@ -121,10 +121,38 @@ fn run(path: &PathBuf, stats_json: Option<PathBuf>) -> Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+        .context("installing the SIGHUP handler")?;
+    let mut cfg = cfg;
+    let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen = mtime(path);
     let mut running = weir::run::start(&cfg)?;
-    tracing::info!(workers = cfg.workers.len(), ports = cfg.ports.len(), "weir running");
+    tracing::info!(
+        workers = cfg.workers.len(),
+        ports = cfg.ports.len(),
+        services = cfg.services.len(),
+        "weir running"
+    );
+    let mut tick = 0u32;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(50));
+        tick += 1;
+        // SIGHUP, or the file changed (looked at every 0.5 s).
+        let changed = tick % 10 == 0 && mtime(path) != seen;
+        if reload.swap(false, Ordering::Relaxed) || changed {
+            seen = mtime(path);
+            match load(path).and_then(|new| running.reload(&cfg, &new).map(|s| (new, s))) {
+                Ok((new, summary)) => {
+                    tracing::info!("reloaded {}: {summary}", path.display());
+                    cfg = new;
+                }
+                Err(e) => tracing::error!(
+                    "reload of {} rejected, the running configuration stays: {e:#}",
+                    path.display()
+                ),
+            }
+        }
     }
     tracing::info!("stopping");
     running.stop();

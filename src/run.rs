@@ -8,8 +8,11 @@ use dataplane::io::afpacket::{AfPacketConfig, AfPacketPort, TxMode};
 use dataplane::io::tap::{create_tap, TapConfig, TapQueue};
 use dataplane::io::{PacketIo, PortStats};
 use dataplane::mempool::{Mempool, MempoolConfig, PoolBuf, PoolCache};
+use dataplane::mesh::engine::{MeshEngine, MeshSettings, SharedMesh};
+use dataplane::mesh::model::MeshSnapshot;
 use dataplane::neigh::{NeighborBus, NeighborTimers};
 use dataplane::pipeline::{DropReason, Pipeline, PipelineConfig};
+use dataplane::ring::HandoffRing;
 use dataplane::worker::{BufSource, IdlePolicy, Worker, WorkerStats};
 use ipnet::IpNet;
 use std::any::Any;
@@ -78,6 +81,8 @@ pub struct Running {
     /// Port names, by port number.
     pub port_names: Vec<String>,
     buffers: Buffers,
+    /// The mesh configuration the workers share.
+    mesh: Arc<SharedMesh>,
     /// DPDK ports, by port number: stopped and closed when `Running` drops, after the workers.
     #[cfg(feature = "dpdk")]
     dpdk_ports: Vec<dataplane::dpdk::Port>,
@@ -164,6 +169,7 @@ fn start_native(cfg: &Config) -> Result<Running> {
         stats: spawned.stats,
         port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
         buffers: Buffers::Native(pool),
+        mesh: spawned.mesh,
         #[cfg(feature = "dpdk")]
         dpdk_ports: Vec::new(),
     })
@@ -280,6 +286,7 @@ fn start_dpdk(cfg: &Config) -> Result<Running> {
         stats: spawned.stats,
         port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
         buffers: Buffers::Dpdk(pool),
+        mesh: spawned.mesh,
         dpdk_ports: ports,
     })
 }
@@ -309,11 +316,102 @@ fn device_json(port: &dataplane::dpdk::Port) -> serde_json::Value {
     })
 }
 
+/// The mesh snapshot a configuration describes; endpoint ids carry over from `previous`.
+pub fn mesh_snapshot(
+    cfg: &Config,
+    previous: Option<&MeshSnapshot>,
+) -> Result<MeshSnapshot, dataplane::mesh::model::MeshError> {
+    use crate::config::{GoneName, ModeName, PolicyName, ProtocolName};
+    use dataplane::mesh::model::{
+        proto, ClusterSpec, Encap, EndpointSpec, MeshCapacity, Mode, OnEndpointGone, Policy,
+        ServiceSpec,
+    };
+    let services: Vec<ServiceSpec> = cfg
+        .services
+        .iter()
+        .map(|s| ServiceSpec {
+            name: s.name.clone(),
+            vip: s.vip,
+            port: s.port,
+            proto: match s.protocol {
+                ProtocolName::Tcp => proto::TCP,
+                ProtocolName::Udp => proto::UDP,
+            },
+            cluster: s.cluster.clone(),
+            mode: match s.mode {
+                ModeName::Nat => Mode::Nat,
+                ModeName::Dnat => Mode::Dnat,
+                ModeName::Dsr => Mode::Dsr(Encap::IpIp),
+            },
+        })
+        .collect();
+    let clusters: Vec<ClusterSpec> = cfg
+        .clusters
+        .iter()
+        .map(|c| ClusterSpec {
+            name: c.name.clone(),
+            policy: match c.policy {
+                PolicyName::Maglev => Policy::Maglev,
+                PolicyName::RoundRobin => Policy::RoundRobin,
+                PolicyName::Random => Policy::Random,
+                PolicyName::LeastRequest => Policy::LeastRequest,
+            },
+            maglev_table_size: c.maglev_table_size,
+            on_endpoint_gone: match c.on_endpoint_gone {
+                GoneName::Drain => OnEndpointGone::Drain,
+                GoneName::Reset => OnEndpointGone::Reset,
+            },
+            endpoints: c
+                .endpoints
+                .iter()
+                .map(|e| EndpointSpec {
+                    addr: e.address,
+                    port: e.port,
+                    weight: e.weight,
+                    healthy: e.healthy,
+                })
+                .collect(),
+        })
+        .collect();
+    let cap = MeshCapacity {
+        services: cfg.mesh.max_services,
+        clusters: cfg.mesh.max_clusters,
+        endpoints: cfg.mesh.max_endpoints,
+    };
+    MeshSnapshot::build(&services, &clusters, cap, previous, |_| true)
+}
+
+/// A worker's mesh engine for `cfg`.
+fn mesh_engine(cfg: &Config, worker: usize, shared: &Arc<SharedMesh>) -> MeshEngine {
+    use dataplane::mesh::flow::{FlowTimeouts, WhenFull};
+    let m = &cfg.mesh;
+    let ms = 1_000_000u64;
+    let settings = MeshSettings {
+        flow_capacity: m.flows_per_worker,
+        timeouts: FlowTimeouts {
+            syn_ns: m.tcp_syn_timeout_ms.saturating_mul(ms),
+            established_ns: m.tcp_established_timeout_ms.saturating_mul(ms),
+            closing_ns: m.tcp_closing_timeout_ms.saturating_mul(ms),
+            datagram_ns: m.udp_timeout_ms.saturating_mul(ms),
+        },
+        when_full: match m.when_full {
+            crate::config::WhenFullName::DropNew => WhenFull::DropNew,
+            crate::config::WhenFullName::EvictEmbryonic => WhenFull::EvictEmbryonic,
+        },
+        snat_ports: (m.snat_port_first, m.snat_port_last),
+        endpoints: m.max_endpoints,
+        clusters: m.max_clusters,
+    };
+    let workers = u16::try_from(cfg.workers.len()).unwrap_or(u16::MAX);
+    MeshEngine::new(u16::try_from(worker).unwrap_or(0), workers, &settings, Arc::clone(shared))
+}
+
 /// The workers, started.
 struct Spawned {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     stats: Vec<Arc<WorkerStats>>,
+    mesh: Arc<SharedMesh>,
 }
 
 /// Builds the FIB from the ports' addresses and MACs, then starts one pinned worker per
@@ -358,6 +456,12 @@ where
         statics.push((n.ip, port_index(&n.port)?, n.mac));
     }
     let fib = Arc::new(Fib::build(addrs, &routes).context("building the FIB")?);
+    let snapshot = mesh_snapshot(cfg, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mesh = SharedMesh::new(snapshot);
+    let rings: Arc<[Arc<HandoffRing<P::Buf>>]> = (0..workers)
+        .map(|_| Arc::new(HandoffRing::new(cfg.mesh.handoff_ring_packets)))
+        .collect::<Vec<_>>()
+        .into();
     let bus = NeighborBus::new(workers, cfg.neighbor.inbox_updates);
     let ms = 1_000_000u64;
     let pcfg = PipelineConfig {
@@ -395,7 +499,9 @@ where
     for (w, ports) in per_worker.into_iter().enumerate() {
         let st = Arc::new(WorkerStats::new(ports.len()));
         stats.push(Arc::clone(&st));
-        let pipeline = Pipeline::new(w, Arc::clone(&fib), Arc::clone(&bus), pcfg, &statics);
+        let pipeline = Pipeline::new(w, Arc::clone(&fib), Arc::clone(&bus), pcfg, &statics)
+            .with_mesh(mesh_engine(cfg, w, &mesh));
+        let rings = Arc::clone(&rings);
         let core = cfg.workers[w].core;
         let idle = idle_of(w);
         let stop = Arc::clone(&stop);
@@ -419,6 +525,7 @@ where
                 };
                 tracing::info!(worker = w, core = ?core_id.map(|c| c.id), "worker started");
                 let mut worker = Worker::new(w, ports, source, pipeline, idle, st);
+                worker.set_handoff_rings(rings);
                 let _ = ready.send(Ok(()));
                 worker.run(&stop);
             })
@@ -426,7 +533,7 @@ where
         threads.push(h);
     }
     drop(ready_tx);
-    let mut spawned = Spawned { stop, threads, stats };
+    let mut spawned = Spawned { stop, threads, stats, mesh };
     for _ in 0..workers {
         let outcome = ready_rx
             .recv_timeout(std::time::Duration::from_secs(30))
@@ -450,6 +557,32 @@ impl Drop for Running {
 }
 
 impl Running {
+    /// Applies the mesh part of a new configuration (services, clusters, endpoints): validated
+    /// first, in effect at each worker's next poll; flows keep their endpoints. Anything else
+    /// that differs from the running configuration is refused: it needs a restart.
+    pub fn reload(&self, running: &Config, new: &Config) -> Result<String> {
+        let mut a = running.clone();
+        let mut b = new.clone();
+        for c in [&mut a, &mut b] {
+            c.services.clear();
+            c.clusters.clear();
+        }
+        if a != b {
+            bail!("only services and clusters change without a restart; the rest of the file differs from the running configuration");
+        }
+        let previous = self.mesh.load();
+        let snap = mesh_snapshot(new, Some(&previous)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let summary = format!(
+            "{} services, {} clusters, {} endpoints (generation {})",
+            snap.service_list.len(),
+            snap.clusters.len(),
+            snap.endpoints().count(),
+            snap.generation
+        );
+        self.mesh.store(snap);
+        Ok(summary)
+    }
+
     /// Stops the workers and waits for them; their final counters are then in `stats`.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -514,6 +647,15 @@ impl Running {
                     "icmp_rate_limited": w.icmp_rate_limited.load(Relaxed),
                     "resolutions_sent": w.resolutions_sent.load(Relaxed),
                     "checksums_completed": w.checksums_completed.load(Relaxed),
+                    "handed_off": w.handed_off.load(Relaxed),
+                    "flows": w.flows.load(Relaxed),
+                    "flows_opened": w.flows_opened.load(Relaxed),
+                    "flows_expired": w.flows_expired.load(Relaxed),
+                    "flows_evicted": w.flows_evicted.load(Relaxed),
+                    "mesh_forward": w.mesh_forward.load(Relaxed),
+                    "mesh_reverse": w.mesh_reverse.load(Relaxed),
+                    "connects_ok": w.connects_ok.load(Relaxed),
+                    "connects_failed": w.connects_failed.load(Relaxed),
                     "drops": w.drops.iter().map(|d| d.load(Relaxed)).sum::<u64>(),
                 })
             })

@@ -126,6 +126,24 @@ pub struct WorkerStats {
     pub checksums_completed: AtomicU64,
     /// Frames consumed by weir (ARP replies, NAs).
     pub consumed: AtomicU64,
+    /// Frames handed to the worker owning their flow.
+    pub handed_off: AtomicU64,
+    /// Mesh flows in this worker's table.
+    pub flows: AtomicU64,
+    /// Mesh flows opened.
+    pub flows_opened: AtomicU64,
+    /// Mesh flows expired.
+    pub flows_expired: AtomicU64,
+    /// Mesh handshakes evicted for new flows.
+    pub flows_evicted: AtomicU64,
+    /// Packets translated client to endpoint.
+    pub mesh_forward: AtomicU64,
+    /// Packets translated endpoint to client.
+    pub mesh_reverse: AtomicU64,
+    /// Handshakes endpoints answered.
+    pub connects_ok: AtomicU64,
+    /// Handshakes refused or unanswered.
+    pub connects_failed: AtomicU64,
     /// Per port of this worker.
     pub ports: Box<[SharedPortStats]>,
 }
@@ -148,6 +166,15 @@ impl WorkerStats {
             resolutions_sent: AtomicU64::new(0),
             checksums_completed: AtomicU64::new(0),
             consumed: AtomicU64::new(0),
+            handed_off: AtomicU64::new(0),
+            flows: AtomicU64::new(0),
+            flows_opened: AtomicU64::new(0),
+            flows_expired: AtomicU64::new(0),
+            flows_evicted: AtomicU64::new(0),
+            mesh_forward: AtomicU64::new(0),
+            mesh_reverse: AtomicU64::new(0),
+            connects_ok: AtomicU64::new(0),
+            connects_failed: AtomicU64::new(0),
             ports: (0..ports).map(|_| SharedPortStats::default()).collect(),
         }
     }
@@ -163,6 +190,20 @@ impl WorkerStats {
         bump(&self.resolutions_sent, c.resolutions_sent);
         bump(&self.checksums_completed, c.checksums_completed);
         bump(&self.consumed, c.consumed);
+        bump(&self.handed_off, c.handed_off);
+    }
+
+    fn publish_mesh(&self, m: &crate::mesh::engine::MeshEngine) {
+        let f = m.flows();
+        bump(&self.flows, f.len() as u64);
+        bump(&self.flows_expired, f.stats.expired);
+        bump(&self.flows_evicted, f.stats.evicted);
+        let c = m.counters;
+        bump(&self.flows_opened, c.flows_opened);
+        bump(&self.mesh_forward, c.forward);
+        bump(&self.mesh_reverse, c.reverse);
+        bump(&self.connects_ok, c.connects_ok);
+        bump(&self.connects_failed, c.connects_failed);
     }
 }
 
@@ -379,6 +420,9 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
         bump(&s.idle_cycles, c.idle_cycles);
         bump(&s.sleeps, c.sleeps);
         s.publish_pipeline(&self.pipeline.counters);
+        if let Some(m) = self.pipeline.mesh() {
+            s.publish_mesh(m);
+        }
         for (shared, io) in s.ports.iter().zip(self.ports.iter()) {
             shared.publish(&io.stats());
         }
