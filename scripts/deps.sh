@@ -4,9 +4,9 @@ set -euo pipefail
 need=()
 want() { dpkg -s "$1" >/dev/null 2>&1 || need+=("$1"); }
 # libdpdk-dev and libclang-dev build the DPDK backend (dpdk-sys: pkg-config, bindgen).
-# nginx, curl and hping3 are the mesh tests' real servers and clients.
+# nginx, curl, hping3 and socat are the mesh tests' real servers and clients.
 for p in iproute2 iputils-ping iperf3 ethtool python3 python3-scapy tcpdump procps pkg-config gcc \
-  libdpdk-dev libclang-dev nginx curl hping3; do
+  libdpdk-dev libclang-dev nginx curl hping3 socat; do
   want "$p"
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -199,6 +199,11 @@ impl Topology {
         Ok(())
     }
 
+    /// The pid of the running weir (its resident memory is in /proc/PID/status).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// weir's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("weir.log")).unwrap_or_default()

@@ -119,3 +119,150 @@ fn reload_under_load_loses_no_request() {
     assert!(rig.t.log().contains("reload of"), "{}", rig.t.log());
     rig.t.stop().unwrap();
 }
+
+#[test]
+fn a_udp_service_answers_both_ways() {
+    if !ready(&["ip", "curl", "nginx", "socat"]) {
+        return;
+    }
+    let mut rig = MeshRig::build(2);
+    let extra = format!(
+        "services:
+  - {{ name: dns, vip: {VIP}, port: 53, protocol: udp, cluster: dns }}
+clusters:
+  - name: dns
+    policy: round_robin
+    endpoints:
+      - {{ address: {}, port: 5353 }}
+      - {{ address: {}, port: 5353 }}
+",
+        backend_addr(0),
+        backend_addr(1)
+    );
+    let cfg = rig.t.config(1, &extra);
+    rig.t.start(&exe(), &cfg).unwrap();
+    // Each backend answers every datagram on 5353 with its name (a few lines of Python: socat's
+    // forking UDP server loses datagrams that arrive together).
+    let mut servers = Vec::new();
+    for (i, b) in rig.backends.iter().enumerate() {
+        let server = format!(
+            "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('{}', 5353))\nwhile True:\n    d, a = s.recvfrom(2048)\n    s.sendto(b'b{i}\\n', a)\n",
+            b.addr
+        );
+        servers.push(b.ns.spawn(&["timeout", "60", common::PY, "-c", &server]).unwrap());
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // 20 clients at once, each from its own port: a flow each.
+    let script = format!(
+        "for i in $(seq 20); do (echo q | socat -t 1 - UDP4:{VIP}:53 || echo FAIL) & done; wait"
+    );
+    let out = rig.t.client.run(&["timeout", "30", "sh", "-c", &script]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for mut s in servers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    let b0 = text.lines().filter(|l| l.trim() == "b0").count();
+    let b1 = text.lines().filter(|l| l.trim() == "b1").count();
+    if (b0, b1) != (10, 10) {
+        let stats = rig.t.stop().unwrap();
+        panic!("answers: {text}\n{stats}");
+    }
+    let stats = rig.t.stop().unwrap();
+    assert_eq!(worker_sum(&stats, "flows_opened"), 20, "{stats}");
+    assert!(worker_sum(&stats, "mesh_reverse") >= 20, "{stats}");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_syn_flood_fills_the_table_and_established_connections_carry_on() {
+    if !ready(&["ip", "curl", "nginx", "hping3"]) {
+        return;
+    }
+    for when_full in ["drop_new", "evict_embryonic"] {
+        let mut rig = MeshRig::build(1);
+        // Spoofed sources come from 198.18.128.0/17, inside the test's address range; their
+        // replies are routed back to the client namespace, which drops them.
+        let extra = format!(
+            "{}mesh: {{ flows_per_worker: 256, when_full: {when_full} }}
+routes:
+  - {{ prefix: 198.18.128.0/17, port: client_side, via: 198.18.1.2 }}
+",
+            services("nat", "maglev", &[1])
+        );
+        let cfg = rig.t.config(1, &extra);
+        rig.t.start(&exe(), &cfg).unwrap();
+        let pid = rig.t.pid().unwrap();
+        // An established connection: a keep-alive HTTP session that asks once before the flood
+        // and once after it, on the same TCP connection.
+        let dir = rig.t.dir().to_path_buf();
+        let go = dir.join("go");
+        let script = format!(
+            "import http.client, os, time
+c = http.client.HTTPConnection('{VIP}', 80, timeout=5)
+c.request('GET', '/'); print('before', c.getresponse().read().decode().strip(), flush=True)
+t = time.time()
+while not os.path.exists('{}') and time.time() - t < 30: time.sleep(0.05)
+c.request('GET', '/'); print('after', c.getresponse().read().decode().strip(), flush=True)
+",
+            go.display()
+        );
+        let session = rig.t.client.spawn(&[common::PY, "-c", &script]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        let rss_before = rss_kib(pid);
+        // The flood: SYNs with ever-changing source ports from 8 random sources, 4000 in all,
+        // bounded in count and time.
+        for _ in 0..8 {
+            let src = format!("198.18.{}.{}", 128 + fastrand_u8() % 127, 1 + fastrand_u8() % 250);
+            let out = rig
+                .t
+                .client
+                .run(&[
+                    "timeout", "10", "hping3", "-q", "-S", "-p", "80", "-a", &src, "-c", "500",
+                    "-i", "u50", VIP,
+                ])
+                .unwrap();
+            let _ = out;
+        }
+        let rss_after = rss_kib(pid);
+        std::fs::write(&go, "").unwrap();
+        let out = session.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("before b0") && text.contains("after b0"),
+            "{when_full}: established session broke: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // New connections: refused while the flood's handshakes fill the table (drop_new), or
+        // served by evicting them (evict_embryonic).
+        let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 5);
+        let stats = rig.t.stop().unwrap();
+        let flood_drops = common::drop_count(&stats, "flow_table_full");
+        let evicted = worker_sum(&stats, "flows_evicted");
+        if when_full == "drop_new" {
+            assert!(flood_drops > 1000, "{stats}");
+        } else {
+            assert_eq!((per[0], failed), (5, 0), "new connections during the flood");
+            assert!(evicted > 1000, "{stats}");
+        }
+        // The table is fixed: memory does not grow with the flood.
+        assert!(
+            rss_after < rss_before + 4096,
+            "{when_full}: RSS {rss_before} KiB -> {rss_after} KiB"
+        );
+    }
+}
+
+/// A random byte (from the clock; enough to vary the spoofed sources between runs).
+fn fastrand_u8() -> u8 {
+    let n =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    u8::try_from((n / 7) % 251).unwrap_or(0)
+}

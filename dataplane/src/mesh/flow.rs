@@ -8,8 +8,8 @@
 //!
 //! Flows expire by state (TCP handshake, established, closing; UDP), checked on lookup and by
 //! a sweep of a few records per poll. When the table is full a new flow is refused, or the
-//! oldest flow still in its handshake is evicted for it ([`WhenFull`]); established flows are
-//! never evicted. Every flow that leaves the table is reported to a callback with the reason,
+//! oldest flow still in its handshake (no ACK from the client yet) is evicted for it
+//! ([`WhenFull`]); established flows are never evicted. Every flow that leaves the table is reported to a callback with the reason,
 //! so the caller can free what it holds (a SNAT port) and learn from it (a handshake that timed
 //! out is a failed connection to its endpoint).
 
@@ -35,7 +35,10 @@ pub mod tcp_flags {
 pub enum FlowState {
     /// TCP: the client's SYN went out, the endpoint has not answered.
     SynSent,
-    /// TCP: the endpoint answered.
+    /// TCP: the endpoint answered the SYN; the client has not acknowledged yet. (A flood of
+    /// spoofed SYNs stays here: its sources never complete the handshake.)
+    SynReceived,
+    /// TCP: the handshake completed.
     Established,
     /// TCP: a FIN or RST was seen.
     Closing,
@@ -46,7 +49,7 @@ pub enum FlowState {
 /// How long a flow lives without traffic, by state, in nanoseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowTimeouts {
-    /// TCP handshake not answered.
+    /// TCP handshake not completed.
     pub syn_ns: u64,
     /// TCP established.
     pub established_ns: u64,
@@ -68,10 +71,17 @@ impl Default for FlowTimeouts {
     }
 }
 
+impl FlowState {
+    /// A TCP handshake not yet completed: what a full table may evict.
+    pub fn is_handshake(self) -> bool {
+        matches!(self, FlowState::SynSent | FlowState::SynReceived)
+    }
+}
+
 impl FlowTimeouts {
     fn of(&self, s: FlowState) -> u64 {
         match s {
-            FlowState::SynSent => self.syn_ns,
+            FlowState::SynSent | FlowState::SynReceived => self.syn_ns,
             FlowState::Established => self.established_ns,
             FlowState::Closing => self.closing_ns,
             FlowState::Datagram => self.datagram_ns,
@@ -320,8 +330,14 @@ impl FlowTable {
                     t = Transition::Refused;
                 }
             } else if was == FlowState::SynSent && dir == Direction::Reverse {
-                f.state = FlowState::Established;
+                f.state = FlowState::SynReceived;
                 t = Transition::Answered;
+            } else if was == FlowState::SynReceived
+                && dir == Direction::Forward
+                && flags & tcp_flags::ACK != 0
+                && flags & tcp_flags::SYN == 0
+            {
+                f.state = FlowState::Established;
             }
             if flags & tcp_flags::FIN != 0 {
                 f.state = FlowState::Closing;
@@ -414,10 +430,7 @@ impl FlowTable {
         while let Some((id, birth)) = self.embryonic.pop_front() {
             let idx = usize::try_from(id).unwrap_or(usize::MAX);
             let still = self.born.get(idx) == Some(&birth)
-                && self
-                    .flows
-                    .get(idx)
-                    .is_some_and(|f| f.is_some_and(|f| f.state == FlowState::SynSent));
+                && self.flows.get(idx).is_some_and(|f| f.is_some_and(|f| f.state.is_handshake()));
             if still {
                 if let Some(f) = self.take(id) {
                     self.stats.evicted += 1;
@@ -548,14 +561,18 @@ mod tests {
         let f = flow(1, FlowState::SynSent);
         let id = t.insert(f, 0, &mut none()).unwrap();
         assert_eq!(t.get(id).unwrap().expires_ns, 10);
-        // Another SYN from the client changes nothing; the endpoint's SYN-ACK establishes.
+        // Another SYN from the client changes nothing; the endpoint's SYN-ACK answers, the
+        // client's ACK completes the handshake.
         assert_eq!(t.touch(id, Direction::Forward, tcp_flags::SYN, 5), Transition::None);
         assert_eq!(
             t.touch(id, Direction::Reverse, tcp_flags::SYN | tcp_flags::ACK, 6),
             Transition::Answered
         );
+        assert_eq!(t.get(id).unwrap().state, FlowState::SynReceived);
+        assert_eq!(t.get(id).unwrap().expires_ns, 16);
+        t.touch(id, Direction::Forward, tcp_flags::ACK, 7);
         assert_eq!(t.get(id).unwrap().state, FlowState::Established);
-        assert_eq!(t.get(id).unwrap().expires_ns, 1006);
+        assert_eq!(t.get(id).unwrap().expires_ns, 1007);
         t.touch(id, Direction::Forward, tcp_flags::FIN | tcp_flags::ACK, 100);
         assert_eq!(t.get(id).unwrap().state, FlowState::Closing);
         assert_eq!(t.get(id).unwrap().expires_ns, 150);
@@ -598,9 +615,13 @@ mod tests {
         for n in 0..4 {
             ids.push(t.insert(flow(n, FlowState::SynSent), 0, &mut none()).unwrap());
         }
-        // Flows 0 and 1 get established; the flood may only push out 2 and 3.
-        t.touch(ids[0], Direction::Reverse, tcp_flags::SYN | tcp_flags::ACK, 1);
-        t.touch(ids[1], Direction::Reverse, tcp_flags::SYN | tcp_flags::ACK, 1);
+        // Flows 0 and 1 get established; the flood may only push out 2 and 3, answered by the
+        // endpoint or not.
+        for &id in &ids[..2] {
+            t.touch(id, Direction::Reverse, tcp_flags::SYN | tcp_flags::ACK, 1);
+            t.touch(id, Direction::Forward, tcp_flags::ACK, 1);
+        }
+        t.touch(ids[2], Direction::Reverse, tcp_flags::SYN | tcp_flags::ACK, 1);
         let mut evicted = Vec::new();
         for n in 10..20 {
             let _ = t.insert(flow(n, FlowState::SynSent), 2, &mut |f: &Flow, r| {
