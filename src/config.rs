@@ -65,9 +65,32 @@ pub struct ServiceConfig {
     /// The cluster that serves it.
     pub cluster: String,
     /// `nat` (replies return through weir by SNAT), `dnat` (weir is the endpoints' gateway) or
-    /// `dsr`.
+    /// `dsr` (encapsulated to the endpoint, which answers the client directly).
     #[serde(default = "default_mode")]
     pub mode: ModeName,
+    /// DSR encapsulation: `ipip` (IP in IP) or `gue` (IP in UDP with a GUE header).
+    #[serde(default = "default_encap")]
+    pub encap: EncapName,
+    /// DSR with GUE: the endpoints' UDP port.
+    #[serde(default = "default_gue_port")]
+    pub gue_port: u16,
+}
+
+/// DSR encapsulations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EncapName {
+    /// IP in IP.
+    Ipip,
+    /// Generic UDP Encapsulation.
+    Gue,
+}
+
+fn default_encap() -> EncapName {
+    EncapName::Ipip
+}
+fn default_gue_port() -> u16 {
+    6080
 }
 
 /// Service protocols.

@@ -341,7 +341,10 @@ pub fn mesh_snapshot(
             mode: match s.mode {
                 ModeName::Nat => Mode::Nat,
                 ModeName::Dnat => Mode::Dnat,
-                ModeName::Dsr => Mode::Dsr(Encap::IpIp),
+                ModeName::Dsr => Mode::Dsr(match s.encap {
+                    crate::config::EncapName::Ipip => Encap::IpIp,
+                    crate::config::EncapName::Gue => Encap::Gue { port: s.gue_port },
+                }),
             },
         })
         .collect();

@@ -684,6 +684,9 @@ impl<B: PacketBuf> Pipeline<B> {
             MeshAction::Pass => None,
             MeshAction::Drop(r) => Some(Step::Drop(r)),
             MeshAction::Handoff(w) => Some(Step::Handoff(w)),
+            MeshAction::Encapsulate { endpoint, encap, entropy } => {
+                Some(self.encapsulate(pkt, parsed, in_port, endpoint, encap, entropy, now_ns, out))
+            }
             MeshAction::Translated => {
                 let Ok(parsed) = parse_frame(pkt.data()) else {
                     return Some(Step::Drop(DropReason::Untranslatable));
@@ -700,6 +703,78 @@ impl<B: PacketBuf> Pipeline<B> {
                 })
             }
         }
+    }
+
+    /// DSR: wraps the packet, as the client sent it, in an outer header to `endpoint` (from
+    /// weir's address facing it) and routes the result. A packet that would no longer fit the
+    /// output MTU gets the ICMP error a router gives, with the MTU left for the inner packet.
+    #[allow(clippy::too_many_arguments)]
+    fn encapsulate(
+        &mut self,
+        pkt: &mut B,
+        parsed: &Parsed,
+        in_port: u8,
+        endpoint: IpAddr,
+        encap: stack::encap::Encapsulation,
+        entropy: u16,
+        now_ns: u64,
+        out: &mut impl Egress<B>,
+    ) -> Step {
+        let hop = match endpoint {
+            IpAddr::V4(a) => self.fib.lookup_v4(a),
+            IpAddr::V6(a) => self.fib.lookup_v6(a),
+        };
+        let (Some(hop), Some(src)) = (hop, snat_source(&self.fib, endpoint)) else {
+            return Step::Drop(DropReason::NoRoute);
+        };
+        let out_port = match hop {
+            NextHop::Connected { port } | NextHop::Via { port, .. } => port,
+            NextHop::Local { .. } => return Step::Drop(DropReason::LocalUnhandled),
+        };
+        let overhead = encap.overhead(endpoint);
+        let inner_len = usize::from(parsed.l3_len);
+        let mtu = self.fib.port(out_port).map_or(0, |p| p.mtu);
+        if inner_len + overhead > usize::from(mtu) {
+            let room = u16::try_from(usize::from(mtu).saturating_sub(overhead)).unwrap_or(0);
+            let kind = match parsed.l3 {
+                L3::Ipv4(ref ip) if !ip.dont_fragment => None,
+                _ => Some(IcmpKind::TooBig { mtu: room }),
+            };
+            if let Some(kind) = kind {
+                self.icmp_error(pkt, parsed, in_port, kind, now_ns, out);
+            }
+            return Step::Drop(DropReason::MtuExceeded);
+        }
+        let inner_v6 = matches!(parsed.l3, L3::Ipv6(_));
+        let l3 = usize::from(parsed.l3_offset);
+        // Drop Ethernet padding and VLAN tags: the new frame is Ethernet, outer IP, inner IP.
+        if pkt.set_len(l3 + inner_len).is_err()
+            || pkt.adj(l3 - 14).is_err()
+            || pkt.prepend(overhead).is_err()
+        {
+            return Step::Drop(DropReason::PoolExhausted);
+        }
+        let frame = pkt.data_mut();
+        frame.copy_within(overhead..overhead + 12, 0);
+        let ethertype: u16 = if endpoint.is_ipv4() { 0x0800 } else { 0x86dd };
+        frame[12..14].copy_from_slice(&ethertype.to_be_bytes());
+        if stack::encap::write_outer(
+            &mut frame[14..14 + overhead],
+            encap,
+            src,
+            endpoint,
+            inner_len,
+            inner_v6,
+            entropy,
+        )
+        .is_err()
+        {
+            return Step::Drop(DropReason::Untranslatable);
+        }
+        let Ok(outer) = parse_frame(pkt.data()) else {
+            return Step::Drop(DropReason::Untranslatable);
+        };
+        self.forward(pkt, &outer, in_port, hop, endpoint, now_ns, out)
     }
 
     /// Routes a transit frame: TTL, MTU, neighbor, rewrite.

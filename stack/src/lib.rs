@@ -30,6 +30,7 @@
 
 pub mod arp;
 pub mod checksum;
+pub mod encap;
 mod error;
 pub mod fixtures;
 pub mod flow;

@@ -6,6 +6,9 @@
 //!  client 198.18.1.2 -- weir -- [server ns: br0] -- b0 198.18.2.10, b1 198.18.2.11, ...
 //! ```
 //! Services use VIPs in 198.19.0.0/24, routed to weir by the client's default route.
+//!
+//! Every process started here is the direct child (`ip netns exec` execs its command) and a
+//! single process (nginx without a master), so dropping the rig kills all of them.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -18,12 +21,14 @@ pub struct Backend {
     pub ns: Netns,
     pub addr: String,
     nginx: Option<Child>,
+    decap: Option<Child>,
     dir: PathBuf,
 }
 
 impl Drop for Backend {
     fn drop(&mut self) {
-        if let Some(mut c) = self.nginx.take() {
+        for c in [self.nginx.take(), self.decap.take()].into_iter().flatten() {
+            let mut c = c;
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -82,14 +87,14 @@ impl MeshRig {
         std::fs::create_dir_all(dir.join("tmp")).unwrap();
         let d = dir.display();
         let conf = format!(
-            "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;
+            "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;
 events {{ worker_connections 1024; }}
 http {{
   access_log off;
   client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;
   uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;
   keepalive_timeout 65;
-  server {{ listen {addr}:80; location / {{ return 200 \"b{i}\\n\"; }} }}
+  server {{ listen 80; location / {{ return 200 \"b{i}\\n\"; }} }}
 }}
 "
         );
@@ -102,7 +107,7 @@ http {{
             .stderr(Stdio::null())
             .spawn()
             .expect("nginx");
-        let mut b = Backend { ns, addr, nginx: Some(nginx), dir };
+        let mut b = Backend { ns, addr, nginx: Some(nginx), decap: None, dir };
         // Ready when it answers locally.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -119,6 +124,45 @@ http {{
             assert!(c.try_wait().unwrap().is_none(), "nginx exited");
         }
         self.backends.push(b);
+    }
+
+    /// Makes every backend a DSR endpoint for `vip`: the VIP on its loopback, and IP-in-IP
+    /// decapsulation. The kernels this runs on may lack the ipip module, so decapsulation is a
+    /// raw socket for IP protocol 4 writing each inner packet into a TUN device: the kernel
+    /// then receives the client's packet to the VIP as it would from an ipip tunnel.
+    pub fn dsr_endpoints(&mut self, vip: &str) {
+        const DECAP: &str = "import fcntl, os, socket, struct
+tun = os.open('/dev/net/tun', os.O_RDWR)
+fcntl.ioctl(tun, 0x400454ca, struct.pack('16sH', b'dsr0', 0x0001 | 0x1000))
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, 4)
+print('ready', flush=True)
+while True:
+    p = raw.recv(65535)
+    os.write(tun, p[(p[0] & 15) * 4:])
+";
+        for b in &mut self.backends {
+            let mut child = Command::new("ip")
+                .args(["netns", "exec", b.ns.name(), super::PY, "-c", DECAP])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("decapsulator");
+            let mut line = String::new();
+            let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+            std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+            assert_eq!(line.trim(), "ready", "decapsulator in {}", b.ns.name());
+            b.decap = Some(child);
+            for cmd in [
+                vec!["ip", "link", "set", "dsr0", "up"],
+                vec!["ip", "addr", "add", &format!("{vip}/32"), "dev", "lo"],
+                vec!["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"],
+                vec!["sysctl", "-qw", "net.ipv4.conf.dsr0.rp_filter=0"],
+                vec!["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1"],
+            ] {
+                b.ns.exec(&cmd).expect("DSR endpoint setup");
+            }
+        }
     }
 
     /// `n` sequential HTTP requests from the client to `url`, each on a new connection; returns

@@ -92,6 +92,15 @@ pub enum MeshAction {
     Drop(DropReason),
     /// Its flow belongs to this worker.
     Handoff(u16),
+    /// DSR: encapsulate it, unchanged, to this endpoint address.
+    Encapsulate {
+        /// The endpoint's address (the outer destination).
+        endpoint: IpAddr,
+        /// How.
+        encap: super::model::Encap,
+        /// A flow hash, for the outer header's entropy.
+        entropy: u16,
+    },
 }
 
 /// Mesh counters of one worker.
@@ -427,8 +436,17 @@ impl MeshEngine {
                 (Some(sa(f.dst(), f.dst_port())), Some(sa(f.src(), f.src_port())))
             }
             (Mode::Dnat, Direction::Reverse) => (Some(sa(f.dst(), f.dst_port())), None),
-            // DSR is encapsulated by the caller; replies do not come back through weir.
-            (Mode::Dsr(_), _) => return MeshAction::Drop(DropReason::Untranslatable),
+            (Mode::Dsr(encap), Direction::Forward) => {
+                self.counters.forward += 1;
+                let h = f.symmetric_hash_seeded(PICK_SEED);
+                return MeshAction::Encapsulate {
+                    endpoint: r.src(),
+                    encap,
+                    entropy: u16::try_from(h & 0xffff).unwrap_or(0),
+                };
+            }
+            // Replies of DSR flows go from the endpoint to the client directly.
+            (Mode::Dsr(_), Direction::Reverse) => return MeshAction::Pass,
         };
         if stack::nat::rewrite(frame, parsed, src, dst).is_err() {
             return MeshAction::Drop(DropReason::Untranslatable);

@@ -32,16 +32,7 @@ pub enum Mode {
 }
 
 /// DSR encapsulation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Encap {
-    /// IP in IP (RFC 2003; IPv6 in IPv6, RFC 2473).
-    IpIp,
-    /// Generic UDP Encapsulation (draft-ietf-intarea-gue), to this UDP port.
-    Gue {
-        /// Destination UDP port.
-        port: u16,
-    },
-}
+pub use stack::encap::Encapsulation as Encap;
 
 /// How a cluster picks an endpoint for a new flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
