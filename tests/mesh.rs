@@ -284,3 +284,27 @@ fn fastrand_u8() -> u8 {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     u8::try_from((n / 7) % 251).unwrap_or(0)
 }
+
+#[test]
+fn two_workers_hand_replies_to_the_flow_owner() {
+    if !ready(&["ip", "curl", "nginx"]) {
+        return;
+    }
+    for mode in ["nat", "dnat"] {
+        let mut rig = MeshRig::build(3);
+        let cfg = rig.t.config(2, &services(mode, "maglev", &[1, 1, 1]));
+        rig.t.start(&exe(), &cfg).unwrap();
+        let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 120);
+        assert_eq!(failed, 0, "{mode}: {per:?}\n{}", rig.t.log());
+        let stats = rig.t.stop().unwrap();
+        let workers = stats["workers"].as_array().unwrap();
+        // Both workers own flows, and replies (or DNAT forward packets) that the queue hash
+        // gave to the other worker were handed to the owner.
+        for w in workers {
+            assert!(w["flows_opened"].as_u64().unwrap_or(0) > 0, "{mode}: {stats}");
+        }
+        assert!(worker_sum(&stats, "handed_off") > 0, "{mode}: {stats}");
+        assert_eq!(common::drop_count(&stats, "handoff_full"), 0);
+        assert_eq!(common::drop_count(&stats, "no_flow"), 0, "{mode}: {stats}");
+    }
+}
