@@ -232,6 +232,16 @@ pub struct MeshConfig {
     /// Packets a worker's handoff ring holds.
     #[serde(default = "default_handoff")]
     pub handoff_ring_packets: usize,
+    /// Passive outlier detection: failed connects in a row (refused, or handshake unanswered)
+    /// that eject an endpoint from new flows; 0 turns it off.
+    #[serde(default = "default_outlier_failures")]
+    pub outlier_consecutive_failures: u32,
+    /// The first ejection's length, milliseconds; the n-th lasts n times as long.
+    #[serde(default = "default_outlier_base")]
+    pub outlier_base_ejection_ms: u64,
+    /// The longest ejection, milliseconds.
+    #[serde(default = "default_outlier_max")]
+    pub outlier_max_ejection_ms: u64,
 }
 
 impl Default for MeshConfig {
@@ -249,6 +259,9 @@ impl Default for MeshConfig {
             max_clusters: default_cap_clusters(),
             max_endpoints: default_cap_endpoints(),
             handoff_ring_packets: default_handoff(),
+            outlier_consecutive_failures: default_outlier_failures(),
+            outlier_base_ejection_ms: default_outlier_base(),
+            outlier_max_ejection_ms: default_outlier_max(),
         }
     }
 }
@@ -298,6 +311,15 @@ fn default_cap_endpoints() -> usize {
 }
 fn default_handoff() -> usize {
     4096
+}
+fn default_outlier_failures() -> u32 {
+    5
+}
+fn default_outlier_base() -> u64 {
+    30_000
+}
+fn default_outlier_max() -> u64 {
+    300_000
 }
 
 /// How weir starts DPDK's Environment Abstraction Layer.

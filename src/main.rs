@@ -138,6 +138,11 @@ fn run(path: &PathBuf, stats_json: Option<PathBuf>) -> Result<()> {
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(50));
         tick += 1;
+        if tick % 2 == 0 {
+            if let Some(msg) = running.check_health(&cfg) {
+                tracing::warn!("{msg}");
+            }
+        }
         // SIGHUP, or the file changed (looked at every 0.5 s).
         let changed = tick % 10 == 0 && mtime(path) != seen;
         if reload.swap(false, Ordering::Relaxed) || changed {

@@ -9,6 +9,7 @@ use dataplane::io::tap::{create_tap, TapConfig, TapQueue};
 use dataplane::io::{PacketIo, PortStats};
 use dataplane::mempool::{Mempool, MempoolConfig, PoolBuf, PoolCache};
 use dataplane::mesh::engine::{MeshEngine, MeshSettings, SharedMesh};
+use dataplane::mesh::health::{OutlierDetector, OutlierSettings};
 use dataplane::mesh::model::MeshSnapshot;
 use dataplane::neigh::{NeighborBus, NeighborTimers};
 use dataplane::pipeline::{DropReason, Pipeline, PipelineConfig};
@@ -83,6 +84,8 @@ pub struct Running {
     buffers: Buffers,
     /// The mesh configuration the workers share.
     mesh: Arc<SharedMesh>,
+    /// Passive outlier detection (control thread only).
+    outliers: std::sync::Mutex<OutlierDetector>,
     /// DPDK ports, by port number: stopped and closed when `Running` drops, after the workers.
     #[cfg(feature = "dpdk")]
     dpdk_ports: Vec<dataplane::dpdk::Port>,
@@ -170,6 +173,7 @@ fn start_native(cfg: &Config) -> Result<Running> {
         port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
         buffers: Buffers::Native(pool),
         mesh: spawned.mesh,
+        outliers: std::sync::Mutex::new(outlier_detector(cfg)),
         #[cfg(feature = "dpdk")]
         dpdk_ports: Vec::new(),
     })
@@ -287,6 +291,7 @@ fn start_dpdk(cfg: &Config) -> Result<Running> {
         port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
         buffers: Buffers::Dpdk(pool),
         mesh: spawned.mesh,
+        outliers: std::sync::Mutex::new(outlier_detector(cfg)),
         dpdk_ports: ports,
     })
 }
@@ -320,6 +325,15 @@ fn device_json(port: &dataplane::dpdk::Port) -> serde_json::Value {
 pub fn mesh_snapshot(
     cfg: &Config,
     previous: Option<&MeshSnapshot>,
+) -> Result<MeshSnapshot, dataplane::mesh::model::MeshError> {
+    mesh_snapshot_with(cfg, previous, |_| true)
+}
+
+/// [`mesh_snapshot`], with `healthy(id)` saying which endpoints passive checks keep in service.
+fn mesh_snapshot_with(
+    cfg: &Config,
+    previous: Option<&MeshSnapshot>,
+    healthy: impl Fn(u32) -> bool,
 ) -> Result<MeshSnapshot, dataplane::mesh::model::MeshError> {
     use crate::config::{GoneName, ModeName, PolicyName, ProtocolName};
     use dataplane::mesh::model::{
@@ -381,7 +395,19 @@ pub fn mesh_snapshot(
         clusters: cfg.mesh.max_clusters,
         endpoints: cfg.mesh.max_endpoints,
     };
-    MeshSnapshot::build(&services, &clusters, cap, previous, |_| true)
+    MeshSnapshot::build(&services, &clusters, cap, previous, healthy)
+}
+
+fn outlier_detector(cfg: &Config) -> OutlierDetector {
+    let m = &cfg.mesh;
+    OutlierDetector::new(
+        OutlierSettings {
+            consecutive_failures: m.outlier_consecutive_failures,
+            base_ejection: std::time::Duration::from_millis(m.outlier_base_ejection_ms),
+            max_ejection: std::time::Duration::from_millis(m.outlier_max_ejection_ms),
+        },
+        m.max_endpoints,
+    )
 }
 
 /// A worker's mesh engine for `cfg`.
@@ -460,7 +486,7 @@ where
     }
     let fib = Arc::new(Fib::build(addrs, &routes).context("building the FIB")?);
     let snapshot = mesh_snapshot(cfg, None).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mesh = SharedMesh::new(snapshot);
+    let mesh = SharedMesh::new(snapshot, cfg.mesh.max_endpoints);
     let rings: Arc<[Arc<HandoffRing<P::Buf>>]> = (0..workers)
         .map(|_| Arc::new(HandoffRing::new(cfg.mesh.handoff_ring_packets)))
         .collect::<Vec<_>>()
@@ -574,7 +600,9 @@ impl Running {
             bail!("only services and clusters change without a restart; the rest of the file differs from the running configuration");
         }
         let previous = self.mesh.load();
-        let snap = mesh_snapshot(new, Some(&previous)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let outliers = self.outliers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let snap = mesh_snapshot_with(new, Some(&previous), |id| !outliers.is_ejected(id))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let summary = format!(
             "{} services, {} clusters, {} endpoints (generation {})",
             snap.service_list.len(),
@@ -584,6 +612,48 @@ impl Running {
         );
         self.mesh.store(snap);
         Ok(summary)
+    }
+
+    /// Passive health: ejects endpoints whose connects keep failing and brings back those whose
+    /// ejection is over, rebuilding the mesh from `cfg` when that changes who takes new flows.
+    /// Returns a line for the log when it did.
+    pub fn check_health(&self, cfg: &Config) -> Option<String> {
+        let mut outliers = self.outliers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !outliers.check(&self.mesh.health, std::time::Instant::now()) {
+            return None;
+        }
+        let previous = self.mesh.load();
+        let snap = mesh_snapshot_with(cfg, Some(&previous), |id| !outliers.is_ejected(id)).ok()?;
+        let ejected: Vec<String> = snap
+            .endpoints()
+            .filter(|e| outliers.is_ejected(e.id))
+            .map(|e| format!("{}:{}", e.addr, e.port))
+            .collect();
+        self.mesh.store(snap);
+        Some(if ejected.is_empty() {
+            "no endpoint ejected".into()
+        } else {
+            format!("ejected (connects failing): {}", ejected.join(", "))
+        })
+    }
+
+    /// Per-endpoint health and load, for the report.
+    fn endpoints_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let snap = self.mesh.load();
+        let outliers = self.outliers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let list: Vec<_> = snap
+            .endpoints()
+            .map(|e| {
+                let (failures, successes) = self.mesh.health.totals(e.id);
+                json!({
+                    "address": e.addr.to_string(), "port": e.port, "weight": e.weight,
+                    "ejected": outliers.is_ejected(e.id), "ejections": outliers.ejections(e.id),
+                    "connects_failed": failures, "connects_ok": successes,
+                })
+            })
+            .collect();
+        json!(list)
     }
 
     /// Stops the workers and waits for them; their final counters are then in `stats`.
@@ -684,7 +754,10 @@ impl Running {
                 "available": pool.available(), "in_use": pool.in_use(),
             }),
         };
-        json!({ "ports": ports, "workers": workers, "drops": drops, "mempool": mempool })
+        json!({
+            "ports": ports, "workers": workers, "drops": drops, "mempool": mempool,
+            "endpoints": self.endpoints_json(),
+        })
     }
 
     /// Counters as a human-readable table.

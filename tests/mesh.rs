@@ -308,3 +308,37 @@ fn two_workers_hand_replies_to_the_flow_owner() {
         assert_eq!(common::drop_count(&stats, "no_flow"), 0, "{mode}: {stats}");
     }
 }
+
+#[test]
+fn an_endpoint_refusing_connections_is_ejected() {
+    if !ready(&["ip", "curl", "nginx"]) {
+        return;
+    }
+    let mut rig = MeshRig::build(3);
+    let extra = format!(
+        "{}mesh: {{ outlier_consecutive_failures: 3, outlier_base_ejection_ms: 60000 }}\n",
+        services("nat", "round_robin", &[1, 1, 1])
+    );
+    let cfg = rig.t.config(1, &extra);
+    rig.t.start(&exe(), &cfg).unwrap();
+    let url = format!("http://{VIP}/");
+    assert_eq!(rig.curl_loop(&url, 30).1, 0);
+    rig.backends[1].stop_nginx();
+    // Every third new connection goes to backend 1 and is refused, until three in a row eject
+    // it (the control thread looks every 100 ms).
+    let (_, failed) = rig.curl_loop(&url, 60);
+    assert!((3..=6).contains(&failed), "{failed} failures\n{}", rig.t.log());
+    let (per, failed) = rig.curl_loop(&url, 30);
+    assert_eq!((per[1], failed), (0, 0), "backend 1 still gets connections: {per:?}");
+    assert!(rig.t.log().contains("ejected (connects failing): 198.18.2.11:80"), "{}", rig.t.log());
+    let stats = rig.t.stop().unwrap();
+    let b1 = stats["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["address"] == "198.18.2.11")
+        .cloned()
+        .unwrap();
+    assert_eq!((b1["ejected"].as_bool(), b1["ejections"].as_u64()), (Some(true), Some(1)), "{b1}");
+    assert!(b1["connects_failed"].as_u64().unwrap_or(0) >= 3, "{b1}");
+}

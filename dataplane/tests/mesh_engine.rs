@@ -109,7 +109,7 @@ fn rig(
     let (s, c) = mesh(mode, policy, eps, proto::TCP);
     let cap = MeshCapacity { services: 16, clusters: 16, endpoints: 64 };
     let snap = MeshSnapshot::build(&s, &c, cap, None, |_| true).unwrap();
-    let shared = SharedMesh::new(snap);
+    let shared = SharedMesh::new(snap, 64);
     let settings = MeshSettings {
         flow_capacity: capacity,
         timeouts: FlowTimeouts::default(),
@@ -300,7 +300,7 @@ fn flows_keep_their_endpoint_across_a_reload_and_drain_or_reset() {
 fn udp_flows_translate_both_ways() {
     let (s, c) = mesh(Mode::Nat, Policy::Maglev, vec![ep(10, 1)], proto::UDP);
     let cap = MeshCapacity { services: 16, clusters: 16, endpoints: 64 };
-    let shared = SharedMesh::new(MeshSnapshot::build(&s, &c, cap, None, |_| true).unwrap());
+    let shared = SharedMesh::new(MeshSnapshot::build(&s, &c, cap, None, |_| true).unwrap(), 64);
     let settings = MeshSettings {
         flow_capacity: 64,
         timeouts: FlowTimeouts::default(),

@@ -25,6 +25,16 @@ pub struct Backend {
     dir: PathBuf,
 }
 
+impl Backend {
+    /// Stops its nginx: connections to port 80 are refused from then on.
+    pub fn stop_nginx(&mut self) {
+        if let Some(mut c) = self.nginx.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 impl Drop for Backend {
     fn drop(&mut self) {
         for c in [self.nginx.take(), self.decap.take()].into_iter().flatten() {

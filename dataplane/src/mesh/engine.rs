@@ -16,6 +16,7 @@ use super::flow::{
     tcp_flags, Direction, Flow, FlowState, FlowTable, FlowTimeouts, InsertError, Removal,
     Transition, WhenFull,
 };
+use super::health::HealthTable;
 use super::model::{proto, MeshSnapshot, Mode, OnEndpointGone, Policy};
 use super::schedule::{two_choices, Rng};
 use crate::pipeline::DropReason;
@@ -42,13 +43,19 @@ const SNAT_TRIES: u32 = 16;
 pub struct SharedMesh {
     snapshot: ArcSwap<MeshSnapshot>,
     generation: AtomicU64,
+    /// What the workers see of each endpoint's connections.
+    pub health: HealthTable,
 }
 
 impl SharedMesh {
-    /// Shares `snapshot`.
-    pub fn new(snapshot: MeshSnapshot) -> Arc<SharedMesh> {
+    /// Shares `snapshot`, with health counters for `endpoints` endpoint ids.
+    pub fn new(snapshot: MeshSnapshot, endpoints: usize) -> Arc<SharedMesh> {
         let generation = AtomicU64::new(snapshot.generation);
-        Arc::new(SharedMesh { snapshot: ArcSwap::from_pointee(snapshot), generation })
+        Arc::new(SharedMesh {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            generation,
+            health: HealthTable::new(endpoints),
+        })
     }
 
     /// The current snapshot.
@@ -129,8 +136,6 @@ pub struct MeshEngine {
     rr: Vec<u32>,
     /// Flows per endpoint id on this worker (least-request).
     active: Vec<u32>,
-    /// Failed and good connects per endpoint id since the health checker last looked.
-    health: Vec<(u32, u32)>,
     rng: Rng,
     snat_first: u16,
     snat_count: u32,
@@ -143,7 +148,7 @@ pub struct MeshEngine {
 /// failed connect.
 fn on_removed<'a>(
     active: &'a mut [u32],
-    health: &'a mut [(u32, u32)],
+    health: &'a HealthTable,
     counters: &'a mut MeshCounters,
 ) -> impl FnMut(&Flow, Removal) + 'a {
     move |f, r| {
@@ -152,9 +157,7 @@ fn on_removed<'a>(
             *a = a.saturating_sub(1);
         }
         if matches!(r, Removal::Expired { unanswered: true }) {
-            if let Some(h) = health.get_mut(i) {
-                h.0 += 1;
-            }
+            health.failed(f.endpoint);
             counters.connects_failed += 1;
         }
     }
@@ -177,7 +180,6 @@ impl MeshEngine {
             flows: FlowTable::new(settings.flow_capacity, settings.timeouts, settings.when_full),
             rr: vec![0; settings.clusters],
             active: vec![0; settings.endpoints],
-            health: vec![(0, 0); settings.endpoints],
             rng: Rng::new(u64::from(worker) ^ 0x5eed),
             snat_first: lo,
             snat_count: u32::from(hi.saturating_sub(lo)) + 1,
@@ -192,7 +194,7 @@ impl MeshEngine {
             self.snap = self.shared.load();
         }
         if !self.flows.is_empty() {
-            let mut cb = on_removed(&mut self.active, &mut self.health, &mut self.counters);
+            let mut cb = on_removed(&mut self.active, &self.shared.health, &mut self.counters);
             self.flows.sweep(now_ns, SWEEP_PER_POLL, &mut cb);
         }
     }
@@ -218,15 +220,6 @@ impl MeshEngine {
     /// Active flows per endpoint id on this worker.
     pub fn active(&self) -> &[u32] {
         &self.active
-    }
-
-    /// Takes the (failed, good) connects per endpoint id counted since the last call.
-    pub fn take_health(&mut self, out: &mut [(u32, u32)]) {
-        for (o, h) in out.iter_mut().zip(self.health.iter_mut()) {
-            o.0 += h.0;
-            o.1 += h.1;
-            *h = (0, 0);
-        }
     }
 
     fn owner_of_client(&self, addr: IpAddr, port: u16) -> u16 {
@@ -275,7 +268,7 @@ impl MeshEngine {
         };
         let Some(key) = FlowKey::from_parsed(parsed) else { return MeshAction::Pass };
         let found = {
-            let mut cb = on_removed(&mut self.active, &mut self.health, &mut self.counters);
+            let mut cb = on_removed(&mut self.active, &self.shared.health, &mut self.counters);
             self.flows.lookup(&key, now_ns, &mut cb)
         };
         if let Some((id, dir)) = found {
@@ -360,7 +353,7 @@ impl MeshEngine {
             expires_ns: 0,
         };
         let inserted = {
-            let mut cb = on_removed(&mut self.active, &mut self.health, &mut self.counters);
+            let mut cb = on_removed(&mut self.active, &self.shared.health, &mut self.counters);
             self.flows.insert(flow, now_ns, &mut cb)
         };
         let id = match inserted {
@@ -400,7 +393,7 @@ impl MeshEngine {
                         && c.on_endpoint_gone == OnEndpointGone::Reset
                 });
             if reset {
-                let mut cb = on_removed(&mut self.active, &mut self.health, &mut self.counters);
+                let mut cb = on_removed(&mut self.active, &self.shared.health, &mut self.counters);
                 self.flows.remove(id, &mut cb);
                 return MeshAction::Drop(DropReason::EndpointGone);
             }
@@ -409,19 +402,11 @@ impl MeshEngine {
         match self.flows.touch(id, dir, flags, now_ns) {
             Transition::Answered => {
                 self.counters.connects_ok += 1;
-                if let Some(h) =
-                    self.health.get_mut(usize::try_from(flow.endpoint).unwrap_or(usize::MAX))
-                {
-                    h.1 += 1;
-                }
+                self.shared.health.succeeded(flow.endpoint);
             }
             Transition::Refused => {
                 self.counters.connects_failed += 1;
-                if let Some(h) =
-                    self.health.get_mut(usize::try_from(flow.endpoint).unwrap_or(usize::MAX))
-                {
-                    h.0 += 1;
-                }
+                self.shared.health.failed(flow.endpoint);
             }
             Transition::None => {}
         }

@@ -12,6 +12,7 @@
 
 pub mod engine;
 pub mod flow;
+pub mod health;
 pub mod maglev;
 pub mod model;
 pub mod schedule;
