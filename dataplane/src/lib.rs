@@ -3,7 +3,7 @@
 //!
 //! `unsafe` is denied here except in the modules that need it: `mempool` (the mapped buffer
 //! region), `io::afpacket`, `io::tap` and `io::sys` (sockets, mmap rings, ioctls), `cycles`
-//! (the cycle counter), `dpdk` (the DPDK wrappers, feature `dpdk`) and the `poll(2)` call in
+//! (the cycle counter), `hint` (cache prefetch), `dpdk` (the DPDK wrappers, feature `dpdk`) and the `poll(2)` call in
 //! `worker`.
 
 pub mod buf;
@@ -12,6 +12,7 @@ pub mod cycles;
 #[allow(unsafe_code)]
 pub mod dpdk;
 pub mod fib;
+pub mod hint;
 pub mod io;
 pub mod lpm;
 pub mod mempool;

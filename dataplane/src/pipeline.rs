@@ -470,6 +470,27 @@ impl<B: PacketBuf> Pipeline<B> {
         self.counters.drops[r as usize] += 1;
     }
 
+    /// Before a burst is processed: prefetches the flow-table entries of its packets that the
+    /// mesh may want, so their lookups miss the cache together rather than one by one.
+    pub fn prefetch_burst(&self, burst: &[B]) {
+        let Some(m) = &self.mesh else { return };
+        if !m.is_active() {
+            return;
+        }
+        let mut keys: arrayvec::ArrayVec<stack::FlowKey, { crate::buf::BURST }> =
+            arrayvec::ArrayVec::new();
+        for pkt in burst {
+            let Some(f) = stack::parse::ipv4_peek(pkt.data()) else { continue };
+            if !m.may_concern(&IpAddr::V4(f.src), &IpAddr::V4(f.dst)) {
+                continue;
+            }
+            if let Some(k) = stack::FlowKey::from_ipv4_fast(&f) {
+                let _ = keys.try_push(k);
+            }
+        }
+        m.prefetch(&keys);
+    }
+
     /// Handles one frame received on `in_port`. See the module docs for the contract.
     #[inline(always)]
     pub fn process(
@@ -543,13 +564,24 @@ impl<B: PacketBuf> Pipeline<B> {
         if f.ttl <= 1 || f.dst.is_broadcast() || f.dst.is_multicast() {
             return None;
         }
-        if let Some(m) = &self.mesh {
+        let mut dst = f.dst;
+        if let Some(m) = &mut self.mesh {
             if m.is_active() && m.may_concern(&IpAddr::V4(f.src), &IpAddr::V4(f.dst)) {
-                return None;
+                // Packets of this worker's NAT and DNAT flows are translated here; anything else
+                // the mesh may want (a new flow, a reply for another worker, DSR) takes the
+                // general path.
+                let key = stack::FlowKey::from_ipv4_fast(&f)?;
+                let site = stack::nat::NatSite::from_ipv4_fast(&f)?;
+                match m.fast_translate(frame, &key, &site, f.tcp_flags, now_ns)? {
+                    IpAddr::V4(d) => dst = d,
+                    // Not reached: NAT and DNAT keep the family. A translated frame the general
+                    // path sees again is simply routed.
+                    IpAddr::V6(_) => return None,
+                }
             }
         }
-        let (out_port, next_hop) = match self.fib.lookup_v4(f.dst)? {
-            NextHop::Connected { port } => (port, f.dst),
+        let (out_port, next_hop) = match self.fib.lookup_v4(dst)? {
+            NextHop::Connected { port } => (port, dst),
             NextHop::Via { port, gateway: IpAddr::V4(gateway) } => (port, gateway),
             _ => return None,
         };
@@ -687,19 +719,17 @@ impl<B: PacketBuf> Pipeline<B> {
             MeshAction::Encapsulate { endpoint, encap, entropy } => {
                 Some(self.encapsulate(pkt, parsed, in_port, endpoint, encap, entropy, now_ns, out))
             }
-            MeshAction::Translated => {
-                let Ok(parsed) = parse_frame(pkt.data()) else {
-                    return Some(Step::Drop(DropReason::Untranslatable));
-                };
-                let (dst, hop) = match parsed.l3 {
-                    L3::Ipv4(ref ip) => (IpAddr::V4(ip.dst), self.fib.lookup_v4(ip.dst)),
-                    L3::Ipv6(ref ip) => (IpAddr::V6(ip.dst), self.fib.lookup_v6(ip.dst)),
-                    L3::Arp(_) => return Some(Step::Drop(DropReason::Untranslatable)),
+            MeshAction::Translated { dst } => {
+                // Translation changes addresses and ports only: the parsed offsets, length and
+                // TTL still describe the frame.
+                let hop = match dst {
+                    IpAddr::V4(a) => self.fib.lookup_v4(a),
+                    IpAddr::V6(a) => self.fib.lookup_v6(a),
                 };
                 Some(match hop {
                     None => Step::Drop(DropReason::NoRoute),
                     Some(NextHop::Local { .. }) => Step::Drop(DropReason::LocalUnhandled),
-                    Some(hop) => self.forward(pkt, &parsed, in_port, hop, dst, now_ns, out),
+                    Some(hop) => self.forward(pkt, parsed, in_port, hop, dst, now_ns, out),
                 })
             }
         }

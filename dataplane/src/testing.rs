@@ -41,11 +41,20 @@ pub fn two_port_router(
 /// The same router over two [`NullPort`]s: port 0 receives copies of `frames` on every poll,
 /// port 1 receives nothing; what is sent is freed. For benchmarks.
 pub fn null_router(frames: Vec<Vec<u8>>) -> Worker<NullPort, PoolCache> {
+    null_router_with(frames, |p| p)
+}
+
+/// [`null_router`] with its pipeline changed by `customize` (a mesh attached, say).
+pub fn null_router_with(
+    frames: Vec<Vec<u8>>,
+    customize: impl FnOnce(Pipeline<crate::mempool::PoolBuf>) -> Pipeline<crate::mempool::PoolBuf>,
+) -> Worker<NullPort, PoolCache> {
     let pool = Mempool::new(MempoolConfig { buffers: 4096, data_room: 2048, headroom: 128 })
         .expect("mempool");
     let io = vec![NullPort::new(pool, frames), NullPort::new(pool, Vec::new())];
     let stats = Arc::new(WorkerStats::new(2));
-    Worker::new(0, io, PoolCache::new(pool), router_pipeline(), IdlePolicy::BusyPoll, stats)
+    let pipeline = customize(router_pipeline());
+    Worker::new(0, io, PoolCache::new(pool), pipeline, IdlePolicy::BusyPoll, stats)
 }
 
 /// The same router over any two ports and buffer source (DPDK queues, say).

@@ -380,6 +380,7 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
             }
             received += n;
             let port = u8::try_from(p).unwrap_or(u8::MAX);
+            self.pipeline.prefetch_burst(&self.rx);
             for pkt in self.rx.drain(..) {
                 let v = self.pipeline.process(pkt, port, now_ns, &mut tx);
                 debug_assert!(

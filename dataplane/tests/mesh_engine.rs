@@ -121,12 +121,21 @@ fn rig(
     Rig { engine: MeshEngine::new(0, 1, &settings, std::sync::Arc::clone(&shared)), shared, now: 1 }
 }
 
+/// [`Rig::send`]'s answer for a translated frame (whose new destination it checked).
+const TRANSLATED: MeshAction = MeshAction::Translated { dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
+
 impl Rig {
     fn send(&mut self, f: &mut [u8]) -> MeshAction {
         let p = parse_frame(f).unwrap();
         let local = matches!(p.l3, L3::Ipv4(ip) if ip.dst.octets() == SNAT);
         self.now += 1000;
-        self.engine.handle(f, &p, local, |_| Some(IpAddr::from(SNAT)), self.now)
+        match self.engine.handle(f, &p, local, |_| Some(IpAddr::from(SNAT)), self.now) {
+            MeshAction::Translated { dst } => {
+                assert_eq!(tuple(f).2, dst, "the engine reports the new destination");
+                TRANSLATED
+            }
+            other => other,
+        }
     }
 }
 
@@ -134,17 +143,17 @@ impl Rig {
 fn nat_translates_both_ways() {
     let mut r = rig(Mode::Nat, Policy::Maglev, vec![ep(10, 1)], 64, WhenFull::DropNew);
     let mut syn = frame(CLIENT, 40000, VIP, 80, Some(SYN));
-    assert_eq!(r.send(&mut syn), MeshAction::Translated);
+    assert_eq!(r.send(&mut syn), TRANSLATED);
     let (src, sport, dst, dport) = tuple(&syn);
     assert_eq!((src, dst, dport), (IpAddr::from(SNAT), IpAddr::from([198, 18, 2, 10]), 8080));
     assert!((20000..=29999).contains(&sport), "SNAT port {sport}");
     // The endpoint answers to the SNAT address and port: back to the client, from the VIP.
     let mut synack = frame([198, 18, 2, 10], 8080, SNAT, sport, Some(SYN | ACK));
-    assert_eq!(r.send(&mut synack), MeshAction::Translated);
+    assert_eq!(r.send(&mut synack), TRANSLATED);
     assert_eq!(tuple(&synack), (IpAddr::from(VIP), 80, IpAddr::from(CLIENT), 40000));
     // The client's next packets take the same translation.
     let mut ack = frame(CLIENT, 40000, VIP, 80, Some(ACK));
-    assert_eq!(r.send(&mut ack), MeshAction::Translated);
+    assert_eq!(r.send(&mut ack), TRANSLATED);
     assert_eq!(tuple(&ack), (src, sport, dst, dport));
     let c = r.engine.counters;
     assert_eq!((c.flows_opened, c.forward, c.reverse, c.connects_ok), (1, 2, 1, 1));
@@ -154,11 +163,11 @@ fn nat_translates_both_ways() {
 fn dnat_rewrites_the_destination_only() {
     let mut r = rig(Mode::Dnat, Policy::RoundRobin, vec![ep(10, 1)], 64, WhenFull::DropNew);
     let mut syn = frame(CLIENT, 40001, VIP, 80, Some(SYN));
-    assert_eq!(r.send(&mut syn), MeshAction::Translated);
+    assert_eq!(r.send(&mut syn), TRANSLATED);
     assert_eq!(tuple(&syn), (IpAddr::from(CLIENT), 40001, IpAddr::from([198, 18, 2, 10]), 8080));
     // The endpoint answers the client directly through weir, its gateway.
     let mut synack = frame([198, 18, 2, 10], 8080, CLIENT, 40001, Some(SYN | ACK));
-    assert_eq!(r.send(&mut synack), MeshAction::Translated);
+    assert_eq!(r.send(&mut synack), TRANSLATED);
     assert_eq!(tuple(&synack), (IpAddr::from(VIP), 80, IpAddr::from(CLIENT), 40001));
 }
 
@@ -189,7 +198,7 @@ fn spread(policy: Policy) -> f64 {
     for i in 0..100_000u32 {
         let client = [198, 18, 1, u8::try_from(2 + i / 60000).unwrap()];
         let mut f = frame(client, u16::try_from(1024 + i % 60000).unwrap(), VIP, 80, Some(SYN));
-        assert_eq!(r.send(&mut f), MeshAction::Translated);
+        assert_eq!(r.send(&mut f), TRANSLATED);
         if tuple(&f).2 == IpAddr::from([198, 18, 2, 11]) {
             canary += 1;
         }
@@ -219,12 +228,12 @@ fn a_syn_flood_is_refused_or_evicted_and_established_flows_carry_on() {
         let mut ports = Vec::new();
         for cport in [50000u16, 50001] {
             let mut syn = frame(CLIENT, cport, VIP, 80, Some(SYN));
-            assert_eq!(r.send(&mut syn), MeshAction::Translated);
+            assert_eq!(r.send(&mut syn), TRANSLATED);
             let sp = tuple(&syn).1;
             let mut synack = frame([198, 18, 2, 10], 8080, SNAT, sp, Some(SYN | ACK));
-            assert_eq!(r.send(&mut synack), MeshAction::Translated);
+            assert_eq!(r.send(&mut synack), TRANSLATED);
             let mut ack = frame(CLIENT, cport, VIP, 80, Some(ACK));
-            assert_eq!(r.send(&mut ack), MeshAction::Translated);
+            assert_eq!(r.send(&mut ack), TRANSLATED);
             ports.push(cport);
         }
         // A flood of SYNs from random sources fills the table; the endpoint answers some of
@@ -232,10 +241,10 @@ fn a_syn_flood_is_refused_or_evicted_and_established_flows_carry_on() {
         for i in 0..3u32 {
             let src = [198, 18, 200, u8::try_from(i).unwrap()];
             let mut syn = frame(src, 1000, VIP, 80, Some(SYN));
-            assert_eq!(r.send(&mut syn), MeshAction::Translated);
+            assert_eq!(r.send(&mut syn), TRANSLATED);
             let sp = tuple(&syn).1;
             let mut synack = frame([198, 18, 2, 10], 8080, SNAT, sp, Some(SYN | ACK));
-            assert_eq!(r.send(&mut synack), MeshAction::Translated);
+            assert_eq!(r.send(&mut synack), TRANSLATED);
         }
         let mut dropped = 0;
         for i in 0..1000u32 {
@@ -255,11 +264,7 @@ fn a_syn_flood_is_refused_or_evicted_and_established_flows_carry_on() {
         }
         for cport in ports {
             let mut ack = frame(CLIENT, cport, VIP, 80, Some(ACK));
-            assert_eq!(
-                r.send(&mut ack),
-                MeshAction::Translated,
-                "{when_full:?}: established flow lost"
-            );
+            assert_eq!(r.send(&mut ack), TRANSLATED, "{when_full:?}: established flow lost");
         }
     }
 }
@@ -272,7 +277,7 @@ fn flows_keep_their_endpoint_across_a_reload_and_drain_or_reset() {
         let mut to = Vec::new();
         for cport in 0..10u16 {
             let mut syn = frame(CLIENT, 30000 + cport, VIP, 80, Some(SYN));
-            assert_eq!(r.send(&mut syn), MeshAction::Translated);
+            assert_eq!(r.send(&mut syn), TRANSLATED);
             to.push(tuple(&syn).2);
         }
         // Endpoint .10 is removed; .12 added.
@@ -289,7 +294,7 @@ fn flows_keep_their_endpoint_across_a_reload_and_drain_or_reset() {
             if *was == IpAddr::from([198, 18, 2, 10]) && gone == OnEndpointGone::Reset {
                 assert_eq!(got, MeshAction::Drop(DropReason::EndpointGone));
             } else {
-                assert_eq!(got, MeshAction::Translated);
+                assert_eq!(got, TRANSLATED);
                 assert_eq!(tuple(&ack).2, *was, "a flow changed endpoint");
             }
         }
@@ -315,10 +320,10 @@ fn udp_flows_translate_both_ways() {
         now: 1,
     };
     let mut q = frame(CLIENT, 5353, VIP, 80, None);
-    assert_eq!(r.send(&mut q), MeshAction::Translated);
+    assert_eq!(r.send(&mut q), TRANSLATED);
     let (_, sport, dst, dport) = tuple(&q);
     let IpAddr::V4(dst) = dst else { panic!() };
     let mut a = frame(dst.octets(), dport, SNAT, sport, None);
-    assert_eq!(r.send(&mut a), MeshAction::Translated);
+    assert_eq!(r.send(&mut a), TRANSLATED);
     assert_eq!(tuple(&a), (IpAddr::from(VIP), 80, IpAddr::from(CLIENT), 5353));
 }

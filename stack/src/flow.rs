@@ -105,6 +105,28 @@ impl FlowKey {
         Some(key)
     }
 
+    /// The key of an unfragmented TCP or UDP packet that [`ipv4_fast`](crate::parse::ipv4_fast)
+    /// accepted (the same key [`from_parsed`](Self::from_parsed) gives for it); `None` for
+    /// anything else.
+    #[inline]
+    pub fn from_ipv4_fast(f: &crate::parse::Ipv4Fast) -> Option<FlowKey> {
+        if f.fragment || (f.protocol != 6 && f.protocol != 17) {
+            return None;
+        }
+        let mut src = [0u8; 16];
+        let mut dst = [0u8; 16];
+        src[..4].copy_from_slice(&f.src.octets());
+        dst[..4].copy_from_slice(&f.dst.octets());
+        Some(FlowKey {
+            src,
+            dst,
+            src_port: f.src_port,
+            dst_port: f.dst_port,
+            proto: f.protocol,
+            family: Family::V4,
+        })
+    }
+
     /// The key of the opposite direction: addresses and ports swapped.
     #[inline]
     pub const fn reversed(&self) -> FlowKey {
@@ -184,6 +206,21 @@ impl FlowKey {
     /// Address family.
     pub const fn family(&self) -> Family {
         self.family
+    }
+
+    /// A directional 32-bit hash for hash tables: cheaper than the symmetric one (no ordering
+    /// of the endpoints, one multiply per word). Not for choosing workers or endpoints, where
+    /// both directions must agree.
+    #[inline]
+    pub fn table_hash(&self) -> u32 {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut h = u64::from(self.proto) << 8 | self.family as u64;
+        for w in [word(&self.src, 0), word(&self.src, 8), word(&self.dst, 0), word(&self.dst, 8)] {
+            h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        h = (h.rotate_left(5) ^ (u64::from(self.src_port) << 16 | u64::from(self.dst_port)))
+            .wrapping_mul(K);
+        u32::try_from(h >> 32).unwrap_or_default()
     }
 
     /// [`symmetric_hash_seeded`](Self::symmetric_hash_seeded) with [`DEFAULT_SEED`].

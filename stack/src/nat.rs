@@ -17,6 +17,65 @@ pub struct SocketAddr {
     pub port: u16,
 }
 
+/// Where a TCP or UDP packet's translatable fields are, and what they hold: what
+/// [`rewrite_at`] needs, from a [`Parsed`] frame ([`NatSite::from_parsed`]) or from the IPv4
+/// fast path ([`NatSite::from_ipv4_fast`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatSite {
+    /// Offset of the IP header.
+    pub l3_offset: usize,
+    /// Offset of the TCP/UDP header.
+    pub l4_offset: usize,
+    /// TCP (else UDP).
+    pub tcp: bool,
+    /// Source address and port now in the packet.
+    pub src: SocketAddr,
+    /// Destination address and port now in the packet.
+    pub dst: SocketAddr,
+}
+
+impl NatSite {
+    /// The site of a parsed, unfragmented TCP or UDP packet.
+    pub fn from_parsed(parsed: &Parsed) -> Result<NatSite, BuildError> {
+        let Some(l4) = parsed.l4 else { return Err(BuildError::UnexpectedPacket) };
+        let (tcp, sport, dport) = match l4.header {
+            L4::Tcp { src_port, dst_port, .. } => (true, src_port, dst_port),
+            L4::Udp { src_port, dst_port, .. } => (false, src_port, dst_port),
+            _ => return Err(BuildError::UnexpectedPacket),
+        };
+        let (src, dst) = match parsed.l3 {
+            L3::Ipv4(ref ip) if ip.is_fragment => return Err(BuildError::Fragmented),
+            L3::Ipv6(ref ip) if ip.is_fragment => return Err(BuildError::Fragmented),
+            L3::Ipv4(ref ip) => (IpAddr::V4(ip.src), IpAddr::V4(ip.dst)),
+            L3::Ipv6(ref ip) => (IpAddr::V6(ip.src), IpAddr::V6(ip.dst)),
+            L3::Arp(_) => return Err(BuildError::UnexpectedPacket),
+        };
+        Ok(NatSite {
+            l3_offset: usize::from(parsed.l3_offset),
+            l4_offset: usize::from(l4.l4_offset),
+            tcp,
+            src: SocketAddr { addr: src, port: sport },
+            dst: SocketAddr { addr: dst, port: dport },
+        })
+    }
+
+    /// The site of an untagged IPv4 packet the fast path accepted; `None` unless it is an
+    /// unfragmented TCP or UDP packet.
+    #[inline]
+    pub fn from_ipv4_fast(f: &crate::parse::Ipv4Fast) -> Option<NatSite> {
+        if f.fragment || (f.protocol != 6 && f.protocol != 17) {
+            return None;
+        }
+        Some(NatSite {
+            l3_offset: 14,
+            l4_offset: 34,
+            tcp: f.protocol == 6,
+            src: SocketAddr { addr: IpAddr::V4(f.src), port: f.src_port },
+            dst: SocketAddr { addr: IpAddr::V4(f.dst), port: f.dst_port },
+        })
+    }
+}
+
 /// Rewrites the source and/or destination address and port of a parsed TCP or UDP packet in
 /// `frame`. Addresses must be of the packet's family.
 ///
@@ -33,33 +92,38 @@ pub fn rewrite(
     src: Option<SocketAddr>,
     dst: Option<SocketAddr>,
 ) -> Result<(), BuildError> {
-    let Some(l4) = parsed.l4 else { return Err(BuildError::UnexpectedPacket) };
-    let (is_tcp, old_sport, old_dport) = match l4.header {
-        L4::Tcp { src_port, dst_port, .. } => (true, src_port, dst_port),
-        L4::Udp { src_port, dst_port, .. } => (false, src_port, dst_port),
-        _ => return Err(BuildError::UnexpectedPacket),
-    };
-    let l3 = usize::from(parsed.l3_offset);
-    let l4o = usize::from(l4.l4_offset);
-    let csum_at = l4o + if is_tcp { 16 } else { 6 };
+    rewrite_at(frame, &NatSite::from_parsed(parsed)?, src, dst)
+}
+
+/// [`rewrite`] at a known [`NatSite`].
+#[inline]
+pub fn rewrite_at(
+    frame: &mut [u8],
+    site: &NatSite,
+    src: Option<SocketAddr>,
+    dst: Option<SocketAddr>,
+) -> Result<(), BuildError> {
+    let l3 = site.l3_offset;
+    let l4o = site.l4_offset;
+    let csum_at = l4o + if site.tcp { 16 } else { 6 };
     if frame.len() < csum_at + 2 || frame.len() < l4o + 8 {
         return Err(BuildError::BufferTooSmall);
     }
     let mut l4_csum = u16::from_be_bytes([frame[csum_at], frame[csum_at + 1]]);
-    let udp_no_csum = !is_tcp && l4_csum == 0 && matches!(parsed.l3, L3::Ipv4(_));
-    match parsed.l3 {
-        L3::Ipv4(ref ip) => {
-            if ip.is_fragment {
-                return Err(BuildError::Fragmented);
-            }
+    let udp_no_csum = !site.tcp && l4_csum == 0 && site.src.addr.is_ipv4();
+    match (site.src.addr, site.dst.addr) {
+        (IpAddr::V4(old_src), IpAddr::V4(old_dst)) => {
             let v4 = |s: Option<SocketAddr>| match s.map(|s| s.addr) {
                 None => Ok(None),
                 Some(IpAddr::V4(a)) => Ok(Some(a)),
                 Some(IpAddr::V6(_)) => Err(BuildError::UnexpectedPacket),
             };
             let (new_src, new_dst) = (v4(src)?, v4(dst)?);
+            if frame.len() < l3 + 20 {
+                return Err(BuildError::BufferTooSmall);
+            }
             let mut ip_csum = u16::from_be_bytes([frame[l3 + 10], frame[l3 + 11]]);
-            for (new, at, old) in [(new_src, 12, ip.src), (new_dst, 16, ip.dst)] {
+            for (new, at, old) in [(new_src, 12, old_src), (new_dst, 16, old_dst)] {
                 if let Some(new) = new {
                     ip_csum = update32(ip_csum, u32::from(old), u32::from(new));
                     l4_csum = update32(l4_csum, u32::from(old), u32::from(new));
@@ -68,36 +132,36 @@ pub fn rewrite(
             }
             frame[l3 + 10..l3 + 12].copy_from_slice(&ip_csum.to_be_bytes());
         }
-        L3::Ipv6(ref ip) => {
-            if ip.is_fragment {
-                return Err(BuildError::Fragmented);
-            }
+        (IpAddr::V6(old_src), IpAddr::V6(old_dst)) => {
             let v6 = |s: Option<SocketAddr>| match s.map(|s| s.addr) {
                 None => Ok(None),
                 Some(IpAddr::V6(a)) => Ok(Some(a)),
                 Some(IpAddr::V4(_)) => Err(BuildError::UnexpectedPacket),
             };
             let (new_src, new_dst) = (v6(src)?, v6(dst)?);
-            for (new, at, old) in [(new_src, 8, ip.src), (new_dst, 24, ip.dst)] {
+            if frame.len() < l3 + 40 {
+                return Err(BuildError::BufferTooSmall);
+            }
+            for (new, at, old) in [(new_src, 8, old_src), (new_dst, 24, old_dst)] {
                 if let Some(new) = new {
                     l4_csum = update128(l4_csum, u128::from(old), u128::from(new));
                     frame[l3 + at..l3 + at + 16].copy_from_slice(&new.octets());
                 }
             }
         }
-        L3::Arp(_) => return Err(BuildError::UnexpectedPacket),
+        _ => return Err(BuildError::UnexpectedPacket),
     }
     if let Some(s) = src {
-        l4_csum = update16(l4_csum, old_sport, s.port);
+        l4_csum = update16(l4_csum, site.src.port, s.port);
         frame[l4o..l4o + 2].copy_from_slice(&s.port.to_be_bytes());
     }
     if let Some(d) = dst {
-        l4_csum = update16(l4_csum, old_dport, d.port);
+        l4_csum = update16(l4_csum, site.dst.port, d.port);
         frame[l4o + 2..l4o + 4].copy_from_slice(&d.port.to_be_bytes());
     }
     if !udp_no_csum {
         // RFC 768: a computed UDP checksum of zero is sent as all ones.
-        if !is_tcp && l4_csum == 0 {
+        if !site.tcp && l4_csum == 0 {
             l4_csum = 0xffff;
         }
         frame[csum_at..csum_at + 2].copy_from_slice(&l4_csum.to_be_bytes());

@@ -751,6 +751,16 @@ fn parse_l4(
 /// What the IPv4 forwarding fast path needs from a frame, see [`ipv4_fast`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ipv4Fast {
+    /// IP protocol.
+    pub protocol: u8,
+    /// A fragment (more fragments, or an offset): its ports cannot be translated.
+    pub fragment: bool,
+    /// TCP or UDP source port of an unfragmented packet, else 0.
+    pub src_port: u16,
+    /// TCP or UDP destination port of an unfragmented packet, else 0.
+    pub dst_port: u16,
+    /// TCP flags of an unfragmented TCP packet, else 0.
+    pub tcp_flags: u8,
     /// Source address.
     pub src: Ipv4Addr,
     /// Destination address.
@@ -761,6 +771,30 @@ pub struct Ipv4Fast {
     pub total_len: u16,
     /// The DF flag.
     pub dont_fragment: bool,
+}
+
+/// The fields [`ipv4_fast`] returns, read without checking anything but the frame's length: for
+/// hints (prefetching a flow table entry), never for decisions.
+#[inline(always)]
+pub fn ipv4_peek(frame: &[u8]) -> Option<Ipv4Fast> {
+    let b = frame.first_chunk::<38>()?;
+    if b[12] != 0x08 || b[13] != 0x00 || b[14] != 0x45 {
+        return None;
+    }
+    let h = &b[14..34];
+    let flags_frag = be16([h[6], h[7]]);
+    Some(Ipv4Fast {
+        protocol: h[9],
+        fragment: flags_frag & 0x3fff != 0,
+        src_port: be16([b[34], b[35]]),
+        dst_port: be16([b[36], b[37]]),
+        tcp_flags: 0,
+        src: Ipv4Addr::new(h[12], h[13], h[14], h[15]),
+        dst: Ipv4Addr::new(h[16], h[17], h[18], h[19]),
+        ttl: h[8],
+        total_len: be16([h[2], h[3]]),
+        dont_fragment: flags_frag & 0x4000 != 0,
+    })
 }
 
 /// The common case of [`parse_frame`], checked in a few instructions: an untagged IPv4 frame
@@ -793,6 +827,7 @@ pub fn ipv4_fast(frame: &[u8]) -> Option<Ipv4Fast> {
     }
     let flags_frag = be16([h[6], h[7]]);
     let fragment = flags_frag & 0x3fff != 0;
+    let (mut src_port, mut dst_port, mut tcp_flags) = (0, 0, 0);
     if flags_frag & 0x1fff == 0 {
         // First (or only) fragment: the L4 header must be there, as parse_l4 requires.
         let payload = total - IPV4_MIN_HEADER_LEN;
@@ -816,8 +851,21 @@ pub fn ipv4_fast(frame: &[u8]) -> Option<Ipv4Fast> {
         if !ok {
             return None;
         }
+        if !fragment && (h[9] == PROTO_TCP || h[9] == PROTO_UDP) {
+            // Checked above: the L4 header is there.
+            src_port = be16([l4[0], l4[1]]);
+            dst_port = be16([l4[2], l4[3]]);
+            if h[9] == PROTO_TCP {
+                tcp_flags = l4[13];
+            }
+        }
     }
     Some(Ipv4Fast {
+        protocol: h[9],
+        fragment,
+        src_port,
+        dst_port,
+        tcp_flags,
         src: Ipv4Addr::new(h[12], h[13], h[14], h[15]),
         dst: Ipv4Addr::new(h[16], h[17], h[18], h[19]),
         ttl: h[8],

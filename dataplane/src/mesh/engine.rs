@@ -93,8 +93,12 @@ pub struct MeshSettings {
 pub enum MeshAction {
     /// Not a mesh packet: route it as usual.
     Pass,
-    /// Translated in place: route it to its new destination.
-    Translated,
+    /// Translated in place: route it to its new destination (its offsets, length and TTL are
+    /// as parsed).
+    Translated {
+        /// The destination address now in the packet.
+        dst: IpAddr,
+    },
     /// Drop it.
     Drop(DropReason),
     /// Its flow belongs to this worker.
@@ -142,6 +146,26 @@ pub struct MeshEngine {
     snat_cursor: u32,
     /// Counters.
     pub counters: MeshCounters,
+}
+
+/// How a NAT or DNAT flow's packet going `dir` is rewritten: (new source, new destination,
+/// the destination address it ends up with). DSR flows are not rewritten.
+#[inline]
+fn rewrite_for(flow: &Flow, dir: Direction) -> (Option<SocketAddr>, Option<SocketAddr>, IpAddr) {
+    let (f, r) = (&flow.forward, &flow.reverse);
+    let sa = |a: IpAddr, port: u16| SocketAddr { addr: a, port };
+    match (flow.mode, dir) {
+        (Mode::Nat, Direction::Forward) => {
+            (Some(sa(r.dst(), r.dst_port())), Some(sa(r.src(), r.src_port())), r.src())
+        }
+        (Mode::Dnat, Direction::Forward) => (None, Some(sa(r.src(), r.src_port())), r.src()),
+        (Mode::Nat, Direction::Reverse) => {
+            (Some(sa(f.dst(), f.dst_port())), Some(sa(f.src(), f.src_port())), f.src())
+        }
+        (Mode::Dnat, Direction::Reverse) => (Some(sa(f.dst(), f.dst_port())), None, r.dst()),
+        (Mode::Dsr(_), Direction::Forward) => (None, None, f.dst()),
+        (Mode::Dsr(_), Direction::Reverse) => (None, None, r.dst()),
+    }
 }
 
 /// Flows leaving the table: their endpoint loses an active flow; an unanswered handshake is a
@@ -399,6 +423,76 @@ impl MeshEngine {
             }
             self.flows.mark_checked(id, self.snap.generation);
         }
+        self.touch(&flow, id, dir, flags, now_ns);
+        let (f, r) = (flow.forward, flow.reverse);
+        if let Mode::Dsr(encap) = flow.mode {
+            if dir == Direction::Reverse {
+                // Replies of DSR flows go from the endpoint to the client directly.
+                return MeshAction::Pass;
+            }
+            self.counters.forward += 1;
+            let h = f.symmetric_hash_seeded(PICK_SEED);
+            return MeshAction::Encapsulate {
+                endpoint: r.src(),
+                encap,
+                entropy: u16::try_from(h & 0xffff).unwrap_or(0),
+            };
+        }
+        let (src, dst, new_dst) = rewrite_for(&flow, dir);
+        let site = match stack::nat::NatSite::from_parsed(parsed) {
+            Ok(site) => site,
+            Err(_) => return MeshAction::Drop(DropReason::Untranslatable),
+        };
+        if stack::nat::rewrite_at(frame, &site, src, dst).is_err() {
+            return MeshAction::Drop(DropReason::Untranslatable);
+        }
+        self.count(dir);
+        MeshAction::Translated { dst: new_dst }
+    }
+
+    /// Prefetches the flow-table entries a burst's packets will look up: all index slots
+    /// first, then the records they point to, so the burst's memory accesses overlap instead of
+    /// each packet waiting for its own. `keys` are the burst's IPv4 TCP/UDP keys.
+    pub fn prefetch(&self, keys: &[FlowKey]) {
+        for k in keys {
+            self.flows.prefetch_slot(k);
+        }
+        for k in keys {
+            self.flows.prefetch_record(k);
+        }
+    }
+
+    /// The IPv4 fast path's share: translates a packet of a flow this worker holds, checked
+    /// against the current snapshot, that NAT or DNAT translates. Returns the new destination,
+    /// or `None` (nothing changed) for anything else, which the general path then handles.
+    #[inline]
+    pub fn fast_translate(
+        &mut self,
+        frame: &mut [u8],
+        key: &FlowKey,
+        site: &stack::nat::NatSite,
+        flags: u8,
+        now_ns: u64,
+    ) -> Option<IpAddr> {
+        let (id, dir) = {
+            let mut cb = on_removed(&mut self.active, &self.shared.health, &mut self.counters);
+            self.flows.lookup(key, now_ns, &mut cb)?
+        };
+        let flow = *self.flows.get(id)?;
+        if flow.checked != self.snap.generation || matches!(flow.mode, Mode::Dsr(_)) {
+            return None;
+        }
+        let (src, dst, new_dst) = rewrite_for(&flow, dir);
+        stack::nat::rewrite_at(frame, site, src, dst).ok()?;
+        self.touch(&flow, id, dir, flags, now_ns);
+        self.count(dir);
+        Some(new_dst)
+    }
+
+    /// A packet of `flow` went `dir`: its state moves on, and a handshake answered or refused
+    /// is the endpoint's health.
+    #[inline]
+    fn touch(&mut self, flow: &Flow, id: u32, dir: Direction, flags: u8, now_ns: u64) {
         match self.flows.touch(id, dir, flags, now_ns) {
             Transition::Answered => {
                 self.counters.connects_ok += 1;
@@ -410,37 +504,14 @@ impl MeshEngine {
             }
             Transition::None => {}
         }
-        let (f, r) = (flow.forward, flow.reverse);
-        let sa = |a: IpAddr, port: u16| SocketAddr { addr: a, port };
-        let (src, dst) = match (flow.mode, dir) {
-            (Mode::Nat, Direction::Forward) => {
-                (Some(sa(r.dst(), r.dst_port())), Some(sa(r.src(), r.src_port())))
-            }
-            (Mode::Dnat, Direction::Forward) => (None, Some(sa(r.src(), r.src_port()))),
-            (Mode::Nat, Direction::Reverse) => {
-                (Some(sa(f.dst(), f.dst_port())), Some(sa(f.src(), f.src_port())))
-            }
-            (Mode::Dnat, Direction::Reverse) => (Some(sa(f.dst(), f.dst_port())), None),
-            (Mode::Dsr(encap), Direction::Forward) => {
-                self.counters.forward += 1;
-                let h = f.symmetric_hash_seeded(PICK_SEED);
-                return MeshAction::Encapsulate {
-                    endpoint: r.src(),
-                    encap,
-                    entropy: u16::try_from(h & 0xffff).unwrap_or(0),
-                };
-            }
-            // Replies of DSR flows go from the endpoint to the client directly.
-            (Mode::Dsr(_), Direction::Reverse) => return MeshAction::Pass,
-        };
-        if stack::nat::rewrite(frame, parsed, src, dst).is_err() {
-            return MeshAction::Drop(DropReason::Untranslatable);
-        }
+    }
+
+    #[inline]
+    fn count(&mut self, dir: Direction) {
         match dir {
             Direction::Forward => self.counters.forward += 1,
             Direction::Reverse => self.counters.reverse += 1,
         }
-        MeshAction::Translated
     }
 
     /// Picks an endpoint of cluster `ci` for a new flow.

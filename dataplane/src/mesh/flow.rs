@@ -188,9 +188,6 @@ struct Slot {
 
 const FREE_SLOT: Slot = Slot { hash: 0, tagged: EMPTY };
 
-/// Seed of the index hash.
-const SEED: u64 = 0x666c_6f77_7461_626c;
-
 /// A fixed-capacity flow table. See the module docs.
 pub struct FlowTable {
     slots: Box<[Slot]>,
@@ -254,7 +251,7 @@ impl FlowTable {
 
     #[inline]
     fn hash(key: &FlowKey) -> u32 {
-        key.symmetric_hash_seeded(SEED)
+        key.table_hash()
     }
 
     #[inline]
@@ -288,6 +285,40 @@ impl FlowTable {
                     return None;
                 }
                 return Some((id, dir));
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// Starts loading the index slot where `key`'s search begins (the first stage of a burst's
+    /// lookups).
+    #[inline]
+    pub fn prefetch_slot(&self, key: &FlowKey) {
+        let i = usize::try_from(Self::hash(key)).unwrap_or(0) & self.mask;
+        crate::hint::prefetch(self.slots.as_ptr().wrapping_add(i));
+    }
+
+    /// Starts loading the record `key` names, if its slot (loaded by [`prefetch_slot`]) says
+    /// which (the second stage).
+    ///
+    /// [`prefetch_slot`]: Self::prefetch_slot
+    #[inline]
+    pub fn prefetch_record(&self, key: &FlowKey) {
+        let h = Self::hash(key);
+        let mut i = usize::try_from(h).unwrap_or(0) & self.mask;
+        // Look a few slots along the probe run, by hash only: a hint needs no certainty.
+        for _ in 0..4 {
+            let s = self.slots[i];
+            if s.tagged == EMPTY {
+                return;
+            }
+            if s.hash == h {
+                let id = usize::try_from(s.tagged >> 1).unwrap_or(0);
+                // A record spans two cache lines.
+                let rec = self.flows.as_ptr().wrapping_add(id);
+                crate::hint::prefetch(rec);
+                crate::hint::prefetch(rec.cast::<u8>().wrapping_add(64));
+                return;
             }
             i = (i + 1) & self.mask;
         }

@@ -1,0 +1,144 @@
+//! The L4 mesh's cost per packet on the memory backend, and how it scales.
+//!
+//! One worker over two null ports (as `pipeline`): port 0 receives UDP frames from clients to
+//! service VIPs, which the mesh balances over a cluster of four endpoints (DNAT: parse, flow
+//! lookup or insert, pick, rewrite with incremental checksums) and routes out of port 1. Each
+//! scenario first sends every frame once (opening every flow), then measures TSC cycles per
+//! packet over whole passes of its frames: with S services and F flows, frames go round-robin
+//! over the F flows, spread over the S services.
+//!
+//! Prints one line per scenario: `mesh services=S flows=F cycles_per_packet=C (median of 5)`.
+//! `WEIR_BENCH_FLOWS_MAX` caps the largest flow count (default 1 000 000); `WEIR_BENCH_ONLY=N`
+//! runs only the N-th scenario (0 to 3).
+
+use dataplane::mesh::engine::{MeshEngine, MeshSettings, SharedMesh};
+use dataplane::mesh::flow::{FlowTimeouts, WhenFull};
+use dataplane::mesh::model::{
+    proto, ClusterSpec, EndpointSpec, MeshCapacity, MeshSnapshot, Mode, OnEndpointGone, Policy,
+    ServiceSpec,
+};
+use dataplane::testing::{null_router_with, udp4_frame_between, CLIENT_MAC, PORT0_MAC};
+use std::net::IpAddr;
+
+fn vip(i: u32) -> [u8; 4] {
+    [198, 19, u8::try_from((i >> 8) & 0xff).unwrap_or(0), u8::try_from(i & 0xff).unwrap_or(0)]
+}
+
+fn scenario(services: u32, flows: u32) -> f64 {
+    let svc: Vec<ServiceSpec> = (0..services)
+        .map(|i| ServiceSpec {
+            name: format!("s{i}"),
+            vip: IpAddr::from(vip(i)),
+            port: u16::try_from(80 + i / 65536).unwrap_or(80),
+            proto: proto::UDP,
+            cluster: "c".into(),
+            mode: Mode::Dnat,
+        })
+        .collect();
+    let cluster = ClusterSpec {
+        name: "c".into(),
+        policy: Policy::Maglev,
+        maglev_table_size: None,
+        on_endpoint_gone: OnEndpointGone::Drain,
+        endpoints: (0..4)
+            .map(|p| EndpointSpec {
+                addr: IpAddr::from([198, 18, 2, 2]),
+                port: 8000 + p,
+                weight: 1,
+                healthy: true,
+            })
+            .collect(),
+    };
+    let cap = MeshCapacity { services: 1 << 20, clusters: 16, endpoints: 64 };
+    let snap = MeshSnapshot::build(&svc, &[cluster], cap, None, |_| true).expect("mesh");
+    let shared = SharedMesh::new(snap, 64);
+    let settings = MeshSettings {
+        flow_capacity: usize::try_from(flows).unwrap_or(1)
+            + usize::try_from(flows / 4).unwrap_or(0)
+            + 64,
+        timeouts: FlowTimeouts::default(),
+        when_full: WhenFull::DropNew,
+        snat_ports: (20000, 59999),
+        endpoints: 64,
+        clusters: 16,
+    };
+    let engine = MeshEngine::new(0, 1, &settings, shared);
+    // Flow i: client 198.18.128.0/17 address and port from i, to service i % S.
+    let frames: Vec<Vec<u8>> = (0..flows)
+        .map(|i| {
+            let c = i / 60000;
+            let src = [
+                198,
+                18,
+                128 + u8::try_from((c >> 8) & 0x7f).unwrap_or(0),
+                u8::try_from(c & 0xff).unwrap_or(0),
+            ];
+            let s = i % services;
+            let mut f = udp4_frame_between(
+                PORT0_MAC,
+                CLIENT_MAC,
+                src,
+                vip(s),
+                u16::try_from(1024 + i % 60000).unwrap_or(1024),
+            )
+            .to_vec();
+            // Destination port: the service's (the frame's UDP checksum is 0, none).
+            let dport = u16::try_from(80 + s / 65536).unwrap_or(80);
+            f[36..38].copy_from_slice(&dport.to_be_bytes());
+            f
+        })
+        .collect();
+    let mut worker = null_router_with(frames, |p| p.with_mesh(engine));
+    let passes = |n: u64| n.div_ceil(32);
+    // Open every flow.
+    for _ in 0..passes(u64::from(flows)) + 8 {
+        worker.poll_once();
+    }
+    let opened = worker.pipeline().mesh().map_or(0, |m| m.counters.flows_opened);
+    assert_eq!(opened, u64::from(flows), "every flow opened");
+    // Measure over at least 300 000 packets, whole passes.
+    let polls = passes(u64::from(flows)).max(300_000 / 32);
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        let t0 = dataplane::cycles::now();
+        let mut packets = 0u64;
+        for _ in 0..polls {
+            packets += worker.poll_once() as u64;
+        }
+        samples.push((dataplane::cycles::now() - t0) as f64 / packets as f64);
+    }
+    let c = &worker.pipeline().counters;
+    let dropped: u64 = c.drops.iter().sum();
+    assert_eq!(dropped, 0, "the figure must measure translation, not drops: {:?}", c.drops);
+    assert_eq!(
+        worker.pipeline().mesh().map_or(0, |m| m.flows().len()),
+        usize::try_from(flows).unwrap_or(0)
+    );
+    samples.sort_by(f64::total_cmp);
+    samples[2]
+}
+
+fn main() {
+    if let Some(core) = core_affinity::get_core_ids().and_then(|ids| ids.into_iter().last()) {
+        core_affinity::set_for_current(core);
+    }
+    let max: u32 = std::env::var("WEIR_BENCH_FLOWS_MAX")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let only: Option<usize> = std::env::var("WEIR_BENCH_ONLY").ok().and_then(|v| v.parse().ok());
+    let mut results = Vec::new();
+    for (i, (services, flows)) in
+        [(1, 1), (1000, 1000), (100_000, 100_000), (1, max)].into_iter().enumerate()
+    {
+        if only.is_some_and(|o| o != i) {
+            continue;
+        }
+        let cpp = scenario(services, flows);
+        println!("mesh services={services} flows={flows} cycles_per_packet={cpp:.1} (median of 5)");
+        results.push(cpp);
+    }
+    let lo = results.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = results.iter().copied().fold(0.0, f64::max);
+    println!("mesh scale: largest / smallest = {:.2}", hi / lo);
+}
