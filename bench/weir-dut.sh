@@ -5,7 +5,9 @@
 # routes DST_IP out of DUT_OUT to the sink, and runs weir with one busy-polling worker on the
 # core the rig gives it. TX_MODE=sendmmsg|ring picks the af_packet transmit path;
 # BACKEND=dpdk runs weir on DPDK's net_af_packet vdevs instead (the ports testpmd uses in
-# `fwd-rig.sh testpmd`, with the same default vdev arguments).
+# `fwd-rig.sh testpmd`, with the same default vdev arguments). SERVICES=N makes DST_IP:9/udp an
+# L4 service (DNAT to 198.19.0.2:9, the sink) among N services, as `fwd-rig.sh -r N kernel`
+# puts its DNAT rule behind N-1 others.
 set -euo pipefail
 WEIR=${WEIR:-target/release/weir}
 CFG=$(mktemp --suffix=.yaml)
@@ -40,8 +42,20 @@ ports:
     af_packet: { tx_mode: ${TX_MODE:-sendmmsg} }
 PORTS
 fi)
-routes:
-  - { prefix: $DST_IP/32, port: out, via: 198.19.0.2 }
+$(if [ "${SERVICES:-0}" -gt 0 ]; then
+  echo "mesh: { flows_per_worker: 262144, udp_timeout_ms: 30000 }"
+  echo "clusters:"
+  echo "  - { name: sink, policy: maglev, endpoints: [ { address: 198.19.0.2, port: 9 } ] }"
+  echo "services:"
+  echo "  - { name: rig, vip: $DST_IP, port: 9, protocol: udp, cluster: sink, mode: dnat }"
+  # The other services, on VIPs no packet goes to (198.19.16.0/20 and up).
+  for i in $(seq 2 "$SERVICES"); do
+    echo "  - { name: s$i, vip: 198.19.$((16 + i / 256 % 240)).$((i % 256)), port: $((1000 + i / 61440)), protocol: udp, cluster: sink, mode: dnat }"
+  done
+else
+  echo "routes:"
+  echo "  - { prefix: $DST_IP/32, port: out, via: 198.19.0.2 }"
+fi)
 neighbors:
   - { ip: 198.19.0.2, port: out, mac: "$SINK_MAC" }
   - { ip: $SRC_IP, port: in, mac: "$GEN_MAC" }

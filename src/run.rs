@@ -853,6 +853,23 @@ impl Running {
                 }
             }
         }
+        if let Some(ws) = j["workers"].as_array() {
+            let sum = |k: &str| ws.iter().map(|w| w[k].as_u64().unwrap_or(0)).sum::<u64>();
+            if sum("flows_opened") > 0 {
+                let _ = writeln!(
+                    s,
+                    "\nmesh: {} flows live, {} opened, {} expired, {} evicted; {} packets translated to \
+                     endpoints, {} back; {} handed to their flow's worker",
+                    sum("flows"),
+                    sum("flows_opened"),
+                    sum("flows_expired"),
+                    sum("flows_evicted"),
+                    sum("mesh_forward"),
+                    sum("mesh_reverse"),
+                    sum("handed_off")
+                );
+            }
+        }
         let m = &j["mempool"];
         let n = |k: &str| m[k].as_u64().unwrap_or(0);
         let _ = match m["kind"].as_str() {
