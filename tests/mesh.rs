@@ -342,3 +342,160 @@ fn an_endpoint_refusing_connections_is_ejected() {
     assert_eq!((b1["ejected"].as_bool(), b1["ejections"].as_u64()), (Some(true), Some(1)), "{b1}");
     assert!(b1["connects_failed"].as_u64().unwrap_or(0) >= 3, "{b1}");
 }
+
+/// The backend that answers each of `ports` (fixed client ports), one HTTP request each. The
+/// client closes with a reset (SO_LINGER 0) so that no port waits in TIME_WAIT and each can
+/// open again at once: the same 5-tuple before and after.
+fn by_port(rig: &MeshRig, ports: std::ops::Range<u16>) -> Vec<String> {
+    let script = format!(
+        "import socket, struct
+for p in range({}, {}):
+    try:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+        s.settimeout(2)
+        s.bind(('0.0.0.0', p))
+        s.connect(('{VIP}', 80))
+        s.sendall(b'GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n')
+        data = b''
+        while True:
+            chunk = s.recv(4096)
+            if not chunk: break
+            data += chunk
+        print(data.split(b'\\r\\n\\r\\n', 1)[1].decode().strip(), flush=True)
+    except Exception as e:
+        print('FAIL', type(e).__name__, flush=True)
+    finally:
+        s.close()
+",
+        ports.start, ports.end
+    );
+    let out = rig.t.client.run(&["timeout", "120", common::PY, "-c", &script]).unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn maglev_moves_about_one_in_n_connections_when_an_endpoint_is_added() {
+    if !ready(&["ip", "curl", "nginx"]) {
+        return;
+    }
+    let mut rig = MeshRig::build(4);
+    let cfgs: Vec<String> = [&[1u32, 1, 1, 0][..], &[1, 1, 1, 1]]
+        .iter()
+        .map(|w| rig.t.config(1, &services("nat", "maglev", w)))
+        .collect();
+    rig.t.start(&exe(), &cfgs[0]).unwrap();
+    // The same 120 client ports before and after: Maglev sends each 5-tuple to the same place
+    // unless the table moved it. (A new connection on a port whose old connection ended is
+    // picked afresh, not glued to the old flow.)
+    let before = by_port(&rig, 41000..41120);
+    let path = rig.t.dir().join("weir.yaml");
+    std::fs::write(&path, &cfgs[1]).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !rig.t.log().contains("reloaded") {
+        assert!(std::time::Instant::now() < deadline, "no reload\n{}", rig.t.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let after = by_port(&rig, 41000..41120);
+    assert_eq!(before.len(), 120);
+    if !before.iter().chain(&after).all(|l| l.starts_with('b')) {
+        let stats = rig.t.stop().unwrap();
+        panic!("{before:?} {after:?}\n{stats}");
+    }
+    let moved: Vec<_> = before.iter().zip(&after).filter(|(b, a)| b != a).collect();
+    // Fair share of the new endpoint: 1/4. Moves go to it, not between the old ones.
+    assert!((15..=45).contains(&moved.len()), "{} of 120 moved: {moved:?}", moved.len());
+    let between_old = moved.iter().filter(|(_, a)| a.as_str() != "b3").count();
+    assert!(between_old <= 4, "{between_old} moved between old endpoints: {moved:?}");
+    rig.t.stop().unwrap();
+}
+
+#[test]
+fn long_lived_connections_drain_or_reset_when_their_endpoint_goes() {
+    if !ready(&["ip", "curl", "nginx"]) {
+        return;
+    }
+    for gone in ["drain", "reset"] {
+        let mut rig = MeshRig::build(4);
+        let cfg_of = |weights: &[u32]| {
+            services("nat", "maglev", weights)
+                .replace("policy: maglev", &format!("policy: maglev\n    on_endpoint_gone: {gone}"))
+        };
+        let cfgs: Vec<String> = [&[1u32, 1, 1, 0][..], &[1, 1, 1, 1], &[1, 0, 1, 1]]
+            .iter()
+            .map(|w| rig.t.config(1, &cfg_of(w)))
+            .collect();
+        // Backend 1 leaves by weight 0 first (takes no new flows), then is removed.
+        let removed = rig.t.config(
+            1,
+            &cfg_of(&[1, 1, 1, 1]).replace(
+                &format!("      - {{ address: {}, port: 80, weight: 1 }}\n", backend_addr(1)),
+                "",
+            ),
+        );
+        rig.t.start(&exe(), &cfgs[0]).unwrap();
+        let go = rig.t.dir().join("go");
+        // 30 keep-alive sessions: a request each, then another on the same connection once
+        // the endpoints have changed.
+        let script = format!(
+            "import http.client, os, time
+cs = [http.client.HTTPConnection('{VIP}', 80, timeout=5) for _ in range(30)]
+for i, c in enumerate(cs):
+    c.request('GET', '/'); print('1', i, c.getresponse().read().decode().strip(), flush=True)
+t = time.time()
+while not os.path.exists('{}') and time.time() - t < 60: time.sleep(0.05)
+for i, c in enumerate(cs):
+    try:
+        c.request('GET', '/'); print('2', i, c.getresponse().read().decode().strip(), flush=True)
+    except Exception as e:
+        print('2', i, 'ERR', type(e).__name__, flush=True)
+",
+            go.display()
+        );
+        let session = rig.t.client.spawn(&[common::PY, "-c", &script]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        // Add an endpoint, then remove one.
+        let path = rig.t.dir().join("weir.yaml");
+        for (k, cfg) in [&cfgs[1], &removed].into_iter().enumerate() {
+            std::fs::write(&path, cfg).unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while rig.t.log().matches("reloaded").count() < k + 1 {
+                assert!(std::time::Instant::now() < deadline, "no reload\n{}", rig.t.log());
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+        std::fs::write(&go, "").unwrap();
+        let out = session.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let first: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("1 "))
+            .map(|l| l.split(' ').nth(2).unwrap_or(""))
+            .collect();
+        let second: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("2 "))
+            .map(|l| l.splitn(3, ' ').nth(2).unwrap_or("").to_owned())
+            .collect();
+        assert_eq!((first.len(), second.len()), (30, 30), "{text}");
+        let on_b1 = first.iter().filter(|b| **b == "b1").count();
+        assert!(on_b1 > 0, "no session landed on the endpoint that goes: {first:?}");
+        for (a, b) in first.iter().zip(&second) {
+            if *a == "b1" && gone == "reset" {
+                assert!(
+                    b.starts_with("ERR"),
+                    "{gone}: a session on the removed endpoint went on: {b}"
+                );
+            } else {
+                // Adding an endpoint moved no session; removing one left the others alone.
+                assert_eq!(*a, b.as_str(), "{gone}: a session changed endpoint or failed");
+            }
+        }
+        let stats = rig.t.stop().unwrap();
+        if gone == "reset" {
+            assert!(common::drop_count(&stats, "endpoint_gone") >= 1, "{stats}");
+        }
+        let _ = cfgs;
+    }
+}

@@ -716,6 +716,17 @@ impl<B: PacketBuf> Pipeline<B> {
             MeshAction::Pass => None,
             MeshAction::Drop(r) => Some(Step::Drop(r)),
             MeshAction::Handoff(w) => Some(Step::Handoff(w)),
+            MeshAction::Reset => {
+                // The client's segment goes no further; a reset from the VIP tells it so.
+                self.count_drop(DropReason::EndpointGone);
+                match stack::tcp::rst_reply_in_place(pkt.data_mut(), parsed) {
+                    Ok(n) if pkt.set_len(n).is_ok() => {
+                        self.counters.replies += 1;
+                        Some(Step::Send(in_port))
+                    }
+                    _ => Some(Step::Consumed),
+                }
+            }
             MeshAction::Encapsulate { endpoint, encap, entropy } => {
                 Some(self.encapsulate(pkt, parsed, in_port, endpoint, encap, entropy, now_ns, out))
             }

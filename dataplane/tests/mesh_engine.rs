@@ -292,7 +292,7 @@ fn flows_keep_their_endpoint_across_a_reload_and_drain_or_reset() {
             let mut ack = frame(CLIENT, 30000 + cport, VIP, 80, Some(ACK));
             let got = r.send(&mut ack);
             if *was == IpAddr::from([198, 18, 2, 10]) && gone == OnEndpointGone::Reset {
-                assert_eq!(got, MeshAction::Drop(DropReason::EndpointGone));
+                assert_eq!(got, MeshAction::Reset, "the client is told with a reset");
             } else {
                 assert_eq!(got, TRANSLATED);
                 assert_eq!(tuple(&ack).2, *was, "a flow changed endpoint");
@@ -326,4 +326,26 @@ fn udp_flows_translate_both_ways() {
     let mut a = frame(dst.octets(), dport, SNAT, sport, None);
     assert_eq!(r.send(&mut a), TRANSLATED);
     assert_eq!(tuple(&a), (IpAddr::from(VIP), 80, IpAddr::from(CLIENT), 5353));
+}
+
+#[test]
+fn a_new_connection_on_an_ended_ones_port_is_opened_afresh() {
+    let mut r = rig(Mode::Nat, Policy::Maglev, vec![ep(10, 1)], 64, WhenFull::DropNew);
+    let mut syn = frame(CLIENT, 41000, VIP, 80, Some(SYN));
+    assert_eq!(r.send(&mut syn), TRANSLATED);
+    let sport = tuple(&syn).1;
+    let mut synack = frame([198, 18, 2, 10], 8080, SNAT, sport, Some(SYN | ACK));
+    assert_eq!(r.send(&mut synack), TRANSLATED);
+    let mut ack = frame(CLIENT, 41000, VIP, 80, Some(ACK));
+    assert_eq!(r.send(&mut ack), TRANSLATED);
+    // The server closes, the client closes.
+    let mut fin = frame([198, 18, 2, 10], 8080, SNAT, sport, Some(0x01 | ACK));
+    assert_eq!(r.send(&mut fin), TRANSLATED);
+    let mut fin2 = frame(CLIENT, 41000, VIP, 80, Some(0x01 | ACK));
+    assert_eq!(r.send(&mut fin2), TRANSLATED);
+    // Same client port, new connection: a new flow with its own SNAT port.
+    let mut again = frame(CLIENT, 41000, VIP, 80, Some(SYN));
+    assert_eq!(r.send(&mut again), TRANSLATED);
+    assert_ne!(tuple(&again).1, sport, "the old flow's SNAT port is not reused");
+    assert_eq!(r.engine.counters.flows_opened, 2);
 }

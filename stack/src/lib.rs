@@ -42,6 +42,7 @@ pub mod l4;
 pub mod nat;
 pub mod nd;
 pub mod parse;
+pub mod tcp;
 pub mod wire;
 
 pub use error::BuildError;

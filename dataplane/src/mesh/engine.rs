@@ -103,6 +103,9 @@ pub enum MeshAction {
     Drop(DropReason),
     /// Its flow belongs to this worker.
     Handoff(u16),
+    /// Its flow's endpoint is gone and the cluster resets such flows: answer this TCP segment
+    /// with a reset (the flow is already removed).
+    Reset,
     /// DSR: encapsulate it, unchanged, to this endpoint address.
     Encapsulate {
         /// The endpoint's address (the outer destination).
@@ -295,11 +298,18 @@ impl MeshEngine {
             let mut cb = on_removed(&mut self.active, &self.shared.health, &mut self.counters);
             self.flows.lookup(&key, now_ns, &mut cb)
         };
+        let opening = flags & tcp_flags::SYN != 0 && flags & tcp_flags::ACK == 0;
         if let Some((id, dir)) = found {
             if fragment {
                 return MeshAction::Drop(DropReason::Untranslatable);
             }
-            return self.existing(frame, parsed, id, dir, flags, now_ns);
+            if !(opening && dir == Direction::Forward && self.is_closing(id)) {
+                return self.existing(frame, parsed, id, dir, flags, now_ns);
+            }
+            // The client reuses the port of a connection that has ended: a new connection,
+            // picked afresh (the old flow only waited out its closing timeout).
+            let mut cb = on_removed(&mut self.active, &self.shared.health, &mut self.counters);
+            self.flows.remove(id, &mut cb);
         }
         // Not a flow of this worker. A reply to a SNAT port, or a DNAT reply, of another's?
         let (src, dst) = (key.src(), key.dst());
@@ -332,7 +342,6 @@ impl MeshEngine {
             return MeshAction::Drop(DropReason::Untranslatable);
         }
         let state = if key.proto() == proto::TCP {
-            let opening = flags & tcp_flags::SYN != 0 && flags & tcp_flags::ACK == 0;
             if opening {
                 FlowState::SynSent
             } else if mode == Mode::Nat {
@@ -419,7 +428,12 @@ impl MeshEngine {
             if reset {
                 let mut cb = on_removed(&mut self.active, &self.shared.health, &mut self.counters);
                 self.flows.remove(id, &mut cb);
-                return MeshAction::Drop(DropReason::EndpointGone);
+                let tcp = flow.forward.proto() == proto::TCP;
+                return if tcp && dir == Direction::Forward && flags & tcp_flags::RST == 0 {
+                    MeshAction::Reset
+                } else {
+                    MeshAction::Drop(DropReason::EndpointGone)
+                };
             }
             self.flows.mark_checked(id, self.snap.generation);
         }
@@ -482,11 +496,20 @@ impl MeshEngine {
         if flow.checked != self.snap.generation || matches!(flow.mode, Mode::Dsr(_)) {
             return None;
         }
+        let opening = flags & tcp_flags::SYN != 0 && flags & tcp_flags::ACK == 0;
+        if opening && flow.state == FlowState::Closing {
+            // A new connection on an ended one's port: the general path opens it afresh.
+            return None;
+        }
         let (src, dst, new_dst) = rewrite_for(&flow, dir);
         stack::nat::rewrite_at(frame, site, src, dst).ok()?;
         self.touch(&flow, id, dir, flags, now_ns);
         self.count(dir);
         Some(new_dst)
+    }
+
+    fn is_closing(&self, id: u32) -> bool {
+        self.flows.get(id).is_some_and(|f| f.state == FlowState::Closing)
     }
 
     /// A packet of `flow` went `dir`: its state moves on, and a handshake answered or refused
