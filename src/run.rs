@@ -729,6 +729,7 @@ impl Running {
                     "mesh_reverse": w.mesh_reverse.load(Relaxed),
                     "connects_ok": w.connects_ok.load(Relaxed),
                     "connects_failed": w.connects_failed.load(Relaxed),
+                    "icmp_translated": w.icmp_translated.load(Relaxed),
                     "drops": w.drops.iter().map(|d| d.load(Relaxed)).sum::<u64>(),
                 })
             })

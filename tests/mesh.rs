@@ -499,3 +499,46 @@ for i, c in enumerate(cs):
         let _ = cfgs;
     }
 }
+
+#[test]
+fn icmp_errors_about_flows_reach_the_client_translated() {
+    if !ready(&["ip", "curl", "nginx"]) {
+        return;
+    }
+    for mode in ["nat", "dnat"] {
+        let mut rig = MeshRig::build(1);
+        // Nothing listens on the endpoint's port 5399: it answers with ICMP port unreachable,
+        // quoting weir's translated datagram.
+        let extra = format!(
+            "services:
+  - {{ name: u, vip: {VIP}, port: 53, protocol: udp, cluster: u, mode: {mode} }}
+clusters:
+  - {{ name: u, endpoints: [ {{ address: {}, port: 5399 }} ] }}
+",
+            backend_addr(0)
+        );
+        let cfg = rig.t.config(1, &extra);
+        rig.t.start(&exe(), &cfg).unwrap();
+        // A connected UDP socket reports a port unreachable that quotes its own datagram.
+        let script = format!(
+            "import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.connect(('{VIP}', 53))
+for _ in range(3):
+    s.send(b'q')
+    try:
+        s.recv(100); print('answer')
+    except ConnectionRefusedError:
+        print('refused'); break
+    except socket.timeout:
+        print('timeout')
+"
+        );
+        let out = rig.t.client.run(&[common::PY, "-c", &script]).unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let stats = rig.t.stop().unwrap();
+        assert!(text.contains("refused"), "{mode}: the client never learned: {text}\n{stats}");
+        assert!(worker_sum(&stats, "icmp_translated") >= 1, "{mode}: {stats}");
+    }
+}

@@ -685,12 +685,22 @@ impl<B: PacketBuf> Pipeline<B> {
             L3::Arp(_) => return None,
         };
         // Expiring packets are answered by the router in front of the service, untranslated.
-        if ttl <= 1
-            || !matches!(
-                parsed.l4,
-                Some(stack::parse::L4Info { header: L4::Tcp { .. } | L4::Udp { .. }, .. })
-            )
-        {
+        if ttl <= 1 {
+            return None;
+        }
+        let icmp_error = matches!(
+            parsed.l4,
+            Some(stack::parse::L4Info {
+                header: L4::Icmpv4 { icmp_type: 3 | 11 | 12, .. }
+                    | L4::Icmpv6 { icmp_type: 1..=4, .. },
+                ..
+            })
+        );
+        let transport = matches!(
+            parsed.l4,
+            Some(stack::parse::L4Info { header: L4::Tcp { .. } | L4::Udp { .. }, .. })
+        );
+        if !transport && !icmp_error {
             return None;
         }
         let fib = &self.fib;
@@ -711,7 +721,11 @@ impl<B: PacketBuf> Pipeline<B> {
             pkt.set_meta(Default::default());
             self.counters.checksums_completed += 1;
         }
-        let action = m.handle(pkt.data_mut(), parsed, local, |ep| snat_source(fib, ep), now_ns);
+        let action = if icmp_error {
+            m.handle_icmp_error(pkt.data_mut(), parsed, local, now_ns)
+        } else {
+            m.handle(pkt.data_mut(), parsed, local, |ep| snat_source(fib, ep), now_ns)
+        };
         match action {
             MeshAction::Pass => None,
             MeshAction::Drop(r) => Some(Step::Drop(r)),

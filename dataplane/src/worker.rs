@@ -144,6 +144,8 @@ pub struct WorkerStats {
     pub connects_ok: AtomicU64,
     /// Handshakes refused or unanswered.
     pub connects_failed: AtomicU64,
+    /// ICMP errors about flows, translated.
+    pub icmp_translated: AtomicU64,
     /// Per port of this worker.
     pub ports: Box<[SharedPortStats]>,
 }
@@ -175,6 +177,7 @@ impl WorkerStats {
             mesh_reverse: AtomicU64::new(0),
             connects_ok: AtomicU64::new(0),
             connects_failed: AtomicU64::new(0),
+            icmp_translated: AtomicU64::new(0),
             ports: (0..ports).map(|_| SharedPortStats::default()).collect(),
         }
     }
@@ -204,6 +207,7 @@ impl WorkerStats {
         bump(&self.mesh_reverse, c.reverse);
         bump(&self.connects_ok, c.connects_ok);
         bump(&self.connects_failed, c.connects_failed);
+        bump(&self.icmp_translated, c.icmp_translated);
     }
 }
 

@@ -127,6 +127,31 @@ impl FlowKey {
         })
     }
 
+    /// The key of the TCP or UDP packet an ICMP error quotes.
+    pub fn from_quoted(q: &crate::icmp_nat::Quoted) -> Option<FlowKey> {
+        let octets = |a: IpAddr| match a {
+            IpAddr::V4(v4) => {
+                let mut o = [0u8; 16];
+                o[..4].copy_from_slice(&v4.octets());
+                o
+            }
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        let family = match (q.src.addr, q.dst.addr) {
+            (IpAddr::V4(_), IpAddr::V4(_)) => Family::V4,
+            (IpAddr::V6(_), IpAddr::V6(_)) => Family::V6,
+            _ => return None,
+        };
+        Some(FlowKey {
+            src: octets(q.src.addr),
+            dst: octets(q.dst.addr),
+            src_port: q.src.port,
+            dst_port: q.dst.port,
+            proto: q.proto,
+            family,
+        })
+    }
+
     /// The key of the opposite direction: addresses and ports swapped.
     #[inline]
     pub const fn reversed(&self) -> FlowKey {

@@ -36,6 +36,7 @@ pub mod fixtures;
 pub mod flow;
 pub mod fuzzing;
 pub mod icmp;
+pub mod icmp_nat;
 pub mod ipv4;
 pub mod ipv6;
 pub mod l4;

@@ -130,6 +130,8 @@ pub struct MeshCounters {
     pub connects_ok: u64,
     /// Handshakes refused (RST) or unanswered.
     pub connects_failed: u64,
+    /// ICMP errors about flows, translated.
+    pub icmp_translated: u64,
 }
 
 /// One worker's mesh state.
@@ -474,6 +476,60 @@ impl MeshEngine {
         for k in keys {
             self.flows.prefetch_record(k);
         }
+    }
+
+    /// An ICMP error about a packet of one of this worker's flows: the quoted packet is turned
+    /// back into what the error's recipient sent or knows, the error readdressed, and the new
+    /// destination returned to route it to (RFC 5508). Errors about other workers' flows are
+    /// handed over; anything else passes.
+    pub fn handle_icmp_error(
+        &mut self,
+        frame: &mut [u8],
+        parsed: &Parsed,
+        dst_is_local: bool,
+        now_ns: u64,
+    ) -> MeshAction {
+        let Some(q) = stack::icmp_nat::quoted(frame, parsed) else { return MeshAction::Pass };
+        let Some(quoted) = FlowKey::from_quoted(&q) else { return MeshAction::Pass };
+        // The quoted packet is one weir sent: its reply direction is a key of the flow.
+        let found = {
+            let mut cb = on_removed(&mut self.active, &self.shared.health, &mut self.counters);
+            self.flows.lookup(&quoted.reversed(), now_ns, &mut cb)
+        };
+        let Some((id, dir)) = found else {
+            // Perhaps another worker's flow: NAT flows by their SNAT port, DNAT by the client.
+            let owner = if dst_is_local {
+                self.owner_of_snat_port(q.src.port)
+            } else {
+                Some(self.owner_of_client(q.src.addr, q.src.port))
+            };
+            return match owner {
+                Some(w) if w != self.worker => MeshAction::Handoff(w),
+                _ => MeshAction::Pass,
+            };
+        };
+        let Some(flow) = self.flows.get(id).copied() else { return MeshAction::Pass };
+        let (f, r) = (flow.forward, flow.reverse);
+        let sa = |a: IpAddr, port: u16| SocketAddr { addr: a, port };
+        let (src, dst, outer, route_to) = match (flow.mode, dir) {
+            (Mode::Dsr(_), _) => return MeshAction::Pass,
+            // About a packet weir sent to the endpoint: the client's own packet, to the client.
+            (Mode::Nat, Direction::Reverse) => {
+                (sa(f.src(), f.src_port()), sa(f.dst(), f.dst_port()), Some(f.src()), f.src())
+            }
+            (Mode::Dnat, Direction::Reverse) => {
+                (sa(f.src(), f.src_port()), sa(f.dst(), f.dst_port()), None, f.src())
+            }
+            // About a packet weir sent to the client: the endpoint's, to the endpoint.
+            (_, Direction::Forward) => {
+                (sa(r.src(), r.src_port()), sa(r.dst(), r.dst_port()), Some(r.src()), r.src())
+            }
+        };
+        if stack::icmp_nat::translate(frame, parsed, &q, src, dst, outer).is_err() {
+            return MeshAction::Drop(DropReason::Untranslatable);
+        }
+        self.counters.icmp_translated += 1;
+        MeshAction::Translated { dst: route_to }
     }
 
     /// The IPv4 fast path's share: translates a packet of a flow this worker holds, checked
