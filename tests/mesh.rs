@@ -542,3 +542,29 @@ for _ in range(3):
         assert!(worker_sum(&stats, "icmp_translated") >= 1, "{mode}: {stats}");
     }
 }
+
+#[test]
+fn an_ipv6_service_balances_curl_over_nginx() {
+    if !ready(&["ip", "curl", "nginx"]) {
+        return;
+    }
+    for mode in ["nat", "dnat"] {
+        let mut rig = MeshRig::build(2);
+        let extra = format!(
+            "services:
+  - {{ name: web6, vip: \"2001:db8:19::1\", port: 80, protocol: tcp, cluster: web6, mode: {mode} }}
+clusters:
+  - name: web6
+    policy: round_robin
+    endpoints:
+      - {{ address: \"2001:db8:2::10\", port: 80 }}
+      - {{ address: \"2001:db8:2::11\", port: 80 }}
+"
+        );
+        let cfg = rig.t.config(1, &extra);
+        rig.t.start(&exe(), &cfg).unwrap();
+        let (per, failed) = rig.curl_loop("http://[2001:db8:19::1]/", 40);
+        assert_eq!((per.clone(), failed), (vec![20, 20], 0), "{mode}\n{}", rig.t.log());
+        rig.t.stop().unwrap();
+    }
+}

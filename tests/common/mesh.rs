@@ -104,7 +104,7 @@ http {{
   client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;
   uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;
   keepalive_timeout 65;
-  server {{ listen 80; location / {{ return 200 \"b{i}\\n\"; }} }}
+  server {{ listen 80; listen [::]:80; location / {{ return 200 \"b{i}\\n\"; }} }}
 }}
 "
         );
