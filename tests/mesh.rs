@@ -568,3 +568,54 @@ clusters:
         rig.t.stop().unwrap();
     }
 }
+
+#[test]
+fn path_mtu_discovery_works_through_a_nat_service() {
+    if !ready(&["ip", "curl", "nginx"]) {
+        return;
+    }
+    let mut rig = MeshRig::build(1);
+    let extra = format!(
+        "services:
+  - {{ name: u, vip: {VIP}, port: 53, protocol: udp, cluster: u }}
+clusters:
+  - {{ name: u, endpoints: [ {{ address: {}, port: 5353 }} ] }}
+",
+        backend_addr(0)
+    );
+    // The way to the endpoints carries 1280 bytes; the client's side 1500.
+    let cfg = rig.t.config(1, &extra).replace(
+        "    addresses: [198.18.2.1/24, 2001:db8:2::1/64]",
+        "    addresses: [198.18.2.1/24, 2001:db8:2::1/64]\n    mtu_bytes: 1280",
+    );
+    rig.t.start(&exe(), &cfg).unwrap();
+    let echo = "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('198.18.2.10', 5353))\nwhile True:\n    d, a = s.recvfrom(4096)\n    s.sendto(str(len(d)).encode(), a)\n";
+    let mut server = rig.backends[0].ns.spawn(&[common::PY, "-c", echo]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Don't-fragment datagrams of 1400 bytes: weir answers the first with fragmentation
+    // needed (MTU 1280), quoting the client's own datagram, so the client's kernel learns the
+    // path MTU and refuses the next; 1200 bytes then go through.
+    let script = format!(
+        "import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO
+s.settimeout(1)
+s.connect(('{VIP}', 53))
+for size in (1400, 1400, 1200):
+    try:
+        s.send(b'x' * size)
+        print(size, 'answer', s.recv(100).decode())
+    except OSError as e:
+        print(size, 'error', e.errno)
+print('mtu', s.getsockopt(socket.IPPROTO_IP, 14))  # IP_MTU
+"
+    );
+    let out = rig.t.client.run(&[common::PY, "-c", &script]).unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let stats = rig.t.stop().unwrap();
+    assert!(text.contains("mtu 1280"), "the client never learned the path MTU: {text}\n{stats}");
+    assert!(text.contains("1200 answer 1200"), "{text}");
+    assert!(common::drop_count(&stats, "mtu_exceeded") >= 1, "{stats}");
+}

@@ -232,21 +232,36 @@ impl From<ParseError> for DropReason {
     }
 }
 
-/// weir's address facing `endpoint`: the first address of its family on the port the route to
-/// it leaves by. NAT flows to the endpoint come from there, so its replies return to weir.
-fn snat_source(fib: &Fib, endpoint: IpAddr) -> Option<IpAddr> {
-    let hop = match endpoint {
+/// The port the route to `dst` leaves by.
+fn port_toward(fib: &Fib, dst: IpAddr) -> Option<&crate::fib::PortAddrs> {
+    let hop = match dst {
         IpAddr::V4(a) => fib.lookup_v4(a)?,
         IpAddr::V6(a) => fib.lookup_v6(a)?,
     };
-    let port = match hop {
-        NextHop::Connected { port } | NextHop::Via { port, .. } => port,
-        NextHop::Local { .. } => return None,
-    };
-    let p = fib.port(port)?;
+    match hop {
+        NextHop::Connected { port } | NextHop::Via { port, .. } => fib.port(port),
+        NextHop::Local { .. } => None,
+    }
+}
+
+/// weir's address facing `endpoint`: the first address of its family on the port the route to
+/// it leaves by. NAT flows to the endpoint come from there, so its replies return to weir.
+fn snat_source(fib: &Fib, endpoint: IpAddr) -> Option<IpAddr> {
+    let p = port_toward(fib, endpoint)?;
     match endpoint {
         IpAddr::V4(_) => p.ipv4.first().map(|n| IpAddr::V4(n.addr())),
         IpAddr::V6(_) => p.ipv6.first().map(|n| IpAddr::V6(n.addr())),
+    }
+}
+
+impl crate::mesh::engine::Routes for Fib {
+    fn source_toward(&self, endpoint: IpAddr) -> Option<IpAddr> {
+        snat_source(self, endpoint)
+    }
+
+    #[inline]
+    fn mtu_toward(&self, dst: IpAddr) -> Option<u16> {
+        port_toward(self, dst).map(|p| p.mtu)
     }
 }
 
@@ -572,7 +587,8 @@ impl<B: PacketBuf> Pipeline<B> {
                 // general path.
                 let key = stack::FlowKey::from_ipv4_fast(&f)?;
                 let site = stack::nat::NatSite::from_ipv4_fast(&f)?;
-                match m.fast_translate(frame, &key, &site, f.tcp_flags, now_ns)? {
+                let fib = self.fib.as_ref();
+                match m.fast_translate(frame, &key, &site, f.tcp_flags, fib, now_ns)? {
                     IpAddr::V4(d) => dst = d,
                     // Not reached: NAT and DNAT keep the family. A translated frame the general
                     // path sees again is simply routed.
@@ -724,12 +740,23 @@ impl<B: PacketBuf> Pipeline<B> {
         let action = if icmp_error {
             m.handle_icmp_error(pkt.data_mut(), parsed, local, now_ns)
         } else {
-            m.handle(pkt.data_mut(), parsed, local, |ep| snat_source(fib, ep), now_ns)
+            m.handle(pkt.data_mut(), parsed, local, fib.as_ref(), now_ns)
         };
         match action {
             MeshAction::Pass => None,
             MeshAction::Drop(r) => Some(Step::Drop(r)),
             MeshAction::Handoff(w) => Some(Step::Handoff(w)),
+            MeshAction::TooBig { mtu } => {
+                // As a router would: an error to the sender, about its own packet (untouched).
+                let kind = match parsed.l3 {
+                    L3::Ipv4(ref ip) if !ip.dont_fragment => None,
+                    _ => Some(IcmpKind::TooBig { mtu }),
+                };
+                if let Some(kind) = kind {
+                    self.icmp_error(pkt, parsed, in_port, kind, now_ns, out);
+                }
+                Some(Step::Drop(DropReason::MtuExceeded))
+            }
             MeshAction::Reset => {
                 // The client's segment goes no further; a reset from the VIP tells it so.
                 self.count_drop(DropReason::EndpointGone);

@@ -1,6 +1,6 @@
 //! The mesh engine on real frames: picks, translations both ways, flow states, drops.
 
-use dataplane::mesh::engine::{MeshAction, MeshEngine, MeshSettings, SharedMesh};
+use dataplane::mesh::engine::{MeshAction, MeshEngine, MeshSettings, Routes, SharedMesh};
 use dataplane::mesh::flow::{FlowTimeouts, WhenFull};
 use dataplane::mesh::model::{
     proto, ClusterSpec, EndpointSpec, MeshCapacity, MeshSnapshot, Mode, OnEndpointGone, Policy,
@@ -121,6 +121,18 @@ fn rig(
     Rig { engine: MeshEngine::new(0, 1, &settings, std::sync::Arc::clone(&shared)), shared, now: 1 }
 }
 
+/// Routing as the engine sees it here: NAT flows come from SNAT, every port has this MTU.
+struct TestRoutes(u16);
+
+impl Routes for TestRoutes {
+    fn source_toward(&self, _: IpAddr) -> Option<IpAddr> {
+        Some(IpAddr::from(SNAT))
+    }
+    fn mtu_toward(&self, _: IpAddr) -> Option<u16> {
+        Some(self.0)
+    }
+}
+
 /// [`Rig::send`]'s answer for a translated frame (whose new destination it checked).
 const TRANSLATED: MeshAction = MeshAction::Translated { dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
 
@@ -129,7 +141,7 @@ impl Rig {
         let p = parse_frame(f).unwrap();
         let local = matches!(p.l3, L3::Ipv4(ip) if ip.dst.octets() == SNAT);
         self.now += 1000;
-        match self.engine.handle(f, &p, local, |_| Some(IpAddr::from(SNAT)), self.now) {
+        match self.engine.handle(f, &p, local, &TestRoutes(1500), self.now) {
             MeshAction::Translated { dst } => {
                 assert_eq!(tuple(f).2, dst, "the engine reports the new destination");
                 TRANSLATED
@@ -348,4 +360,16 @@ fn a_new_connection_on_an_ended_ones_port_is_opened_afresh() {
     assert_eq!(r.send(&mut again), TRANSLATED);
     assert_ne!(tuple(&again).1, sport, "the old flow's SNAT port is not reused");
     assert_eq!(r.engine.counters.flows_opened, 2);
+}
+
+#[test]
+fn a_packet_too_big_for_the_way_to_its_endpoint_is_left_untranslated() {
+    let mut r = rig(Mode::Nat, Policy::Maglev, vec![ep(10, 1)], 64, WhenFull::DropNew);
+    let mut f = frame(CLIENT, 7000, VIP, 80, Some(SYN));
+    let p = parse_frame(&f).unwrap();
+    let before = f.clone();
+    // A 40-byte segment on a path of MTU 39.
+    let tcp_flow = r.engine.handle(&mut f, &p, false, &TestRoutes(39), 5);
+    assert_eq!(tcp_flow, MeshAction::TooBig { mtu: 39 });
+    assert_eq!(f, before, "the sender's own packet is quoted in the error");
 }

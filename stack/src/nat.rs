@@ -26,6 +26,8 @@ pub struct NatSite {
     pub l3_offset: usize,
     /// Offset of the TCP/UDP header.
     pub l4_offset: usize,
+    /// Length of the IP packet, bytes (what an MTU must hold).
+    pub l3_len: u16,
     /// TCP (else UDP).
     pub tcp: bool,
     /// Source address and port now in the packet.
@@ -53,6 +55,7 @@ impl NatSite {
         Ok(NatSite {
             l3_offset: usize::from(parsed.l3_offset),
             l4_offset: usize::from(l4.l4_offset),
+            l3_len: parsed.l3_len,
             tcp,
             src: SocketAddr { addr: src, port: sport },
             dst: SocketAddr { addr: dst, port: dport },
@@ -69,6 +72,7 @@ impl NatSite {
         Some(NatSite {
             l3_offset: 14,
             l4_offset: 34,
+            l3_len: f.total_len,
             tcp: f.protocol == 6,
             src: SocketAddr { addr: IpAddr::V4(f.src), port: f.src_port },
             dst: SocketAddr { addr: IpAddr::V4(f.dst), port: f.dst_port },

@@ -88,6 +88,14 @@ pub struct MeshSettings {
     pub clusters: usize,
 }
 
+/// What the engine needs to know of routing.
+pub trait Routes {
+    /// weir's address facing `endpoint` (the source of NAT flows to it).
+    fn source_toward(&self, endpoint: IpAddr) -> Option<IpAddr>;
+    /// The MTU, bytes, of the port the route to `dst` leaves by.
+    fn mtu_toward(&self, dst: IpAddr) -> Option<u16>;
+}
+
 /// What the mesh made of a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MeshAction {
@@ -106,6 +114,12 @@ pub enum MeshAction {
     /// Its flow's endpoint is gone and the cluster resets such flows: answer this TCP segment
     /// with a reset (the flow is already removed).
     Reset,
+    /// Translated, it would not fit the MTU toward its new destination (this many bytes):
+    /// answer it as a router does, untranslated (nothing was changed).
+    TooBig {
+        /// The MTU the packet must fit.
+        mtu: u16,
+    },
     /// DSR: encapsulate it, unchanged, to this endpoint address.
     Encapsulate {
         /// The endpoint's address (the outer destination).
@@ -281,7 +295,7 @@ impl MeshEngine {
         frame: &mut [u8],
         parsed: &Parsed,
         dst_is_local: bool,
-        snat_source: impl Fn(IpAddr) -> Option<IpAddr>,
+        routes: &impl Routes,
         now_ns: u64,
     ) -> MeshAction {
         let Some(l4) = parsed.l4 else { return MeshAction::Pass };
@@ -306,7 +320,7 @@ impl MeshEngine {
                 return MeshAction::Drop(DropReason::Untranslatable);
             }
             if !(opening && dir == Direction::Forward && self.is_closing(id)) {
-                return self.existing(frame, parsed, id, dir, flags, now_ns);
+                return self.existing(frame, parsed, id, dir, flags, routes, now_ns);
             }
             // The client reuses the port of a connection that has ended: a new connection,
             // picked afresh (the old flow only waited out its closing timeout).
@@ -362,7 +376,7 @@ impl MeshEngine {
         };
         let reverse = match mode {
             Mode::Nat => {
-                let Some(snat) = snat_source(ep.addr) else {
+                let Some(snat) = routes.source_toward(ep.addr) else {
                     return MeshAction::Drop(DropReason::NoEndpoint);
                 };
                 match self.snat_key(&key, ep.addr, ep.port, snat) {
@@ -400,10 +414,11 @@ impl MeshEngine {
             *a += 1;
         }
         self.counters.flows_opened += 1;
-        self.existing(frame, parsed, id, Direction::Forward, flags, now_ns)
+        self.existing(frame, parsed, id, Direction::Forward, flags, routes, now_ns)
     }
 
     /// A packet of a known flow: endpoint check, state, translation.
+    #[allow(clippy::too_many_arguments)]
     fn existing(
         &mut self,
         frame: &mut [u8],
@@ -411,6 +426,7 @@ impl MeshEngine {
         id: u32,
         dir: Direction,
         flags: u8,
+        routes: &impl Routes,
         now_ns: u64,
     ) -> MeshAction {
         let Some(&flow) = self.flows.get(id) else { return MeshAction::Pass };
@@ -439,8 +455,16 @@ impl MeshEngine {
             }
             self.flows.mark_checked(id, self.snap.generation);
         }
-        self.touch(&flow, id, dir, flags, now_ns);
         let (f, r) = (flow.forward, flow.reverse);
+        if !matches!(flow.mode, Mode::Dsr(_)) {
+            let (_, _, new_dst) = rewrite_for(&flow, dir);
+            if let Some(mtu) = routes.mtu_toward(new_dst) {
+                if usize::from(parsed.l3_len) > usize::from(mtu) {
+                    return MeshAction::TooBig { mtu };
+                }
+            }
+        }
+        self.touch(&flow, id, dir, flags, now_ns);
         if let Mode::Dsr(encap) = flow.mode {
             if dir == Direction::Reverse {
                 // Replies of DSR flows go from the endpoint to the client directly.
@@ -542,6 +566,7 @@ impl MeshEngine {
         key: &FlowKey,
         site: &stack::nat::NatSite,
         flags: u8,
+        routes: &impl Routes,
         now_ns: u64,
     ) -> Option<IpAddr> {
         let (id, dir) = {
@@ -558,6 +583,10 @@ impl MeshEngine {
             return None;
         }
         let (src, dst, new_dst) = rewrite_for(&flow, dir);
+        // Too big for the way on: the general path answers it, untranslated.
+        if routes.mtu_toward(new_dst).is_some_and(|mtu| site.l3_len > mtu) {
+            return None;
+        }
         stack::nat::rewrite_at(frame, site, src, dst).ok()?;
         self.touch(&flow, id, dir, flags, now_ns);
         self.count(dir);
