@@ -10,13 +10,25 @@
 //! header checksum check, DIR-24-8 route, neighbor lookup, TTL and checksum update, MAC rewrite,
 //! tx burst (net_null frees).
 //!
-//! Prints: `weir dpdk-null mpps=... cycles_per_packet=...` (median of 5 runs, TSC cycles).
+//! Prints: `weir dpdk-null ... mpps=... cycles_per_packet=...` (median of 5 runs, TSC cycles):
+//! the queue wrapper alone, with the stamp, IPv4 forwarding, and L4 DNAT translation both ways
+//! (on two more net_null vdevs).
 //! `WEIR_BENCH_SECONDS` sets each run's length (default 2).
 
 use dataplane::buf::{Batch, PacketBuf};
 use dataplane::dpdk::{DpdkQueue, Eal, EalConfig, Mbuf, MbufPool, Port, PortSettings, SocketId};
 use dataplane::io::{PacketIo, PortStats};
-use dataplane::testing::{router_over, udp4_frame, udp4_frame_to_client};
+use dataplane::mesh::engine::{MeshEngine, MeshSettings, SharedMesh};
+use dataplane::mesh::flow::{FlowTimeouts, WhenFull};
+use dataplane::mesh::model::{
+    proto, ClusterSpec, EndpointSpec, MeshCapacity, MeshSnapshot, Mode, OnEndpointGone, Policy,
+    ServiceSpec,
+};
+use dataplane::testing::{
+    router_over, router_over_with, udp4_frame, udp4_frame_between, udp4_frame_to_client,
+    CLIENT_MAC, PORT0_MAC, PORT1_MAC, SERVER_MAC,
+};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// A net_null queue whose received mbufs carry a real frame.
@@ -57,7 +69,7 @@ fn main() {
     // Pinned like testpmd's forwarding lcore in null-anchor.sh (core 1).
     let core = core_affinity::get_core_ids().and_then(|ids| ids.into_iter().last());
     let eal = Eal::init(&EalConfig {
-        vdevs: vec!["net_null0,size=64,copy=0".into(), "net_null1,size=64,copy=0".into()],
+        vdevs: (0..4).map(|i| format!("net_null{i},size=64,copy=0")).collect(),
         hugepages: false,
         memory_mb: Some(512),
         log_level: Some("notice".into()),
@@ -122,19 +134,6 @@ fn main() {
 
     let mut worker = router_over(io, pool);
 
-    let run = |worker: &mut dataplane::worker::Worker<Stamped, &'static MbufPool>, d: Duration| {
-        let t0 = Instant::now();
-        let c0 = dataplane::cycles::now();
-        let mut packets = 0u64;
-        while t0.elapsed() < d {
-            for _ in 0..1024 {
-                packets += worker.poll_once() as u64;
-            }
-        }
-        let cycles = dataplane::cycles::now() - c0;
-        let secs = t0.elapsed().as_secs_f64();
-        (packets as f64 / secs / 1e6, cycles as f64 / packets as f64)
-    };
     run(&mut worker, Duration::from_millis(500));
     let mut samples: Vec<(f64, f64)> =
         (0..5).map(|_| run(&mut worker, Duration::from_secs(secs))).collect();
@@ -148,4 +147,97 @@ fn main() {
          cycles/packet: {:.1?})",
         samples.iter().map(|s| s.1).collect::<Vec<_>>()
     );
+
+    // The L4 mesh on two more net_null ports, both directions as testpmd 5tswap: port 2
+    // receives a client's datagrams to a DNAT service (198.19.0.1:80, one endpoint,
+    // 198.18.2.2:8000), port 3 the endpoint's replies to the client; each is translated and
+    // routed out of the other port.
+    let svc = ServiceSpec {
+        name: "s".into(),
+        vip: IpAddr::from([198, 19, 0, 1]),
+        port: 80,
+        proto: proto::UDP,
+        cluster: "c".into(),
+        mode: Mode::Dnat,
+    };
+    let cluster = ClusterSpec {
+        name: "c".into(),
+        policy: Policy::Maglev,
+        maglev_table_size: None,
+        on_endpoint_gone: OnEndpointGone::Drain,
+        endpoints: vec![EndpointSpec {
+            addr: IpAddr::from([198, 18, 2, 2]),
+            port: 8000,
+            weight: 1,
+            healthy: true,
+        }],
+    };
+    let cap = MeshCapacity { services: 16, clusters: 16, endpoints: 16 };
+    let shared =
+        SharedMesh::new(MeshSnapshot::build(&[svc], &[cluster], cap, None, |_| true).unwrap(), 16);
+    let ms = MeshSettings {
+        flow_capacity: 1024,
+        timeouts: FlowTimeouts::default(),
+        when_full: WhenFull::DropNew,
+        snat_ports: (20000, 59999),
+        endpoints: 16,
+        clusters: 16,
+    };
+    let engine = MeshEngine::new(0, 1, &ms, shared);
+    let with_ports = |mut f: [u8; 60], sport: u16, dport: u16| {
+        // UDP checksum 0 (none): ports can be set as they are.
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f[36..38].copy_from_slice(&dport.to_be_bytes());
+        f
+    };
+    let to_vip = with_ports(
+        udp4_frame_between(PORT0_MAC, CLIENT_MAC, [198, 18, 1, 2], [198, 19, 0, 1], 1000),
+        1000,
+        80,
+    );
+    let reply = with_ports(
+        udp4_frame_between(PORT1_MAC, SERVER_MAC, [198, 18, 2, 2], [198, 18, 1, 2], 8000),
+        8000,
+        1000,
+    );
+    let (_p2, q2) = Port::open(eal, "net_null2", &settings, pool).unwrap();
+    let (_p3, q3) = Port::open(eal, "net_null3", &settings, pool).unwrap();
+    let io = vec![
+        Stamped { q: q2.into_iter().next().unwrap(), frame: to_vip },
+        Stamped { q: q3.into_iter().next().unwrap(), frame: reply },
+    ];
+    let mut worker = router_over_with(io, pool, |p| p.with_mesh(engine));
+    run(&mut worker, Duration::from_millis(500));
+    let mut samples: Vec<(f64, f64)> =
+        (0..5).map(|_| run(&mut worker, Duration::from_secs(secs))).collect();
+    let c = &worker.pipeline().counters;
+    let dropped: u64 = c.drops.iter().sum();
+    assert_eq!(dropped, 0, "the figure must measure translation, not drops: {:?}", c.drops);
+    let m = worker.pipeline().mesh().map(|m| m.counters).unwrap_or_default();
+    assert!(m.forward > 0 && m.reverse > 0, "both directions translated: {m:?}");
+    samples.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let (mpps, cpp) = samples[2];
+    println!(
+        "weir dpdk-null l4-dnat mpps={mpps:.2} cycles_per_packet={cpp:.1} (median of 5 runs of {secs} s; \
+         cycles/packet: {:.1?})",
+        samples.iter().map(|s| s.1).collect::<Vec<_>>()
+    );
+}
+
+/// Polls `worker` for `d`: (Mpps, TSC cycles per packet).
+fn run(
+    worker: &mut dataplane::worker::Worker<Stamped, &'static MbufPool>,
+    d: Duration,
+) -> (f64, f64) {
+    let t0 = Instant::now();
+    let c0 = dataplane::cycles::now();
+    let mut packets = 0u64;
+    while t0.elapsed() < d {
+        for _ in 0..1024 {
+            packets += worker.poll_once() as u64;
+        }
+    }
+    let cycles = dataplane::cycles::now() - c0;
+    let secs = t0.elapsed().as_secs_f64();
+    (packets as f64 / secs / 1e6, cycles as f64 / packets as f64)
 }

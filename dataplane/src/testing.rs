@@ -59,8 +59,17 @@ pub fn null_router_with(
 
 /// The same router over any two ports and buffer source (DPDK queues, say).
 pub fn router_over<P: PacketIo, S: BufSource<P::Buf>>(io: Vec<P>, source: S) -> Worker<P, S> {
+    router_over_with(io, source, |p| p)
+}
+
+/// [`router_over`] with its pipeline changed by `customize` (a mesh attached, say).
+pub fn router_over_with<P: PacketIo, S: BufSource<P::Buf>>(
+    io: Vec<P>,
+    source: S,
+    customize: impl FnOnce(Pipeline<P::Buf>) -> Pipeline<P::Buf>,
+) -> Worker<P, S> {
     let stats = Arc::new(WorkerStats::new(io.len()));
-    Worker::new(0, io, source, router_pipeline(), IdlePolicy::BusyPoll, stats)
+    Worker::new(0, io, source, customize(router_pipeline()), IdlePolicy::BusyPoll, stats)
 }
 
 fn router_pipeline<B: crate::buf::PacketBuf>() -> Pipeline<B> {
