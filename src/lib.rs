@@ -3,5 +3,6 @@
 
 pub mod config;
 pub mod demo;
+pub mod meshdemo;
 pub mod netns;
 pub mod run;

@@ -54,6 +54,10 @@ enum Cmd {
         /// Worker threads.
         #[arg(long, default_value_t = 1)]
         workers: usize,
+        /// Show the L4 mesh instead: nginx backends behind an L4 service, curl through its
+        /// VIP, a live reload (needs curl and nginx).
+        #[arg(long)]
+        mesh: bool,
     },
 }
 
@@ -98,7 +102,8 @@ fn main() {
                 c.workers.len()
             );
         }),
-        Cmd::Demo { backend, workers } => run_demo(
+        Cmd::Demo { mesh: true, .. } => weir::meshdemo::run_mesh_demo(),
+        Cmd::Demo { backend, workers, mesh: false } => run_demo(
             match backend {
                 Backend::AfPacket => DemoBackend::AfPacket,
                 Backend::Tap => DemoBackend::Tap,

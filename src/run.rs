@@ -871,6 +871,26 @@ impl Running {
                 );
             }
         }
+        if let Some(eps) = j["endpoints"].as_array().filter(|e| !e.is_empty()) {
+            let _ = writeln!(
+                s,
+                "\n{:<28} {:>6} {:>8} {:>11} {:>11} {:>9}",
+                "endpoint", "weight", "ejected", "connects_ok", "failed", "ejections"
+            );
+            for e in eps {
+                let n = |k: &str| e[k].as_u64().unwrap_or(0);
+                let _ = writeln!(
+                    s,
+                    "{:<28} {:>6} {:>8} {:>11} {:>11} {:>9}",
+                    format!("{}:{}", e["address"].as_str().unwrap_or("?"), n("port")),
+                    n("weight"),
+                    if e["ejected"].as_bool().unwrap_or(false) { "yes" } else { "no" },
+                    n("connects_ok"),
+                    n("connects_failed"),
+                    n("ejections")
+                );
+            }
+        }
         let m = &j["mempool"];
         let n = |k: &str| m[k].as_u64().unwrap_or(0);
         let _ = match m["kind"].as_str() {

@@ -2,8 +2,8 @@
 
 mod common;
 
-use common::mesh::{backend_addr, MeshRig};
 use common::{exe, ready, worker_sum};
+use weir::meshdemo::{backend_addr, MeshRig};
 
 const VIP: &str = "198.19.0.1";
 
@@ -24,7 +24,7 @@ clusters:
 }
 
 fn rig_with(n: usize, extra: &str) -> MeshRig {
-    let mut rig = MeshRig::build(n);
+    let mut rig = MeshRig::build(n).unwrap();
     let cfg = rig.t.config(1, extra);
     rig.t.start(&exe(), &cfg).unwrap();
     rig
@@ -36,7 +36,7 @@ fn check_spread(mode: &str) {
     }
     // Round-robin with weights 2:1:1 gives exactly that split per cycle of four.
     let mut rig = rig_with(3, &services(mode, "round_robin", &[2, 1, 1]));
-    let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 200);
+    let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 200).unwrap();
     let log = rig.t.log();
     assert_eq!(failed, 0, "{mode}: {failed} requests failed; {per:?}\n{log}");
     assert_eq!(per, [100, 50, 50], "{mode}: spread over the backends");
@@ -60,11 +60,11 @@ fn dsr_encapsulates_to_endpoints_that_answer_directly() {
     if !ready(&["ip", "curl", "nginx"]) {
         return;
     }
-    let mut rig = MeshRig::build(3);
-    rig.dsr_endpoints(VIP);
+    let mut rig = MeshRig::build(3).unwrap();
+    rig.dsr_endpoints(VIP).unwrap();
     let cfg = rig.t.config(1, &services("dsr", "round_robin", &[2, 1, 1]));
     rig.t.start(&exe(), &cfg).unwrap();
-    let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 100);
+    let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 100).unwrap();
     assert_eq!(failed, 0, "{per:?}\n{}", rig.t.log());
     assert_eq!(per, [50, 25, 25]);
     let stats = rig.t.stop().unwrap();
@@ -79,7 +79,7 @@ fn maglev_serves_every_request_from_every_backend() {
         return;
     }
     let mut rig = rig_with(3, &services("nat", "maglev", &[1, 1, 1]));
-    let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 150);
+    let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 150).unwrap();
     assert_eq!(failed, 0, "{per:?}\n{}", rig.t.log());
     // Ephemeral client ports hash all over the table: every backend gets a fair part.
     for (i, n) in per.iter().enumerate() {
@@ -98,7 +98,7 @@ fn reload_under_load_loses_no_request() {
     if !ready(&["ip", "curl", "nginx"]) {
         return;
     }
-    let mut rig = MeshRig::build(4);
+    let mut rig = MeshRig::build(4).unwrap();
     // Start with two endpoints; then add one, reweight, remove one.
     let plans: [&[u32]; 4] = [&[1, 1, 0, 0], &[1, 1, 1, 0], &[3, 1, 1, 0], &[3, 0, 1, 1]];
     let cfgs: Vec<String> =
@@ -125,14 +125,14 @@ fn reload_under_load_loses_no_request() {
     assert!(log.matches("reloaded").count() >= 3, "not every change was applied:\n{log}");
     // The last configuration is in force: backend 3 serves, backend 1 (weight 0) takes no new
     // requests.
-    let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 60);
+    let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 60).unwrap();
     assert_eq!(failed, 0);
     assert_eq!(per[1], 0, "{per:?}");
     assert!(per[3] > 0, "{per:?}");
     // A bad file is refused and the running configuration stays.
     std::fs::write(&path, "services: [ { name: x } ]\n").unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    let (per2, failed) = rig.curl_loop(&format!("http://{VIP}/"), 20);
+    let (per2, failed) = rig.curl_loop(&format!("http://{VIP}/"), 20).unwrap();
     assert_eq!(failed, 0, "{per2:?}");
     assert!(rig.t.log().contains("reload of"), "{}", rig.t.log());
     rig.t.stop().unwrap();
@@ -143,7 +143,7 @@ fn a_udp_service_answers_both_ways() {
     if !ready(&["ip", "curl", "nginx", "socat"]) {
         return;
     }
-    let mut rig = MeshRig::build(2);
+    let mut rig = MeshRig::build(2).unwrap();
     let extra = format!(
         "services:
   - {{ name: dns, vip: {VIP}, port: 53, protocol: udp, cluster: dns }}
@@ -205,7 +205,7 @@ fn a_syn_flood_fills_the_table_and_established_connections_carry_on() {
         return;
     }
     for when_full in ["drop_new", "evict_embryonic"] {
-        let mut rig = MeshRig::build(1);
+        let mut rig = MeshRig::build(1).unwrap();
         // Spoofed sources come from 198.18.128.0/17, inside the test's address range; their
         // replies are routed back to the client namespace, which drops them.
         let extra = format!(
@@ -260,7 +260,7 @@ c.request('GET', '/'); print('after', c.getresponse().read().decode().strip(), f
         );
         // New connections: refused while the flood's handshakes fill the table (drop_new), or
         // served by evicting them (evict_embryonic).
-        let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 5);
+        let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 5).unwrap();
         let stats = rig.t.stop().unwrap();
         let flood_drops = common::drop_count(&stats, "flow_table_full");
         let evicted = worker_sum(&stats, "flows_evicted");
@@ -291,10 +291,10 @@ fn two_workers_hand_replies_to_the_flow_owner() {
         return;
     }
     for mode in ["nat", "dnat"] {
-        let mut rig = MeshRig::build(3);
+        let mut rig = MeshRig::build(3).unwrap();
         let cfg = rig.t.config(2, &services(mode, "maglev", &[1, 1, 1]));
         rig.t.start(&exe(), &cfg).unwrap();
-        let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 120);
+        let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 120).unwrap();
         assert_eq!(failed, 0, "{mode}: {per:?}\n{}", rig.t.log());
         let stats = rig.t.stop().unwrap();
         let workers = stats["workers"].as_array().unwrap();
@@ -314,7 +314,7 @@ fn an_endpoint_refusing_connections_is_ejected() {
     if !ready(&["ip", "curl", "nginx"]) {
         return;
     }
-    let mut rig = MeshRig::build(3);
+    let mut rig = MeshRig::build(3).unwrap();
     let extra = format!(
         "{}mesh: {{ outlier_consecutive_failures: 3, outlier_base_ejection_ms: 60000 }}\n",
         services("nat", "round_robin", &[1, 1, 1])
@@ -322,13 +322,13 @@ fn an_endpoint_refusing_connections_is_ejected() {
     let cfg = rig.t.config(1, &extra);
     rig.t.start(&exe(), &cfg).unwrap();
     let url = format!("http://{VIP}/");
-    assert_eq!(rig.curl_loop(&url, 30).1, 0);
+    assert_eq!(rig.curl_loop(&url, 30).unwrap().1, 0);
     rig.backends[1].stop_nginx();
     // Every third new connection goes to backend 1 and is refused, until three in a row eject
     // it (the control thread looks every 100 ms).
-    let (_, failed) = rig.curl_loop(&url, 60);
+    let (_, failed) = rig.curl_loop(&url, 60).unwrap();
     assert!((3..=6).contains(&failed), "{failed} failures\n{}", rig.t.log());
-    let (per, failed) = rig.curl_loop(&url, 30);
+    let (per, failed) = rig.curl_loop(&url, 30).unwrap();
     assert_eq!((per[1], failed), (0, 0), "backend 1 still gets connections: {per:?}");
     assert!(rig.t.log().contains("ejected (connects failing): 198.18.2.11:80"), "{}", rig.t.log());
     let stats = rig.t.stop().unwrap();
@@ -380,7 +380,7 @@ fn maglev_moves_about_one_in_n_connections_when_an_endpoint_is_added() {
     if !ready(&["ip", "curl", "nginx"]) {
         return;
     }
-    let mut rig = MeshRig::build(4);
+    let mut rig = MeshRig::build(4).unwrap();
     let cfgs: Vec<String> = [&[1u32, 1, 1, 0][..], &[1, 1, 1, 1]]
         .iter()
         .map(|w| rig.t.config(1, &services("nat", "maglev", w)))
@@ -417,7 +417,7 @@ fn long_lived_connections_drain_or_reset_when_their_endpoint_goes() {
         return;
     }
     for gone in ["drain", "reset"] {
-        let mut rig = MeshRig::build(4);
+        let mut rig = MeshRig::build(4).unwrap();
         let cfg_of = |weights: &[u32]| {
             services("nat", "maglev", weights)
                 .replace("policy: maglev", &format!("policy: maglev\n    on_endpoint_gone: {gone}"))
@@ -506,7 +506,7 @@ fn icmp_errors_about_flows_reach_the_client_translated() {
         return;
     }
     for mode in ["nat", "dnat"] {
-        let mut rig = MeshRig::build(1);
+        let mut rig = MeshRig::build(1).unwrap();
         // Nothing listens on the endpoint's port 5399: it answers with ICMP port unreachable,
         // quoting weir's translated datagram.
         let extra = format!(
@@ -549,7 +549,7 @@ fn an_ipv6_service_balances_curl_over_nginx() {
         return;
     }
     for mode in ["nat", "dnat"] {
-        let mut rig = MeshRig::build(2);
+        let mut rig = MeshRig::build(2).unwrap();
         let extra = format!(
             "services:
   - {{ name: web6, vip: \"2001:db8:19::1\", port: 80, protocol: tcp, cluster: web6, mode: {mode} }}
@@ -563,7 +563,7 @@ clusters:
         );
         let cfg = rig.t.config(1, &extra);
         rig.t.start(&exe(), &cfg).unwrap();
-        let (per, failed) = rig.curl_loop("http://[2001:db8:19::1]/", 40);
+        let (per, failed) = rig.curl_loop("http://[2001:db8:19::1]/", 40).unwrap();
         assert_eq!((per.clone(), failed), (vec![20, 20], 0), "{mode}\n{}", rig.t.log());
         rig.t.stop().unwrap();
     }
@@ -574,7 +574,7 @@ fn path_mtu_discovery_works_through_a_nat_service() {
     if !ready(&["ip", "curl", "nginx"]) {
         return;
     }
-    let mut rig = MeshRig::build(1);
+    let mut rig = MeshRig::build(1).unwrap();
     let extra = format!(
         "services:
   - {{ name: u, vip: {VIP}, port: 53, protocol: udp, cluster: u }}

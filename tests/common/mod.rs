@@ -1,8 +1,6 @@
 //! Shared pieces of the integration tests: root and tool checks, the weir binary, counters.
 #![allow(dead_code)]
 
-pub mod mesh;
-
 use std::path::PathBuf;
 use weir::netns::have;
 
