@@ -244,6 +244,10 @@ fn port_toward(fib: &Fib, dst: IpAddr) -> Option<&crate::fib::PortAddrs> {
     }
 }
 
+/// Live flows below which a worker's flow table is taken to be in the cache, and a burst's
+/// lookups are not prefetched (about 1 MiB of records and index).
+const PREFETCH_MIN_FLOWS: usize = 8192;
+
 /// weir's address facing `endpoint`: the first address of its family on the port the route to
 /// it leaves by. NAT flows to the endpoint come from there, so its replies return to weir.
 fn snat_source(fib: &Fib, endpoint: IpAddr) -> Option<IpAddr> {
@@ -489,7 +493,8 @@ impl<B: PacketBuf> Pipeline<B> {
     /// mesh may want, so their lookups miss the cache together rather than one by one.
     pub fn prefetch_burst(&self, burst: &[B]) {
         let Some(m) = &self.mesh else { return };
-        if !m.is_active() {
+        // A table this small stays in the cache: prefetching would only cost.
+        if !m.is_active() || m.flows().len() < PREFETCH_MIN_FLOWS {
             return;
         }
         let mut keys: arrayvec::ArrayVec<stack::FlowKey, { crate::buf::BURST }> =
@@ -580,20 +585,16 @@ impl<B: PacketBuf> Pipeline<B> {
             return None;
         }
         let mut dst = f.dst;
+        // Packets of this worker's NAT and DNAT flows are translated here; anything else the
+        // mesh may want (a new flow, a reply for another worker, DSR, a packet too big for the
+        // way on) takes the general path, before anything has changed.
+        let mut hit = None;
         if let Some(m) = &mut self.mesh {
             if m.is_active() && m.may_concern(&IpAddr::V4(f.src), &IpAddr::V4(f.dst)) {
-                // Packets of this worker's NAT and DNAT flows are translated here; anything else
-                // the mesh may want (a new flow, a reply for another worker, DSR) takes the
-                // general path.
                 let key = stack::FlowKey::from_ipv4_fast(&f)?;
-                let site = stack::nat::NatSite::from_ipv4_fast(&f)?;
-                let fib = self.fib.as_ref();
-                match m.fast_translate(frame, &key, &site, f.tcp_flags, fib, now_ns)? {
-                    IpAddr::V4(d) => dst = d,
-                    // Not reached: NAT and DNAT keep the family. A translated frame the general
-                    // path sees again is simply routed.
-                    IpAddr::V6(_) => return None,
-                }
+                let h = m.fast_lookup(&key, f.tcp_flags, now_ns)?;
+                dst = h.new_dst;
+                hit = Some(h);
             }
         }
         let (out_port, next_hop) = match self.fib.lookup_v4(dst)? {
@@ -609,6 +610,12 @@ impl<B: PacketBuf> Pipeline<B> {
         let Lookup::Fresh(dst_mac) = self.neigh.lookup_v4(next_hop, now_ns) else {
             return None;
         };
+        if let (Some(h), Some(m)) = (&hit, &mut self.mesh) {
+            let site = stack::nat::NatSite::from_ipv4_fast(&f)?;
+            if !m.fast_commit(frame, &site, h, f.tcp_flags, now_ns) {
+                return None;
+            }
+        }
         stack::ipv4::decrement_ttl(frame, 14).ok()?;
         frame[0..6].copy_from_slice(&dst_mac);
         frame[6..12].copy_from_slice(&src_mac);

@@ -99,6 +99,52 @@ pub fn rewrite(
     rewrite_at(frame, &NatSite::from_parsed(parsed)?, src, dst)
 }
 
+/// [`rewrite_at`] for an IPv4 site, without going through `IpAddr`: the IPv4 fast path's
+/// rewrite. `src` and `dst` are the new (address, port) pairs, `None` to leave one as it is.
+/// The caller guarantees the site came from this frame (offsets within it).
+#[inline]
+pub fn rewrite_v4(
+    frame: &mut [u8],
+    site: &NatSite,
+    src: Option<(core::net::Ipv4Addr, u16)>,
+    dst: Option<(core::net::Ipv4Addr, u16)>,
+) -> Result<(), BuildError> {
+    let (IpAddr::V4(old_src), IpAddr::V4(old_dst)) = (site.src.addr, site.dst.addr) else {
+        return Err(BuildError::UnexpectedPacket);
+    };
+    let l3 = site.l3_offset;
+    let l4o = site.l4_offset;
+    let csum_at = l4o + if site.tcp { 16 } else { 6 };
+    if frame.len() < csum_at + 2 || frame.len() < l4o + 8 || frame.len() < l3 + 20 {
+        return Err(BuildError::BufferTooSmall);
+    }
+    let mut ip_csum = u16::from_be_bytes([frame[l3 + 10], frame[l3 + 11]]);
+    let mut l4_csum = u16::from_be_bytes([frame[csum_at], frame[csum_at + 1]]);
+    let udp_no_csum = !site.tcp && l4_csum == 0;
+    if let Some((a, p)) = src {
+        let (o, n) = (u32::from(old_src), u32::from(a));
+        ip_csum = update32(ip_csum, o, n);
+        l4_csum = update16(update32(l4_csum, o, n), site.src.port, p);
+        frame[l3 + 12..l3 + 16].copy_from_slice(&n.to_be_bytes());
+        frame[l4o..l4o + 2].copy_from_slice(&p.to_be_bytes());
+    }
+    if let Some((a, p)) = dst {
+        let (o, n) = (u32::from(old_dst), u32::from(a));
+        ip_csum = update32(ip_csum, o, n);
+        l4_csum = update16(update32(l4_csum, o, n), site.dst.port, p);
+        frame[l3 + 16..l3 + 20].copy_from_slice(&n.to_be_bytes());
+        frame[l4o + 2..l4o + 4].copy_from_slice(&p.to_be_bytes());
+    }
+    frame[l3 + 10..l3 + 12].copy_from_slice(&ip_csum.to_be_bytes());
+    if !udp_no_csum {
+        if !site.tcp && l4_csum == 0 {
+            l4_csum = 0xffff;
+        }
+        frame[csum_at..csum_at + 2].copy_from_slice(&l4_csum.to_be_bytes());
+    }
+    Ok(())
+}
+
 /// [`rewrite`] at a known [`NatSite`].
 #[inline]
 pub fn rewrite_at(

@@ -111,6 +111,26 @@ proptest! {
     }
 }
 
+proptest! {
+    #[test]
+    fn the_ipv4_fast_rewrite_writes_what_the_general_one_writes(
+        tcp in any::<bool>(), src in any::<u32>(), dst in any::<u32>(), sp in any::<u16>(), dp in any::<u16>(),
+        nsrc in any::<u32>(), ndst in any::<u32>(), nsp in any::<u16>(), ndp in any::<u16>(), which in 0u8..3,
+    ) {
+        let f = frame(false, u128::from(src), u128::from(dst), sp, dp, tcp, b"payload", false);
+        let p = parse_frame(&f).unwrap();
+        let site = stack::nat::NatSite::from_parsed(&p).unwrap();
+        let new_src = (which != 1).then_some((Ipv4Addr::from(nsrc), nsp));
+        let new_dst = (which != 0).then_some((Ipv4Addr::from(ndst), ndp));
+        let mut a = f.clone();
+        stack::nat::rewrite_v4(&mut a, &site, new_src, new_dst).unwrap();
+        let mut b = f.clone();
+        let sa = |x: Option<(Ipv4Addr, u16)>| x.map(|(addr, port)| SocketAddr { addr: IpAddr::V4(addr), port });
+        stack::nat::rewrite_at(&mut b, &site, sa(new_src), sa(new_dst)).unwrap();
+        prop_assert_eq!(a, b);
+    }
+}
+
 #[test]
 fn wrong_family_or_protocol_is_refused_untouched() {
     let mut f = frame(false, 1, 2, 3, 4, true, b"", false);

@@ -24,7 +24,7 @@ use arc_swap::ArcSwap;
 use stack::nat::SocketAddr;
 use stack::parse::{Parsed, L3, L4};
 use stack::FlowKey;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -185,6 +185,36 @@ fn rewrite_for(flow: &Flow, dir: Direction) -> (Option<SocketAddr>, Option<Socke
         (Mode::Dsr(_), Direction::Forward) => (None, None, f.dst()),
         (Mode::Dsr(_), Direction::Reverse) => (None, None, r.dst()),
     }
+}
+
+/// A packet of a known IPv4 flow, as the fast path found it: how to rewrite it and where it
+/// goes then.
+#[derive(Clone, Copy, Debug)]
+pub struct FastHit {
+    id: u32,
+    dir: Direction,
+    src: V4Rewrite,
+    dst: V4Rewrite,
+    /// The destination once translated.
+    pub new_dst: Ipv4Addr,
+}
+
+/// An IPv4 address and port to write, or none.
+type V4Rewrite = Option<(Ipv4Addr, u16)>;
+
+/// [`rewrite_for`] of an IPv4 NAT or DNAT flow, in IPv4 terms.
+#[inline]
+fn rewrite_for_v4(flow: &Flow, dir: Direction) -> Option<(V4Rewrite, V4Rewrite, Ipv4Addr)> {
+    let v4 = |s: Option<SocketAddr>| -> Option<V4Rewrite> {
+        match s {
+            None => Some(None),
+            Some(SocketAddr { addr: IpAddr::V4(a), port }) => Some(Some((a, port))),
+            Some(_) => None,
+        }
+    };
+    let (src, dst, new_dst) = rewrite_for(flow, dir);
+    let IpAddr::V4(new_dst) = new_dst else { return None };
+    Some((v4(src)?, v4(dst)?, new_dst))
 }
 
 /// Flows leaving the table: their endpoint loses an active flow; an unanswered handshake is a
@@ -556,24 +586,14 @@ impl MeshEngine {
         MeshAction::Translated { dst: route_to }
     }
 
-    /// The IPv4 fast path's share: translates a packet of a flow this worker holds, checked
-    /// against the current snapshot, that NAT or DNAT translates. Returns the new destination,
-    /// or `None` (nothing changed) for anything else, which the general path then handles.
+    /// The IPv4 fast path's first half: whether this packet belongs to a NAT or DNAT flow this
+    /// worker holds, checked against the current snapshot, and where it goes once translated.
+    /// Nothing changes yet, so the fast path can still give the packet to the general path
+    /// (which handles anything this returns `None` for) if the way on is not clear.
     #[inline]
-    pub fn fast_translate(
-        &mut self,
-        frame: &mut [u8],
-        key: &FlowKey,
-        site: &stack::nat::NatSite,
-        flags: u8,
-        routes: &impl Routes,
-        now_ns: u64,
-    ) -> Option<IpAddr> {
-        let (id, dir) = {
-            let mut cb = on_removed(&mut self.active, &self.shared.health, &mut self.counters);
-            self.flows.lookup(key, now_ns, &mut cb)?
-        };
-        let flow = *self.flows.get(id)?;
+    pub fn fast_lookup(&self, key: &FlowKey, flags: u8, now_ns: u64) -> Option<FastHit> {
+        let (id, dir) = self.flows.peek(key, now_ns)?;
+        let flow = self.flows.get(id)?;
         if flow.checked != self.snap.generation || matches!(flow.mode, Mode::Dsr(_)) {
             return None;
         }
@@ -582,15 +602,31 @@ impl MeshEngine {
             // A new connection on an ended one's port: the general path opens it afresh.
             return None;
         }
-        let (src, dst, new_dst) = rewrite_for(&flow, dir);
-        // Too big for the way on: the general path answers it, untranslated.
-        if routes.mtu_toward(new_dst).is_some_and(|mtu| site.l3_len > mtu) {
-            return None;
+        let (src, dst, new_dst) = rewrite_for_v4(flow, dir)?;
+        Some(FastHit { id, dir, src, dst, new_dst })
+    }
+
+    /// The second half: translates the packet ([`FastHit`] from [`fast_lookup`] on this very
+    /// packet) and moves its flow on. False (nothing changed) if the frame cannot take it.
+    ///
+    /// [`fast_lookup`]: Self::fast_lookup
+    #[inline]
+    pub fn fast_commit(
+        &mut self,
+        frame: &mut [u8],
+        site: &stack::nat::NatSite,
+        hit: &FastHit,
+        flags: u8,
+        now_ns: u64,
+    ) -> bool {
+        if stack::nat::rewrite_v4(frame, site, hit.src, hit.dst).is_err() {
+            return false;
         }
-        stack::nat::rewrite_at(frame, site, src, dst).ok()?;
-        self.touch(&flow, id, dir, flags, now_ns);
-        self.count(dir);
-        Some(new_dst)
+        if let Some(&flow) = self.flows.get(hit.id) {
+            self.touch(&flow, hit.id, hit.dir, flags, now_ns);
+        }
+        self.count(hit.dir);
+        true
     }
 
     fn is_closing(&self, id: u32) -> bool {

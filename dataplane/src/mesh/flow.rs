@@ -324,6 +324,34 @@ impl FlowTable {
         }
     }
 
+    /// [`lookup`](Self::lookup) for the fast path: an expired flow is reported as absent but
+    /// left for the general path (or the sweep) to remove, so nothing here needs a callback.
+    #[inline(always)]
+    pub fn peek(&self, key: &FlowKey, now_ns: u64) -> Option<(u32, Direction)> {
+        let h = Self::hash(key);
+        let mut i = usize::try_from(h).unwrap_or(0) & self.mask;
+        loop {
+            let s = self.slots[i];
+            if s.tagged == EMPTY {
+                return None;
+            }
+            if s.hash == h {
+                let id = s.tagged >> 1;
+                let f = self.flows.get(usize::try_from(id).ok()?)?.as_ref()?;
+                let k = if s.tagged & 1 == 0 { &f.forward } else { &f.reverse };
+                if k == key {
+                    if f.expires_ns <= now_ns {
+                        return None;
+                    }
+                    let dir =
+                        if s.tagged & 1 == 0 { Direction::Forward } else { Direction::Reverse };
+                    return Some((id, dir));
+                }
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
     /// Whether a key is in the table (expired or not).
     #[inline]
     pub fn contains(&self, key: &FlowKey) -> bool {
