@@ -611,7 +611,7 @@ impl<B: PacketBuf> Pipeline<B> {
             return None;
         };
         if let (Some(h), Some(m)) = (&hit, &mut self.mesh) {
-            let site = stack::nat::NatSite::from_ipv4_fast(&f)?;
+            let site = stack::nat::NatSiteV4::from_ipv4_fast(&f)?;
             if !m.fast_commit(frame, &site, h, f.tcp_flags, now_ns) {
                 return None;
             }

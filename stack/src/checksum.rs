@@ -161,6 +161,27 @@ pub const fn update32(csum: u16, old: u32, new: u32) -> u16 {
     !fold(!csum as u64 + !old_hi as u64 + !old_lo as u64 + new_hi as u64 + new_lo as u64)
 }
 
+/// What replacing the 32-bit field `old` by `new` adds to a ones'-complement sum, unfolded:
+/// several such deltas may be added together (and to `!csum`) before one [`fold`]. Each is
+/// below 2^18, so a u64 holds any number a header can need.
+#[inline]
+pub const fn delta32(old: u32, new: u32) -> u64 {
+    let old = !old;
+    (old >> 16) as u64 + (old & 0xffff) as u64 + (new >> 16) as u64 + (new & 0xffff) as u64
+}
+
+/// [`delta32`] for a 16-bit field.
+#[inline]
+pub const fn delta16(old: u16, new: u16) -> u64 {
+    !old as u64 + new as u64
+}
+
+/// Applies a sum of deltas ([`delta32`], [`delta16`]) to the checksum `csum`.
+#[inline]
+pub const fn apply_delta(csum: u16, delta: u64) -> u16 {
+    !fold(!csum as u64 + delta)
+}
+
 /// [`update16`] for an aligned 128-bit field (an IPv6 address in a TCP/UDP/ICMPv6
 /// pseudo-header): `old` and `new` are the addresses as `u128::from(Ipv6Addr)`.
 #[inline]

@@ -4,7 +4,7 @@
 
 use core::net::IpAddr;
 
-use crate::checksum::{update128, update16, update32};
+use crate::checksum::{self, update128, update16, update32};
 use crate::error::BuildError;
 use crate::parse::{Parsed, L3, L4};
 
@@ -19,7 +19,7 @@ pub struct SocketAddr {
 
 /// Where a TCP or UDP packet's translatable fields are, and what they hold: what
 /// [`rewrite_at`] needs, from a [`Parsed`] frame ([`NatSite::from_parsed`]) or from the IPv4
-/// fast path ([`NatSite::from_ipv4_fast`]).
+/// fast path (as a [`NatSiteV4`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NatSite {
     /// Offset of the IP header.
@@ -62,20 +62,58 @@ impl NatSite {
         })
     }
 
+    /// The IPv4 form of this site, for [`rewrite_v4`]; `None` for IPv6.
+    pub fn v4(&self) -> Option<NatSiteV4> {
+        let (IpAddr::V4(src), IpAddr::V4(dst)) = (self.src.addr, self.dst.addr) else {
+            return None;
+        };
+        Some(NatSiteV4 {
+            l3_offset: self.l3_offset,
+            l4_offset: self.l4_offset,
+            tcp: self.tcp,
+            src,
+            src_port: self.src.port,
+            dst,
+            dst_port: self.dst.port,
+        })
+    }
+}
+
+/// [`NatSite`] of an IPv4 packet, in IPv4 terms: what [`rewrite_v4`] needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatSiteV4 {
+    /// Offset of the IP header.
+    pub l3_offset: usize,
+    /// Offset of the TCP/UDP header.
+    pub l4_offset: usize,
+    /// TCP (else UDP).
+    pub tcp: bool,
+    /// Source address now in the packet.
+    pub src: core::net::Ipv4Addr,
+    /// Source port now in the packet.
+    pub src_port: u16,
+    /// Destination address now in the packet.
+    pub dst: core::net::Ipv4Addr,
+    /// Destination port now in the packet.
+    pub dst_port: u16,
+}
+
+impl NatSiteV4 {
     /// The site of an untagged IPv4 packet the fast path accepted; `None` unless it is an
     /// unfragmented TCP or UDP packet.
     #[inline]
-    pub fn from_ipv4_fast(f: &crate::parse::Ipv4Fast) -> Option<NatSite> {
+    pub fn from_ipv4_fast(f: &crate::parse::Ipv4Fast) -> Option<NatSiteV4> {
         if f.fragment || (f.protocol != 6 && f.protocol != 17) {
             return None;
         }
-        Some(NatSite {
+        Some(NatSiteV4 {
             l3_offset: 14,
             l4_offset: 34,
-            l3_len: f.total_len,
             tcp: f.protocol == 6,
-            src: SocketAddr { addr: IpAddr::V4(f.src), port: f.src_port },
-            dst: SocketAddr { addr: IpAddr::V4(f.dst), port: f.dst_port },
+            src: f.src,
+            src_port: f.src_port,
+            dst: f.dst,
+            dst_port: f.dst_port,
         })
     }
 }
@@ -105,42 +143,44 @@ pub fn rewrite(
 #[inline]
 pub fn rewrite_v4(
     frame: &mut [u8],
-    site: &NatSite,
+    site: &NatSiteV4,
     src: Option<(core::net::Ipv4Addr, u16)>,
     dst: Option<(core::net::Ipv4Addr, u16)>,
 ) -> Result<(), BuildError> {
-    let (IpAddr::V4(old_src), IpAddr::V4(old_dst)) = (site.src.addr, site.dst.addr) else {
-        return Err(BuildError::UnexpectedPacket);
-    };
+    let (old_src, old_dst) = (site.src, site.dst);
     let l3 = site.l3_offset;
     let l4o = site.l4_offset;
     let csum_at = l4o + if site.tcp { 16 } else { 6 };
     if frame.len() < csum_at + 2 || frame.len() < l4o + 8 || frame.len() < l3 + 20 {
         return Err(BuildError::BufferTooSmall);
     }
-    let mut ip_csum = u16::from_be_bytes([frame[l3 + 10], frame[l3 + 11]]);
-    let mut l4_csum = u16::from_be_bytes([frame[csum_at], frame[csum_at + 1]]);
-    let udp_no_csum = !site.tcp && l4_csum == 0;
+    let ip_csum = u16::from_be_bytes([frame[l3 + 10], frame[l3 + 11]]);
+    let l4_csum = u16::from_be_bytes([frame[csum_at], frame[csum_at + 1]]);
+    // The address changes go into both checksums (the L4 one through its pseudo-header), the
+    // port changes into the L4 one only: summed unfolded, folded once each.
+    let (mut addrs, mut ports) = (0u64, 0u64);
     if let Some((a, p)) = src {
         let (o, n) = (u32::from(old_src), u32::from(a));
-        ip_csum = update32(ip_csum, o, n);
-        l4_csum = update16(update32(l4_csum, o, n), site.src.port, p);
+        addrs += checksum::delta32(o, n);
+        ports += checksum::delta16(site.src_port, p);
         frame[l3 + 12..l3 + 16].copy_from_slice(&n.to_be_bytes());
         frame[l4o..l4o + 2].copy_from_slice(&p.to_be_bytes());
     }
     if let Some((a, p)) = dst {
         let (o, n) = (u32::from(old_dst), u32::from(a));
-        ip_csum = update32(ip_csum, o, n);
-        l4_csum = update16(update32(l4_csum, o, n), site.dst.port, p);
+        addrs += checksum::delta32(o, n);
+        ports += checksum::delta16(site.dst_port, p);
         frame[l3 + 16..l3 + 20].copy_from_slice(&n.to_be_bytes());
         frame[l4o + 2..l4o + 4].copy_from_slice(&p.to_be_bytes());
     }
-    frame[l3 + 10..l3 + 12].copy_from_slice(&ip_csum.to_be_bytes());
-    if !udp_no_csum {
-        if !site.tcp && l4_csum == 0 {
-            l4_csum = 0xffff;
+    frame[l3 + 10..l3 + 12].copy_from_slice(&checksum::apply_delta(ip_csum, addrs).to_be_bytes());
+    // An IPv4 UDP checksum of zero means none was sent (RFC 768): it stays zero.
+    if site.tcp || l4_csum != 0 {
+        let mut l4 = checksum::apply_delta(l4_csum, addrs + ports);
+        if !site.tcp && l4 == 0 {
+            l4 = 0xffff;
         }
-        frame[csum_at..csum_at + 2].copy_from_slice(&l4_csum.to_be_bytes());
+        frame[csum_at..csum_at + 2].copy_from_slice(&l4.to_be_bytes());
     }
     Ok(())
 }

@@ -123,7 +123,7 @@ proptest! {
         let new_src = (which != 1).then_some((Ipv4Addr::from(nsrc), nsp));
         let new_dst = (which != 0).then_some((Ipv4Addr::from(ndst), ndp));
         let mut a = f.clone();
-        stack::nat::rewrite_v4(&mut a, &site, new_src, new_dst).unwrap();
+        stack::nat::rewrite_v4(&mut a, &site.v4().unwrap(), new_src, new_dst).unwrap();
         let mut b = f.clone();
         let sa = |x: Option<(Ipv4Addr, u16)>| x.map(|(addr, port)| SocketAddr { addr: IpAddr::V4(addr), port });
         stack::nat::rewrite_at(&mut b, &site, sa(new_src), sa(new_dst)).unwrap();

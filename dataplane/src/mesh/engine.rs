@@ -33,8 +33,11 @@ use std::sync::Arc;
 const PICK_SEED: u64 = 0x7765_6972_6d61_676c;
 /// Seed of the DNAT owner hash.
 const OWNER_SEED: u64 = 0x7765_6972_6f77_6e72;
-/// Flow records the sweep looks at per poll.
-const SWEEP_PER_POLL: usize = 64;
+/// The sweep looks at every flow record once in this long: a flow is freed at most this long
+/// after it expires, even if none of its packets comes to find it expired.
+const SWEEP_PERIOD_NS: u64 = 1_000_000_000;
+/// Most flow records the sweep looks at per poll.
+const SWEEP_MAX_PER_POLL: usize = 256;
 /// SNAT ports tried for one new flow before giving up.
 const SNAT_TRIES: u32 = 16;
 
@@ -163,6 +166,8 @@ pub struct MeshEngine {
     snat_first: u16,
     snat_count: u32,
     snat_cursor: u32,
+    /// When the sweep last ran.
+    swept_ns: u64,
     /// Counters.
     pub counters: MeshCounters,
 }
@@ -202,19 +207,25 @@ pub struct FastHit {
 /// An IPv4 address and port to write, or none.
 type V4Rewrite = Option<(Ipv4Addr, u16)>;
 
-/// [`rewrite_for`] of an IPv4 NAT or DNAT flow, in IPv4 terms.
+/// [`rewrite_for`] of an IPv4 NAT or DNAT flow, in IPv4 terms, without going through
+/// `IpAddr`; `None` for anything else.
 #[inline]
 fn rewrite_for_v4(flow: &Flow, dir: Direction) -> Option<(V4Rewrite, V4Rewrite, Ipv4Addr)> {
-    let v4 = |s: Option<SocketAddr>| -> Option<V4Rewrite> {
-        match s {
-            None => Some(None),
-            Some(SocketAddr { addr: IpAddr::V4(a), port }) => Some(Some((a, port))),
-            Some(_) => None,
-        }
-    };
-    let (src, dst, new_dst) = rewrite_for(flow, dir);
-    let IpAddr::V4(new_dst) = new_dst else { return None };
-    Some((v4(src)?, v4(dst)?, new_dst))
+    let (fs, fsp, fd, fdp) = flow.forward.v4()?;
+    let (rs, rsp, rd, rdp) = flow.reverse.v4()?;
+    Some(match (flow.mode, dir) {
+        (Mode::Nat, Direction::Forward) => (Some((rd, rdp)), Some((rs, rsp)), rs),
+        (Mode::Dnat, Direction::Forward) => (None, Some((rs, rsp)), rs),
+        (Mode::Nat, Direction::Reverse) => (Some((fd, fdp)), Some((fs, fsp)), fs),
+        (Mode::Dnat, Direction::Reverse) => (Some((fd, fdp)), None, rd),
+        (Mode::Dsr(_), _) => return None,
+    })
+}
+
+/// How many of `capacity` flow records are due for the sweep `elapsed_ns` after it last ran.
+fn sweep_due(capacity: usize, elapsed_ns: u64) -> usize {
+    let due = u128::from(elapsed_ns) * capacity as u128 / u128::from(SWEEP_PERIOD_NS);
+    usize::try_from(due).unwrap_or(usize::MAX).min(SWEEP_MAX_PER_POLL)
 }
 
 /// Flows leaving the table: their endpoint loses an active flow; an unanswered handshake is a
@@ -257,6 +268,7 @@ impl MeshEngine {
             snat_first: lo,
             snat_count: u32::from(hi.saturating_sub(lo)) + 1,
             snat_cursor: 0,
+            swept_ns: 0,
             counters: MeshCounters::default(),
         }
     }
@@ -266,9 +278,15 @@ impl MeshEngine {
         if self.shared.generation.load(Ordering::Acquire) != self.snap.generation {
             self.snap = self.shared.load();
         }
-        if !self.flows.is_empty() {
-            let mut cb = on_removed(&mut self.active, &self.shared.health, &mut self.counters);
-            self.flows.sweep(now_ns, SWEEP_PER_POLL, &mut cb);
+        // Paced by time, not by polls: at a high packet rate a fixed number of records per
+        // poll would stream the whole table through the cache many times a second.
+        let due = sweep_due(self.flows.capacity(), now_ns.saturating_sub(self.swept_ns));
+        if due > 0 {
+            self.swept_ns = now_ns;
+            if !self.flows.is_empty() {
+                let mut cb = on_removed(&mut self.active, &self.shared.health, &mut self.counters);
+                self.flows.sweep(now_ns, due, &mut cb);
+            }
         }
     }
 
@@ -494,7 +512,7 @@ impl MeshEngine {
                 }
             }
         }
-        self.touch(&flow, id, dir, flags, now_ns);
+        self.touch(id, dir, flags, now_ns);
         if let Mode::Dsr(encap) = flow.mode {
             if dir == Direction::Reverse {
                 // Replies of DSR flows go from the endpoint to the client directly.
@@ -590,7 +608,7 @@ impl MeshEngine {
     /// worker holds, checked against the current snapshot, and where it goes once translated.
     /// Nothing changes yet, so the fast path can still give the packet to the general path
     /// (which handles anything this returns `None` for) if the way on is not clear.
-    #[inline]
+    #[inline(always)]
     pub fn fast_lookup(&self, key: &FlowKey, flags: u8, now_ns: u64) -> Option<FastHit> {
         let (id, dir) = self.flows.peek(key, now_ns)?;
         let flow = self.flows.get(id)?;
@@ -610,11 +628,11 @@ impl MeshEngine {
     /// packet) and moves its flow on. False (nothing changed) if the frame cannot take it.
     ///
     /// [`fast_lookup`]: Self::fast_lookup
-    #[inline]
+    #[inline(always)]
     pub fn fast_commit(
         &mut self,
         frame: &mut [u8],
-        site: &stack::nat::NatSite,
+        site: &stack::nat::NatSiteV4,
         hit: &FastHit,
         flags: u8,
         now_ns: u64,
@@ -622,9 +640,7 @@ impl MeshEngine {
         if stack::nat::rewrite_v4(frame, site, hit.src, hit.dst).is_err() {
             return false;
         }
-        if let Some(&flow) = self.flows.get(hit.id) {
-            self.touch(&flow, hit.id, hit.dir, flags, now_ns);
-        }
+        self.touch(hit.id, hit.dir, flags, now_ns);
         self.count(hit.dir);
         true
     }
@@ -633,18 +649,28 @@ impl MeshEngine {
         self.flows.get(id).is_some_and(|f| f.state == FlowState::Closing)
     }
 
-    /// A packet of `flow` went `dir`: its state moves on, and a handshake answered or refused
+    /// A packet of flow `id` went `dir`: its state moves on, and a handshake answered or refused
     /// is the endpoint's health.
     #[inline]
-    fn touch(&mut self, flow: &Flow, id: u32, dir: Direction, flags: u8, now_ns: u64) {
-        match self.flows.touch(id, dir, flags, now_ns) {
+    fn touch(&mut self, id: u32, dir: Direction, flags: u8, now_ns: u64) {
+        let t = self.flows.touch(id, dir, flags, now_ns);
+        if t != Transition::None {
+            self.note_transition(id, t);
+        }
+    }
+
+    /// A handshake of flow `id` answered or refused: its endpoint's health.
+    #[cold]
+    fn note_transition(&mut self, id: u32, t: Transition) {
+        let Some(endpoint) = self.flows.get(id).map(|f| f.endpoint) else { return };
+        match t {
             Transition::Answered => {
                 self.counters.connects_ok += 1;
-                self.shared.health.succeeded(flow.endpoint);
+                self.shared.health.succeeded(endpoint);
             }
             Transition::Refused => {
                 self.counters.connects_failed += 1;
-                self.shared.health.failed(flow.endpoint);
+                self.shared.health.failed(endpoint);
             }
             Transition::None => {}
         }

@@ -179,6 +179,15 @@ pub struct FlowStats {
 
 const EMPTY: u32 = u32::MAX;
 
+/// `n` copies of `value`, in memory the kernel is asked to back with huge pages: lookups in a
+/// table of a million flows land anywhere in hundreds of megabytes.
+fn huge_filled<T: Clone>(n: usize, value: T) -> Box<[T]> {
+    let mut v = Vec::with_capacity(n);
+    crate::hint::huge_pages(&v);
+    v.resize(n, value);
+    v.into_boxed_slice()
+}
+
 #[derive(Clone, Copy)]
 struct Slot {
     hash: u32,
@@ -214,9 +223,9 @@ impl FlowTable {
         // Two keys per flow at a load of at most 1/2.
         let slots = (capacity * 4).next_power_of_two();
         FlowTable {
-            slots: vec![FREE_SLOT; slots].into_boxed_slice(),
+            slots: huge_filled(slots, FREE_SLOT),
             mask: slots - 1,
-            flows: vec![None; capacity].into_boxed_slice(),
+            flows: huge_filled(capacity, None),
             born: vec![0; capacity].into_boxed_slice(),
             free: (0..u32::try_from(capacity).unwrap_or(u32::MAX)).rev().collect(),
             embryonic: VecDeque::with_capacity(capacity),
