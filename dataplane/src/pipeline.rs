@@ -248,6 +248,9 @@ fn port_toward(fib: &Fib, dst: IpAddr) -> Option<&crate::fib::PortAddrs> {
 /// lookups are not prefetched (about 1 MiB of records and index).
 const PREFETCH_MIN_FLOWS: usize = 8192;
 
+/// How many packets ahead of processing a burst's flow records are prefetched.
+const RECORDS_AHEAD: usize = 8;
+
 /// weir's address facing `endpoint`: the first address of its family on the port the route to
 /// it leaves by. NAT flows to the endpoint come from there, so its replies return to weir.
 fn snat_source(fib: &Fib, endpoint: IpAddr) -> Option<IpAddr> {
@@ -420,6 +423,10 @@ pub struct Pipeline<B> {
     refresh_sent: [(Option<IpAddr>, u64); 8],
     /// The L4 mesh, when services are configured.
     mesh: Option<MeshEngine>,
+    /// The flow keys of the burst being processed, for the second prefetch stage, and the
+    /// next of them to prefetch.
+    ahead: arrayvec::ArrayVec<stack::PackedV4, { crate::buf::BURST }>,
+    ahead_next: usize,
     /// Counters; read by the worker to publish them.
     pub counters: PipelineCounters,
 }
@@ -452,6 +459,8 @@ impl<B: PacketBuf> Pipeline<B> {
             cfg,
             refresh_sent: [(None, 0); 8],
             mesh: None,
+            ahead: arrayvec::ArrayVec::new(),
+            ahead_next: 0,
             counters: PipelineCounters::default(),
         }
     }
@@ -489,26 +498,40 @@ impl<B: PacketBuf> Pipeline<B> {
         self.counters.drops[r as usize] += 1;
     }
 
-    /// Before a burst is processed: prefetches the flow-table entries of its packets that the
-    /// mesh may want, so their lookups miss the cache together rather than one by one.
-    pub fn prefetch_burst(&self, burst: &[B]) {
+    /// Before a burst is processed: starts loading the flow-index slots of its packets that
+    /// the mesh may want, all at once so their cache misses overlap. The flow records follow
+    /// a few packets ahead of processing ([`process`](Self::process)), by when their slots
+    /// have arrived: issued right after the slots, they would wait for them.
+    pub fn prefetch_burst(&mut self, burst: &[B]) {
+        self.ahead.clear();
+        self.ahead_next = 0;
         let Some(m) = &self.mesh else { return };
         // A table this small stays in the cache: prefetching would only cost.
         if !m.is_active() || m.flows().len() < PREFETCH_MIN_FLOWS {
             return;
         }
-        let mut keys: arrayvec::ArrayVec<stack::FlowKey, { crate::buf::BURST }> =
-            arrayvec::ArrayVec::new();
         for pkt in burst {
             let Some(f) = stack::parse::ipv4_peek(pkt.data()) else { continue };
             if !m.may_concern(&IpAddr::V4(f.src), &IpAddr::V4(f.dst)) {
                 continue;
             }
-            if let Some(k) = stack::FlowKey::from_ipv4_fast(&f) {
-                let _ = keys.try_push(k);
+            if let Some(k) = stack::PackedV4::from_ipv4_fast(&f) {
+                m.prefetch_slot(&k);
+                let _ = self.ahead.try_push(k);
             }
         }
-        m.prefetch(&keys);
+        for _ in 0..RECORDS_AHEAD {
+            self.prefetch_next_record();
+        }
+    }
+
+    /// The second prefetch stage for the next key of the burst, if any is left.
+    #[inline(always)]
+    fn prefetch_next_record(&mut self) {
+        if let (Some(k), Some(m)) = (self.ahead.get(self.ahead_next), &self.mesh) {
+            m.prefetch_record(k);
+            self.ahead_next += 1;
+        }
     }
 
     /// Handles one frame received on `in_port`. See the module docs for the contract.
@@ -520,6 +543,7 @@ impl<B: PacketBuf> Pipeline<B> {
         now_ns: u64,
         out: &mut impl Egress<B>,
     ) -> Verdict {
+        self.prefetch_next_record();
         if let Some(port) = self.fast_forward_v4(&mut pkt, in_port, now_ns) {
             out.send(port, pkt);
             return Verdict::Forward(port);
@@ -591,7 +615,7 @@ impl<B: PacketBuf> Pipeline<B> {
         let mut hit = None;
         if let Some(m) = &mut self.mesh {
             if m.is_active() && m.may_concern(&IpAddr::V4(f.src), &IpAddr::V4(f.dst)) {
-                let key = stack::FlowKey::from_ipv4_fast(&f)?;
+                let key = stack::PackedV4::from_ipv4_fast(&f)?;
                 let h = m.fast_lookup(&key, f.tcp_flags, now_ns)?;
                 dst = h.new_dst;
                 hit = Some(h);

@@ -47,6 +47,6 @@ pub mod tcp;
 pub mod wire;
 
 pub use error::BuildError;
-pub use flow::FlowKey;
+pub use flow::{FlowKey, PackedV4};
 pub use parse::{parse_frame, ParseError, Parsed, L3, L4};
 pub use wire::MacAddr;

@@ -1,4 +1,5 @@
-//! `ipv4_fast` accepts only what `parse_frame` accepts, with the same fields.
+//! `ipv4_fast` accepts only what `parse_frame` accepts, with the same fields, and the packed
+//! flow key it gives is the parsed frame's flow key.
 
 use proptest::prelude::*;
 use stack::parse::{ipv4_fast, parse_frame, L3};
@@ -15,6 +16,17 @@ fn check(frame: &[u8]) -> Result<(), TestCaseError> {
         prop_assert_eq!(ip.total_len, f.total_len);
         prop_assert_eq!(ip.dont_fragment, f.dont_fragment);
         prop_assert!(!ip.has_options);
+        if let Some(packed) = stack::PackedV4::from_ipv4_fast(&f) {
+            let key = stack::FlowKey::from_parsed(&p);
+            prop_assert!(key.is_some());
+            let key = key.unwrap();
+            prop_assert_eq!(key.packed_v4(), Some(packed));
+            prop_assert_eq!(key.table_hash(), packed.table_hash());
+            prop_assert_eq!(
+                (packed.src(), packed.src_port(), packed.dst(), packed.dst_port(), packed.proto()),
+                (ip.src, key.src_port(), ip.dst, key.dst_port(), key.proto())
+            );
+        }
     }
     Ok(())
 }

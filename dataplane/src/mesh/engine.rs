@@ -23,7 +23,7 @@ use crate::pipeline::DropReason;
 use arc_swap::ArcSwap;
 use stack::nat::SocketAddr;
 use stack::parse::{Parsed, L3, L4};
-use stack::FlowKey;
+use stack::{FlowKey, PackedV4};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -207,17 +207,24 @@ pub struct FastHit {
 /// An IPv4 address and port to write, or none.
 type V4Rewrite = Option<(Ipv4Addr, u16)>;
 
-/// [`rewrite_for`] of an IPv4 NAT or DNAT flow, in IPv4 terms, without going through
-/// `IpAddr`; `None` for anything else.
-#[inline]
-fn rewrite_for_v4(flow: &Flow, dir: Direction) -> Option<(V4Rewrite, V4Rewrite, Ipv4Addr)> {
-    let (fs, fsp, fd, fdp) = flow.forward.v4()?;
-    let (rs, rsp, rd, rdp) = flow.reverse.v4()?;
-    Some(match (flow.mode, dir) {
-        (Mode::Nat, Direction::Forward) => (Some((rd, rdp)), Some((rs, rsp)), rs),
-        (Mode::Dnat, Direction::Forward) => (None, Some((rs, rsp)), rs),
-        (Mode::Nat, Direction::Reverse) => (Some((fd, fdp)), Some((fs, fsp)), fs),
-        (Mode::Dnat, Direction::Reverse) => (Some((fd, fdp)), None, rd),
+/// [`rewrite_for`] of an IPv4 NAT or DNAT flow from its packed keys (forward, reverse), in
+/// IPv4 terms; `None` for DSR.
+#[inline(always)]
+fn rewrite_for_v4(
+    mode: Mode,
+    keys: &[PackedV4; 2],
+    dir: Direction,
+) -> Option<(V4Rewrite, V4Rewrite, Ipv4Addr)> {
+    let [f, r] = keys;
+    Some(match (mode, dir) {
+        (Mode::Nat, Direction::Forward) => {
+            (Some((r.dst(), r.dst_port())), Some((r.src(), r.src_port())), r.src())
+        }
+        (Mode::Dnat, Direction::Forward) => (None, Some((r.src(), r.src_port())), r.src()),
+        (Mode::Nat, Direction::Reverse) => {
+            (Some((f.dst(), f.dst_port())), Some((f.src(), f.src_port())), f.src())
+        }
+        (Mode::Dnat, Direction::Reverse) => (Some((f.dst(), f.dst_port())), None, r.dst()),
         (Mode::Dsr(_), _) => return None,
     })
 }
@@ -477,7 +484,7 @@ impl MeshEngine {
         routes: &impl Routes,
         now_ns: u64,
     ) -> MeshAction {
-        let Some(&flow) = self.flows.get(id) else { return MeshAction::Pass };
+        let Some(flow) = self.flows.get(id) else { return MeshAction::Pass };
         if flow.checked != self.snap.generation {
             // The configuration changed since this flow was last checked: is its endpoint
             // still serving?
@@ -538,16 +545,17 @@ impl MeshEngine {
         MeshAction::Translated { dst: new_dst }
     }
 
-    /// Prefetches the flow-table entries a burst's packets will look up: all index slots
-    /// first, then the records they point to, so the burst's memory accesses overlap instead of
-    /// each packet waiting for its own. `keys` are the burst's IPv4 TCP/UDP keys.
-    pub fn prefetch(&self, keys: &[FlowKey]) {
-        for k in keys {
-            self.flows.prefetch_slot(k);
-        }
-        for k in keys {
-            self.flows.prefetch_record(k);
-        }
+    /// Starts loading the flow-index slot `key`'s lookup begins at (the first prefetch stage).
+    #[inline]
+    pub fn prefetch_slot(&self, key: &PackedV4) {
+        self.flows.prefetch_slot(key);
+    }
+
+    /// Starts loading the flow record `key`'s slot names, once that slot is in the cache (the
+    /// second stage).
+    #[inline]
+    pub fn prefetch_record(&self, key: &PackedV4) {
+        self.flows.prefetch_record(key);
     }
 
     /// An ICMP error about a packet of one of this worker's flows: the quoted packet is turned
@@ -580,7 +588,7 @@ impl MeshEngine {
                 _ => MeshAction::Pass,
             };
         };
-        let Some(flow) = self.flows.get(id).copied() else { return MeshAction::Pass };
+        let Some(flow) = self.flows.get(id) else { return MeshAction::Pass };
         let (f, r) = (flow.forward, flow.reverse);
         let sa = |a: IpAddr, port: u16| SocketAddr { addr: a, port };
         let (src, dst, outer, route_to) = match (flow.mode, dir) {
@@ -609,10 +617,9 @@ impl MeshEngine {
     /// Nothing changes yet, so the fast path can still give the packet to the general path
     /// (which handles anything this returns `None` for) if the way on is not clear.
     #[inline(always)]
-    pub fn fast_lookup(&self, key: &FlowKey, flags: u8, now_ns: u64) -> Option<FastHit> {
-        let (id, dir) = self.flows.peek(key, now_ns)?;
-        let flow = self.flows.get(id)?;
-        if flow.checked != self.snap.generation || matches!(flow.mode, Mode::Dsr(_)) {
+    pub fn fast_lookup(&self, key: &PackedV4, flags: u8, now_ns: u64) -> Option<FastHit> {
+        let (id, dir, flow) = self.flows.peek_v4(key, now_ns)?;
+        if flow.checked != self.snap.generation {
             return None;
         }
         let opening = flags & tcp_flags::SYN != 0 && flags & tcp_flags::ACK == 0;
@@ -620,7 +627,7 @@ impl MeshEngine {
             // A new connection on an ended one's port: the general path opens it afresh.
             return None;
         }
-        let (src, dst, new_dst) = rewrite_for_v4(flow, dir)?;
+        let (src, dst, new_dst) = rewrite_for_v4(flow.mode, &flow.keys, dir)?;
         Some(FastHit { id, dir, src, dst, new_dst })
     }
 
@@ -646,7 +653,7 @@ impl MeshEngine {
     }
 
     fn is_closing(&self, id: u32) -> bool {
-        self.flows.get(id).is_some_and(|f| f.state == FlowState::Closing)
+        self.flows.state(id) == Some(FlowState::Closing)
     }
 
     /// A packet of flow `id` went `dir`: its state moves on, and a handshake answered or refused
@@ -662,7 +669,7 @@ impl MeshEngine {
     /// A handshake of flow `id` answered or refused: its endpoint's health.
     #[cold]
     fn note_transition(&mut self, id: u32, t: Transition) {
-        let Some(endpoint) = self.flows.get(id).map(|f| f.endpoint) else { return };
+        let Some(endpoint) = self.flows.endpoint(id) else { return };
         match t {
             Transition::Answered => {
                 self.counters.connects_ok += 1;
