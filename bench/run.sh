@@ -2,8 +2,9 @@
 # Runs weir's headline benchmarks beside their references, in one go, and prints medians.
 #   bash bench/run.sh [ROUNDS]      (default 5 rounds of each rig run; needs root)
 # 1. Pipeline cost on null ports (cargo bench) beside testpmd io/mac/5tswap on net_null.
-# 2. weir on DPDK net_null vdevs (cargo bench --features dpdk) beside the same testpmd runs,
-#    and testpmd mac with net_null copy=1 (a 64-byte copy per packet, like weir's stamp).
+# 2. weir on DPDK net_null vdevs (cargo bench --features dpdk: IPv4 forwarding and L4 DNAT)
+#    beside the same testpmd runs, the L4 mesh on null ports at 1 to 1 000 000 flows, and
+#    testpmd mac with net_null copy=1 (a 64-byte copy per packet, like weir's stamp).
 # 3. The forwarding rig (../shared/bench/fwd-rig.sh): weir (its own af_packet ports with
 #    sendmmsg and ring tx, and DPDK net_af_packet vdevs) beside testpmd (net_af_packet) and the
 #    kernel, alternating, ROUNDS times each.
@@ -22,6 +23,8 @@ echo "== testpmd on net_null"
 bash "$SHARED/null-anchor.sh" -s 5 io mac 5tswap | tee "$out/null"
 echo "== weir on DPDK net_null"
 cargo bench -p dataplane --features dpdk --bench dpdk_null 2>/dev/null | grep "^weir" | tee "$out/dpdk-null"
+echo "== L4 mesh on null ports (DNAT; 1 to 1 000 000 flows; TSC cycles/packet)"
+cargo bench -p dataplane --bench mesh 2>/dev/null | grep "^mesh" | tee "$out/mesh"
 echo "== testpmd mac on net_null with copy=1"
 (echo "set fwd mac"; echo start; sleep 5; echo stop; echo quit) |
   timeout 65 dpdk-testpmd --lcores=0@0,1@1 --no-pci --no-huge -m 512 --file-prefix=nullcopy$$ \
