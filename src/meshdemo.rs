@@ -148,23 +148,40 @@ http {{
         Ok(())
     }
 
-    /// Makes every backend a DSR endpoint for `vip`: the VIP on its loopback, and IP-in-IP
-    /// decapsulation. The kernels this runs on may lack the ipip module, so decapsulation is a
-    /// raw socket for IP protocol 4 writing each inner packet into a TUN device: the kernel
-    /// then receives the client's packet to the VIP as it would from an ipip tunnel.
-    pub fn dsr_endpoints(&mut self, vip: &str) -> Result<()> {
-        const DECAP: &str = "import fcntl, os, socket, struct
+    /// Makes every backend a DSR endpoint for `vip`: the VIP on its loopback, and a
+    /// decapsulator for `decap`. The kernels this runs on may lack the ipip and fou modules,
+    /// so decapsulation is a socket (raw, for IP protocol 4; UDP, for GUE) writing each inner
+    /// packet into a TUN device: the kernel then receives the client's packet to the VIP as it
+    /// would from a tunnel. The GUE decapsulator takes only version 0 headers announcing an
+    /// IPv4 inner packet.
+    pub fn dsr_endpoints(&mut self, vip: &str, decap: Decap) -> Result<()> {
+        const TUN: &str = "import fcntl, os, socket, struct
 tun = os.open('/dev/net/tun', os.O_RDWR)
 fcntl.ioctl(tun, 0x400454ca, struct.pack('16sH', b'dsr0', 0x0001 | 0x1000))
-raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, 4)
+";
+        let decap = match decap {
+            Decap::IpIp => format!(
+                "{TUN}raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, 4)
 print('ready', flush=True)
 while True:
     p = raw.recv(65535)
     os.write(tun, p[(p[0] & 15) * 4:])
-";
+"
+            ),
+            Decap::Gue(port) => format!(
+                "{TUN}udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.bind(('0.0.0.0', {port}))
+print('ready', flush=True)
+while True:
+    p = udp.recv(65535)
+    if len(p) >= 4 and p[0] >> 6 == 0 and p[1] == 4:
+        os.write(tun, p[4 + (p[0] & 31) * 4:])
+"
+            ),
+        };
         for b in &mut self.backends {
             let mut child = Command::new("ip")
-                .args(["netns", "exec", b.ns.name(), PY, "-c", DECAP])
+                .args(["netns", "exec", b.ns.name(), PY, "-c", &decap])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
@@ -210,6 +227,15 @@ while True:
         per.truncate(self.backends.len());
         Ok((per, failed))
     }
+}
+
+/// How DSR endpoints take the encapsulated packets off.
+#[derive(Clone, Copy, Debug)]
+pub enum Decap {
+    /// IP in IP.
+    IpIp,
+    /// GUE (variant 0) on this UDP port.
+    Gue(u16),
 }
 
 /// The VIP of the demo's service.

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{exe, ready, worker_sum};
-use weir::meshdemo::{backend_addr, MeshRig};
+use weir::meshdemo::{backend_addr, Decap, MeshRig};
 
 const VIP: &str = "198.19.0.1";
 
@@ -55,14 +55,18 @@ fn dnat_spreads_curl_over_nginx_backends_by_weight() {
     check_spread("dnat");
 }
 
-#[test]
-fn dsr_encapsulates_to_endpoints_that_answer_directly() {
+fn check_dsr(decap: Decap, encap: &str) {
     if !ready(&["ip", "curl", "nginx"]) {
         return;
     }
     let mut rig = MeshRig::build(3).unwrap();
-    rig.dsr_endpoints(VIP).unwrap();
-    let cfg = rig.t.config(1, &services("dsr", "round_robin", &[2, 1, 1]));
+    rig.dsr_endpoints(VIP, decap).unwrap();
+    let svc = services("dsr", "round_robin", &[2, 1, 1]).replacen(
+        "mode: dsr }",
+        &format!("mode: dsr, {encap} }}"),
+        1,
+    );
+    let cfg = rig.t.config(1, &svc);
     rig.t.start(&exe(), &cfg).unwrap();
     let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 100).unwrap();
     assert_eq!(failed, 0, "{per:?}\n{}", rig.t.log());
@@ -71,6 +75,16 @@ fn dsr_encapsulates_to_endpoints_that_answer_directly() {
     // Replies went from the endpoints to the client without translation: routed, not mesh.
     assert_eq!(worker_sum(&stats, "mesh_reverse"), 0, "{stats}");
     assert!(worker_sum(&stats, "mesh_forward") >= 300, "{stats}");
+}
+
+#[test]
+fn dsr_encapsulates_to_endpoints_that_answer_directly() {
+    check_dsr(Decap::IpIp, "encap: ipip");
+}
+
+#[test]
+fn dsr_over_gue_reaches_endpoints_that_answer_directly() {
+    check_dsr(Decap::Gue(6081), "encap: gue, gue_port: 6081");
 }
 
 #[test]
