@@ -147,40 +147,43 @@ pub fn rewrite_v4(
     src: Option<(core::net::Ipv4Addr, u16)>,
     dst: Option<(core::net::Ipv4Addr, u16)>,
 ) -> Result<(), BuildError> {
-    let (old_src, old_dst) = (site.src, site.dst);
-    let l3 = site.l3_offset;
-    let l4o = site.l4_offset;
-    let csum_at = l4o + if site.tcp { 16 } else { 6 };
-    if frame.len() < csum_at + 2 || frame.len() < l4o + 8 || frame.len() < l3 + 20 {
-        return Err(BuildError::BufferTooSmall);
-    }
-    let ip_csum = u16::from_be_bytes([frame[l3 + 10], frame[l3 + 11]]);
-    let l4_csum = u16::from_be_bytes([frame[csum_at], frame[csum_at + 1]]);
+    let csum_at = if site.tcp { 16 } else { 6 };
+    // The IP header as a fixed-size view, the L4 header up to its checksum as a slice of known
+    // length: both checked here, before anything is written.
+    let (head, tail) =
+        frame.split_at_mut_checked(site.l4_offset).ok_or(BuildError::BufferTooSmall)?;
+    let ip = head
+        .get_mut(site.l3_offset..)
+        .and_then(|h| h.first_chunk_mut::<20>())
+        .ok_or(BuildError::BufferTooSmall)?;
+    let l4 = tail.get_mut(..csum_at + 2).ok_or(BuildError::BufferTooSmall)?;
     // The address changes go into both checksums (the L4 one through its pseudo-header), the
     // port changes into the L4 one only: summed unfolded, folded once each.
     let (mut addrs, mut ports) = (0u64, 0u64);
     if let Some((a, p)) = src {
-        let (o, n) = (u32::from(old_src), u32::from(a));
-        addrs += checksum::delta32(o, n);
+        let n = u32::from(a);
+        addrs += checksum::delta32(u32::from(site.src), n);
         ports += checksum::delta16(site.src_port, p);
-        frame[l3 + 12..l3 + 16].copy_from_slice(&n.to_be_bytes());
-        frame[l4o..l4o + 2].copy_from_slice(&p.to_be_bytes());
+        ip[12..16].copy_from_slice(&n.to_be_bytes());
+        l4[0..2].copy_from_slice(&p.to_be_bytes());
     }
     if let Some((a, p)) = dst {
-        let (o, n) = (u32::from(old_dst), u32::from(a));
-        addrs += checksum::delta32(o, n);
+        let n = u32::from(a);
+        addrs += checksum::delta32(u32::from(site.dst), n);
         ports += checksum::delta16(site.dst_port, p);
-        frame[l3 + 16..l3 + 20].copy_from_slice(&n.to_be_bytes());
-        frame[l4o + 2..l4o + 4].copy_from_slice(&p.to_be_bytes());
+        ip[16..20].copy_from_slice(&n.to_be_bytes());
+        l4[2..4].copy_from_slice(&p.to_be_bytes());
     }
-    frame[l3 + 10..l3 + 12].copy_from_slice(&checksum::apply_delta(ip_csum, addrs).to_be_bytes());
+    let ip_csum = u16::from_be_bytes([ip[10], ip[11]]);
+    ip[10..12].copy_from_slice(&checksum::apply_delta(ip_csum, addrs).to_be_bytes());
+    let old = u16::from_be_bytes([l4[csum_at], l4[csum_at + 1]]);
     // An IPv4 UDP checksum of zero means none was sent (RFC 768): it stays zero.
-    if site.tcp || l4_csum != 0 {
-        let mut l4 = checksum::apply_delta(l4_csum, addrs + ports);
-        if !site.tcp && l4 == 0 {
-            l4 = 0xffff;
+    if site.tcp || old != 0 {
+        let mut new = checksum::apply_delta(old, addrs + ports);
+        if !site.tcp && new == 0 {
+            new = 0xffff;
         }
-        frame[csum_at..csum_at + 2].copy_from_slice(&l4.to_be_bytes());
+        l4[csum_at..csum_at + 2].copy_from_slice(&new.to_be_bytes());
     }
     Ok(())
 }

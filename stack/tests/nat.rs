@@ -145,3 +145,24 @@ fn wrong_family_or_protocol_is_refused_untouched() {
     let v4 = SocketAddr { addr: "198.18.0.1".parse().unwrap(), port: 1 };
     assert!(rewrite(&mut icmp, &p, Some(v4), None).is_err());
 }
+
+#[test]
+fn the_ipv4_fast_rewrite_refuses_a_short_frame_untouched() {
+    for tcp in [true, false] {
+        let f = frame(false, 0xc612_0001, 0xc612_0002, 1000, 80, tcp, b"", false);
+        let site = stack::nat::NatSite::from_parsed(&parse_frame(&f).unwrap()).unwrap();
+        let site = site.v4().unwrap();
+        let new = Some((Ipv4Addr::new(198, 18, 0, 9), 8080));
+        // Cut inside the L4 header, before its checksum ends.
+        let csum_end = site.l4_offset + if tcp { 18 } else { 8 };
+        for len in [site.l4_offset - 1, site.l4_offset + 4, csum_end - 1] {
+            let mut short = f[..len].to_vec();
+            let before = short.clone();
+            assert!(stack::nat::rewrite_v4(&mut short, &site, new, new).is_err(), "{len}");
+            assert_eq!(short, before, "tcp {tcp}, cut at {len}");
+        }
+        let mut whole = f.clone();
+        assert!(stack::nat::rewrite_v4(&mut whole, &site, new, new).is_ok());
+        assert!(parse_frame(&whole).is_ok());
+    }
+}
