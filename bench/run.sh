@@ -25,6 +25,8 @@ echo "== weir on DPDK net_null"
 cargo bench -p dataplane --features dpdk --bench dpdk_null 2>/dev/null | grep "^weir" | tee "$out/dpdk-null"
 echo "== L4 mesh on null ports (DNAT; 1 to 1 000 000 flows; TSC cycles/packet)"
 cargo bench -p dataplane --bench mesh 2>/dev/null | grep "^mesh" | tee "$out/mesh"
+echo "== the memory floor under it (table lookups alone, 1 and 1 000 000 entries)"
+cargo bench -p dataplane --bench memory_floor 2>/dev/null | grep "^memory" | tee "$out/floor"
 echo "== testpmd mac on net_null with copy=1"
 (echo "set fwd mac"; echo start; sleep 5; echo stop; echo quit) |
   timeout 65 dpdk-testpmd --lcores=0@0,1@1 --no-pci --no-huge -m 512 --file-prefix=nullcopy$$ \
