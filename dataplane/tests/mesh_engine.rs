@@ -373,3 +373,30 @@ fn a_packet_too_big_for_the_way_to_its_endpoint_is_left_untranslated() {
     assert_eq!(tcp_flow, MeshAction::TooBig { mtu: 39 });
     assert_eq!(f, before, "the sender's own packet is quoted in the error");
 }
+
+#[test]
+fn an_unanswered_syn_is_a_failed_connect_and_an_answer_resets_the_run() {
+    let mut r = rig(Mode::Dnat, Policy::Maglev, vec![ep(10, 1)], 64, WhenFull::DropNew);
+    let failures = |r: &Rig| (0..64).map(|id| r.shared.health.totals(id).0).sum::<u64>();
+    let runs = |r: &Rig| (0..64).map(|id| r.shared.health.run(id)).max().unwrap_or(0);
+    // Two SYNs the endpoint never answers: when their handshakes time out (5 s by default)
+    // and the sweep finds them, each is a failed connect.
+    for cport in [41000, 41001] {
+        let mut syn = frame(CLIENT, cport, VIP, 80, Some(SYN));
+        assert_eq!(r.send(&mut syn), TRANSLATED);
+    }
+    r.engine.maintain(r.now);
+    assert_eq!(failures(&r), 0, "nothing has timed out yet");
+    r.now += 6_000_000_000;
+    r.engine.maintain(r.now);
+    assert_eq!(r.engine.counters.connects_failed, 2);
+    assert_eq!((failures(&r), runs(&r)), (2, 2));
+    assert!(r.engine.flows().is_empty(), "the unanswered handshakes are gone");
+    // A handshake the endpoint answers ends the run of failures.
+    let mut syn = frame(CLIENT, 41002, VIP, 80, Some(SYN));
+    assert_eq!(r.send(&mut syn), TRANSLATED);
+    let mut synack = frame([198, 18, 2, 10], 8080, CLIENT, 41002, Some(SYN | ACK));
+    assert_eq!(r.send(&mut synack), TRANSLATED);
+    assert_eq!(r.engine.counters.connects_ok, 1);
+    assert_eq!(runs(&r), 0);
+}
