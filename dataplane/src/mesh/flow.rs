@@ -725,6 +725,14 @@ mod tests {
     }
 
     #[test]
+    fn a_flow_costs_a_hot_line_and_a_cold_record() {
+        assert_eq!(std::mem::size_of::<HotFlow>(), 64);
+        assert_eq!(std::mem::align_of::<HotFlow>(), 64);
+        // Both keys (38 bytes each), service and endpoint; README's memory figure counts on it.
+        assert!(std::mem::size_of::<Option<ColdFlow>>() <= 88);
+    }
+
+    #[test]
     fn both_keys_find_the_flow() {
         let mut t = FlowTable::new(16, FlowTimeouts::default(), WhenFull::DropNew);
         let f = flow(1, FlowState::SynSent);
