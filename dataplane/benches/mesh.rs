@@ -7,7 +7,8 @@
 //! packet over whole passes of its frames: with S services and F flows, frames go round-robin
 //! over the F flows, spread over the S services.
 //!
-//! Prints one line per scenario: `mesh services=S flows=F cycles_per_packet=C (median of 5)`.
+//! Prints one line per scenario: `mesh services=S flows=F mpps=M cycles_per_packet=C (median
+//! of 5)`.
 //! `WEIR_BENCH_FLOWS_MAX` caps the largest flow count (default 1 000 000); `WEIR_BENCH_ONLY=N`
 //! runs only the N-th scenario (0 to 3).
 
@@ -24,7 +25,8 @@ fn vip(i: u32) -> [u8; 4] {
     [198, 19, u8::try_from((i >> 8) & 0xff).unwrap_or(0), u8::try_from(i & 0xff).unwrap_or(0)]
 }
 
-fn scenario(services: u32, flows: u32) -> f64 {
+/// (cycles per packet, Mpps), each the median of 5 rounds.
+fn scenario(services: u32, flows: u32) -> (f64, f64) {
     let svc: Vec<ServiceSpec> = (0..services)
         .map(|i| ServiceSpec {
             name: format!("s{i}"),
@@ -99,13 +101,16 @@ fn scenario(services: u32, flows: u32) -> f64 {
     // Measure over at least 300 000 packets, whole passes.
     let polls = passes(u64::from(flows)).max(300_000 / 32);
     let mut samples = Vec::new();
+    let mut rates = Vec::new();
     for _ in 0..5 {
         let t0 = dataplane::cycles::now();
+        let wall = std::time::Instant::now();
         let mut packets = 0u64;
         for _ in 0..polls {
             packets += worker.poll_once() as u64;
         }
         samples.push((dataplane::cycles::now() - t0) as f64 / packets as f64);
+        rates.push(packets as f64 / wall.elapsed().as_secs_f64() / 1e6);
     }
     let c = &worker.pipeline().counters;
     let dropped: u64 = c.drops.iter().sum();
@@ -115,7 +120,8 @@ fn scenario(services: u32, flows: u32) -> f64 {
         usize::try_from(flows).unwrap_or(0)
     );
     samples.sort_by(f64::total_cmp);
-    samples[2]
+    rates.sort_by(f64::total_cmp);
+    (samples[2], rates[2])
 }
 
 fn main() {
@@ -134,8 +140,10 @@ fn main() {
         if only.is_some_and(|o| o != i) {
             continue;
         }
-        let cpp = scenario(services, flows);
-        println!("mesh services={services} flows={flows} cycles_per_packet={cpp:.1} (median of 5)");
+        let (cpp, mpps) = scenario(services, flows);
+        println!(
+            "mesh services={services} flows={flows} mpps={mpps:.2} cycles_per_packet={cpp:.1} (median of 5)"
+        );
         results.push(cpp);
     }
     let lo = results.iter().copied().fold(f64::INFINITY, f64::min);
