@@ -617,7 +617,7 @@ impl<B: PacketBuf> Pipeline<B> {
             if m.is_active() && m.may_concern(&IpAddr::V4(f.src), &IpAddr::V4(f.dst)) {
                 let key = stack::PackedV4::from_ipv4_fast(&f)?;
                 let h = m.fast_lookup(&key, f.tcp_flags, now_ns)?;
-                dst = h.new_dst;
+                dst = h.new_dst();
                 hit = Some(h);
             }
         }
@@ -635,8 +635,7 @@ impl<B: PacketBuf> Pipeline<B> {
             return None;
         };
         if let (Some(h), Some(m)) = (&hit, &mut self.mesh) {
-            let site = stack::nat::NatSiteV4::from_ipv4_fast(&f)?;
-            if !m.fast_commit(frame, &site, h, f.tcp_flags, now_ns) {
+            if !m.fast_commit(frame, f.protocol == 6, h, f.tcp_flags, now_ns) {
                 return None;
             }
         }

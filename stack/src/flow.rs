@@ -333,6 +333,28 @@ impl PackedV4 {
         Some(PackedV4::new(f.src, f.src_port, f.dst, f.dst_port, f.protocol))
     }
 
+    /// The key of the packet that answers this one: addresses and ports swapped.
+    #[inline(always)]
+    pub fn reversed(&self) -> PackedV4 {
+        let ports = self.rest >> 8;
+        PackedV4 {
+            addrs: self.addrs.rotate_left(32),
+            rest: (ports & 0xffff) << 24 | (ports >> 16) << 8 | (self.rest & 0xff),
+        }
+    }
+
+    /// Source and destination address as they stand in an IPv4 header.
+    #[inline(always)]
+    pub(crate) fn addrs_be(&self) -> [u8; 8] {
+        self.addrs.to_be_bytes()
+    }
+
+    /// Source and destination port as they stand in a TCP or UDP header.
+    #[inline(always)]
+    pub(crate) fn ports_be(&self) -> [u8; 4] {
+        u32::try_from(self.rest >> 8 & 0xffff_ffff).unwrap_or_default().to_be_bytes()
+    }
+
     /// Source address.
     #[inline(always)]
     pub fn src(&self) -> Ipv4Addr {

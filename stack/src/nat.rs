@@ -6,6 +6,7 @@ use core::net::IpAddr;
 
 use crate::checksum::{self, update128, update16, update32};
 use crate::error::BuildError;
+use crate::flow::PackedV4;
 use crate::parse::{Parsed, L3, L4};
 
 /// An address and a port.
@@ -18,8 +19,7 @@ pub struct SocketAddr {
 }
 
 /// Where a TCP or UDP packet's translatable fields are, and what they hold: what
-/// [`rewrite_at`] needs, from a [`Parsed`] frame ([`NatSite::from_parsed`]) or from the IPv4
-/// fast path (as a [`NatSiteV4`]).
+/// [`rewrite_at`] needs, from a [`Parsed`] frame ([`NatSite::from_parsed`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NatSite {
     /// Offset of the IP header.
@@ -61,61 +61,6 @@ impl NatSite {
             dst: SocketAddr { addr: dst, port: dport },
         })
     }
-
-    /// The IPv4 form of this site, for [`rewrite_v4`]; `None` for IPv6.
-    pub fn v4(&self) -> Option<NatSiteV4> {
-        let (IpAddr::V4(src), IpAddr::V4(dst)) = (self.src.addr, self.dst.addr) else {
-            return None;
-        };
-        Some(NatSiteV4 {
-            l3_offset: self.l3_offset,
-            l4_offset: self.l4_offset,
-            tcp: self.tcp,
-            src,
-            src_port: self.src.port,
-            dst,
-            dst_port: self.dst.port,
-        })
-    }
-}
-
-/// [`NatSite`] of an IPv4 packet, in IPv4 terms: what [`rewrite_v4`] needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NatSiteV4 {
-    /// Offset of the IP header.
-    pub l3_offset: usize,
-    /// Offset of the TCP/UDP header.
-    pub l4_offset: usize,
-    /// TCP (else UDP).
-    pub tcp: bool,
-    /// Source address now in the packet.
-    pub src: core::net::Ipv4Addr,
-    /// Source port now in the packet.
-    pub src_port: u16,
-    /// Destination address now in the packet.
-    pub dst: core::net::Ipv4Addr,
-    /// Destination port now in the packet.
-    pub dst_port: u16,
-}
-
-impl NatSiteV4 {
-    /// The site of an untagged IPv4 packet the fast path accepted; `None` unless it is an
-    /// unfragmented TCP or UDP packet.
-    #[inline]
-    pub fn from_ipv4_fast(f: &crate::parse::Ipv4Fast) -> Option<NatSiteV4> {
-        if f.fragment || (f.protocol != 6 && f.protocol != 17) {
-            return None;
-        }
-        Some(NatSiteV4 {
-            l3_offset: 14,
-            l4_offset: 34,
-            tcp: f.protocol == 6,
-            src: f.src,
-            src_port: f.src_port,
-            dst: f.dst,
-            dst_port: f.dst_port,
-        })
-    }
 }
 
 /// Rewrites the source and/or destination address and port of a parsed TCP or UDP packet in
@@ -137,53 +82,68 @@ pub fn rewrite(
     rewrite_at(frame, &NatSite::from_parsed(parsed)?, src, dst)
 }
 
-/// [`rewrite_at`] for an IPv4 site, without going through `IpAddr`: the IPv4 fast path's
-/// rewrite. `src` and `dst` are the new (address, port) pairs, `None` to leave one as it is.
-/// The caller guarantees the site came from this frame (offsets within it).
+/// What one direction of an IPv4 TCP/UDP translation does to the checksums, worked out once
+/// for a flow: the IPv4 fast path then writes the new addresses and ports and adds these to
+/// the checksums ([`translate_v4`]), with the very result [`rewrite_at`] gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct V4Deltas {
+    /// Folded ones'-complement sum of the address changes (IP header and pseudo-header).
+    ip: u16,
+    /// Folded ones'-complement sum of the address and port changes (TCP/UDP checksum).
+    l4: u16,
+}
+
+impl V4Deltas {
+    /// No change.
+    pub const ZERO: V4Deltas = V4Deltas { ip: 0, l4: 0 };
+
+    /// The changes that take a packet keyed `from` to `to`, where `src` and `dst` say which
+    /// of source and destination (address and port) a [`rewrite_at`] would be given.
+    pub fn new(from: &PackedV4, to: &PackedV4, src: bool, dst: bool) -> V4Deltas {
+        let (mut addrs, mut ports) = (0u64, 0u64);
+        if src {
+            addrs += checksum::delta32(u32::from(from.src()), u32::from(to.src()));
+            ports += checksum::delta16(from.src_port(), to.src_port());
+        }
+        if dst {
+            addrs += checksum::delta32(u32::from(from.dst()), u32::from(to.dst()));
+            ports += checksum::delta16(from.dst_port(), to.dst_port());
+        }
+        // Folding first changes nothing: a sum folds to 0 only when it is 0, and sums equal
+        // modulo 0xffff fold alike otherwise.
+        V4Deltas { ip: checksum::fold(addrs), l4: checksum::fold(addrs + ports) }
+    }
+}
+
+/// Translates an untagged IPv4 TCP (`tcp`) or UDP packet with a 20-byte header (what the fast
+/// path accepts) to the addresses and ports of `to`, fixing both checksums by `deltas`
+/// (computed from the packet's own key, [`V4Deltas::new`]). An IPv4 UDP checksum of zero
+/// (none sent, RFC 768) stays zero. A frame shorter than its L4 header's checksum field is
+/// refused untouched.
 #[inline]
-pub fn rewrite_v4(
+pub fn translate_v4(
     frame: &mut [u8],
-    site: &NatSiteV4,
-    src: Option<(core::net::Ipv4Addr, u16)>,
-    dst: Option<(core::net::Ipv4Addr, u16)>,
+    tcp: bool,
+    to: &PackedV4,
+    deltas: V4Deltas,
 ) -> Result<(), BuildError> {
-    let csum_at = if site.tcp { 16 } else { 6 };
-    // The IP header as a fixed-size view, the L4 header up to its checksum as a slice of known
-    // length: both checked here, before anything is written.
-    let (head, tail) =
-        frame.split_at_mut_checked(site.l4_offset).ok_or(BuildError::BufferTooSmall)?;
-    let ip = head
-        .get_mut(site.l3_offset..)
-        .and_then(|h| h.first_chunk_mut::<20>())
-        .ok_or(BuildError::BufferTooSmall)?;
-    let l4 = tail.get_mut(..csum_at + 2).ok_or(BuildError::BufferTooSmall)?;
-    // The address changes go into both checksums (the L4 one through its pseudo-header), the
-    // port changes into the L4 one only: summed unfolded, folded once each.
-    let (mut addrs, mut ports) = (0u64, 0u64);
-    if let Some((a, p)) = src {
-        let n = u32::from(a);
-        addrs += checksum::delta32(u32::from(site.src), n);
-        ports += checksum::delta16(site.src_port, p);
-        ip[12..16].copy_from_slice(&n.to_be_bytes());
-        l4[0..2].copy_from_slice(&p.to_be_bytes());
-    }
-    if let Some((a, p)) = dst {
-        let n = u32::from(a);
-        addrs += checksum::delta32(u32::from(site.dst), n);
-        ports += checksum::delta16(site.dst_port, p);
-        ip[16..20].copy_from_slice(&n.to_be_bytes());
-        l4[2..4].copy_from_slice(&p.to_be_bytes());
-    }
-    let ip_csum = u16::from_be_bytes([ip[10], ip[11]]);
-    ip[10..12].copy_from_slice(&checksum::apply_delta(ip_csum, addrs).to_be_bytes());
-    let old = u16::from_be_bytes([l4[csum_at], l4[csum_at + 1]]);
-    // An IPv4 UDP checksum of zero means none was sent (RFC 768): it stays zero.
-    if site.tcp || old != 0 {
-        let mut new = checksum::apply_delta(old, addrs + ports);
-        if !site.tcp && new == 0 {
+    const IP: usize = 14;
+    const L4: usize = IP + 20;
+    let csum_at = L4 + if tcp { 16 } else { 6 };
+    let h = frame.get_mut(..csum_at + 2).ok_or(BuildError::BufferTooSmall)?;
+    // Source and destination addresses, then ports, in one store each.
+    h[IP + 12..IP + 20].copy_from_slice(&to.addrs_be());
+    h[L4..L4 + 4].copy_from_slice(&to.ports_be());
+    let ip_csum = u16::from_be_bytes([h[IP + 10], h[IP + 11]]);
+    h[IP + 10..IP + 12]
+        .copy_from_slice(&checksum::apply_delta(ip_csum, u64::from(deltas.ip)).to_be_bytes());
+    let old = u16::from_be_bytes([h[csum_at], h[csum_at + 1]]);
+    if tcp || old != 0 {
+        let mut new = checksum::apply_delta(old, u64::from(deltas.l4));
+        if !tcp && new == 0 {
             new = 0xffff;
         }
-        l4[csum_at..csum_at + 2].copy_from_slice(&new.to_be_bytes());
+        h[csum_at..csum_at + 2].copy_from_slice(&new.to_be_bytes());
     }
     Ok(())
 }

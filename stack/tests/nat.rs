@@ -3,8 +3,9 @@
 
 use proptest::prelude::*;
 use stack::checksum::{checksum, l4_checksum_v4, l4_checksum_v6};
-use stack::nat::{rewrite, SocketAddr};
+use stack::nat::{rewrite, translate_v4, SocketAddr, V4Deltas};
 use stack::parse::{parse_frame, L3, L4};
+use stack::PackedV4;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// An Ethernet frame with a TCP or UDP packet carrying `payload`, all checksums valid (a UDP
@@ -113,21 +114,74 @@ proptest! {
 
 proptest! {
     #[test]
-    fn the_ipv4_fast_rewrite_writes_what_the_general_one_writes(
+    fn the_precomputed_ipv4_translation_writes_what_the_general_rewrite_writes(
         tcp in any::<bool>(), src in any::<u32>(), dst in any::<u32>(), sp in any::<u16>(), dp in any::<u16>(),
         nsrc in any::<u32>(), ndst in any::<u32>(), nsp in any::<u16>(), ndp in any::<u16>(), which in 0u8..3,
+        udp_zero in any::<bool>(),
     ) {
-        let f = frame(false, u128::from(src), u128::from(dst), sp, dp, tcp, b"payload", false);
+        let f = frame(false, u128::from(src), u128::from(dst), sp, dp, tcp, b"payload", udp_zero);
         let p = parse_frame(&f).unwrap();
         let site = stack::nat::NatSite::from_parsed(&p).unwrap();
         let new_src = (which != 1).then_some((Ipv4Addr::from(nsrc), nsp));
         let new_dst = (which != 0).then_some((Ipv4Addr::from(ndst), ndp));
+        let proto = if tcp { 6 } else { 17 };
+        let from = PackedV4::new(Ipv4Addr::from(src), sp, Ipv4Addr::from(dst), dp, proto);
+        let (ts, tsp) = new_src.unwrap_or((Ipv4Addr::from(src), sp));
+        let (td, tdp) = new_dst.unwrap_or((Ipv4Addr::from(dst), dp));
+        let to = PackedV4::new(ts, tsp, td, tdp, proto);
+        let deltas = V4Deltas::new(&from, &to, new_src.is_some(), new_dst.is_some());
         let mut a = f.clone();
-        stack::nat::rewrite_v4(&mut a, &site.v4().unwrap(), new_src, new_dst).unwrap();
+        translate_v4(&mut a, tcp, &to, deltas).unwrap();
         let mut b = f.clone();
         let sa = |x: Option<(Ipv4Addr, u16)>| x.map(|(addr, port)| SocketAddr { addr: IpAddr::V4(addr), port });
         stack::nat::rewrite_at(&mut b, &site, sa(new_src), sa(new_dst)).unwrap();
         prop_assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_reversed_packed_key_is_the_reply_key(
+        src in any::<u32>(), dst in any::<u32>(), sp in any::<u16>(), dp in any::<u16>(), tcp in any::<bool>(),
+    ) {
+        let proto = if tcp { 6 } else { 17 };
+        let k = PackedV4::new(Ipv4Addr::from(src), sp, Ipv4Addr::from(dst), dp, proto);
+        let r = k.reversed();
+        prop_assert_eq!(r, PackedV4::new(Ipv4Addr::from(dst), dp, Ipv4Addr::from(src), sp, proto));
+        prop_assert_eq!(r.reversed(), k);
+    }
+}
+
+#[test]
+fn the_ipv4_translation_refuses_a_short_frame_untouched() {
+    for tcp in [true, false] {
+        let f = frame(false, 0xc612_0001, 0xc612_0002, 1000, 80, tcp, b"", false);
+        let proto = if tcp { 6 } else { 17 };
+        let from = PackedV4::new(
+            Ipv4Addr::new(198, 18, 0, 1),
+            1000,
+            Ipv4Addr::new(198, 18, 0, 2),
+            80,
+            proto,
+        );
+        let to = PackedV4::new(
+            Ipv4Addr::new(198, 18, 0, 9),
+            8080,
+            Ipv4Addr::new(198, 18, 0, 2),
+            80,
+            proto,
+        );
+        let deltas = V4Deltas::new(&from, &to, true, true);
+        // Cut inside the L4 header, before its checksum ends.
+        let csum_end = 34 + if tcp { 18 } else { 8 };
+        for len in [33, 38, csum_end - 1] {
+            let mut short = f[..len].to_vec();
+            let before = short.clone();
+            assert!(translate_v4(&mut short, tcp, &to, deltas).is_err(), "{len}");
+            assert_eq!(short, before, "tcp {tcp}, cut at {len}");
+        }
+        let mut whole = f.clone();
+        assert!(translate_v4(&mut whole, tcp, &to, deltas).is_ok());
+        let p = parse_frame(&whole).unwrap();
+        assert!(stack::l4::verify_l4_checksum(&whole, &p));
     }
 }
 
@@ -144,25 +198,4 @@ fn wrong_family_or_protocol_is_refused_untouched() {
     assert!(matches!(p.l4.unwrap().header, L4::Icmpv4 { .. }));
     let v4 = SocketAddr { addr: "198.18.0.1".parse().unwrap(), port: 1 };
     assert!(rewrite(&mut icmp, &p, Some(v4), None).is_err());
-}
-
-#[test]
-fn the_ipv4_fast_rewrite_refuses_a_short_frame_untouched() {
-    for tcp in [true, false] {
-        let f = frame(false, 0xc612_0001, 0xc612_0002, 1000, 80, tcp, b"", false);
-        let site = stack::nat::NatSite::from_parsed(&parse_frame(&f).unwrap()).unwrap();
-        let site = site.v4().unwrap();
-        let new = Some((Ipv4Addr::new(198, 18, 0, 9), 8080));
-        // Cut inside the L4 header, before its checksum ends.
-        let csum_end = site.l4_offset + if tcp { 18 } else { 8 };
-        for len in [site.l4_offset - 1, site.l4_offset + 4, csum_end - 1] {
-            let mut short = f[..len].to_vec();
-            let before = short.clone();
-            assert!(stack::nat::rewrite_v4(&mut short, &site, new, new).is_err(), "{len}");
-            assert_eq!(short, before, "tcp {tcp}, cut at {len}");
-        }
-        let mut whole = f.clone();
-        assert!(stack::nat::rewrite_v4(&mut whole, &site, new, new).is_ok());
-        assert!(parse_frame(&whole).is_ok());
-    }
 }

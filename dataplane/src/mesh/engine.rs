@@ -192,41 +192,23 @@ fn rewrite_for(flow: &Flow, dir: Direction) -> (Option<SocketAddr>, Option<Socke
     }
 }
 
-/// A packet of a known IPv4 flow, as the fast path found it: how to rewrite it and where it
-/// goes then.
+/// A packet of a known IPv4 NAT or DNAT flow, as the fast path found it: what it leaves as,
+/// and what that does to its checksums.
 #[derive(Clone, Copy, Debug)]
 pub struct FastHit {
     id: u32,
     dir: Direction,
-    src: V4Rewrite,
-    dst: V4Rewrite,
-    /// The destination once translated.
-    pub new_dst: Ipv4Addr,
+    /// The packet's key once translated: the other direction's key, reversed.
+    to: PackedV4,
+    deltas: stack::nat::V4Deltas,
 }
 
-/// An IPv4 address and port to write, or none.
-type V4Rewrite = Option<(Ipv4Addr, u16)>;
-
-/// [`rewrite_for`] of an IPv4 NAT or DNAT flow from its packed keys (forward, reverse), in
-/// IPv4 terms; `None` for DSR.
-#[inline(always)]
-fn rewrite_for_v4(
-    mode: Mode,
-    keys: &[PackedV4; 2],
-    dir: Direction,
-) -> Option<(V4Rewrite, V4Rewrite, Ipv4Addr)> {
-    let [f, r] = keys;
-    Some(match (mode, dir) {
-        (Mode::Nat, Direction::Forward) => {
-            (Some((r.dst(), r.dst_port())), Some((r.src(), r.src_port())), r.src())
-        }
-        (Mode::Dnat, Direction::Forward) => (None, Some((r.src(), r.src_port())), r.src()),
-        (Mode::Nat, Direction::Reverse) => {
-            (Some((f.dst(), f.dst_port())), Some((f.src(), f.src_port())), f.src())
-        }
-        (Mode::Dnat, Direction::Reverse) => (Some((f.dst(), f.dst_port())), None, r.dst()),
-        (Mode::Dsr(_), _) => return None,
-    })
+impl FastHit {
+    /// The destination once translated.
+    #[inline(always)]
+    pub fn new_dst(&self) -> Ipv4Addr {
+        self.to.dst()
+    }
 }
 
 /// How many of `capacity` flow records are due for the sweep `elapsed_ns` after it last ran.
@@ -627,24 +609,28 @@ impl MeshEngine {
             // A new connection on an ended one's port: the general path opens it afresh.
             return None;
         }
-        let (src, dst, new_dst) = rewrite_for_v4(flow.mode, &flow.keys, dir)?;
-        Some(FastHit { id, dir, src, dst, new_dst })
+        if !matches!(flow.mode, Mode::Nat | Mode::Dnat) {
+            return None;
+        }
+        let d = usize::from(dir == Direction::Reverse);
+        Some(FastHit { id, dir, to: flow.keys[1 - d].reversed(), deltas: flow.deltas[d] })
     }
 
     /// The second half: translates the packet ([`FastHit`] from [`fast_lookup`] on this very
-    /// packet) and moves its flow on. False (nothing changed) if the frame cannot take it.
+    /// packet, a TCP one when `tcp`, else UDP) and moves its flow on. False (nothing changed)
+    /// if the frame cannot take it.
     ///
     /// [`fast_lookup`]: Self::fast_lookup
     #[inline(always)]
     pub fn fast_commit(
         &mut self,
         frame: &mut [u8],
-        site: &stack::nat::NatSiteV4,
+        tcp: bool,
         hit: &FastHit,
         flags: u8,
         now_ns: u64,
     ) -> bool {
-        if stack::nat::rewrite_v4(frame, site, hit.src, hit.dst).is_err() {
+        if stack::nat::translate_v4(frame, tcp, &hit.to, hit.deltas).is_err() {
             return false;
         }
         self.touch(hit.id, hit.dir, flags, now_ns);

@@ -15,6 +15,8 @@
 
 use std::collections::VecDeque;
 
+use super::model::Mode;
+use stack::nat::V4Deltas;
 use stack::{FlowKey, PackedV4};
 
 /// TCP flags (RFC 9293).
@@ -217,6 +219,8 @@ pub struct HotFlow {
     pub v4: bool,
     /// Whether the record holds a flow.
     live: bool,
+    /// What translating a packet going each way does to its checksums (IPv4 NAT and DNAT).
+    pub deltas: [V4Deltas; 2],
 }
 
 const FREE_HOT: HotFlow = HotFlow {
@@ -227,6 +231,7 @@ const FREE_HOT: HotFlow = HotFlow {
     state: FlowState::Datagram,
     v4: false,
     live: false,
+    deltas: [V4Deltas::ZERO; 2],
 };
 
 /// The rest of a flow record.
@@ -524,6 +529,17 @@ impl FlowTable {
             (Some(f), Some(r)) => ([f, r], true),
             _ => ([PackedV4::ZERO; 2], false),
         };
+        // A packet going one way leaves with the other way's key reversed; NAT rewrites both
+        // ends, DNAT the endpoint's end only.
+        let (nat, dnat) = (flow.mode == Mode::Nat, flow.mode == Mode::Dnat);
+        let deltas = if v4 && (nat || dnat) {
+            [
+                V4Deltas::new(&keys[0], &keys[1].reversed(), nat, true),
+                V4Deltas::new(&keys[1], &keys[0].reversed(), true, nat),
+            ]
+        } else {
+            [V4Deltas::ZERO; 2]
+        };
         self.hot[idx] = HotFlow {
             keys,
             expires_ns: now_ns.saturating_add(self.timeouts.of(flow.state)),
@@ -532,6 +548,7 @@ impl FlowTable {
             state: flow.state,
             v4,
             live: true,
+            deltas,
         };
         self.cold[idx] = Some(ColdFlow {
             keys: [flow.forward, flow.reverse],
