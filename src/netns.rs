@@ -6,6 +6,7 @@
 use anyhow::{bail, Context, Result};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Once;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -30,6 +31,8 @@ pub struct Netns {
 impl Netns {
     /// Creates `weir-<pid>-<n>-<tag>` with loopback up.
     pub fn new(tag: &str) -> Result<Netns> {
+        static SWEPT: Once = Once::new();
+        SWEPT.call_once(remove_stale);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("weir-{}-{n}-{tag}", std::process::id());
         sh(&["ip", "netns", "add", &name])?;
@@ -90,6 +93,30 @@ impl Netns {
     }
 }
 
+/// Removes the namespaces of this module's naming (`weir-<pid>-<n>-<tag>`) whose process is
+/// gone: a run killed before its guards dropped leaves them behind. A namespace whose pid is
+/// alive is left alone, whoever holds that pid now.
+fn remove_stale() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else { continue };
+        if stale_owner(name)
+            .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+        {
+            let _ = Command::new("ip").args(["netns", "del", name]).output();
+        }
+    }
+}
+
+/// The pid in a name of the form `weir-<pid>-<n>-<tag>`.
+fn stale_owner(name: &str) -> Option<u32> {
+    let mut parts = name.strip_prefix("weir-")?.splitn(3, '-');
+    let pid = parts.next()?.parse().ok()?;
+    parts.next()?.parse::<u32>().ok()?;
+    parts.next().filter(|tag| !tag.is_empty())?;
+    Some(pid)
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
@@ -147,4 +174,19 @@ pub fn have(cmd: &str) -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stale_owner;
+
+    #[test]
+    fn only_this_modules_names_have_an_owner() {
+        assert_eq!(stale_owner("weir-4034-18-c"), Some(4034));
+        assert_eq!(stale_owner("weir-12-0-backend-2"), Some(12));
+        for other in ["weir-4326", "weir-x-1-c", "weir-1-x-c", "weir-1-2-", "other-1-2-c", "weir-"]
+        {
+            assert_eq!(stale_owner(other), None, "{other}");
+        }
+    }
 }
