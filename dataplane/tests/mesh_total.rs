@@ -108,7 +108,13 @@ fn pipeline() -> Pipeline<PoolBuf> {
     let snap = MeshSnapshot::build(&services, &clusters, cap, None, |_| true).unwrap();
     let settings = MeshSettings {
         flow_capacity: 8,
-        timeouts: FlowTimeouts::default(),
+        // Short, so that flows expire and the sweep runs within a case.
+        timeouts: FlowTimeouts {
+            syn_ns: 50_000_000,
+            established_ns: 400_000_000,
+            closing_ns: 20_000_000,
+            datagram_ns: 100_000_000,
+        },
         when_full: WhenFull::EvictEmbryonic,
         snat_ports: (20000, 20063),
         endpoints: 64,
@@ -321,6 +327,8 @@ proptest! {
             now += 1000;
             count(p.process(b, if *other_port { 1 - port } else { *port }, now, &mut out));
             sent_frames += 1;
+            // 10 ms a frame: flows expire and the sweep runs as the case goes on.
+            now += 10_000_000;
             p.maintain(now, &mut out);
         }
         prop_assert_eq!(fwd + held + dropped + consumed + handed, sent_frames);
@@ -331,4 +339,67 @@ proptest! {
         prop_assert_eq!(c.consumed, consumed);
         prop_assert_eq!(p.pending() as u64, held);
     }
+}
+
+/// (src, sport, dst, dport) of an IPv4 TCP/UDP frame weir sent, its checksums checked.
+fn tuple(f: &[u8]) -> (IpAddr, u16, IpAddr, u16) {
+    let p = stack::parse_frame(f).expect("weir sends what parses");
+    assert!(stack::l4::verify_l4_checksum(f, &p), "L4 checksum");
+    let stack::L3::Ipv4(ip) = p.l3 else { panic!("IPv4") };
+    let (sp, dp) = match p.l4.unwrap().header {
+        stack::L4::Tcp { src_port, dst_port, .. } | stack::L4::Udp { src_port, dst_port, .. } => {
+            (src_port, dst_port)
+        }
+        _ => panic!("TCP or UDP"),
+    };
+    (IpAddr::V4(ip.src), sp, IpAddr::V4(ip.dst), dp)
+}
+
+/// A flow's first packet takes the general path, which opens the flow; its later packets, and
+/// its replies, take the IPv4 fast path. Both must leave alike, checksums valid, a UDP
+/// checksum of zero left zero.
+#[test]
+fn later_packets_of_a_flow_leave_as_the_first_did() {
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    let pool = Mempool::new(MempoolConfig { buffers: 64, data_room: 2048, headroom: 64 }).unwrap();
+    let mut p = pipeline();
+    let mut out = Sink { pool, sent: Vec::new() };
+    let mut now = 1_000;
+    let mut send = |p: &mut Pipeline<PoolBuf>, out: &mut Sink, f: &[u8], port: u8| -> Vec<u8> {
+        let mut b = pool.alloc().unwrap();
+        b.fill(f).unwrap();
+        now += 1000;
+        assert!(matches!(p.process(b, port, now, out), Verdict::Forward(_)), "forwarded");
+        out.sent.pop().expect("sent")
+    };
+    let vip = IpAddr::from([198, 19, 0, 1]);
+    let client = IpAddr::from(CLIENT);
+    // NAT over TCP, both ways.
+    let first = send(&mut p, &mut out, &frame(CLIENT, 40000, [198, 19, 0, 1], 80, Some(SYN)), 0);
+    let later = send(&mut p, &mut out, &frame(CLIENT, 40000, [198, 19, 0, 1], 80, Some(ACK)), 0);
+    assert_eq!(tuple(&later), tuple(&first));
+    assert_ne!(tuple(&first).0, client, "NAT: the source is weir's");
+    let back = send(&mut p, &mut out, &reply_to(&first).unwrap(), 1);
+    assert_eq!(tuple(&back), (vip, 80, client, 40000));
+    let back_again = send(&mut p, &mut out, &reply_to(&later).unwrap(), 1);
+    assert_eq!(tuple(&back_again), (vip, 80, client, 40000));
+    // DNAT over UDP, with a checksum and without one.
+    let vip2 = IpAddr::from([198, 19, 0, 2]);
+    for (port, zero) in [(5001u16, false), (5002, true)] {
+        let mut dgram = frame(CLIENT, port, [198, 19, 0, 2], 53, None);
+        if zero {
+            dgram[40..42].copy_from_slice(&[0, 0]);
+        }
+        let first = send(&mut p, &mut out, &dgram, 0);
+        let later = send(&mut p, &mut out, &dgram, 0);
+        assert_eq!(tuple(&later), tuple(&first));
+        assert_eq!((tuple(&first).0, tuple(&first).1), (client, port), "DNAT keeps the source");
+        assert_eq!(later[40..42] == [0, 0], zero, "a zero UDP checksum stays zero, only it");
+        let back = send(&mut p, &mut out, &reply_to(&later).unwrap(), 1);
+        assert_eq!(tuple(&back), (vip2, 53, client, port));
+        assert_eq!(back[40..42] == [0, 0], zero);
+    }
+    let m = p.mesh().unwrap().counters;
+    assert_eq!((m.flows_opened, m.forward, m.reverse), (3, 6, 4), "{m:?}");
 }

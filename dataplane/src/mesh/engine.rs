@@ -33,11 +33,13 @@ use std::sync::Arc;
 const PICK_SEED: u64 = 0x7765_6972_6d61_676c;
 /// Seed of the DNAT owner hash.
 const OWNER_SEED: u64 = 0x7765_6972_6f77_6e72;
-/// The sweep looks at every flow record once in this long: a flow is freed at most this long
-/// after it expires, even if none of its packets comes to find it expired.
+/// The sweep means to look at every flow record once in this long, so that a flow is freed
+/// about this long after it expires even if none of its packets comes to find it expired. A
+/// worker that polls less often than `capacity / SWEEP_MAX_PER_POLL` times in this period (an
+/// idle one, sleeping between polls) takes longer.
 const SWEEP_PERIOD_NS: u64 = 1_000_000_000;
 /// Most flow records the sweep looks at per poll.
-const SWEEP_MAX_PER_POLL: usize = 256;
+const SWEEP_MAX_PER_POLL: u64 = 1024;
 /// SNAT ports tried for one new flow before giving up.
 const SNAT_TRIES: u32 = 16;
 
@@ -166,8 +168,8 @@ pub struct MeshEngine {
     snat_first: u16,
     snat_count: u32,
     snat_cursor: u32,
-    /// When the sweep last ran.
-    swept_ns: u64,
+    /// The expiry sweep's pace.
+    sweep: SweepPace,
     /// Counters.
     pub counters: MeshCounters,
 }
@@ -211,10 +213,36 @@ impl FastHit {
     }
 }
 
-/// How many of `capacity` flow records are due for the sweep `elapsed_ns` after it last ran.
-fn sweep_due(capacity: usize, elapsed_ns: u64) -> usize {
-    let due = u128::from(elapsed_ns) * capacity as u128 / u128::from(SWEEP_PERIOD_NS);
-    usize::try_from(due).unwrap_or(usize::MAX).min(SWEEP_MAX_PER_POLL)
+/// The sweep's pace: one record every `ns_per_record`, and where it stands.
+#[derive(Clone, Copy, Debug)]
+struct SweepPace {
+    ns_per_record: u64,
+    /// Time up to which records have been swept.
+    swept_ns: u64,
+}
+
+impl SweepPace {
+    fn new(capacity: usize) -> SweepPace {
+        let capacity = u64::try_from(capacity.max(1)).unwrap_or(u64::MAX);
+        SweepPace { ns_per_record: (SWEEP_PERIOD_NS / capacity).max(1), swept_ns: 0 }
+    }
+
+    /// How many records are due at `now_ns`, at most [`SWEEP_MAX_PER_POLL`]; counts them as
+    /// swept. Time not yet worth a record carries over, and a backlog is kept to one period.
+    #[inline]
+    fn due(&mut self, now_ns: u64) -> usize {
+        let elapsed = now_ns.saturating_sub(self.swept_ns);
+        if elapsed < self.ns_per_record {
+            return 0;
+        }
+        if elapsed > SWEEP_PERIOD_NS {
+            self.swept_ns = now_ns - SWEEP_PERIOD_NS;
+        }
+        let due = (now_ns - self.swept_ns) / self.ns_per_record;
+        let n = due.min(SWEEP_MAX_PER_POLL);
+        self.swept_ns += n * self.ns_per_record;
+        usize::try_from(n).unwrap_or(0)
+    }
 }
 
 /// Flows leaving the table: their endpoint loses an active flow; an unanswered handshake is a
@@ -245,19 +273,20 @@ impl MeshEngine {
         shared: Arc<SharedMesh>,
     ) -> Self {
         let (lo, hi) = settings.snat_ports;
+        let flows = FlowTable::new(settings.flow_capacity, settings.timeouts, settings.when_full);
         MeshEngine {
             worker,
             workers: workers.max(1),
             snap: shared.load(),
             shared,
-            flows: FlowTable::new(settings.flow_capacity, settings.timeouts, settings.when_full),
+            sweep: SweepPace::new(flows.capacity()),
+            flows,
             rr: vec![0; settings.clusters],
             active: vec![0; settings.endpoints],
             rng: Rng::new(u64::from(worker) ^ 0x5eed),
             snat_first: lo,
             snat_count: u32::from(hi.saturating_sub(lo)) + 1,
             snat_cursor: 0,
-            swept_ns: 0,
             counters: MeshCounters::default(),
         }
     }
@@ -269,13 +298,10 @@ impl MeshEngine {
         }
         // Paced by time, not by polls: at a high packet rate a fixed number of records per
         // poll would stream the whole table through the cache many times a second.
-        let due = sweep_due(self.flows.capacity(), now_ns.saturating_sub(self.swept_ns));
-        if due > 0 {
-            self.swept_ns = now_ns;
-            if !self.flows.is_empty() {
-                let mut cb = on_removed(&mut self.active, &self.shared.health, &mut self.counters);
-                self.flows.sweep(now_ns, due, &mut cb);
-            }
+        let due = self.sweep.due(now_ns);
+        if due > 0 && !self.flows.is_empty() {
+            let mut cb = on_removed(&mut self.active, &self.shared.health, &mut self.counters);
+            self.flows.sweep(now_ns, due, &mut cb);
         }
     }
 
@@ -724,5 +750,38 @@ impl MeshEngine {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SweepPace, SWEEP_MAX_PER_POLL, SWEEP_PERIOD_NS};
+
+    #[test]
+    fn the_sweep_keeps_its_pace_carries_the_remainder_and_bounds_its_backlog() {
+        // 1000 records: one due every millisecond.
+        let mut p = SweepPace::new(1000);
+        assert_eq!(p.due(500_000), 0);
+        assert_eq!(p.due(1_500_000), 1);
+        assert_eq!(p.due(1_999_999), 0);
+        // The half millisecond left over from the last call counts.
+        assert_eq!(p.due(2_000_000), 1);
+        // Polled often, a whole period sweeps the whole table.
+        let swept: usize = (1..=1000u64).map(|ms| p.due(2_000_000 + ms * 1_000_000)).sum();
+        assert_eq!(swept, 1000);
+        // After a long sleep the backlog is one period's worth, taken at most
+        // SWEEP_MAX_PER_POLL at a time.
+        let mut p = SweepPace::new(1_000_000);
+        let now = 100 * SWEEP_PERIOD_NS;
+        let mut total = 0;
+        loop {
+            let n = p.due(now);
+            assert!(n as u64 <= SWEEP_MAX_PER_POLL);
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        assert_eq!(total, 1_000_000);
     }
 }
