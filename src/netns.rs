@@ -94,15 +94,21 @@ impl Netns {
 }
 
 /// Removes the namespaces of this module's naming (`weir-<pid>-<n>-<tag>`) whose process is
-/// gone: a run killed before its guards dropped leaves them behind. A namespace whose pid is
-/// alive is left alone, whoever holds that pid now.
+/// gone and which are older than any run: a run killed before its guards dropped leaves them
+/// behind. A namespace whose pid is alive is left alone, whoever holds that pid now, and so is
+/// a young one (another container's run may share `/run/netns` but not this PID namespace).
 fn remove_stale() {
+    const OLDER_THAN: std::time::Duration = std::time::Duration::from_secs(3 * 3600);
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Some(name) = line.split_whitespace().next() else { continue };
-        if stale_owner(name)
-            .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
-        {
+        let Some(pid) = stale_owner(name) else { continue };
+        let old = std::fs::metadata(format!("/run/netns/{name}"))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > OLDER_THAN);
+        if old && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             let _ = Command::new("ip").args(["netns", "del", name]).output();
         }
     }
