@@ -311,7 +311,7 @@ pub struct PackedV4 {
 }
 
 impl PackedV4 {
-    /// All zero: no packet's key (protocol 0 is never packed).
+    /// All zero: what a free flow record holds (its owner keeps a flag that says so).
     pub const ZERO: PackedV4 = PackedV4 { addrs: 0, rest: 0 };
 
     /// The key of a packet from `src`:`src_port` to `dst`:`dst_port` of IP protocol `proto`.
