@@ -253,14 +253,15 @@ impl FlowKey {
 
     /// A directional 32-bit hash for hash tables: cheaper than the symmetric one (no ordering
     /// of the endpoints, one multiply per word). Not for choosing workers or endpoints, where
-    /// both directions must agree.
+    /// both directions must agree. A table should pick a random `seed`, so that tuples chosen
+    /// by whoever sends the packets do not pile up in one place.
     #[inline]
-    pub fn table_hash(&self) -> u32 {
+    pub fn table_hash(&self, seed: u64) -> u32 {
         const K: u64 = 0x9e37_79b9_7f4a_7c15;
         if let Some(p) = self.packed_v4() {
-            return p.table_hash();
+            return p.table_hash(seed);
         }
-        let mut h = u64::from(self.proto) << 8 | self.family as u64;
+        let mut h = seed ^ (u64::from(self.proto) << 8 | self.family as u64);
         for w in [word(&self.src, 0), word(&self.src, 8), word(&self.dst, 0), word(&self.dst, 8)] {
             h = (h.rotate_left(5) ^ w).wrapping_mul(K);
         }
@@ -385,12 +386,12 @@ impl PackedV4 {
         u8::try_from(self.rest & 0xff).unwrap_or_default()
     }
 
-    /// [`FlowKey::table_hash`] of this key: the two words multiplied once (wyhash's folded
-    /// multiply), a short dependency chain.
+    /// [`FlowKey::table_hash`] of this key: the two words, each mixed with the seed, multiplied
+    /// once (wyhash's folded multiply), a short dependency chain.
     #[inline(always)]
-    pub fn table_hash(&self) -> u32 {
-        let m = u128::from(self.addrs ^ 0xa076_1d64_78bd_642f)
-            * u128::from(self.rest ^ 0xe703_7ed1_a0b4_28db);
+    pub fn table_hash(&self, seed: u64) -> u32 {
+        let m = u128::from(self.addrs ^ seed ^ 0xa076_1d64_78bd_642f)
+            * u128::from(self.rest ^ seed.rotate_left(32) ^ 0xe703_7ed1_a0b4_28db);
         let h = low64(m) ^ low64(m >> 64);
         u32::try_from(h >> 32).unwrap_or_default()
             ^ u32::try_from(h & 0xffff_ffff).unwrap_or_default()

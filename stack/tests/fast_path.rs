@@ -21,7 +21,9 @@ fn check(frame: &[u8]) -> Result<(), TestCaseError> {
             prop_assert!(key.is_some());
             let key = key.unwrap();
             prop_assert_eq!(key.packed_v4(), Some(packed));
-            prop_assert_eq!(key.table_hash(), packed.table_hash());
+            for seed in [0, 0x5eed_5eed_5eed_5eed] {
+                prop_assert_eq!(key.table_hash(seed), packed.table_hash(seed));
+            }
             prop_assert_eq!(
                 (packed.src(), packed.src_port(), packed.dst(), packed.dst_port(), packed.proto()),
                 (ip.src, key.src_port(), ip.dst, key.dst_port(), key.proto())

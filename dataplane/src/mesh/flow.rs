@@ -258,6 +258,8 @@ pub struct FlowTable {
     timeouts: FlowTimeouts,
     when_full: WhenFull,
     len: usize,
+    /// The index's hash seed, random per table: packets' senders cannot aim at one probe run.
+    seed: u64,
     /// Counters.
     pub stats: FlowStats,
 }
@@ -290,6 +292,7 @@ impl FlowTable {
             timeouts,
             when_full,
             len: 0,
+            seed: std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), capacity),
             stats: FlowStats::default(),
         }
     }
@@ -356,7 +359,7 @@ impl FlowTable {
     /// the general path (or the sweep) to remove, so nothing here needs a callback.
     #[inline(always)]
     pub fn peek_v4(&self, key: &PackedV4, now_ns: u64) -> Option<(u32, Direction, &HotFlow)> {
-        let h = key.table_hash();
+        let h = key.table_hash(self.seed);
         let mut i = self.home(h);
         loop {
             let s = self.slots[i];
@@ -382,7 +385,7 @@ impl FlowTable {
     /// lookups).
     #[inline]
     pub fn prefetch_slot(&self, key: &PackedV4) {
-        let i = self.home(key.table_hash());
+        let i = self.home(key.table_hash(self.seed));
         crate::hint::prefetch(self.slots.as_ptr().wrapping_add(i));
     }
 
@@ -392,7 +395,7 @@ impl FlowTable {
     /// [`prefetch_slot`]: Self::prefetch_slot
     #[inline]
     pub fn prefetch_record(&self, key: &PackedV4) {
-        let h = key.table_hash();
+        let h = key.table_hash(self.seed);
         let mut i = self.home(h);
         // Look a few slots along the probe run, by hash only: a hint needs no certainty.
         for _ in 0..4 {
@@ -522,8 +525,8 @@ impl FlowTable {
         if flow.state == FlowState::SynSent && self.embryonic.len() < self.embryonic.capacity() {
             self.embryonic.push_back((id, self.next_birth));
         }
-        self.place(flow.forward.table_hash(), id << 1);
-        self.place(flow.reverse.table_hash(), id << 1 | 1);
+        self.place(flow.forward.table_hash(self.seed), id << 1);
+        self.place(flow.reverse.table_hash(self.seed), id << 1 | 1);
         let packed = (flow.forward.packed_v4(), flow.reverse.packed_v4());
         let (keys, v4) = match packed {
             (Some(f), Some(r)) => ([f, r], true),
@@ -621,7 +624,7 @@ impl FlowTable {
     }
 
     fn find(&self, key: &FlowKey) -> Option<usize> {
-        let h = key.table_hash();
+        let h = key.table_hash(self.seed);
         let packed = key.packed_v4();
         let mut i = self.home(h);
         loop {
@@ -747,6 +750,15 @@ mod tests {
         assert_eq!(std::mem::align_of::<HotFlow>(), 64);
         // Both keys (38 bytes each), service and endpoint; README's memory figure counts on it.
         assert!(std::mem::size_of::<Option<ColdFlow>>() <= 88);
+    }
+
+    #[test]
+    fn each_table_seeds_its_index_afresh() {
+        let a = FlowTable::new(16, FlowTimeouts::default(), WhenFull::DropNew);
+        let b = FlowTable::new(16, FlowTimeouts::default(), WhenFull::DropNew);
+        assert_ne!(a.seed, b.seed);
+        let k = flow(1, FlowState::SynSent).forward;
+        assert_ne!(k.table_hash(a.seed), k.table_hash(b.seed));
     }
 
     #[test]
