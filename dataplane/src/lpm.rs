@@ -1,4 +1,4 @@
-//! Longest-prefix-match tables: DIR-24-8 for IPv4, a prefix trie for IPv6.
+//! Longest-prefix-match tables: DIR-24-8 for IPv4, a hash table per prefix length for IPv6.
 //!
 //! DIR-24-8 (Gupta, Lin, McKeown, "Routing lookups in hardware at memory access speeds",
 //! INFOCOM 1998; the structure DPDK's `rte_lpm` uses) answers any IPv4 lookup in one memory
@@ -7,7 +7,6 @@
 //! route list and then only read; a route change builds a new table.
 
 use ipnet::{Ipv4Net, Ipv6Net};
-use prefix_trie::PrefixMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Index of a next hop in the FIB's next-hop list.
@@ -106,26 +105,51 @@ impl Dir24_8 {
     }
 }
 
-/// IPv6 longest-prefix match over a prefix trie (`prefix-trie`).
+/// IPv6 longest-prefix match: one hash table per prefix length in use, probed longest first
+/// (Waldvogel et al.'s scheme without the binary search: routing tables use few lengths, so a
+/// lookup is a few masked probes, where a trie walks a node per bit it branches on).
 pub struct Lpm6 {
-    map: PrefixMap<Ipv6Net, NextHopId>,
+    /// (prefix length, prefixes of that length → next hop), longest first.
+    by_len: Vec<(u8, rustc_hash::FxHashMap<u128, NextHopId>)>,
+}
+
+/// The network part of `a` under a `len`-bit prefix.
+#[inline(always)]
+fn mask6(a: u128, len: u8) -> u128 {
+    match len {
+        0 => 0,
+        l if l >= 128 => a,
+        l => a & !(u128::MAX >> l),
+    }
 }
 
 impl Lpm6 {
-    /// Builds the table from `(prefix, next hop)` pairs.
+    /// Builds the table from `(prefix, next hop)` pairs; the last of equal prefixes wins.
     pub fn build(routes: &[(Ipv6Net, NextHopId)]) -> Self {
-        let mut map = PrefixMap::new();
+        let mut by_len: Vec<(u8, rustc_hash::FxHashMap<u128, NextHopId>)> = Vec::new();
         for &(net, hop) in routes {
-            map.insert(net.trunc(), hop);
+            let len = net.prefix_len();
+            let key = mask6(u128::from(net.addr()), len);
+            match by_len.iter_mut().find(|(l, _)| *l == len) {
+                Some((_, m)) => {
+                    m.insert(key, hop);
+                }
+                None => {
+                    let mut m = rustc_hash::FxHashMap::default();
+                    m.insert(key, hop);
+                    by_len.push((len, m));
+                }
+            }
         }
-        Lpm6 { map }
+        by_len.sort_by_key(|e| std::cmp::Reverse(e.0));
+        Lpm6 { by_len }
     }
 
     /// The next hop of the longest prefix covering `addr`.
     #[inline]
     pub fn lookup(&self, addr: Ipv6Addr) -> Option<NextHopId> {
-        let host = Ipv6Net::new(addr, 128).ok()?;
-        self.map.get_lpm(&host).map(|(_, &h)| h)
+        let a = u128::from(addr);
+        self.by_len.iter().find_map(|(len, m)| m.get(&mask6(a, *len)).copied())
     }
 }
 
@@ -186,6 +210,45 @@ mod tests {
             }
         }
         best.map(|(_, h)| h)
+    }
+
+    fn reference6(routes: &[(Ipv6Net, NextHopId)], a: Ipv6Addr) -> Option<NextHopId> {
+        let mut best: Option<(u8, NextHopId)> = None;
+        for &(n, h) in routes {
+            let n = n.trunc();
+            if n.contains(&a) && best.is_none_or(|(l, _)| n.prefix_len() >= l) {
+                best = Some((n.prefix_len(), h));
+            }
+        }
+        best.map(|(_, h)| h)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn ipv6_matches_linear_reference(
+            routes in proptest::collection::vec((any::<u32>(), 0u8..=128, 0u16..100), 1..40),
+            probes in proptest::collection::vec(any::<u32>(), 1..200),
+        ) {
+            // Prefixes and probes share 2001:db8::/32 and vary in bits spread over the rest,
+            // so that lookups hit prefixes of many lengths.
+            let spread = |x: u32| {
+                let x = u128::from(x);
+                0x2001_0db8_u128 << 96 | (x & 0xff) << 88 | (x >> 8 & 0xff) << 56 | (x >> 16 & 0xff) << 24 | (x >> 24)
+            };
+            let routes: Vec<(Ipv6Net, NextHopId)> = routes
+                .into_iter()
+                .map(|(a, l, h)| (Ipv6Net::new(Ipv6Addr::from(spread(a)), l).unwrap(), h))
+                .collect();
+            let t = Lpm6::build(&routes);
+            for p in probes {
+                let a = Ipv6Addr::from(spread(p));
+                prop_assert_eq!(t.lookup(a), reference6(&routes, a));
+            }
+            for (n, _) in &routes {
+                prop_assert_eq!(t.lookup(n.addr()), reference6(&routes, n.addr()));
+            }
+        }
     }
 
     proptest! {
