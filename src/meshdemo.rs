@@ -238,13 +238,16 @@ pub enum Decap {
     Gue(u16),
 }
 
-/// The VIP of the demo's service.
-const DEMO_VIP: &str = "198.19.0.1";
+/// The VIP of the demo's service (and of the mesh tests').
+pub const VIP: &str = "198.19.0.1";
 
-fn demo_services(policy: &str, weights: &[u32]) -> String {
+/// The `services` and `clusters` sections for one TCP service on [`VIP`] port 80 in `mode`
+/// (`nat`, `dnat`, or `dsr` with its options, say `dsr, encap: gue`), balanced by `policy`
+/// over the backends with these weights.
+pub fn services_config(mode: &str, policy: &str, weights: &[u32]) -> String {
     let mut s = format!(
         "services:
-  - {{ name: web, vip: {DEMO_VIP}, port: 80, protocol: tcp, cluster: web, mode: nat }}
+  - {{ name: web, vip: {VIP}, port: 80, protocol: tcp, cluster: web, mode: {mode} }}
 clusters:
   - name: web
     policy: {policy}
@@ -258,7 +261,7 @@ clusters:
 }
 
 fn show_spread(rig: &MeshRig, n: usize) -> Result<usize> {
-    let (per, failed) = rig.curl_loop(&format!("http://{DEMO_VIP}/"), n)?;
+    let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), n)?;
     for (i, c) in per.iter().enumerate() {
         println!("  backend b{i} ({}): {c:>3} {}", backend_addr(i), "#".repeat(*c / 2));
     }
@@ -280,14 +283,14 @@ pub fn run_mesh_demo() -> Result<()> {
     }
     println!("\n== building namespaces: a client, weir, three nginx backends behind a switch");
     let mut rig = MeshRig::build(3)?;
-    let mut cfg = rig.t.config(1, &demo_services("round_robin", &[1, 1, 1]));
+    let mut cfg = rig.t.config(1, &services_config("nat", "round_robin", &[1, 1, 1]));
     println!("client {}  weir {}", rig.t.client.name(), rig.t.weir.name());
     rig.t.start(&exe, &cfg)?;
     let mut failed = 0;
-    println!("\n== 60 curl requests to the service http://{DEMO_VIP}/ (NAT, round-robin 1:1:1)");
+    println!("\n== 60 curl requests to the service http://{VIP}/ (NAT, round-robin 1:1:1)");
     failed += show_spread(&rig, 60)?;
     println!("\n== reload: Maglev, weights 9:0:1 (b1 drained of new connections, b2 a canary)");
-    cfg = rig.t.config(1, &demo_services("maglev", &[9, 0, 1]));
+    cfg = rig.t.config(1, &services_config("nat", "maglev", &[9, 0, 1]));
     let path = rig.t.dir().join("weir.yaml");
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, &cfg)?;

@@ -3,25 +3,7 @@
 mod common;
 
 use common::{exe, ready, worker_sum};
-use weir::meshdemo::{backend_addr, Decap, MeshRig};
-
-const VIP: &str = "198.19.0.1";
-
-fn services(mode: &str, policy: &str, weights: &[u32]) -> String {
-    let mut s = format!(
-        "services:
-  - {{ name: web, vip: {VIP}, port: 80, protocol: tcp, cluster: web, mode: {mode} }}
-clusters:
-  - name: web
-    policy: {policy}
-    endpoints:
-"
-    );
-    for (i, w) in weights.iter().enumerate() {
-        s.push_str(&format!("      - {{ address: {}, port: 80, weight: {w} }}\n", backend_addr(i)));
-    }
-    s
-}
+use weir::meshdemo::{backend_addr, services_config, Decap, MeshRig, VIP};
 
 fn rig_with(n: usize, extra: &str) -> MeshRig {
     let mut rig = MeshRig::build(n).unwrap();
@@ -35,7 +17,7 @@ fn check_spread(mode: &str) {
         return;
     }
     // Round-robin with weights 2:1:1 gives exactly that split per cycle of four.
-    let mut rig = rig_with(3, &services(mode, "round_robin", &[2, 1, 1]));
+    let mut rig = rig_with(3, &services_config(mode, "round_robin", &[2, 1, 1]));
     let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 200).unwrap();
     let log = rig.t.log();
     assert_eq!(failed, 0, "{mode}: {failed} requests failed; {per:?}\n{log}");
@@ -61,11 +43,7 @@ fn check_dsr(decap: Decap, encap: &str) {
     }
     let mut rig = MeshRig::build(3).unwrap();
     rig.dsr_endpoints(VIP, decap).unwrap();
-    let svc = services("dsr", "round_robin", &[2, 1, 1]).replacen(
-        "mode: dsr }",
-        &format!("mode: dsr, {encap} }}"),
-        1,
-    );
+    let svc = services_config(&format!("dsr, {encap}"), "round_robin", &[2, 1, 1]);
     let cfg = rig.t.config(1, &svc);
     rig.t.start(&exe(), &cfg).unwrap();
     let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 100).unwrap();
@@ -92,7 +70,7 @@ fn maglev_serves_every_request_from_every_backend() {
     if !ready(&["ip", "curl", "nginx"]) {
         return;
     }
-    let mut rig = rig_with(3, &services("nat", "maglev", &[1, 1, 1]));
+    let mut rig = rig_with(3, &services_config("nat", "maglev", &[1, 1, 1]));
     let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 150).unwrap();
     assert_eq!(failed, 0, "{per:?}\n{}", rig.t.log());
     // Ephemeral client ports hash all over the table: every backend gets a fair part.
@@ -116,7 +94,7 @@ fn reload_under_load_loses_no_request() {
     // Start with two endpoints; then add one, reweight, remove one.
     let plans: [&[u32]; 4] = [&[1, 1, 0, 0], &[1, 1, 1, 0], &[3, 1, 1, 0], &[3, 0, 1, 1]];
     let cfgs: Vec<String> =
-        plans.iter().map(|w| rig.t.config(1, &services("nat", "maglev", w))).collect();
+        plans.iter().map(|w| rig.t.config(1, &services_config("nat", "maglev", w))).collect();
     rig.t.start(&exe(), &cfgs[0]).unwrap();
     let path = rig.t.dir().join("weir.yaml");
     let script = format!(
@@ -227,7 +205,7 @@ fn a_syn_flood_fills_the_table_and_established_connections_carry_on() {
 routes:
   - {{ prefix: 198.18.128.0/17, port: client_side, via: 198.18.1.2 }}
 ",
-            services("nat", "maglev", &[1])
+            services_config("nat", "maglev", &[1])
         );
         let cfg = rig.t.config(1, &extra);
         rig.t.start(&exe(), &cfg).unwrap();
@@ -306,7 +284,7 @@ fn two_workers_hand_replies_to_the_flow_owner() {
     }
     for mode in ["nat", "dnat"] {
         let mut rig = MeshRig::build(3).unwrap();
-        let cfg = rig.t.config(2, &services(mode, "maglev", &[1, 1, 1]));
+        let cfg = rig.t.config(2, &services_config(mode, "maglev", &[1, 1, 1]));
         rig.t.start(&exe(), &cfg).unwrap();
         let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 120).unwrap();
         assert_eq!(failed, 0, "{mode}: {per:?}\n{}", rig.t.log());
@@ -331,7 +309,7 @@ fn an_endpoint_refusing_connections_is_ejected() {
     let mut rig = MeshRig::build(3).unwrap();
     let extra = format!(
         "{}mesh: {{ outlier_consecutive_failures: 3, outlier_base_ejection_ms: 60000 }}\n",
-        services("nat", "round_robin", &[1, 1, 1])
+        services_config("nat", "round_robin", &[1, 1, 1])
     );
     let cfg = rig.t.config(1, &extra);
     rig.t.start(&exe(), &cfg).unwrap();
@@ -397,7 +375,7 @@ fn maglev_moves_about_one_in_n_connections_when_an_endpoint_is_added() {
     let mut rig = MeshRig::build(4).unwrap();
     let cfgs: Vec<String> = [&[1u32, 1, 1, 0][..], &[1, 1, 1, 1]]
         .iter()
-        .map(|w| rig.t.config(1, &services("nat", "maglev", w)))
+        .map(|w| rig.t.config(1, &services_config("nat", "maglev", w)))
         .collect();
     rig.t.start(&exe(), &cfgs[0]).unwrap();
     // The same 120 client ports before and after: Maglev sends each 5-tuple to the same place
@@ -433,7 +411,7 @@ fn long_lived_connections_drain_or_reset_when_their_endpoint_goes() {
     for gone in ["drain", "reset"] {
         let mut rig = MeshRig::build(4).unwrap();
         let cfg_of = |weights: &[u32]| {
-            services("nat", "maglev", weights)
+            services_config("nat", "maglev", weights)
                 .replace("policy: maglev", &format!("policy: maglev\n    on_endpoint_gone: {gone}"))
         };
         let cfgs: Vec<String> = [&[1u32, 1, 1, 0][..], &[1, 1, 1, 1], &[1, 0, 1, 1]]

@@ -200,22 +200,16 @@ mod tests {
         assert_eq!(t.lookup("2001:db9::1".parse().unwrap()), Some(0));
     }
 
-    fn reference(routes: &[(Ipv4Net, NextHopId)], a: Ipv4Addr) -> Option<NextHopId> {
-        // Last-inserted wins among equal prefixes, as in `build`.
+    /// The longest route covering `a`, by a scan of them all; the last of equal prefixes wins,
+    /// as in the tables' `build`.
+    fn reference<N: Into<ipnet::IpNet> + Copy>(
+        routes: &[(N, NextHopId)],
+        a: impl Into<std::net::IpAddr>,
+    ) -> Option<NextHopId> {
+        let a = a.into();
         let mut best: Option<(u8, NextHopId)> = None;
         for &(n, h) in routes {
-            let n = n.trunc();
-            if n.contains(&a) && best.is_none_or(|(l, _)| n.prefix_len() >= l) {
-                best = Some((n.prefix_len(), h));
-            }
-        }
-        best.map(|(_, h)| h)
-    }
-
-    fn reference6(routes: &[(Ipv6Net, NextHopId)], a: Ipv6Addr) -> Option<NextHopId> {
-        let mut best: Option<(u8, NextHopId)> = None;
-        for &(n, h) in routes {
-            let n = n.trunc();
+            let n: ipnet::IpNet = n.into().trunc();
             if n.contains(&a) && best.is_none_or(|(l, _)| n.prefix_len() >= l) {
                 best = Some((n.prefix_len(), h));
             }
@@ -243,10 +237,10 @@ mod tests {
             let t = Lpm6::build(&routes);
             for p in probes {
                 let a = Ipv6Addr::from(spread(p));
-                prop_assert_eq!(t.lookup(a), reference6(&routes, a));
+                prop_assert_eq!(t.lookup(a), reference(&routes, a));
             }
             for (n, _) in &routes {
-                prop_assert_eq!(t.lookup(n.addr()), reference6(&routes, n.addr()));
+                prop_assert_eq!(t.lookup(n.addr()), reference(&routes, n.addr()));
             }
         }
     }

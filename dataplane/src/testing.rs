@@ -72,8 +72,10 @@ pub fn router_over_with<P: PacketIo, S: BufSource<P::Buf>>(
     Worker::new(0, io, source, customize(router_pipeline()), IdlePolicy::BusyPoll, stats)
 }
 
-fn router_pipeline<B: crate::buf::PacketBuf>() -> Pipeline<B> {
-    let ports = vec![
+/// The router's two ports: port 0 (198.18.1.1/24, 2001:db8:1::1/64) toward the clients and
+/// port 1 (198.18.2.1/24, 2001:db8:2::1/64, MTU `port1_mtu`) toward the servers.
+pub fn router_ports(port1_mtu: u16) -> Vec<PortAddrs> {
+    vec![
         PortAddrs {
             mac: PORT0_MAC,
             ipv4: vec!["198.18.1.1/24".parse().expect("net")],
@@ -84,10 +86,13 @@ fn router_pipeline<B: crate::buf::PacketBuf>() -> Pipeline<B> {
             mac: PORT1_MAC,
             ipv4: vec!["198.18.2.1/24".parse().expect("net")],
             ipv6: vec!["2001:db8:2::1/64".parse().expect("net")],
-            mtu: 1500,
+            mtu: port1_mtu,
         },
-    ];
-    let fib = Arc::new(Fib::build(ports, &[]).expect("fib"));
+    ]
+}
+
+fn router_pipeline<B: crate::buf::PacketBuf>() -> Pipeline<B> {
+    let fib = Arc::new(Fib::build(router_ports(1500), &[]).expect("fib"));
     let statics: Vec<(IpAddr, u8, [u8; 6])> = vec![
         ("198.18.2.2".parse().expect("ip"), 1, SERVER_MAC),
         ("2001:db8:2::2".parse().expect("ip"), 1, SERVER_MAC),
@@ -107,6 +112,54 @@ pub fn udp4_frame(sport: u16) -> [u8; 60] {
 /// MAC.
 pub fn udp4_frame_to_client(sport: u16) -> [u8; 60] {
     udp4_frame_between(PORT1_MAC, SERVER_MAC, [198, 18, 2, 2], [198, 18, 1, 2], sport)
+}
+
+/// An IPv4 TCP (with these flags) or UDP (`tcp_flags` `None`, a 4-byte payload) frame with
+/// valid checksums, from the client's MAC to port 0's.
+pub fn l4_frame_v4(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16, tcp_flags: Option<u8>) -> Vec<u8> {
+    let mut l4 = Vec::new();
+    l4.extend_from_slice(&sp.to_be_bytes());
+    l4.extend_from_slice(&dp.to_be_bytes());
+    let proto = match tcp_flags {
+        Some(f) => {
+            l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, f, 0xff, 0xff, 0, 0, 0, 0]);
+            6
+        }
+        None => {
+            l4.extend_from_slice(&[0, 12, 0, 0, b'p', b'i', b'n', b'g']);
+            17
+        }
+    };
+    let c = stack::checksum::l4_checksum_v4(
+        std::net::Ipv4Addr::from(src),
+        std::net::Ipv4Addr::from(dst),
+        proto,
+        &l4,
+    );
+    let at = if proto == 6 { 16 } else { 6 };
+    l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    ipv4_frame(src, dst, proto, &l4)
+}
+
+/// An IPv4 packet of protocol `proto` carrying `payload` (its header checksum valid), from
+/// the client's MAC to port 0's.
+pub fn ipv4_frame(src: [u8; 4], dst: [u8; 4], proto: u8, payload: &[u8]) -> Vec<u8> {
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    let total = u16::try_from(20 + payload.len()).unwrap_or(u16::MAX);
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = proto;
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&dst);
+    let c = stack::checksum::checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = PORT0_MAC.to_vec();
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(payload);
+    f
 }
 
 /// A 64-byte IPv4/UDP frame (60 bytes without the FCS) with valid checksums.

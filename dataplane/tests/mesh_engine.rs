@@ -7,7 +7,7 @@ use dataplane::mesh::model::{
     ServiceSpec,
 };
 use dataplane::pipeline::DropReason;
-use stack::checksum::{checksum, l4_checksum_v4};
+use dataplane::testing::l4_frame_v4;
 use stack::parse::{parse_frame, L3, L4};
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -16,39 +16,6 @@ const VIP: [u8; 4] = [198, 19, 0, 1];
 const SNAT: [u8; 4] = [198, 18, 2, 1];
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
-
-/// An Ethernet/IPv4 TCP (flags given) or UDP (flags None) frame with valid checksums.
-fn frame(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16, tcp_flags: Option<u8>) -> Vec<u8> {
-    let mut l4 = Vec::new();
-    l4.extend_from_slice(&sp.to_be_bytes());
-    l4.extend_from_slice(&dp.to_be_bytes());
-    let proto = match tcp_flags {
-        Some(f) => {
-            l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, f, 0xff, 0xff, 0, 0, 0, 0]);
-            6
-        }
-        None => {
-            l4.extend_from_slice(&[0, 12, 0, 0, b'p', b'i', b'n', b'g']);
-            17
-        }
-    };
-    let c = l4_checksum_v4(Ipv4Addr::from(src), Ipv4Addr::from(dst), proto, &l4);
-    let at = if proto == 6 { 16 } else { 6 };
-    l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&u16::try_from(20 + l4.len()).unwrap().to_be_bytes());
-    ip[8] = 64;
-    ip[9] = proto;
-    ip[12..16].copy_from_slice(&src);
-    ip[16..20].copy_from_slice(&dst);
-    let c = checksum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let mut f = vec![2, 0, 0, 0, 0, 0x10, 2, 0, 0, 0, 0, 0x21, 0x08, 0x00];
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&l4);
-    f
-}
 
 /// (src, sport, dst, dport) of a frame, checking its checksums on the way.
 fn tuple(f: &[u8]) -> (IpAddr, u16, IpAddr, u16) {
@@ -154,17 +121,17 @@ impl Rig {
 #[test]
 fn nat_translates_both_ways() {
     let mut r = rig(Mode::Nat, Policy::Maglev, vec![ep(10, 1)], 64, WhenFull::DropNew);
-    let mut syn = frame(CLIENT, 40000, VIP, 80, Some(SYN));
+    let mut syn = l4_frame_v4(CLIENT, 40000, VIP, 80, Some(SYN));
     assert_eq!(r.send(&mut syn), TRANSLATED);
     let (src, sport, dst, dport) = tuple(&syn);
     assert_eq!((src, dst, dport), (IpAddr::from(SNAT), IpAddr::from([198, 18, 2, 10]), 8080));
     assert!((20000..=29999).contains(&sport), "SNAT port {sport}");
     // The endpoint answers to the SNAT address and port: back to the client, from the VIP.
-    let mut synack = frame([198, 18, 2, 10], 8080, SNAT, sport, Some(SYN | ACK));
+    let mut synack = l4_frame_v4([198, 18, 2, 10], 8080, SNAT, sport, Some(SYN | ACK));
     assert_eq!(r.send(&mut synack), TRANSLATED);
     assert_eq!(tuple(&synack), (IpAddr::from(VIP), 80, IpAddr::from(CLIENT), 40000));
     // The client's next packets take the same translation.
-    let mut ack = frame(CLIENT, 40000, VIP, 80, Some(ACK));
+    let mut ack = l4_frame_v4(CLIENT, 40000, VIP, 80, Some(ACK));
     assert_eq!(r.send(&mut ack), TRANSLATED);
     assert_eq!(tuple(&ack), (src, sport, dst, dport));
     let c = r.engine.counters;
@@ -174,11 +141,11 @@ fn nat_translates_both_ways() {
 #[test]
 fn dnat_rewrites_the_destination_only() {
     let mut r = rig(Mode::Dnat, Policy::RoundRobin, vec![ep(10, 1)], 64, WhenFull::DropNew);
-    let mut syn = frame(CLIENT, 40001, VIP, 80, Some(SYN));
+    let mut syn = l4_frame_v4(CLIENT, 40001, VIP, 80, Some(SYN));
     assert_eq!(r.send(&mut syn), TRANSLATED);
     assert_eq!(tuple(&syn), (IpAddr::from(CLIENT), 40001, IpAddr::from([198, 18, 2, 10]), 8080));
     // The endpoint answers the client directly through weir, its gateway.
-    let mut synack = frame([198, 18, 2, 10], 8080, CLIENT, 40001, Some(SYN | ACK));
+    let mut synack = l4_frame_v4([198, 18, 2, 10], 8080, CLIENT, 40001, Some(SYN | ACK));
     assert_eq!(r.send(&mut synack), TRANSLATED);
     assert_eq!(tuple(&synack), (IpAddr::from(VIP), 80, IpAddr::from(CLIENT), 40001));
 }
@@ -187,20 +154,20 @@ fn dnat_rewrites_the_destination_only() {
 fn what_the_mesh_does_not_take_passes_or_drops_with_a_reason() {
     let mut r = rig(Mode::Nat, Policy::Maglev, vec![ep(10, 1)], 64, WhenFull::DropNew);
     // Not a VIP: ordinary routing.
-    let mut f = frame(CLIENT, 1, [198, 18, 2, 99], 80, Some(SYN));
+    let mut f = l4_frame_v4(CLIENT, 1, [198, 18, 2, 99], 80, Some(SYN));
     assert_eq!(r.send(&mut f), MeshAction::Pass);
     // A VIP, but no service on that port.
-    let mut f = frame(CLIENT, 1, VIP, 81, Some(SYN));
+    let mut f = l4_frame_v4(CLIENT, 1, VIP, 81, Some(SYN));
     assert_eq!(r.send(&mut f), MeshAction::Drop(DropReason::NoService));
     // Mid-connection TCP of an unknown NAT flow.
-    let mut f = frame(CLIENT, 2, VIP, 80, Some(ACK));
+    let mut f = l4_frame_v4(CLIENT, 2, VIP, 80, Some(ACK));
     assert_eq!(r.send(&mut f), MeshAction::Drop(DropReason::NoFlow));
     // A reply to a SNAT port no flow uses.
-    let mut f = frame([198, 18, 2, 10], 8080, SNAT, 20001, Some(ACK));
+    let mut f = l4_frame_v4([198, 18, 2, 10], 8080, SNAT, 20001, Some(ACK));
     assert_eq!(r.send(&mut f), MeshAction::Drop(DropReason::NoFlow));
     // No endpoint takes new flows.
     let mut r = rig(Mode::Nat, Policy::Maglev, vec![ep(10, 0)], 64, WhenFull::DropNew);
-    let mut f = frame(CLIENT, 3, VIP, 80, Some(SYN));
+    let mut f = l4_frame_v4(CLIENT, 3, VIP, 80, Some(SYN));
     assert_eq!(r.send(&mut f), MeshAction::Drop(DropReason::NoEndpoint));
 }
 
@@ -209,7 +176,8 @@ fn spread(policy: Policy) -> f64 {
     let mut canary = 0u32;
     for i in 0..100_000u32 {
         let client = [198, 18, 1, u8::try_from(2 + i / 60000).unwrap()];
-        let mut f = frame(client, u16::try_from(1024 + i % 60000).unwrap(), VIP, 80, Some(SYN));
+        let mut f =
+            l4_frame_v4(client, u16::try_from(1024 + i % 60000).unwrap(), VIP, 80, Some(SYN));
         assert_eq!(r.send(&mut f), TRANSLATED);
         if tuple(&f).2 == IpAddr::from([198, 18, 2, 11]) {
             canary += 1;
@@ -239,12 +207,12 @@ fn a_syn_flood_is_refused_or_evicted_and_established_flows_carry_on() {
         // Two real connections.
         let mut ports = Vec::new();
         for cport in [50000u16, 50001] {
-            let mut syn = frame(CLIENT, cport, VIP, 80, Some(SYN));
+            let mut syn = l4_frame_v4(CLIENT, cport, VIP, 80, Some(SYN));
             assert_eq!(r.send(&mut syn), TRANSLATED);
             let sp = tuple(&syn).1;
-            let mut synack = frame([198, 18, 2, 10], 8080, SNAT, sp, Some(SYN | ACK));
+            let mut synack = l4_frame_v4([198, 18, 2, 10], 8080, SNAT, sp, Some(SYN | ACK));
             assert_eq!(r.send(&mut synack), TRANSLATED);
-            let mut ack = frame(CLIENT, cport, VIP, 80, Some(ACK));
+            let mut ack = l4_frame_v4(CLIENT, cport, VIP, 80, Some(ACK));
             assert_eq!(r.send(&mut ack), TRANSLATED);
             ports.push(cport);
         }
@@ -252,16 +220,16 @@ fn a_syn_flood_is_refused_or_evicted_and_established_flows_carry_on() {
         // them, which makes them no less evictable: their sources never complete a handshake.
         for i in 0..3u32 {
             let src = [198, 18, 200, u8::try_from(i).unwrap()];
-            let mut syn = frame(src, 1000, VIP, 80, Some(SYN));
+            let mut syn = l4_frame_v4(src, 1000, VIP, 80, Some(SYN));
             assert_eq!(r.send(&mut syn), TRANSLATED);
             let sp = tuple(&syn).1;
-            let mut synack = frame([198, 18, 2, 10], 8080, SNAT, sp, Some(SYN | ACK));
+            let mut synack = l4_frame_v4([198, 18, 2, 10], 8080, SNAT, sp, Some(SYN | ACK));
             assert_eq!(r.send(&mut synack), TRANSLATED);
         }
         let mut dropped = 0;
         for i in 0..1000u32 {
             let src = [198, 18, u8::try_from(i % 250).unwrap(), u8::try_from(i / 250 + 3).unwrap()];
-            let mut syn = frame(src, 1000, VIP, 80, Some(SYN));
+            let mut syn = l4_frame_v4(src, 1000, VIP, 80, Some(SYN));
             if r.send(&mut syn) == MeshAction::Drop(DropReason::FlowTableFull) {
                 dropped += 1;
             }
@@ -275,7 +243,7 @@ fn a_syn_flood_is_refused_or_evicted_and_established_flows_carry_on() {
             }
         }
         for cport in ports {
-            let mut ack = frame(CLIENT, cport, VIP, 80, Some(ACK));
+            let mut ack = l4_frame_v4(CLIENT, cport, VIP, 80, Some(ACK));
             assert_eq!(r.send(&mut ack), TRANSLATED, "{when_full:?}: established flow lost");
         }
     }
@@ -288,7 +256,7 @@ fn flows_keep_their_endpoint_across_a_reload_and_drain_or_reset() {
             rig(Mode::Dnat, Policy::RoundRobin, vec![ep(10, 1), ep(11, 1)], 64, WhenFull::DropNew);
         let mut to = Vec::new();
         for cport in 0..10u16 {
-            let mut syn = frame(CLIENT, 30000 + cport, VIP, 80, Some(SYN));
+            let mut syn = l4_frame_v4(CLIENT, 30000 + cport, VIP, 80, Some(SYN));
             assert_eq!(r.send(&mut syn), TRANSLATED);
             to.push(tuple(&syn).2);
         }
@@ -301,7 +269,7 @@ fn flows_keep_their_endpoint_across_a_reload_and_drain_or_reset() {
         r.shared.store(MeshSnapshot::build(&s, &c, cap, Some(&prev), |_| true).unwrap());
         r.engine.maintain(r.now);
         for (cport, was) in (0..10u16).zip(&to) {
-            let mut ack = frame(CLIENT, 30000 + cport, VIP, 80, Some(ACK));
+            let mut ack = l4_frame_v4(CLIENT, 30000 + cport, VIP, 80, Some(ACK));
             let got = r.send(&mut ack);
             if *was == IpAddr::from([198, 18, 2, 10]) && gone == OnEndpointGone::Reset {
                 assert_eq!(got, MeshAction::Reset, "the client is told with a reset");
@@ -331,11 +299,11 @@ fn udp_flows_translate_both_ways() {
         shared,
         now: 1,
     };
-    let mut q = frame(CLIENT, 5353, VIP, 80, None);
+    let mut q = l4_frame_v4(CLIENT, 5353, VIP, 80, None);
     assert_eq!(r.send(&mut q), TRANSLATED);
     let (_, sport, dst, dport) = tuple(&q);
     let IpAddr::V4(dst) = dst else { panic!() };
-    let mut a = frame(dst.octets(), dport, SNAT, sport, None);
+    let mut a = l4_frame_v4(dst.octets(), dport, SNAT, sport, None);
     assert_eq!(r.send(&mut a), TRANSLATED);
     assert_eq!(tuple(&a), (IpAddr::from(VIP), 80, IpAddr::from(CLIENT), 5353));
 }
@@ -343,20 +311,20 @@ fn udp_flows_translate_both_ways() {
 #[test]
 fn a_new_connection_on_an_ended_ones_port_is_opened_afresh() {
     let mut r = rig(Mode::Nat, Policy::Maglev, vec![ep(10, 1)], 64, WhenFull::DropNew);
-    let mut syn = frame(CLIENT, 41000, VIP, 80, Some(SYN));
+    let mut syn = l4_frame_v4(CLIENT, 41000, VIP, 80, Some(SYN));
     assert_eq!(r.send(&mut syn), TRANSLATED);
     let sport = tuple(&syn).1;
-    let mut synack = frame([198, 18, 2, 10], 8080, SNAT, sport, Some(SYN | ACK));
+    let mut synack = l4_frame_v4([198, 18, 2, 10], 8080, SNAT, sport, Some(SYN | ACK));
     assert_eq!(r.send(&mut synack), TRANSLATED);
-    let mut ack = frame(CLIENT, 41000, VIP, 80, Some(ACK));
+    let mut ack = l4_frame_v4(CLIENT, 41000, VIP, 80, Some(ACK));
     assert_eq!(r.send(&mut ack), TRANSLATED);
     // The server closes, the client closes.
-    let mut fin = frame([198, 18, 2, 10], 8080, SNAT, sport, Some(0x01 | ACK));
+    let mut fin = l4_frame_v4([198, 18, 2, 10], 8080, SNAT, sport, Some(0x01 | ACK));
     assert_eq!(r.send(&mut fin), TRANSLATED);
-    let mut fin2 = frame(CLIENT, 41000, VIP, 80, Some(0x01 | ACK));
+    let mut fin2 = l4_frame_v4(CLIENT, 41000, VIP, 80, Some(0x01 | ACK));
     assert_eq!(r.send(&mut fin2), TRANSLATED);
     // Same client port, new connection: a new flow with its own SNAT port.
-    let mut again = frame(CLIENT, 41000, VIP, 80, Some(SYN));
+    let mut again = l4_frame_v4(CLIENT, 41000, VIP, 80, Some(SYN));
     assert_eq!(r.send(&mut again), TRANSLATED);
     assert_ne!(tuple(&again).1, sport, "the old flow's SNAT port is not reused");
     assert_eq!(r.engine.counters.flows_opened, 2);
@@ -365,7 +333,7 @@ fn a_new_connection_on_an_ended_ones_port_is_opened_afresh() {
 #[test]
 fn a_packet_too_big_for_the_way_to_its_endpoint_is_left_untranslated() {
     let mut r = rig(Mode::Nat, Policy::Maglev, vec![ep(10, 1)], 64, WhenFull::DropNew);
-    let mut f = frame(CLIENT, 7000, VIP, 80, Some(SYN));
+    let mut f = l4_frame_v4(CLIENT, 7000, VIP, 80, Some(SYN));
     let p = parse_frame(&f).unwrap();
     let before = f.clone();
     // A 40-byte segment on a path of MTU 39.
@@ -382,7 +350,7 @@ fn an_unanswered_syn_is_a_failed_connect_and_an_answer_resets_the_run() {
     // Two SYNs the endpoint never answers: when their handshakes time out (5 s by default)
     // and the sweep finds them, each is a failed connect.
     for cport in [41000, 41001] {
-        let mut syn = frame(CLIENT, cport, VIP, 80, Some(SYN));
+        let mut syn = l4_frame_v4(CLIENT, cport, VIP, 80, Some(SYN));
         assert_eq!(r.send(&mut syn), TRANSLATED);
     }
     // A second on, the sweep has looked at every record, and no handshake has timed out.
@@ -396,9 +364,9 @@ fn an_unanswered_syn_is_a_failed_connect_and_an_answer_resets_the_run() {
     assert_eq!((failures(&r), runs(&r)), (2, 2));
     assert!(r.engine.flows().is_empty(), "the unanswered handshakes are gone");
     // A handshake the endpoint answers ends the run of failures.
-    let mut syn = frame(CLIENT, 41002, VIP, 80, Some(SYN));
+    let mut syn = l4_frame_v4(CLIENT, 41002, VIP, 80, Some(SYN));
     assert_eq!(r.send(&mut syn), TRANSLATED);
-    let mut synack = frame([198, 18, 2, 10], 8080, CLIENT, 41002, Some(SYN | ACK));
+    let mut synack = l4_frame_v4([198, 18, 2, 10], 8080, CLIENT, 41002, Some(SYN | ACK));
     assert_eq!(r.send(&mut synack), TRANSLATED);
     assert_eq!(r.engine.counters.connects_ok, 1);
     assert_eq!(runs(&r), 0);

@@ -3,7 +3,7 @@
 //! replies and ICMP errors about those flows, the clients' next packets and the fixtures go
 //! through the pipeline mutated and cut short, without a panic, each counted once.
 
-use dataplane::fib::{Fib, PortAddrs};
+use dataplane::fib::Fib;
 use dataplane::mempool::{Mempool, MempoolConfig, PoolBuf};
 use dataplane::mesh::engine::{MeshEngine, MeshSettings, SharedMesh};
 use dataplane::mesh::flow::{FlowTimeouts, WhenFull};
@@ -13,13 +13,12 @@ use dataplane::mesh::model::{
 };
 use dataplane::neigh::NeighborBus;
 use dataplane::pipeline::{DropReason, Egress, Pipeline, PipelineConfig, Verdict};
-use dataplane::testing::PORT0_MAC;
+use dataplane::testing::{ipv4_frame, l4_frame_v4, router_ports, CLIENT_MAC, PORT0_MAC, PORT1_MAC};
 use proptest::prelude::*;
-use stack::checksum::{checksum, l4_checksum_v4, l4_checksum_v6};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use stack::checksum::{checksum, l4_checksum_v6};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
-const PORT1_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x11];
 const CLIENT: [u8; 4] = [198, 18, 1, 2];
 const ENDPOINT: [u8; 4] = [198, 18, 2, 2];
 
@@ -66,20 +65,7 @@ fn cluster(name: &str, policy: Policy, addrs: &[IpAddr], gone: OnEndpointGone) -
 }
 
 fn pipeline() -> Pipeline<PoolBuf> {
-    let ports = vec![
-        PortAddrs {
-            mac: PORT0_MAC,
-            ipv4: vec!["198.18.1.1/24".parse().unwrap()],
-            ipv6: vec!["2001:db8:1::1/64".parse().unwrap()],
-            mtu: 1500,
-        },
-        PortAddrs {
-            mac: PORT1_MAC,
-            ipv4: vec!["198.18.2.1/24".parse().unwrap()],
-            ipv6: vec!["2001:db8:2::1/64".parse().unwrap()],
-            mtu: 1400,
-        },
-    ];
+    let ports = router_ports(1400);
     let fib = Arc::new(Fib::build(ports, &[]).unwrap());
     let v4 = |d: u8| IpAddr::from([198, 18, 2, d]);
     let v6 = |d: u16| IpAddr::from([0x2001, 0xdb8, 2, 0, 0, 0, 0, d]);
@@ -127,44 +113,6 @@ fn pipeline() -> Pipeline<PoolBuf> {
         .with_mesh(engine)
 }
 
-/// An IPv4 TCP (flags given) or UDP frame with valid checksums, to weir's port 0.
-fn frame(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16, tcp_flags: Option<u8>) -> Vec<u8> {
-    let mut l4 = Vec::new();
-    l4.extend_from_slice(&sp.to_be_bytes());
-    l4.extend_from_slice(&dp.to_be_bytes());
-    let proto = match tcp_flags {
-        Some(f) => {
-            l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, f, 0xff, 0xff, 0, 0, 0, 0]);
-            6
-        }
-        None => {
-            l4.extend_from_slice(&[0, 12, 0, 0, b'p', b'i', b'n', b'g']);
-            17
-        }
-    };
-    let c = l4_checksum_v4(Ipv4Addr::from(src), Ipv4Addr::from(dst), proto, &l4);
-    let at = if proto == 6 { 16 } else { 6 };
-    l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
-    ipv4(src, dst, proto, &l4)
-}
-
-fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, payload: &[u8]) -> Vec<u8> {
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&u16::try_from(20 + payload.len()).unwrap().to_be_bytes());
-    ip[8] = 64;
-    ip[9] = proto;
-    ip[12..16].copy_from_slice(&src);
-    ip[16..20].copy_from_slice(&dst);
-    let c = checksum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let mut f = PORT0_MAC.to_vec();
-    f.extend_from_slice(&[2, 0, 0, 0, 0, 0x10, 0x08, 0x00]);
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(payload);
-    f
-}
-
 /// An IPv6 TCP SYN with a valid checksum, to weir's port 0.
 fn syn6(src: Ipv6Addr, sp: u16, dst: Ipv6Addr, dp: u16) -> Vec<u8> {
     let mut tcp = Vec::new();
@@ -174,7 +122,8 @@ fn syn6(src: Ipv6Addr, sp: u16, dst: Ipv6Addr, dp: u16) -> Vec<u8> {
     let c = l4_checksum_v6(src, dst, 6, &tcp);
     tcp[16..18].copy_from_slice(&c.to_be_bytes());
     let mut f = PORT0_MAC.to_vec();
-    f.extend_from_slice(&[2, 0, 0, 0, 0, 0x10, 0x86, 0xdd]);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[0x86, 0xdd]);
     f.extend_from_slice(&[0x60, 0, 0, 0]);
     f.extend_from_slice(&u16::try_from(tcp.len()).unwrap().to_be_bytes());
     f.extend_from_slice(&[6, 64]);
@@ -217,7 +166,7 @@ fn icmp_error_about(sent: &[u8], code: u8) -> Option<Vec<u8>> {
     icmp.extend_from_slice(quoted);
     let c = checksum(&icmp);
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
-    let mut f = ipv4(ENDPOINT, ip[12..16].try_into().ok()?, 1, &icmp);
+    let mut f = ipv4_frame(ENDPOINT, ip[12..16].try_into().ok()?, 1, &icmp);
     f[0..6].copy_from_slice(&PORT1_MAC);
     Some(f)
 }
@@ -226,12 +175,12 @@ fn icmp_error_about(sent: &[u8], code: u8) -> Option<Vec<u8>> {
 fn openers() -> Vec<Vec<u8>> {
     const SYN: u8 = 0x02;
     let mut v = vec![
-        frame(CLIENT, 40000, [198, 19, 0, 1], 80, Some(SYN)),
-        frame(CLIENT, 40001, [198, 19, 0, 1], 80, Some(SYN)),
-        frame(CLIENT, 5000, [198, 19, 0, 2], 53, None),
-        frame(CLIENT, 40002, [198, 19, 0, 3], 80, Some(SYN)),
-        frame(CLIENT, 40003, [198, 19, 0, 4], 80, Some(SYN)),
-        frame(CLIENT, 40004, [198, 19, 0, 5], 80, Some(SYN)),
+        l4_frame_v4(CLIENT, 40000, [198, 19, 0, 1], 80, Some(SYN)),
+        l4_frame_v4(CLIENT, 40001, [198, 19, 0, 1], 80, Some(SYN)),
+        l4_frame_v4(CLIENT, 5000, [198, 19, 0, 2], 53, None),
+        l4_frame_v4(CLIENT, 40002, [198, 19, 0, 3], 80, Some(SYN)),
+        l4_frame_v4(CLIENT, 40003, [198, 19, 0, 4], 80, Some(SYN)),
+        l4_frame_v4(CLIENT, 40004, [198, 19, 0, 5], 80, Some(SYN)),
     ];
     v.push(syn6("2001:db8:1::2".parse().unwrap(), 40005, "2001:db8:19::1".parse().unwrap(), 80));
     v
@@ -376,8 +325,10 @@ fn later_packets_of_a_flow_leave_as_the_first_did() {
     let vip = IpAddr::from([198, 19, 0, 1]);
     let client = IpAddr::from(CLIENT);
     // NAT over TCP, both ways.
-    let first = send(&mut p, &mut out, &frame(CLIENT, 40000, [198, 19, 0, 1], 80, Some(SYN)), 0);
-    let later = send(&mut p, &mut out, &frame(CLIENT, 40000, [198, 19, 0, 1], 80, Some(ACK)), 0);
+    let first =
+        send(&mut p, &mut out, &l4_frame_v4(CLIENT, 40000, [198, 19, 0, 1], 80, Some(SYN)), 0);
+    let later =
+        send(&mut p, &mut out, &l4_frame_v4(CLIENT, 40000, [198, 19, 0, 1], 80, Some(ACK)), 0);
     assert_eq!(tuple(&later), tuple(&first));
     assert_ne!(tuple(&first).0, client, "NAT: the source is weir's");
     let back = send(&mut p, &mut out, &reply_to(&first).unwrap(), 1);
@@ -387,7 +338,7 @@ fn later_packets_of_a_flow_leave_as_the_first_did() {
     // DNAT over UDP, with a checksum and without one.
     let vip2 = IpAddr::from([198, 19, 0, 2]);
     for (port, zero) in [(5001u16, false), (5002, true)] {
-        let mut dgram = frame(CLIENT, port, [198, 19, 0, 2], 53, None);
+        let mut dgram = l4_frame_v4(CLIENT, port, [198, 19, 0, 2], 53, None);
         if zero {
             dgram[40..42].copy_from_slice(&[0, 0]);
         }

@@ -1,11 +1,11 @@
 //! Every frame gets exactly one verdict, whatever it contains: hostile and mutated frames go
 //! through the whole pipeline without a panic, and the counters account for each of them.
 
-use dataplane::fib::{Fib, PortAddrs};
+use dataplane::fib::Fib;
 use dataplane::mempool::{Mempool, MempoolConfig, PoolBuf};
 use dataplane::neigh::NeighborBus;
 use dataplane::pipeline::{DropReason, Egress, Pipeline, PipelineConfig, Verdict};
-use dataplane::testing::{udp4_frame, PORT0_MAC};
+use dataplane::testing::{router_ports, udp4_frame, PORT0_MAC};
 use proptest::prelude::*;
 use std::sync::Arc;
 
@@ -24,20 +24,7 @@ impl Egress<PoolBuf> for Sink {
 }
 
 fn pipeline() -> Pipeline<PoolBuf> {
-    let ports = vec![
-        PortAddrs {
-            mac: PORT0_MAC,
-            ipv4: vec!["198.18.1.1/24".parse().unwrap()],
-            ipv6: vec!["2001:db8:1::1/64".parse().unwrap()],
-            mtu: 1500,
-        },
-        PortAddrs {
-            mac: [2, 0, 0, 0, 0, 0x11],
-            ipv4: vec!["198.18.2.1/24".parse().unwrap()],
-            ipv6: vec!["2001:db8:2::1/64".parse().unwrap()],
-            mtu: 1500,
-        },
-    ];
+    let ports = router_ports(1500);
     let fib = Arc::new(Fib::build(ports, &[]).unwrap());
     let statics = [("198.18.2.2".parse().unwrap(), 1, [2, 0, 0, 0, 0, 0x22])];
     Pipeline::new(0, fib, NeighborBus::new(1, 4), PipelineConfig::default(), &statics)
