@@ -105,28 +105,6 @@ impl FlowKey {
         Some(key)
     }
 
-    /// The key of an unfragmented TCP or UDP packet that [`ipv4_fast`](crate::parse::ipv4_fast)
-    /// accepted (the same key [`from_parsed`](Self::from_parsed) gives for it); `None` for
-    /// anything else.
-    #[inline]
-    pub fn from_ipv4_fast(f: &crate::parse::Ipv4Fast) -> Option<FlowKey> {
-        if f.fragment || (f.protocol != 6 && f.protocol != 17) {
-            return None;
-        }
-        let mut src = [0u8; 16];
-        let mut dst = [0u8; 16];
-        src[..4].copy_from_slice(&f.src.octets());
-        dst[..4].copy_from_slice(&f.dst.octets());
-        Some(FlowKey {
-            src,
-            dst,
-            src_port: f.src_port,
-            dst_port: f.dst_port,
-            proto: f.protocol,
-            family: Family::V4,
-        })
-    }
-
     /// The key of the TCP or UDP packet an ICMP error quotes.
     pub fn from_quoted(q: &crate::icmp_nat::Quoted) -> Option<FlowKey> {
         let octets = |a: IpAddr| match a {
@@ -324,8 +302,9 @@ impl PackedV4 {
         }
     }
 
-    /// The key of an untagged IPv4 packet the fast path accepted, if it is an unfragmented TCP
-    /// or UDP packet: [`FlowKey::from_ipv4_fast`], packed.
+    /// The key of an unfragmented TCP or UDP packet that [`ipv4_fast`](crate::parse::ipv4_fast)
+    /// accepted, packed: what [`FlowKey::from_parsed`] gives for it, as
+    /// [`FlowKey::packed_v4`] packs it (the fast-path proptest holds them equal).
     #[inline(always)]
     pub fn from_ipv4_fast(f: &crate::parse::Ipv4Fast) -> Option<PackedV4> {
         if f.fragment || (f.protocol != 6 && f.protocol != 17) {

@@ -457,7 +457,6 @@ impl MeshEngine {
         let flow = Flow {
             forward: key,
             reverse,
-            service: 0,
             endpoint: ep.id,
             mode,
             checked: self.snap.generation,
@@ -519,8 +518,8 @@ impl MeshEngine {
             self.flows.mark_checked(id, self.snap.generation);
         }
         let (f, r) = (flow.forward, flow.reverse);
+        let (src, dst, new_dst) = rewrite_for(&flow, dir);
         if !matches!(flow.mode, Mode::Dsr(_)) {
-            let (_, _, new_dst) = rewrite_for(&flow, dir);
             if let Some(mtu) = routes.mtu_toward(new_dst) {
                 if usize::from(parsed.l3_len) > usize::from(mtu) {
                     return MeshAction::TooBig { mtu };
@@ -541,7 +540,6 @@ impl MeshEngine {
                 entropy: u16::try_from(h & 0xffff).unwrap_or(0),
             };
         }
-        let (src, dst, new_dst) = rewrite_for(&flow, dir);
         let site = match stack::nat::NatSite::from_parsed(parsed) {
             Ok(site) => site,
             Err(_) => return MeshAction::Drop(DropReason::Untranslatable),

@@ -118,8 +118,6 @@ pub struct Flow {
     /// The endpoint's replies as they arrive (after NAT: from the endpoint to weir's SNAT
     /// address; with DNAT: from the endpoint to the client).
     pub reverse: FlowKey,
-    /// The service it was opened for.
-    pub service: u32,
     /// The endpoint it went to (a stable endpoint id).
     pub endpoint: u32,
     /// How its packets are translated.
@@ -201,7 +199,7 @@ struct Slot {
 const FREE_SLOT: Slot = Slot { hash: 0, tagged: EMPTY };
 
 /// What a packet of a flow needs, on one cache line: the IPv4 fast path reads nothing else. The
-/// rest of the flow (its full keys, service and endpoint) is in a second, colder array.
+/// rest of the flow (its full keys and endpoint) is in a second, colder array.
 #[derive(Clone, Copy, Debug)]
 #[repr(C, align(64))]
 pub struct HotFlow {
@@ -238,7 +236,6 @@ const FREE_HOT: HotFlow = HotFlow {
 #[derive(Clone, Copy)]
 struct ColdFlow {
     keys: [FlowKey; 2],
-    service: u32,
     endpoint: u32,
 }
 
@@ -432,7 +429,6 @@ impl FlowTable {
         Some(Flow {
             forward: c.keys[0],
             reverse: c.keys[1],
-            service: c.service,
             endpoint: c.endpoint,
             mode: h.mode,
             checked: h.checked,
@@ -553,11 +549,8 @@ impl FlowTable {
             live: true,
             deltas,
         };
-        self.cold[idx] = Some(ColdFlow {
-            keys: [flow.forward, flow.reverse],
-            service: flow.service,
-            endpoint: flow.endpoint,
-        });
+        self.cold[idx] =
+            Some(ColdFlow { keys: [flow.forward, flow.reverse], endpoint: flow.endpoint });
         self.len += 1;
         self.stats.inserted += 1;
         Ok(id)
@@ -710,7 +703,6 @@ mod tests {
             reverse: b
                 .rewritten(ip(0xfff1), 80, ip(0xfff2), u16::try_from(n % 65000).unwrap())
                 .unwrap(),
-            service: 1,
             endpoint: n % 3,
             mode: crate::mesh::model::Mode::Nat,
             checked: 0,
@@ -748,8 +740,8 @@ mod tests {
     fn a_flow_costs_a_hot_line_and_a_cold_record() {
         assert_eq!(std::mem::size_of::<HotFlow>(), 64);
         assert_eq!(std::mem::align_of::<HotFlow>(), 64);
-        // Both keys (38 bytes each), service and endpoint; README's memory figure counts on it.
-        assert!(std::mem::size_of::<Option<ColdFlow>>() <= 88);
+        // Both keys (38 bytes each) and the endpoint; README's memory figure counts on it.
+        assert!(std::mem::size_of::<Option<ColdFlow>>() <= 80);
     }
 
     #[test]
