@@ -499,6 +499,7 @@ where
         neighbor_timers: NeighborTimers {
             stale_after_ns: cfg.neighbor.reachable_ms.saturating_mul(ms),
             expire_after_ns: cfg.neighbor.expire_ms.saturating_mul(ms),
+            probe_timeout_ns: cfg.neighbor.retry_ms.saturating_mul(ms),
         },
         resolve_timeout_ns: cfg.neighbor.resolve_timeout_ms.saturating_mul(ms),
         resolve_retry_ns: cfg.neighbor.retry_ms.saturating_mul(ms),
@@ -721,6 +722,9 @@ impl Running {
                     "resolutions_sent": w.resolutions_sent.load(Relaxed),
                     "checksums_completed": w.checksums_completed.load(Relaxed),
                     "handed_off": w.handed_off.load(Relaxed),
+                    "neighbor_claims_ignored": w.neighbor_claims_ignored.load(Relaxed),
+                    "neighbor_probes_sent": w.neighbor_probes_sent.load(Relaxed),
+                    "resets_sent": w.resets_sent.load(Relaxed),
                     "flows": w.flows.load(Relaxed),
                     "flows_opened": w.flows_opened.load(Relaxed),
                     "flows_expired": w.flows_expired.load(Relaxed),

@@ -486,7 +486,7 @@ for i, c in enumerate(cs):
         }
         let stats = rig.t.stop().unwrap();
         if gone == "reset" {
-            assert!(common::drop_count(&stats, "endpoint_gone") >= 1, "{stats}");
+            assert!(common::worker_sum(&stats, "resets_sent") >= 1, "{stats}");
         }
         let _ = cfgs;
     }

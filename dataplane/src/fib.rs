@@ -93,6 +93,30 @@ pub struct Fib {
     v6: Lpm6,
     hops: Vec<NextHop>,
     ports: Vec<PortAddrs>,
+    /// weir's own IPv4 addresses and the broadcast addresses of its connected prefixes,
+    /// sorted: sources no packet from outside may carry (RFC 1812 §5.3.7).
+    v4_reserved: Box<[u32]>,
+    /// The broadcast addresses of the connected IPv4 prefixes, sorted.
+    v4_broadcasts: Box<[u32]>,
+    /// weir's own IPv6 addresses, sorted.
+    v6_own: Box<[Ipv6Addr]>,
+}
+
+/// The directed broadcast address of `n`, if it has one (prefixes of 30 bits or fewer: /31
+/// and /32 have none, RFC 3021).
+fn broadcast_of(n: &Ipv4Net) -> Option<Ipv4Addr> {
+    (n.prefix_len() <= 30).then(|| n.broadcast())
+}
+
+/// Whether the sorted `set` holds `x`: a short scan for the few addresses a router has, a
+/// binary search past that.
+#[inline(always)]
+fn holds<T: Ord + Copy>(set: &[T], x: T) -> bool {
+    if set.len() <= 8 {
+        set.contains(&x)
+    } else {
+        set.binary_search(&x).is_ok()
+    }
 }
 
 impl Fib {
@@ -145,7 +169,74 @@ impl Fib {
         }
         let v4 = Dir24_8::build(&r4).map_err(FibError::Lpm)?;
         let v6 = Lpm6::build(&r6);
-        Ok(Fib { v4, v6, hops, ports })
+        let mut v4_broadcasts: Vec<u32> = ports
+            .iter()
+            .flat_map(|p| p.ipv4.iter().filter_map(broadcast_of))
+            .map(u32::from)
+            .collect();
+        v4_broadcasts.sort_unstable();
+        v4_broadcasts.dedup();
+        let mut v4_reserved: Vec<u32> =
+            ports.iter().flat_map(|p| p.ipv4.iter().map(|n| u32::from(n.addr()))).collect();
+        v4_reserved.extend_from_slice(&v4_broadcasts);
+        v4_reserved.sort_unstable();
+        v4_reserved.dedup();
+        let mut v6_own: Vec<Ipv6Addr> =
+            ports.iter().flat_map(|p| p.ipv6.iter().map(|n| n.addr())).collect();
+        v6_own.sort_unstable();
+        v6_own.dedup();
+        Ok(Fib {
+            v4,
+            v6,
+            hops,
+            ports,
+            v4_reserved: v4_reserved.into(),
+            v4_broadcasts: v4_broadcasts.into(),
+            v6_own: v6_own.into(),
+        })
+    }
+
+    /// Whether `a` is one of weir's IPv4 addresses or the broadcast address of a connected
+    /// prefix: no packet from outside may come from there.
+    #[inline(always)]
+    pub fn is_own_or_broadcast_v4(&self, a: Ipv4Addr) -> bool {
+        holds(&self.v4_reserved, u32::from(a))
+    }
+
+    /// Whether `a` is the broadcast address of a connected IPv4 prefix (a directed broadcast).
+    #[inline]
+    pub fn is_directed_broadcast(&self, a: Ipv4Addr) -> bool {
+        holds(&self.v4_broadcasts, u32::from(a))
+    }
+
+    /// Whether `a` is one of weir's IPv6 addresses.
+    #[inline]
+    pub fn is_own_v6(&self, a: Ipv6Addr) -> bool {
+        holds(&self.v6_own, a)
+    }
+
+    /// Whether a neighbor at `ip` may be reached through `port`: inside one of the port's
+    /// connected prefixes, and a unicast host there (not weir's own address on any port, not
+    /// the prefix's network or broadcast address, not multicast or unspecified). ARP and NDP
+    /// claims about any other address on this port are spoofed or misdirected.
+    pub fn is_on_link(&self, port: u8, ip: IpAddr) -> bool {
+        let Some(p) = self.port(port) else { return false };
+        match ip {
+            IpAddr::V4(a) => {
+                !a.is_multicast()
+                    && !a.is_unspecified()
+                    && !self.is_own_or_broadcast_v4(a)
+                    && p.ipv4
+                        .iter()
+                        .any(|n| n.contains(&a) && (n.prefix_len() > 30 || a != n.network()))
+            }
+            IpAddr::V6(a) => {
+                !a.is_multicast()
+                    && !a.is_unspecified()
+                    && !self.is_own_v6(a)
+                    && p.ipv6.iter().any(|n| n.contains(&a))
+            }
+        }
     }
 
     /// The next hop for an IPv4 destination.
@@ -227,6 +318,29 @@ mod tests {
             fib.lookup_v6("2001:db8:2::9".parse().unwrap()),
             Some(NextHop::Connected { port: 1 })
         );
+    }
+
+    #[test]
+    fn own_broadcast_and_on_link_addresses() {
+        let fib = Fib::build(ports(), &[]).unwrap();
+        let v4 = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(fib.is_own_or_broadcast_v4(v4("198.18.1.1")));
+        assert!(fib.is_own_or_broadcast_v4(v4("198.18.2.255")));
+        assert!(!fib.is_own_or_broadcast_v4(v4("198.18.2.2")));
+        assert!(fib.is_directed_broadcast(v4("198.18.1.255")));
+        assert!(!fib.is_directed_broadcast(v4("198.18.1.1")));
+        assert!(fib.is_own_v6("2001:db8:2::1".parse().unwrap()));
+        assert!(fib.is_on_link(0, ip("198.18.1.7")));
+        assert!(!fib.is_on_link(0, ip("198.18.2.7")), "the other port's prefix");
+        for s in ["198.18.1.0", "198.18.1.255", "198.18.1.1", "198.18.2.1", "224.0.0.1"] {
+            assert!(!fib.is_on_link(0, ip(s)), "{s}");
+        }
+        assert!(fib.is_on_link(1, ip("2001:db8:2::9")));
+        assert!(!fib.is_on_link(0, ip("2001:db8:2::9")));
+        assert!(!fib.is_on_link(0, ip("2001:db8:1::1")), "weir's own");
+        assert!(!fib.is_on_link(0, ip("fe80::1")), "link-local: not routed, not learned");
+        assert!(!fib.is_on_link(9, ip("198.18.1.7")), "no such port");
     }
 
     #[test]

@@ -10,7 +10,9 @@
 use crate::buf::PacketBuf;
 use crate::fib::{Fib, NextHop};
 use crate::mesh::engine::{MeshAction, MeshEngine};
-use crate::neigh::{Lookup, Neighbor, NeighborBus, NeighborTable, NeighborTimers, NeighborUpdate};
+use crate::neigh::{
+    Claim, Learned, Lookup, Neighbor, NeighborBus, NeighborTable, NeighborTimers, NeighborUpdate,
+};
 use stack::icmp::{Icmpv4Error, Icmpv6Error};
 use stack::parse::{L3, L4};
 use stack::wire::ArpOperation;
@@ -106,11 +108,36 @@ pub enum DropReason {
     Untranslatable,
     /// Meant for another worker, whose handoff ring was full.
     HandoffFull,
+    /// A source address no packet from outside may carry: unspecified, loopback, multicast,
+    /// broadcast, reserved (RFC 1812 §5.3.7, RFC 4291), or one of weir's own.
+    MartianSource,
+    /// A destination no router forwards to: IPv4 0/8, 127/8, 240/4; IPv6 unspecified, loopback,
+    /// IPv4-mapped.
+    MartianDestination,
+    /// An Ethernet source that is broadcast, multicast, zero or weir's own MAC.
+    BadSourceMac,
+    /// An ICMP or ICMPv6 message to weir whose checksum does not verify.
+    BadIcmpChecksum,
+    /// IPv4 options with a malformed length or pointer (a parameter problem was sent unless
+    /// rate-limited).
+    BadIpv4Options,
+    /// An IPv4 loose or strict source route option (RFC 7126: not honoured).
+    SourceRouted,
+    /// To the broadcast address of a connected prefix (RFC 2644: not forwarded, not answered).
+    DirectedBroadcast,
+    /// An ARP or NDP claim about an address outside the connected prefixes of the port it came
+    /// in on, or about one of weir's own addresses: ignored.
+    NeighborOffLink,
+    /// An ARP or NDP claim that would create or change a neighbor entry without weir having
+    /// asked (or change a static one, or change one within the lock time): ignored.
+    NeighborClaimRefused,
+    /// Longer than a packet buffer: the port received only part of it.
+    Oversize,
 }
 
 impl DropReason {
     /// Every reason, in discriminant order.
-    pub const ALL: [DropReason; 42] = [
+    pub const ALL: [DropReason; 52] = [
         DropReason::TruncatedEthernet,
         DropReason::UnknownEtherType,
         DropReason::VlanTooDeep,
@@ -153,6 +180,16 @@ impl DropReason {
         DropReason::EndpointGone,
         DropReason::Untranslatable,
         DropReason::HandoffFull,
+        DropReason::MartianSource,
+        DropReason::MartianDestination,
+        DropReason::BadSourceMac,
+        DropReason::BadIcmpChecksum,
+        DropReason::BadIpv4Options,
+        DropReason::SourceRouted,
+        DropReason::DirectedBroadcast,
+        DropReason::NeighborOffLink,
+        DropReason::NeighborClaimRefused,
+        DropReason::Oversize,
     ];
     /// Number of reasons.
     pub const COUNT: usize = Self::ALL.len();
@@ -202,6 +239,16 @@ impl DropReason {
             DropReason::EndpointGone => "endpoint_gone",
             DropReason::Untranslatable => "untranslatable",
             DropReason::HandoffFull => "handoff_full",
+            DropReason::MartianSource => "martian_source",
+            DropReason::MartianDestination => "martian_destination",
+            DropReason::BadSourceMac => "bad_source_mac",
+            DropReason::BadIcmpChecksum => "bad_icmp_checksum",
+            DropReason::BadIpv4Options => "bad_ipv4_options",
+            DropReason::SourceRouted => "source_routed",
+            DropReason::DirectedBroadcast => "directed_broadcast",
+            DropReason::NeighborOffLink => "neighbor_off_link",
+            DropReason::NeighborClaimRefused => "neighbor_claim_refused",
+            DropReason::Oversize => "oversize",
         }
     }
 }
@@ -358,6 +405,14 @@ pub struct PipelineCounters {
     pub consumed: u64,
     /// Frames handed to the worker that owns their flow.
     pub handed_off: u64,
+    /// ARP and NDP claims weir did not believe: off-link, unsolicited, or against a static or
+    /// freshly confirmed entry (the frames that carried nothing else are also drops).
+    pub neighbor_claims_ignored: u64,
+    /// Unicast probes sent to a neighbor whose address someone else claimed.
+    pub neighbor_probes_sent: u64,
+    /// TCP resets sent from a VIP for segments of flows whose endpoint is gone (also in
+    /// `replies`).
+    pub resets_sent: u64,
 }
 
 impl Default for PipelineCounters {
@@ -373,6 +428,9 @@ impl Default for PipelineCounters {
             neighbor_updates_lost: 0,
             consumed: 0,
             handed_off: 0,
+            neighbor_claims_ignored: 0,
+            neighbor_probes_sent: 0,
+            resets_sent: 0,
         }
     }
 }
@@ -442,7 +500,7 @@ impl<B: PacketBuf> Pipeline<B> {
     ) -> Self {
         let mut neigh = NeighborTable::new(cfg.neighbor_capacity, cfg.neighbor_timers);
         for &(ip, port, mac) in static_neighbors {
-            neigh.learn(ip, Neighbor { mac, port, confirmed_ns: 0, permanent: true });
+            neigh.learn(ip, Neighbor::permanent(mac, port));
         }
         Pipeline {
             worker,
@@ -601,11 +659,17 @@ impl<B: PacketBuf> Pipeline<B> {
         }
         let our_mac = self.fib.port(in_port)?.mac;
         let frame = pkt.data_mut();
-        if frame.get(0..6)? != our_mac {
+        if frame.get(0..6)? != our_mac || !plausible_source_mac(frame.get(6..12)?, &our_mac) {
             return None;
         }
         let f = stack::parse::ipv4_fast(frame)?;
-        if f.ttl <= 1 || f.dst.is_broadcast() || f.dst.is_multicast() {
+        if f.ttl <= 1
+            || f.dst.is_broadcast()
+            || f.dst.is_multicast()
+            || stack::ipv4::is_martian_source(f.src)
+            || stack::ipv4::is_martian_destination(f.dst)
+            || self.fib.is_own_or_broadcast_v4(f.src)
+        {
             return None;
         }
         let mut dst = f.dst;
@@ -665,6 +729,9 @@ impl<B: PacketBuf> Pipeline<B> {
         if !dst_is_ours && frame[0] & 1 == 0 {
             return Step::Drop(DropReason::NotOurMac);
         }
+        if !plausible_source_mac(&frame[6..12], &our_mac) {
+            return Step::Drop(DropReason::BadSourceMac);
+        }
         let parsed = match parse_frame(frame) {
             Ok(p) => p,
             Err(e) => return Step::Drop(e.into()),
@@ -672,11 +739,23 @@ impl<B: PacketBuf> Pipeline<B> {
         if parsed.vlan_depth > 0 {
             return Step::Drop(DropReason::VlanTagged);
         }
+        if let Some(r) = self.martian(&parsed) {
+            return Step::Drop(r);
+        }
+        if let L3::Ipv4(ref ip) = parsed.l3 {
+            if let Some(pointer) = ip.option_problem {
+                let kind = IcmpKind::ParameterProblem { pointer };
+                return self.icmp_error(pkt, &parsed, in_port, kind, now_ns, out);
+            }
+            if ip.source_routed {
+                return Step::Drop(DropReason::SourceRouted);
+            }
+        }
         if let Some(step) = self.mesh_step(pkt, &parsed, in_port, dst_is_ours, now_ns, out) {
             return step;
         }
         match parsed.l3 {
-            L3::Arp(_) => self.arp(pkt, &parsed, in_port, now_ns),
+            L3::Arp(_) => self.arp(pkt, &parsed, in_port, now_ns, out),
             L3::Ipv4(ref ip) => {
                 let dst = ip.dst;
                 match self.fib.lookup_v4(dst) {
@@ -700,12 +779,48 @@ impl<B: PacketBuf> Pipeline<B> {
                     Some(NextHop::Local { .. }) => {
                         self.local_v6(pkt, &parsed, in_port, now_ns, out)
                     }
-                    _ if !dst_is_ours || is_link_local(dst) => Step::Drop(DropReason::NotRoutable),
+                    _ if !dst_is_ours || stack::ipv6::is_link_local(&dst) => {
+                        Step::Drop(DropReason::NotRoutable)
+                    }
                     None => self.icmp_error(pkt, &parsed, in_port, IcmpKind::NoRoute, now_ns, out),
                     Some(hop) => {
                         self.forward(pkt, &parsed, in_port, hop, IpAddr::V6(dst), now_ns, out)
                     }
                 }
+            }
+        }
+    }
+
+    /// Why no router may forward nor answer this packet, if so (RFC 1812 §5.3.7, RFC 4291):
+    /// a source no host outside may use (weir's own addresses and directed broadcasts
+    /// included), a destination no router forwards to, a directed broadcast; for IPv6 also an
+    /// unspecified or link-local source on a packet not addressed to weir itself.
+    fn martian(&self, parsed: &Parsed) -> Option<DropReason> {
+        match parsed.l3 {
+            L3::Arp(_) => None,
+            L3::Ipv4(ref ip) => {
+                if stack::ipv4::is_martian_source(ip.src) || self.fib.is_own_or_broadcast_v4(ip.src)
+                {
+                    Some(DropReason::MartianSource)
+                } else if stack::ipv4::is_martian_destination(ip.dst) {
+                    Some(DropReason::MartianDestination)
+                } else if self.fib.is_directed_broadcast(ip.dst) {
+                    Some(DropReason::DirectedBroadcast)
+                } else {
+                    None
+                }
+            }
+            L3::Ipv6(ref ip) => {
+                if stack::ipv6::is_martian_source(&ip.src) || self.fib.is_own_v6(ip.src) {
+                    return Some(DropReason::MartianSource);
+                }
+                if stack::ipv6::is_martian_destination(&ip.dst) {
+                    return Some(DropReason::MartianDestination);
+                }
+                let scoped = ip.src.is_unspecified() || stack::ipv6::is_link_local(&ip.src);
+                let to_weir = ip.dst.is_multicast()
+                    || matches!(self.fib.lookup_v6(ip.dst), Some(NextHop::Local { .. }));
+                (scoped && !to_weir).then_some(DropReason::MartianSource)
             }
         }
     }
@@ -788,14 +903,15 @@ impl<B: PacketBuf> Pipeline<B> {
                 Some(Step::Drop(DropReason::MtuExceeded))
             }
             MeshAction::Reset => {
-                // The client's segment goes no further; a reset from the VIP tells it so.
-                self.count_drop(DropReason::EndpointGone);
+                // The client's segment goes no further; a reset from the VIP, made of it, tells
+                // it so. A segment that cannot take the reset is only dropped.
                 match stack::tcp::rst_reply_in_place(pkt.data_mut(), parsed) {
                     Ok(n) if pkt.set_len(n).is_ok() => {
                         self.counters.replies += 1;
+                        self.counters.resets_sent += 1;
                         Some(Step::Send(in_port))
                     }
-                    _ => Some(Step::Consumed),
+                    _ => Some(Step::Drop(DropReason::EndpointGone)),
                 }
             }
             MeshAction::Encapsulate { endpoint, encap, entropy } => {
@@ -948,7 +1064,14 @@ impl<B: PacketBuf> Pipeline<B> {
         Step::Send(out_port)
     }
 
-    fn arp(&mut self, pkt: &mut B, parsed: &Parsed, in_port: u8, now_ns: u64) -> Step {
+    fn arp(
+        &mut self,
+        pkt: &mut B,
+        parsed: &Parsed,
+        in_port: u8,
+        now_ns: u64,
+        out: &mut impl Egress<B>,
+    ) -> Step {
         let L3::Arp(arp) = parsed.l3 else {
             return Step::Drop(DropReason::BadArp);
         };
@@ -956,10 +1079,19 @@ impl<B: PacketBuf> Pipeline<B> {
         if !for_us {
             return Step::Drop(DropReason::ArpNotForUs);
         }
-        // RFC 826: the target learns the sender's mapping from a request or a reply.
-        if !arp.sender_ip.is_unspecified() {
-            self.learn(IpAddr::V4(arp.sender_ip), arp.sender_mac.0, in_port, now_ns);
-        }
+        // RFC 826: the target learns the sender's mapping from a request or a reply, as far as
+        // weir believes it. An ARP probe (RFC 5227, sender 0.0.0.0) claims nothing.
+        let sender = IpAddr::V4(arp.sender_ip);
+        let claim = if arp.sender_ip.is_unspecified() {
+            Ok(())
+        } else {
+            let how = match arp.operation {
+                ArpOperation::Request => Claim::Request,
+                _ if self.solicited(sender, now_ns) => Claim::Solicited,
+                _ => Claim::Unsolicited,
+            };
+            self.weigh_claim(sender, arp.sender_mac.0, in_port, how, now_ns, out)
+        };
         if arp.operation == ArpOperation::Request {
             let Some(port) = self.fib.port(in_port) else {
                 return Step::Drop(DropReason::ArpNotForUs);
@@ -971,8 +1103,11 @@ impl<B: PacketBuf> Pipeline<B> {
             self.counters.replies += 1;
             return Step::Send(in_port);
         }
-        // A reply: learned above; nothing to send.
-        Step::Consumed
+        // A reply: learned above, or not believed; nothing to send.
+        match claim {
+            Ok(()) => Step::Consumed,
+            Err(r) => Step::Drop(r),
+        }
     }
 
     fn local_v4(&mut self, pkt: &mut B, parsed: &Parsed, in_port: u8) -> Step {
@@ -982,6 +1117,9 @@ impl<B: PacketBuf> Pipeline<B> {
         }
         match parsed.l4 {
             Some(stack::parse::L4Info { header: L4::Icmpv4 { icmp_type: 8, .. }, .. }) => {
+                if !stack::l4::verify_l4_checksum(pkt.data(), parsed) {
+                    return Step::Drop(DropReason::BadIcmpChecksum);
+                }
                 if stack::icmp::echo_reply_in_place_v4(pkt.data_mut(), parsed).is_err() {
                     return Step::Drop(DropReason::TruncatedL4);
                 }
@@ -1014,6 +1152,9 @@ impl<B: PacketBuf> Pipeline<B> {
         };
         match icmp_type {
             128 if !ip.dst.is_multicast() => {
+                if !stack::l4::verify_l4_checksum(pkt.data(), parsed) {
+                    return Step::Drop(DropReason::BadIcmpChecksum);
+                }
                 if stack::icmp::echo_reply_in_place_v6(pkt.data_mut(), parsed).is_err() {
                     return Step::Drop(DropReason::TruncatedL4);
                 }
@@ -1028,9 +1169,13 @@ impl<B: PacketBuf> Pipeline<B> {
                 if !self.fib.is_local_on(in_port, IpAddr::V6(ns.target)) {
                     return Step::Drop(DropReason::NotRoutable);
                 }
+                // A link-local sender is answered but not learned: weir does not route to
+                // link-local addresses.
                 if let Some(mac) = ns.source_ll {
-                    if !ip.src.is_unspecified() {
-                        self.learn(IpAddr::V6(ip.src), mac.0, in_port, now_ns);
+                    if !ip.src.is_unspecified() && !stack::ipv6::is_link_local(&ip.src) {
+                        let sender = IpAddr::V6(ip.src);
+                        let _ =
+                            self.weigh_claim(sender, mac.0, in_port, Claim::Request, now_ns, out);
                     }
                 }
                 let Some(port) = self.fib.port(in_port) else {
@@ -1078,10 +1223,20 @@ impl<B: PacketBuf> Pipeline<B> {
                     Err(_) => return Step::Drop(DropReason::BadNdp),
                 };
                 let mac = na.target_ll.map(|m| m.0).or_else(|| pkt.data()[6..12].try_into().ok());
-                if let Some(mac) = mac {
-                    self.learn(IpAddr::V6(na.target), mac, in_port, now_ns);
+                let Some(mac) = mac else { return Step::Consumed };
+                if stack::ipv6::is_link_local(&na.target) {
+                    return Step::Consumed;
                 }
-                Step::Consumed
+                let target = IpAddr::V6(na.target);
+                let how = if na.solicited && self.solicited(target, now_ns) {
+                    Claim::Solicited
+                } else {
+                    Claim::Unsolicited
+                };
+                match self.weigh_claim(target, mac, in_port, how, now_ns, out) {
+                    Ok(()) => Step::Consumed,
+                    Err(r) => Step::Drop(r),
+                }
             }
             // Router solicitations/advertisements and redirects: weir is not a SLAAC router.
             133 | 134 | 137 => Step::Drop(DropReason::Icmpv6Unhandled),
@@ -1090,13 +1245,47 @@ impl<B: PacketBuf> Pipeline<B> {
         }
     }
 
-    /// Records a neighbor, tells the other workers, and releases frames waiting for it.
-    fn learn(&mut self, ip: IpAddr, mac: [u8; 6], port: u8, now_ns: u64) {
-        let n = Neighbor { mac, port, confirmed_ns: now_ns, permanent: false };
-        self.neigh.learn(ip, n);
+    /// Weighs a frame's claim that `ip` is at `mac` on `port` (see [`crate::neigh`]): believed,
+    /// the entry is recorded, the other workers told and frames waiting for it released; not,
+    /// the claim is counted with the reason, and the entry's own MAC probed.
+    fn weigh_claim(
+        &mut self,
+        ip: IpAddr,
+        mac: [u8; 6],
+        port: u8,
+        how: Claim,
+        now_ns: u64,
+        out: &mut impl Egress<B>,
+    ) -> Result<(), DropReason> {
+        if !self.fib.is_on_link(port, ip) || mac[0] & 1 != 0 || mac == [0; 6] {
+            self.counters.neighbor_claims_ignored += 1;
+            return Err(DropReason::NeighborOffLink);
+        }
+        match self.neigh.claim(ip, mac, port, now_ns, how) {
+            Learned::Added | Learned::Changed => {}
+            Learned::Confirmed if how != Claim::Unsolicited => {}
+            Learned::Confirmed | Learned::Full => return Ok(()),
+            Learned::Refused => {
+                self.counters.neighbor_claims_ignored += 1;
+                if let Some((owner, port)) = self.neigh.start_probe(ip, now_ns) {
+                    self.probe(port, ip, owner, out);
+                }
+                return Err(DropReason::NeighborClaimRefused);
+            }
+        }
+        let n = Neighbor::learned(mac, port, now_ns);
         self.counters.neighbor_updates_lost +=
             self.bus.publish(self.worker, NeighborUpdate { ip, neighbor: n });
         self.release_pending(ip);
+        Ok(())
+    }
+
+    /// Whether weir is waiting for an answer about `ip`: it sent a broadcast request lately,
+    /// or frames are waiting for it.
+    fn solicited(&self, ip: IpAddr, now_ns: u64) -> bool {
+        let window = self.cfg.resolve_timeout_ns.max(self.cfg.resolve_retry_ns);
+        self.last_request(ip).is_some_and(|t| now_ns.saturating_sub(t) <= window)
+            || self.pending.iter().any(|p| p.next_hop == ip)
     }
 
     fn release_pending(&mut self, ip: IpAddr) {
@@ -1137,7 +1326,10 @@ impl<B: PacketBuf> Pipeline<B> {
                 drop(self.pending.swap_remove(i));
                 self.count_drop(DropReason::NeighborTimeout);
                 continue;
-            } else if now_ns.saturating_sub(self.last_request(ip)) >= self.cfg.resolve_retry_ns {
+            } else if self
+                .last_request(ip)
+                .is_none_or(|t| now_ns.saturating_sub(t) >= self.cfg.resolve_retry_ns)
+            {
                 self.request(port, ip, now_ns, out);
             }
             i += 1;
@@ -1203,13 +1395,43 @@ impl<B: PacketBuf> Pipeline<B> {
         Verdict::Held
     }
 
-    fn last_request(&self, ip: IpAddr) -> u64 {
-        self.refresh_sent.iter().find(|(a, _)| *a == Some(ip)).map(|&(_, t)| t).unwrap_or(0)
+    /// When the last broadcast request for `ip` went out, if weir remembers one.
+    fn last_request(&self, ip: IpAddr) -> Option<u64> {
+        self.refresh_sent.iter().find(|(a, _)| *a == Some(ip)).map(|&(_, t)| t)
     }
 
     fn refresh(&mut self, port: u8, ip: IpAddr, now_ns: u64, out: &mut impl Egress<B>) {
-        if now_ns.saturating_sub(self.last_request(ip)) >= self.cfg.resolve_retry_ns {
+        if self
+            .last_request(ip)
+            .is_none_or(|t| now_ns.saturating_sub(t) >= self.cfg.resolve_retry_ns)
+        {
             self.request(port, ip, now_ns, out);
+        }
+    }
+
+    /// Sends a unicast ARP request or neighbor solicitation for `ip` to `mac`, the MAC weir
+    /// holds for it, out of `port`: only that host answers it.
+    fn probe(&mut self, port: u8, ip: IpAddr, mac: [u8; 6], out: &mut impl Egress<B>) {
+        let Some(p) = self.fib.port(port) else { return };
+        let ours = MacAddr(p.mac);
+        let (src_v4, src_v6) = match ip {
+            IpAddr::V4(_) => (p.primary_v4(), None),
+            IpAddr::V6(t) => (None, p.source_v6(t)),
+        };
+        let mut sent = false;
+        self.build_and_send(port, out, |b| match (ip, src_v4, src_v6) {
+            (IpAddr::V4(t), Some(src), _) => {
+                sent = true;
+                stack::arp::write_probe(b, ours, src, t, MacAddr(mac))
+            }
+            (IpAddr::V6(t), _, Some(src)) => {
+                sent = true;
+                stack::nd::write_probe(b, ours, src, t, MacAddr(mac))
+            }
+            _ => Err(stack::BuildError::UnexpectedPacket),
+        });
+        if sent {
+            self.counters.neighbor_probes_sent += 1;
         }
     }
 
@@ -1315,6 +1537,7 @@ impl<B: PacketBuf> Pipeline<B> {
             IcmpKind::TimeExceeded => DropReason::TtlExceeded,
             IcmpKind::TooBig { .. } => DropReason::MtuExceeded,
             IcmpKind::NoRoute => DropReason::NoRoute,
+            IcmpKind::ParameterProblem { .. } => DropReason::BadIpv4Options,
         };
         if !stack::icmp::may_send_icmp_error(parsed, pkt.data()) {
             return Step::Drop(reason);
@@ -1341,6 +1564,9 @@ impl<B: PacketBuf> Pipeline<B> {
                         IcmpKind::TimeExceeded => Icmpv4Error::TimeExceeded,
                         IcmpKind::NoRoute => Icmpv4Error::NetUnreachable,
                         IcmpKind::TooBig { mtu } => Icmpv4Error::FragNeeded { next_hop_mtu: mtu },
+                        IcmpKind::ParameterProblem { pointer } => {
+                            Icmpv4Error::ParameterProblem { pointer }
+                        }
                     };
                     stack::icmp::write_error_v4(
                         buf.data_mut(),
@@ -1362,6 +1588,8 @@ impl<B: PacketBuf> Pipeline<B> {
                         IcmpKind::TooBig { mtu } => {
                             Icmpv6Error::PacketTooBig { mtu: u32::from(mtu) }
                         }
+                        // IPv4 options only: no IPv6 packet gets here.
+                        IcmpKind::ParameterProblem { .. } => return Step::Drop(reason),
                     };
                     stack::icmp::write_error_v6(
                         buf.data_mut(),
@@ -1396,14 +1624,20 @@ enum IcmpKind {
     NoRoute,
     /// Too big for the output MTU: fragmentation needed (v4, DF set) / packet too big (v6).
     TooBig { mtu: u16 },
+    /// A malformed IPv4 option at this offset of the header: parameter problem (v4 only).
+    ParameterProblem { pointer: u8 },
+}
+
+/// Whether `src`, a frame's source MAC, can be a host's: not a group (multicast or broadcast)
+/// address, not zero, and not `ours` (a frame claiming to come from weir's own port is a loop
+/// or a spoof).
+#[inline(always)]
+fn plausible_source_mac(src: &[u8], ours: &[u8; 6]) -> bool {
+    src.first().is_some_and(|b| b & 1 == 0) && src != [0u8; 6] && src != ours
 }
 
 /// Marks a pending entry whose neighbor is now known.
 const RELEASE: u64 = u64::MAX;
-
-fn is_link_local(a: Ipv6Addr) -> bool {
-    a.segments()[0] & 0xffc0 == 0xfe80
-}
 
 /// The pipeline's internal decision, before ownership of the frame is settled.
 enum Step {

@@ -189,3 +189,111 @@ pub fn udp4_frame_between(
     udp[4..6].copy_from_slice(&26u16.to_be_bytes());
     f
 }
+
+/// What the pipeline's counters and its queue of waiting frames say of one frame, before and
+/// after it was processed (and before any housekeeping).
+#[derive(Clone, Debug)]
+pub struct Tally {
+    /// The counters.
+    pub counters: crate::pipeline::PipelineCounters,
+    /// Frames waiting for a neighbor.
+    pub pending: usize,
+}
+
+impl Tally {
+    /// The pipeline's state now.
+    pub fn of<B: crate::buf::PacketBuf>(p: &Pipeline<B>) -> Tally {
+        Tally { counters: p.counters.clone(), pending: p.pending() }
+    }
+}
+
+/// Checks that the frame processed between `before` and `after` was counted once, under the
+/// name of its verdict: a drop under its reason alone (a failed allocation for a reply weir
+/// tried to build may come on top); a forwarded frame as forwarded or as a reply turned
+/// around; a frame weir consumed as consumed; a held frame in the queue. Nothing else may
+/// move those counters.
+pub fn counted_once(
+    before: &Tally,
+    after: &Tally,
+    verdict: crate::pipeline::Verdict,
+) -> Result<(), String> {
+    use crate::pipeline::{DropReason, Verdict};
+    let (b, a) = (&before.counters, &after.counters);
+    let pool = DropReason::PoolExhausted as usize;
+    let drops: Vec<(DropReason, u64)> = DropReason::ALL
+        .iter()
+        .filter(|r| **r as usize != pool)
+        .map(|r| (*r, a.drops[*r as usize] - b.drops[*r as usize]))
+        .filter(|(_, d)| *d != 0)
+        .collect();
+    let forwarded = a.forwarded - b.forwarded;
+    let replies = a.replies - b.replies;
+    let consumed = a.consumed - b.consumed;
+    // Held frames only ever join the queue while a frame is processed.
+    let held = after.pending.checked_sub(before.pending).unwrap_or(usize::MAX);
+    let ok = match verdict {
+        Verdict::Drop(r) => drops == [(r, 1)] && forwarded == 0 && consumed == 0 && held == 0,
+        Verdict::Forward(_) => drops.is_empty() && forwarded + replies == 1 && consumed == 0,
+        Verdict::Consumed => drops.is_empty() && forwarded == 0 && consumed == 1 && held == 0,
+        Verdict::Held => drops.is_empty() && forwarded == 0 && consumed == 0 && held == 1,
+        Verdict::Handoff(_) => {
+            drops.is_empty() && a.handed_off - b.handed_off == 1 && forwarded == 0
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{verdict:?} counted as: drops {drops:?}, forwarded {forwarded}, replies {replies}, \
+             consumed {consumed}, held {held}"
+        ))
+    }
+}
+
+/// An Ethernet/IPv4 ARP packet: operation `op` (1 request, 2 reply), sender (`smac`, `sip`),
+/// target (`tmac`, `tip`), in a broadcast frame from `smac`, padded to 60 bytes.
+pub fn arp_frame(op: u16, smac: [u8; 6], sip: [u8; 4], tmac: [u8; 6], tip: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&smac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4]);
+    f.extend_from_slice(&op.to_be_bytes());
+    f.extend_from_slice(&smac);
+    f.extend_from_slice(&sip);
+    f.extend_from_slice(&tmac);
+    f.extend_from_slice(&tip);
+    f.resize(60, 0);
+    f
+}
+
+/// An ICMP echo request from `src` to `dst` (client's MAC to port 0's), its checksum valid
+/// unless `bad_checksum`.
+pub fn echo4_frame(src: [u8; 4], dst: [u8; 4], bad_checksum: bool) -> Vec<u8> {
+    let mut icmp = vec![8, 0, 0, 0, 0x12, 0x34, 0, 1, b'h', b'o', b's', b't'];
+    let c = stack::checksum::checksum(&icmp) ^ u16::from(bad_checksum);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    ipv4_frame(src, dst, 1, &icmp)
+}
+
+/// An IPv6 packet from `src` to `dst` carrying ICMPv6 message `icmp` (its checksum filled
+/// in), hop limit `hops`, from the client's MAC to port 0's.
+pub fn icmp6_frame(
+    src: std::net::Ipv6Addr,
+    dst: std::net::Ipv6Addr,
+    hops: u8,
+    mut icmp: Vec<u8>,
+) -> Vec<u8> {
+    if icmp.len() >= 4 {
+        icmp[2..4].copy_from_slice(&[0, 0]);
+        let c = stack::checksum::l4_checksum_v6(src, dst, 58, &icmp);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    }
+    let mut f = PORT0_MAC.to_vec();
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+    f.extend_from_slice(&u16::try_from(icmp.len()).unwrap_or(u16::MAX).to_be_bytes());
+    f.extend_from_slice(&[58, hops]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend_from_slice(&icmp);
+    f
+}

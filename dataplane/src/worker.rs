@@ -128,6 +128,12 @@ pub struct WorkerStats {
     pub consumed: AtomicU64,
     /// Frames handed to the worker owning their flow.
     pub handed_off: AtomicU64,
+    /// ARP and NDP claims not believed.
+    pub neighbor_claims_ignored: AtomicU64,
+    /// Unicast probes of neighbors whose address someone else claimed.
+    pub neighbor_probes_sent: AtomicU64,
+    /// TCP resets sent for flows whose endpoint is gone.
+    pub resets_sent: AtomicU64,
     /// Mesh flows in this worker's table.
     pub flows: AtomicU64,
     /// Mesh flows opened.
@@ -169,6 +175,9 @@ impl WorkerStats {
             checksums_completed: AtomicU64::new(0),
             consumed: AtomicU64::new(0),
             handed_off: AtomicU64::new(0),
+            neighbor_claims_ignored: AtomicU64::new(0),
+            neighbor_probes_sent: AtomicU64::new(0),
+            resets_sent: AtomicU64::new(0),
             flows: AtomicU64::new(0),
             flows_opened: AtomicU64::new(0),
             flows_expired: AtomicU64::new(0),
@@ -194,6 +203,9 @@ impl WorkerStats {
         bump(&self.checksums_completed, c.checksums_completed);
         bump(&self.consumed, c.consumed);
         bump(&self.handed_off, c.handed_off);
+        bump(&self.neighbor_claims_ignored, c.neighbor_claims_ignored);
+        bump(&self.neighbor_probes_sent, c.neighbor_probes_sent);
+        bump(&self.resets_sent, c.resets_sent);
     }
 
     fn publish_mesh(&self, m: &crate::mesh::engine::MeshEngine) {

@@ -92,6 +92,26 @@ pub fn write_request(
     write_arp(buf, MacAddr::BROADCAST, src_mac, &repr)
 }
 
+/// Writes an ARP request "who has `target_ip`? tell `src_ip`" sent by unicast to
+/// `target_mac`, the MAC weir holds for it: a reachability probe (RFC 1122 §2.3.2.1) that
+/// only that host answers. Returns [`FRAME_LEN`] (42) or [`BuildError::BufferTooSmall`].
+pub fn write_probe(
+    buf: &mut [u8],
+    src_mac: MacAddr,
+    src_ip: Ipv4Addr,
+    target_ip: Ipv4Addr,
+    target_mac: MacAddr,
+) -> Result<usize, BuildError> {
+    let repr = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: src_mac.into(),
+        source_protocol_addr: src_ip,
+        target_hardware_addr: MacAddr::ZERO.into(),
+        target_protocol_addr: target_ip,
+    };
+    write_arp(buf, target_mac, src_mac, &repr)
+}
+
 /// Writes a gratuitous ARP (an ARP announcement, RFC 5227 §2.3: a broadcast request whose
 /// sender and target protocol addresses are both `ip`) into `buf`.
 /// Returns [`FRAME_LEN`] (42) or [`BuildError::BufferTooSmall`].

@@ -19,6 +19,8 @@ pub const ICMPV4_DEST_UNREACHABLE: u8 = 3;
 pub const ICMPV4_ECHO_REQUEST: u8 = 8;
 /// ICMPv4 time exceeded type (RFC 792).
 pub const ICMPV4_TIME_EXCEEDED: u8 = 11;
+/// ICMPv4 parameter problem type (RFC 792).
+pub const ICMPV4_PARAMETER_PROBLEM: u8 = 12;
 /// ICMPv6 destination unreachable type (RFC 4443 §3.1).
 pub const ICMPV6_DEST_UNREACHABLE: u8 = 1;
 /// ICMPv6 packet too big type (RFC 4443 §3.2).
@@ -65,6 +67,12 @@ pub enum Icmpv4Error {
     /// Destination unreachable, communication administratively prohibited: type 3 code 13
     /// (RFC 1812 §5.2.7.1).
     AdminProhibited,
+    /// Parameter problem: type 12 code 0, with a pointer to the offending byte of the
+    /// original IP header (RFC 792, RFC 1812 §4.3.2.6).
+    ParameterProblem {
+        /// Offset of the bad byte from the start of the original IP header.
+        pointer: u8,
+    },
 }
 
 impl Icmpv4Error {
@@ -81,6 +89,9 @@ impl Icmpv4Error {
                 (ICMPV4_DEST_UNREACHABLE, 4, [0, 0, m[0], m[1]])
             }
             Icmpv4Error::AdminProhibited => (ICMPV4_DEST_UNREACHABLE, 13, [0; 4]),
+            Icmpv4Error::ParameterProblem { pointer } => {
+                (ICMPV4_PARAMETER_PROBLEM, 0, [pointer, 0, 0, 0])
+            }
         }
     }
 }

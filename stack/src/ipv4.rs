@@ -30,3 +30,53 @@ pub fn decrement_ttl(frame: &mut [u8], l3_offset: usize) -> Result<u8, BuildErro
     h[10..12].copy_from_slice(&csum.to_be_bytes()[2..4]);
     Ok(new_ttl)
 }
+
+/// Whether `a` may not be the source of a packet a router receives (RFC 1812 §5.3.7, §4.2.2.11):
+/// "this network" 0.0.0.0/8, loopback 127.0.0.0/8, multicast 224.0.0.0/4, and the reserved
+/// 240.0.0.0/4 with the limited broadcast 255.255.255.255. Directed broadcasts and the
+/// router's own addresses depend on its configuration: the caller checks those.
+#[inline(always)]
+pub const fn is_martian_source(a: core::net::Ipv4Addr) -> bool {
+    let first = a.octets()[0];
+    first == 0 || first == 127 || first >= 224
+}
+
+/// Whether a router must not forward a packet to `a` (RFC 1812 §5.3.7, §4.2.3.1): 0.0.0.0/8,
+/// 127.0.0.0/8 and the reserved 240.0.0.0/4 other than the limited broadcast (which is
+/// link-local, never forwarded, and dropped as such). Multicast is not martian, only not
+/// routed by weir.
+#[inline(always)]
+pub const fn is_martian_destination(a: core::net::Ipv4Addr) -> bool {
+    let first = a.octets()[0];
+    first == 0 || first == 127 || (first >= 240 && !a.is_broadcast())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::net::Ipv4Addr;
+
+    #[test]
+    fn martians() {
+        for s in [
+            "0.0.0.0",
+            "0.1.2.3",
+            "127.0.0.1",
+            "224.0.0.1",
+            "239.1.1.1",
+            "240.0.0.1",
+            "255.255.255.255",
+        ] {
+            assert!(is_martian_source(s.parse().unwrap()), "{s}");
+        }
+        for s in ["198.18.0.1", "192.0.2.255", "1.0.0.0", "223.255.255.255"] {
+            assert!(!is_martian_source(s.parse().unwrap()), "{s}");
+        }
+        for s in ["0.0.0.0", "127.1.1.1", "240.0.0.1", "255.255.255.254"] {
+            assert!(is_martian_destination(s.parse().unwrap()), "{s}");
+        }
+        for s in ["198.18.0.1", "224.0.0.1", "255.255.255.255"] {
+            assert!(!is_martian_destination(s.parse::<Ipv4Addr>().unwrap()), "{s}");
+        }
+    }
+}

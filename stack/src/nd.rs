@@ -285,6 +285,29 @@ pub fn write_ns(
     )
 }
 
+/// Writes a unicast neighbor solicitation for `target` to `target_mac`, the MAC weir holds for
+/// it (RFC 4861 §7.3.3: the probe of a neighbor whose reachability is in doubt), with a source
+/// link-layer address option. Returns [`FRAME_LEN`] (86) or [`BuildError::BufferTooSmall`].
+pub fn write_probe(
+    out: &mut [u8],
+    our_mac: MacAddr,
+    our_ip: Ipv6Addr,
+    target: Ipv6Addr,
+    target_mac: MacAddr,
+) -> Result<usize, BuildError> {
+    write_nd(
+        out,
+        our_mac,
+        target_mac,
+        our_ip,
+        target,
+        NEIGHBOR_SOLICIT,
+        0,
+        target,
+        OPT_SOURCE_LL_ADDR,
+    )
+}
+
 /// Writes a neighbor advertisement for `target` (RFC 4861 §7.2.4) into `out`: from `our_mac`
 /// / `our_ip` to `dst_mac` / `dst_ip`, hop limit 255, flags Router (weir is a router) and
 /// Override set, Solicited = `solicited`, with a target link-layer address option carrying

@@ -12,13 +12,18 @@
 //!   0x9100 — see [`crate::wire::vlan`]); EtherType ARP, IPv4 or IPv6.
 //! * ARP: Ethernet/IPv4 only (htype 1, ptype 0x0800, hlen 6, plen 4), operation 1 or 2.
 //! * IPv4 (RFC 791): version 4, IHL ≥ 5, `IHL*4 ≤ total length ≤ bytes present`, header
-//!   checksum correct. Options are skipped, not interpreted.
+//!   checksum correct. Options are walked but not interpreted: a malformed one (a length
+//!   below 2 or running past the header, a record-route or timestamp pointer below its
+//!   minimum) does not fail the parse but is reported in [`Ipv4Info::option_problem`], so the
+//!   caller can answer it with a parameter problem (RFC 1812 §4.3.2.6); source-route options
+//!   are flagged in [`Ipv4Info::source_routed`].
 //! * IPv6 (RFC 8200): version 6, `40 + payload length ≤ bytes present`; extension headers
 //!   hop-by-hop (0), routing (43), fragment (44), destination options (60) and AH (51, RFC
 //!   4302) are walked, at most [`MAX_IPV6_EXT_HEADERS`] of them; ESP (50) and No Next
 //!   Header (59) end the walk. Jumbograms (RFC 2675) are not supported.
 //! * L4, only when the packet holds the start of the L4 header (not a non-first fragment):
-//!   TCP ≥ 20 bytes and data offset ≥ 5 and within the packet; UDP ≥ 8 bytes and
+//!   TCP ≥ 20 bytes, and a data offset ≥ 5 and within the packet (else
+//!   [`ParseError::BadTcpDataOffset`]); UDP ≥ 8 bytes and
 //!   `8 ≤ length field ≤ bytes present` (only `8 ≤ length` in a first fragment);
 //!   ICMP / ICMPv6 ≥ 8 bytes. L4 checksums are **not** verified here.
 //!
@@ -105,14 +110,14 @@ pub enum ParseError {
     BadIpv6PayloadLength = 12,
     /// More than [`MAX_IPV6_EXT_HEADERS`] IPv6 extension headers.
     Ipv6ExtChainTooLong = 13,
-    /// The L4 header (TCP 20 bytes or its data offset, UDP 8, ICMP/ICMPv6 8) does not fit in
-    /// the IP payload.
+    /// The fixed L4 header (TCP 20 bytes, UDP 8, ICMP/ICMPv6 8) does not fit in the IP
+    /// payload.
     TruncatedL4 = 14,
     /// UDP length field below 8 or above the bytes present in the IP payload.
     BadL4Length = 15,
     /// An IPv6 extension header runs past the IPv6 payload.
     TruncatedIpv6Ext = 16,
-    /// TCP data offset below 5 (20 bytes).
+    /// TCP data offset below 5 (20 bytes), or beyond the end of the segment.
     BadTcpDataOffset = 17,
     /// Frame longer than [`MAX_FRAME_LEN`].
     FrameTooLong = 18,
@@ -251,6 +256,13 @@ pub struct Ipv4Info {
     pub ident: u16,
     /// Whether IHL > 5.
     pub has_options: bool,
+    /// The offset within the IPv4 header of the first malformed option, if any: the
+    /// parameter problem pointer (RFC 792). Such a packet must be answered with a parameter
+    /// problem and dropped, never forwarded.
+    pub option_problem: Option<u8>,
+    /// Whether a loose or strict source route option (131, 137) is present (RFC 7126 §4.3,
+    /// §4.4: dropped by default).
+    pub source_routed: bool,
     /// The Don't Fragment flag.
     pub dont_fragment: bool,
     /// Whether this is a fragment: More Fragments set or fragment offset != 0.
@@ -582,6 +594,7 @@ fn parse_ipv4(frame: &[u8], off: usize) -> L3Result {
     let frag_offset = flags_frag & 0x1fff;
     let is_fragment = more_fragments || frag_offset != 0;
     let protocol = h[9];
+    let options = walk_ipv4_options(&header[IPV4_MIN_HEADER_LEN..]);
     let info = Ipv4Info {
         src: Ipv4Addr::new(h[12], h[13], h[14], h[15]),
         dst: Ipv4Addr::new(h[16], h[17], h[18], h[19]),
@@ -592,6 +605,8 @@ fn parse_ipv4(frame: &[u8], off: usize) -> L3Result {
         dscp_ecn: h[1],
         ident: be16([h[4], h[5]]),
         has_options: header_len > IPV4_MIN_HEADER_LEN,
+        option_problem: options.problem,
+        source_routed: options.source_routed,
         dont_fragment: flags_frag & 0x4000 != 0,
         is_fragment,
         is_first_fragment: is_fragment && frag_offset == 0,
@@ -604,6 +619,74 @@ fn parse_ipv4(frame: &[u8], off: usize) -> L3Result {
         None
     };
     Ok((L3::Ipv4(info), total_len, l4))
+}
+
+/// What [`walk_ipv4_options`] found.
+#[derive(Clone, Copy, Default)]
+struct Ipv4Options {
+    problem: Option<u8>,
+    source_routed: bool,
+}
+
+/// Option types with a pointer byte after the length: record route (7), loose and strict
+/// source route (131, 137), whose pointer is at least 4, and timestamp (68), at least 5
+/// (RFC 791).
+const fn option_pointer_min(kind: u8) -> Option<u8> {
+    match kind {
+        7 | 131 | 137 => Some(4),
+        68 => Some(5),
+        _ => None,
+    }
+}
+
+/// Walks the options after the 20-byte IPv4 header (RFC 791): end of list (0) stops the walk,
+/// no-operation (1) is one byte, every other option has a length byte that must be at least 2
+/// and stay inside the header. Offsets are reported from the start of the IPv4 header, as
+/// a parameter problem's pointer is, the way Linux's `ip_options_compile` reports them.
+#[inline]
+fn walk_ipv4_options(opts: &[u8]) -> Ipv4Options {
+    let mut found = Ipv4Options::default();
+    let mut at = 0usize;
+    while let Some(&kind) = opts.get(at) {
+        let here = to_u8(IPV4_MIN_HEADER_LEN + at);
+        match kind {
+            0 => break,
+            1 => {
+                at += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let Some(&len) = opts.get(at + 1) else {
+            found.problem = Some(here);
+            break;
+        };
+        let len_bytes = usize::from(len);
+        if len_bytes < 2 || at + len_bytes > opts.len() {
+            found.problem = Some(here);
+            break;
+        }
+        if let Some(min) = option_pointer_min(kind) {
+            match opts.get(at + 2) {
+                Some(&ptr) if len_bytes >= 3 && ptr >= min => {}
+                _ => {
+                    found.problem = Some(here.saturating_add(if len_bytes >= 3 { 2 } else { 1 }));
+                    break;
+                }
+            }
+        }
+        if kind == 131 || kind == 137 {
+            found.source_routed = true;
+        }
+        at += len_bytes;
+    }
+    found
+}
+
+/// `x` as `u8`; every value passed is below 60 (the longest IPv4 header).
+#[inline(always)]
+fn to_u8(x: usize) -> u8 {
+    u8::try_from(x).unwrap_or(u8::MAX)
 }
 
 #[inline(always)]
@@ -710,8 +793,9 @@ fn parse_l4(
             if header_len < 20 {
                 return Err(ParseError::BadTcpDataOffset);
             }
+            // The header's own length claim is what is wrong, not the packet's length.
             if header_len > seg.len() {
-                return Err(ParseError::TruncatedL4);
+                return Err(ParseError::BadTcpDataOffset);
             }
             L4::Tcp {
                 src_port: be16([t[0], t[1]]),

@@ -312,11 +312,15 @@ fn icmpv4_error_codes() {
         (Icmpv4Error::PortUnreachable, 3, 3),
         (Icmpv4Error::FragNeeded { next_hop_mtu: 9000 }, 3, 4),
         (Icmpv4Error::AdminProhibited, 3, 13),
+        (Icmpv4Error::ParameterProblem { pointer: 22 }, 12, 0),
     ] {
         let n = icmp::write_error_v4(&mut out, &orig, &p, kind, OUR_V4, OUR_MAC, HOST_MAC).unwrap();
         // Padding of the original QinQ frame is not quoted.
         assert_eq!(n, 14 + 28 + 33);
         assert_eq!((out[34], out[35]), (t, c), "{kind:?}");
+        if t == 12 {
+            assert_eq!(out[38], 22, "the pointer is the first byte after the checksum");
+        }
         assert_eq!(checksum::sum(&out[34..n]), 0xffff);
     }
 }

@@ -187,11 +187,6 @@ fn truncated_l4() {
     f[16..18].copy_from_slice(&39u16.to_be_bytes());
     fix_ipv4_checksum(&mut f, 14);
     assert_eq!(err(&f), ParseError::TruncatedL4);
-    // TCP: data offset 10 (40 bytes) but only 24 present.
-    let mut f = fixtures::TCP_SYN[..58].to_vec();
-    f[16..18].copy_from_slice(&44u16.to_be_bytes());
-    fix_ipv4_checksum(&mut f, 14);
-    assert_eq!(err(&f), ParseError::TruncatedL4);
     // ICMP: 7 bytes.
     let mut f = ping()[..41].to_vec();
     f[16..18].copy_from_slice(&27u16.to_be_bytes());
@@ -224,6 +219,11 @@ fn bad_tcp_data_offset() {
     let mut f = fixtures::TCP_SYN.to_vec();
     f[46] = 0x40;
     assert_eq!(err(&f), ParseError::BadTcpDataOffset);
+    // Data offset 10 (40 bytes) but only 24 present: the offset is what is wrong.
+    let mut f = fixtures::TCP_SYN[..58].to_vec();
+    f[16..18].copy_from_slice(&44u16.to_be_bytes());
+    fix_ipv4_checksum(&mut f, 14);
+    assert_eq!(err(&f), ParseError::BadTcpDataOffset);
 }
 
 #[test]
@@ -248,5 +248,62 @@ fn all_lists_every_variant_in_order_with_unique_names() {
         for other in &ParseError::ALL[i + 1..] {
             assert_ne!(e.as_str(), other.as_str());
         }
+    }
+}
+
+/// The ping fixture with `opts` (a multiple of 4 bytes) after its 20-byte IPv4 header.
+fn ping_with_options(opts: &[u8]) -> Vec<u8> {
+    assert_eq!(opts.len() % 4, 0);
+    let base = ping();
+    let mut f = base[..34].to_vec();
+    f.extend_from_slice(opts);
+    f.extend_from_slice(&base[34..]);
+    f[14] = 0x40 | u8::try_from((20 + opts.len()) / 4).unwrap();
+    let total = u16::from_be_bytes([f[16], f[17]]) + u16::try_from(opts.len()).unwrap();
+    f[16..18].copy_from_slice(&total.to_be_bytes());
+    fix_ipv4_checksum(&mut f, 14);
+    f
+}
+
+fn option_problem(opts: &[u8]) -> Option<u8> {
+    let p = parse_frame(&ping_with_options(opts)).expect("options do not fail the parse");
+    p.ipv4().unwrap().option_problem
+}
+
+#[test]
+fn well_formed_ipv4_options_pass() {
+    // NOPs, router alert (148, length 4), end of list.
+    assert_eq!(option_problem(&[1, 1, 148, 4, 0, 0, 0, 0]), None);
+    // Record route with room for one address, pointer 4.
+    assert_eq!(option_problem(&[7, 7, 4, 0, 0, 0, 0, 0]), None);
+    // Anything after end of list is not looked at.
+    assert_eq!(option_problem(&[0, 0xff, 0, 0]), None);
+    let p = parse_frame(&ping_with_options(&[1, 1, 148, 4, 0, 0, 0, 0])).unwrap();
+    assert!(!p.ipv4().unwrap().source_routed);
+}
+
+#[test]
+fn malformed_ipv4_options_point_at_the_bad_byte() {
+    // Length 0 on the first option: the pointer is the option's offset in the header.
+    assert_eq!(option_problem(&[0x44, 0, 0, 0]), Some(20));
+    // Length 1.
+    assert_eq!(option_problem(&[1, 0x44, 1, 0]), Some(21));
+    // Length running past the header (8 bytes of options, the option claims 12).
+    assert_eq!(option_problem(&[1, 1, 148, 12, 0, 0, 0, 0]), Some(22));
+    // A type byte with no length byte after it.
+    assert_eq!(option_problem(&[1, 1, 1, 148]), Some(23));
+    // Record route whose pointer (3) is below its minimum (4): the pointer's own offset.
+    assert_eq!(option_problem(&[7, 7, 3, 0, 0, 0, 0, 0]), Some(22));
+    // Timestamp with pointer 4 (minimum 5).
+    assert_eq!(option_problem(&[68, 8, 4, 0, 0, 0, 0, 0]), Some(22));
+}
+
+#[test]
+fn source_routes_are_flagged() {
+    for kind in [131u8, 137] {
+        let p = parse_frame(&ping_with_options(&[kind, 7, 4, 192, 0, 2, 1, 0])).unwrap();
+        let v4 = p.ipv4().unwrap();
+        assert!(v4.source_routed, "{kind}");
+        assert_eq!(v4.option_problem, None, "{kind}");
     }
 }
