@@ -812,19 +812,62 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Largest configuration file weir reads, bytes (a mesh of 100 000 services takes about 20).
+pub const MAX_CONFIG_BYTES: usize = 64 << 20;
+
+/// Deepest nesting of YAML collections accepted (weir's own schema needs 4).
+pub const MAX_CONFIG_DEPTH: usize = 16;
+
+/// The YAML parser's limits: nesting, document count, anchors and aliases, nodes, and the
+/// scalar bytes the document amounts to with every alias expanded. A file past any of them
+/// is refused as soon as the parser gets there, so neither an alias bomb nor deep nesting
+/// can make a parse grow or last.
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_depth: MAX_CONFIG_DEPTH,
+            flow_nesting_limit: MAX_CONFIG_DEPTH,
+            max_documents: 1,
+            max_anchors: 4096,
+            max_aliases: 16_384,
+            max_nodes: 8_000_000,
+            max_events: 16_000_000,
+            max_total_scalar_bytes: MAX_CONFIG_BYTES,
+            enforce_alias_anchor_ratio: false,
+        },
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: 1_000_000,
+            max_alias_expansions_per_anchor: 16_384,
+        },
+        with_snippet: false,
+    }
+}
+
 fn deserialize(text: &str) -> Result<Config, ConfigError> {
-    let de = serde_yaml::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let mut message = e.into_inner().to_string();
-        // serde_yaml prefixes the innermost mapping's path; ours is more precise.
-        if let Some((prefix, rest)) = message.split_once(": ") {
-            if path.starts_with(prefix) {
-                message = rest.to_owned();
-            }
-        }
-        ConfigError { path, message }
+    if text.len() > MAX_CONFIG_BYTES {
+        return Err(err("", format!("the file is larger than {MAX_CONFIG_BYTES} bytes")));
+    }
+    let mut path = String::new();
+    serde_saphyr::with_deserializer_from_str_with_options(text, yaml_options(), |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            path = e.path().to_string();
+            e.into_inner()
+        })
     })
+    .map_err(|e| ConfigError { path, message: e.to_string() })
+}
+
+/// Reads and checks the configuration file at `path`, refusing a file larger than
+/// [`MAX_CONFIG_BYTES`] before reading it whole.
+pub fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    use anyhow::Context;
+    use std::io::Read;
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES as u64 + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading {}", path.display()))?;
+    parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// Parses and validates a configuration.
@@ -998,18 +1041,327 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
     if m.max_endpoints == 0 || m.max_endpoints > 1 << 20 || m.max_clusters == 0 {
         return Err(err("mesh", "max_endpoints (1..=1048576) and max_clusters must be positive"));
     }
+    check_ranges(cfg)?;
+    check_addresses(cfg)?;
     if let Err(e) = crate::run::mesh_snapshot(cfg, None) {
         return Err(err(e.path, e.message));
     }
-    for (i, r) in cfg.routes.iter().enumerate() {
-        if let Some(via) = r.via {
-            if via.is_ipv4() != matches!(r.prefix, IpNet::V4(_)) {
+    check_memory(cfg, crate::footprint::available())
+}
+
+/// Upper bounds of what a configuration may ask for. Each is far beyond any real deployment
+/// and below what would make the arithmetic overflow or a start-up allocation absurd; what the
+/// machine can actually hold is checked against its memory as a whole ([`check_memory`]).
+pub mod limits {
+    /// Worker threads (DPDK's default `RTE_MAX_LCORE` is 128).
+    pub const WORKERS: usize = 128;
+    /// Packet buffers in the pool.
+    pub const BUFFERS: u32 = 1 << 24;
+    /// Headroom bytes per buffer.
+    pub const HEADROOM_BYTES: u16 = 4096;
+    /// Neighbor entries per worker.
+    pub const NEIGHBOR_ENTRIES: usize = 1 << 20;
+    /// Frames per worker waiting for neighbor resolution, and inbox updates per worker.
+    pub const NEIGHBOR_QUEUE: usize = 1 << 16;
+    /// Packets in a worker's handoff ring.
+    pub const HANDOFF_PACKETS: usize = 1 << 20;
+    /// Services and clusters the mesh can hold.
+    pub const MESH_OBJECTS: usize = 1 << 20;
+    /// af_packet receive block size, bytes.
+    pub const BLOCK_BYTES: u32 = 1 << 30;
+    /// af_packet receive blocks and transmit slots per queue.
+    pub const RING_ENTRIES: u32 = 1 << 16;
+    /// DPDK descriptors per queue.
+    pub const DESCRIPTORS: u16 = 1 << 15;
+    /// ICMP errors per second, and the bucket's depth.
+    pub const ICMP_RATE: u32 = 1_000_000;
+    /// Longest idle sleep, ms: a stop request or housekeeping waits at most this long.
+    pub const SLEEP_MS: u32 = 1000;
+    /// Longest af_packet block timeout, ms.
+    pub const BLOCK_TIMEOUT_MS: u32 = 1000;
+    /// Longest neighbor lifetime, ms (a day).
+    pub const NEIGHBOR_EXPIRE_MS: u64 = 86_400_000;
+    /// Longest neighbor reachable time, ms (an hour).
+    pub const NEIGHBOR_REACHABLE_MS: u64 = 3_600_000;
+    /// Longest resolution timeout and retry interval, ms.
+    pub const RESOLVE_MS: u64 = 60_000;
+    /// Longest TCP handshake and closing timeouts, ms (ten minutes).
+    pub const TCP_SHORT_MS: u64 = 600_000;
+    /// Longest idle timeout of an established TCP flow, ms (a week).
+    pub const TCP_ESTABLISHED_MS: u64 = 604_800_000;
+    /// Longest UDP idle timeout and outlier ejection, ms (a day).
+    pub const LONG_MS: u64 = 86_400_000;
+}
+
+/// `value` within `lo..=hi`, or an error naming `path` and the bounds with `unit`.
+fn within<T: PartialOrd + std::fmt::Display>(
+    path: &str,
+    value: T,
+    lo: T,
+    hi: T,
+    unit: &str,
+) -> Result<(), ConfigError> {
+    if value < lo || value > hi {
+        return Err(err(path, format!("{value} is out of range: {lo} to {hi} {unit}")));
+    }
+    Ok(())
+}
+
+fn check_ranges(cfg: &Config) -> Result<(), ConfigError> {
+    use limits as l;
+    within("workers", cfg.workers.len(), 1, l::WORKERS, "workers")?;
+    let m = &cfg.mempool;
+    within("mempool.buffers", m.buffers, 64, l::BUFFERS, "buffers")?;
+    within("mempool.headroom_bytes", m.headroom_bytes, 0, l::HEADROOM_BYTES, "bytes")?;
+    let idle = &cfg.idle;
+    within("idle.sleep_ms", idle.sleep_ms, 1, l::SLEEP_MS, "ms")?;
+    let n = &cfg.neighbor;
+    within("neighbor.capacity_entries", n.capacity_entries, 1, l::NEIGHBOR_ENTRIES, "entries")?;
+    within("neighbor.pending_packets", n.pending_packets, 1, l::NEIGHBOR_QUEUE, "packets")?;
+    within("neighbor.inbox_updates", n.inbox_updates, 1, l::NEIGHBOR_QUEUE, "updates")?;
+    within("neighbor.reachable_ms", n.reachable_ms, 1000, l::NEIGHBOR_REACHABLE_MS, "ms")?;
+    within("neighbor.expire_ms", n.expire_ms, n.reachable_ms, l::NEIGHBOR_EXPIRE_MS, "ms")?;
+    within("neighbor.resolve_timeout_ms", n.resolve_timeout_ms, 1, l::RESOLVE_MS, "ms")?;
+    within("neighbor.retry_ms", n.retry_ms, 1, l::RESOLVE_MS, "ms")?;
+    within("icmp.errors_per_sec", cfg.icmp.errors_per_sec, 0, l::ICMP_RATE, "per second")?;
+    within("icmp.burst", cfg.icmp.burst, 0, l::ICMP_RATE, "errors")?;
+    for (i, p) in cfg.ports.iter().enumerate() {
+        let a = &p.af_packet;
+        if p.backend == Backend::AfPacket {
+            let at = |f: &str| format!("ports[{i}].af_packet.{f}");
+            within(&at("block_bytes"), a.block_bytes, 4096, l::BLOCK_BYTES, "bytes")?;
+            within(&at("blocks"), a.blocks, 1, l::RING_ENTRIES, "blocks")?;
+            within(&at("tx_frames"), a.tx_frames, 1, l::RING_ENTRIES, "frames")?;
+            within(&at("block_timeout_ms"), a.block_timeout_ms, 1, l::BLOCK_TIMEOUT_MS, "ms")?;
+        }
+        if p.backend == Backend::Dpdk {
+            let d = &p.dpdk;
+            let at = |f: &str| format!("ports[{i}].dpdk.{f}");
+            within(&at("rx_descriptors"), d.rx_descriptors, 1, l::DESCRIPTORS, "descriptors")?;
+            within(&at("tx_descriptors"), d.tx_descriptors, 1, l::DESCRIPTORS, "descriptors")?;
+        }
+    }
+    let mesh = &cfg.mesh;
+    let at = |f: &str| format!("mesh.{f}");
+    within(
+        &at("handoff_ring_packets"),
+        mesh.handoff_ring_packets,
+        1,
+        l::HANDOFF_PACKETS,
+        "packets",
+    )?;
+    within(&at("max_services"), mesh.max_services, 1, l::MESH_OBJECTS, "services")?;
+    within(&at("max_clusters"), mesh.max_clusters, 1, l::MESH_OBJECTS, "clusters")?;
+    within(&at("tcp_syn_timeout_ms"), mesh.tcp_syn_timeout_ms, 1, l::TCP_SHORT_MS, "ms")?;
+    within(&at("tcp_closing_timeout_ms"), mesh.tcp_closing_timeout_ms, 1, l::TCP_SHORT_MS, "ms")?;
+    within(
+        &at("tcp_established_timeout_ms"),
+        mesh.tcp_established_timeout_ms,
+        1,
+        l::TCP_ESTABLISHED_MS,
+        "ms",
+    )?;
+    within(&at("udp_timeout_ms"), mesh.udp_timeout_ms, 1, l::LONG_MS, "ms")?;
+    within(&at("outlier_base_ejection_ms"), mesh.outlier_base_ejection_ms, 1, l::LONG_MS, "ms")?;
+    within(
+        &at("outlier_max_ejection_ms"),
+        mesh.outlier_max_ejection_ms,
+        mesh.outlier_base_ejection_ms,
+        l::LONG_MS,
+        "ms",
+    )?;
+    Ok(())
+}
+
+/// The interface a port takes on the host: `af_packet` and `tap` by name, `dpdk` virtual
+/// devices by their `iface=` argument (PCI devices are told apart by address already).
+fn host_interface(p: &PortConfig) -> Option<String> {
+    match p.backend {
+        Backend::AfPacket | Backend::Tap => {
+            Some(p.interface.clone().unwrap_or_else(|| p.name.clone()))
+        }
+        Backend::Dpdk => p
+            .device
+            .as_deref()?
+            .split(',')
+            .find_map(|a| a.strip_prefix("iface=").map(str::to_owned)),
+    }
+}
+
+/// Why `a` cannot be an address of weir's or a service's: `None` if it can.
+fn unusable_address(a: IpAddr) -> Option<&'static str> {
+    match a {
+        IpAddr::V4(v4) => {
+            if v4.is_unspecified() {
+                Some("unspecified")
+            } else if v4.is_broadcast() {
+                Some("the limited broadcast address")
+            } else if v4.is_multicast() {
+                Some("multicast")
+            } else if stack::ipv4::is_martian_source(v4) {
+                Some("not a unicast host address (0/8, 127/8 or 240/4)")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            if v6.is_unspecified() {
+                Some("unspecified")
+            } else if v6.is_multicast() {
+                Some("multicast")
+            } else if stack::ipv6::is_martian_source(&v6) || stack::ipv6::is_link_local(&v6) {
+                Some("not a global unicast address (loopback, IPv4-mapped or link-local)")
+            } else {
+                None
+            }
+        }
+    }
+}
+
+fn check_addresses(cfg: &Config) -> Result<(), ConfigError> {
+    // Interfaces: one port each.
+    let mut interfaces: std::collections::BTreeMap<String, usize> = Default::default();
+    for (i, p) in cfg.ports.iter().enumerate() {
+        if let Some(iface) = host_interface(p) {
+            if let Some(other) = interfaces.insert(iface.clone(), i) {
+                let field = if p.backend == Backend::Dpdk { "device" } else { "interface" };
                 return Err(err(
-                    format!("routes[{i}].via"),
-                    "gateway and prefix are of different families",
+                    format!("ports[{i}].{field}"),
+                    format!("interface `{iface}` is already ports[{other}]'s"),
                 ));
             }
         }
+    }
+    // Port addresses: host addresses, each once, on prefixes no other port has.
+    let mut own: std::collections::BTreeMap<IpAddr, usize> = Default::default();
+    for (i, p) in cfg.ports.iter().enumerate() {
+        for (j, net) in p.addresses.iter().enumerate() {
+            let path = format!("ports[{i}].addresses[{j}]");
+            let a = net.addr();
+            if let Some(why) = unusable_address(a) {
+                return Err(err(path, format!("{a} is {why}")));
+            }
+            let short = matches!(net, IpNet::V4(n) if n.prefix_len() <= 30);
+            if short && (a == net.network() || a == net.broadcast()) {
+                return Err(err(path, format!("{a} is the network or broadcast address of {net}")));
+            }
+            if let Some(other) = own.insert(a, i) {
+                return Err(err(path, format!("{a} is already an address of ports[{other}]")));
+            }
+            for (k, q) in cfg.ports.iter().enumerate().take(i) {
+                if let Some(o) = q.addresses.iter().find(|o| o.contains(net) || net.contains(*o)) {
+                    return Err(err(
+                        path,
+                        format!("{net} overlaps {o} of ports[{k}]: a prefix belongs to one port"),
+                    ));
+                }
+            }
+        }
+    }
+    let port_of = |name: &str| cfg.ports.iter().position(|p| p.name == name);
+    let on_link = |port: usize, a: IpAddr| {
+        cfg.ports.get(port).is_some_and(|p| p.addresses.iter().any(|n| n.contains(&a)))
+    };
+    let broadcast = |a: IpAddr| {
+        cfg.ports.iter().flat_map(|p| &p.addresses).any(|n| match (n, a) {
+            (IpNet::V4(n), IpAddr::V4(a)) => n.prefix_len() <= 30 && n.broadcast() == a,
+            _ => false,
+        })
+    };
+    for (i, r) in cfg.routes.iter().enumerate() {
+        let Some(via) = r.via else { continue };
+        let path = format!("routes[{i}].via");
+        if via.is_ipv4() != matches!(r.prefix, IpNet::V4(_)) {
+            return Err(err(path, "gateway and prefix are of different families"));
+        }
+        if own.contains_key(&via) {
+            return Err(err(path, format!("{via} is weir's own address")));
+        }
+        let port = port_of(&r.port).unwrap_or(usize::MAX);
+        if !on_link(port, via) || broadcast(via) || unusable_address(via).is_some() {
+            return Err(err(
+                path,
+                format!("{via} is not a host on a prefix of port `{}`: unreachable", r.port),
+            ));
+        }
+    }
+    for (i, n) in cfg.neighbors.iter().enumerate() {
+        let path = format!("neighbors[{i}]");
+        let port = port_of(&n.port).unwrap_or(usize::MAX);
+        if own.contains_key(&n.ip) || broadcast(n.ip) || unusable_address(n.ip).is_some() {
+            return Err(err(format!("{path}.ip"), format!("{} cannot be a neighbor", n.ip)));
+        }
+        if !on_link(port, n.ip) {
+            return Err(err(
+                format!("{path}.ip"),
+                format!("{} is not on a prefix of port `{}`", n.ip, n.port),
+            ));
+        }
+        if n.mac[0] & 1 != 0 || n.mac == [0; 6] {
+            return Err(err(format!("{path}.mac"), "must be a unicast address"));
+        }
+    }
+    // Services and endpoints: addresses of their own, ports above 0.
+    let mut endpoints: std::collections::BTreeMap<IpAddr, String> = Default::default();
+    for (ci, c) in cfg.clusters.iter().enumerate() {
+        for (ei, e) in c.endpoints.iter().enumerate() {
+            let path = format!("clusters[{ci}].endpoints[{ei}]");
+            if let Some(why) = unusable_address(e.address) {
+                return Err(err(format!("{path}.address"), format!("{} is {why}", e.address)));
+            }
+            if own.contains_key(&e.address) || broadcast(e.address) {
+                return Err(err(
+                    format!("{path}.address"),
+                    format!("{} is weir's own or a broadcast address", e.address),
+                ));
+            }
+            if e.port == 0 {
+                return Err(err(format!("{path}.port"), "must be above 0"));
+            }
+            endpoints.entry(e.address).or_insert(path);
+        }
+    }
+    for (si, s) in cfg.services.iter().enumerate() {
+        let path = format!("services[{si}]");
+        if let Some(why) = unusable_address(s.vip) {
+            return Err(err(format!("{path}.vip"), format!("{} is {why}", s.vip)));
+        }
+        if own.contains_key(&s.vip) || broadcast(s.vip) {
+            return Err(err(
+                format!("{path}.vip"),
+                format!("{} is a port's address or a broadcast address", s.vip),
+            ));
+        }
+        if let Some(at) = endpoints.get(&s.vip) {
+            return Err(err(format!("{path}.vip"), format!("{} is also the endpoint {at}", s.vip)));
+        }
+        if s.port == 0 {
+            return Err(err(format!("{path}.port"), "must be above 0"));
+        }
+        if s.mode == ModeName::Dsr && s.encap == EncapName::Gue && s.gue_port == 0 {
+            return Err(err(format!("{path}.gue_port"), "must be above 0"));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a configuration whose memory (see [`crate::footprint`]) is more than the machine
+/// has available, naming the field that takes the most.
+fn check_memory(cfg: &Config, available: Option<u64>) -> Result<(), ConfigError> {
+    let fp = crate::footprint::Footprint::of(cfg);
+    let Some(available) = available else { return Ok(()) };
+    if fp.total() > available {
+        let (field, bytes) = fp.largest().cloned().unwrap_or_default();
+        return Err(err(
+            field,
+            format!(
+                "the configuration needs {} of memory and this machine has {} available; \
+                 this field takes {}",
+                crate::footprint::mib(fp.total()),
+                crate::footprint::mib(available),
+                crate::footprint::mib(bytes)
+            ),
+        ));
     }
     Ok(())
 }
@@ -1073,8 +1425,8 @@ neighbors:
         let e = parse(&text).unwrap_err().to_string();
         assert!(e.contains("routes[0].port"), "{e}");
         assert!(e.contains("no port named `c`"), "{e}");
-        // serde_yaml marks a custom error at the start of the mapping that holds the field.
-        assert!(e.contains("line 12"), "{e}");
+        // The line and column of the value itself.
+        assert!(e.contains("line 13, column 11"), "{e}");
     }
 
     #[test]
@@ -1168,5 +1520,173 @@ ports:
         let e = parse(&text).unwrap_err().to_string();
         assert!(e.starts_with("mempool.buffers"), "{e}");
         assert!(e.contains("hold up to"), "{e}");
+    }
+
+    /// `GOOD` with `from` replaced by `to`, which must occur in it.
+    fn good_with(from: &str, to: &str) -> String {
+        assert!(GOOD.contains(from), "{from}");
+        GOOD.replace(from, to)
+    }
+
+    fn refused(text: &str) -> String {
+        parse(text).expect_err("must be refused").to_string()
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_quickly_and_small() {
+        // 1 MiB, referenced 20 000 times: 20 GiB if expanded.
+        let mut text = format!("eal:\n  file_prefix: &a \"{}\"\n  args:\n", "x".repeat(1 << 20));
+        for _ in 0..20_000 {
+            text.push_str("    - *a\n");
+        }
+        text.push_str(GOOD);
+        let t0 = std::time::Instant::now();
+        let e = refused(&text);
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5), "{:?}", t0.elapsed());
+        assert!(e.contains("budget") || e.contains("alias"), "{e}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_quickly() {
+        // Where the schema wants a mapping, and where it takes a list of strings: refused at
+        // the first level it does not expect, or at the depth limit, in either case at once.
+        for deep in ["[".repeat(100_000), "- ".repeat(100_000), "{a: ".repeat(100_000)] {
+            for text in [deep.clone(), format!("eal:\n  args: {deep}"), format!("ports: {deep}")] {
+                let t0 = std::time::Instant::now();
+                let e = refused(&text);
+                assert!(t0.elapsed() < std::time::Duration::from_secs(1), "{:?}", t0.elapsed());
+                assert!(e.contains("line 1") || e.contains("line 2"), "{e}");
+            }
+        }
+        let nested = format!("eal:\n  args: {}", "[".repeat(MAX_CONFIG_DEPTH + 8));
+        let e = refused(&nested);
+        assert!(
+            e.contains("depth")
+                || e.contains("Depth")
+                || e.contains("recursion")
+                || e.contains("expected"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_oversized_file_is_refused_before_it_is_parsed() {
+        let text = format!("# {}\n{GOOD}", "x".repeat(MAX_CONFIG_BYTES));
+        let e = refused(&text);
+        assert!(e.contains("larger than"), "{e}");
+    }
+
+    #[test]
+    fn a_second_document_is_refused() {
+        let e = refused(&format!("{GOOD}\n---\n{GOOD}"));
+        assert!(!e.is_empty());
+    }
+
+    #[test]
+    fn one_interface_or_address_on_two_ports_is_refused() {
+        let e =
+            refused(&good_with("    backend: tap\n", "    backend: tap\n    interface: veth0\n"));
+        assert!(
+            e.starts_with("ports[1].interface: interface `veth0` is already ports[0]'s"),
+            "{e}"
+        );
+        let e = refused(&good_with("[198.18.2.1/24]", "[198.18.1.1/24]"));
+        assert!(e.starts_with("ports[1].addresses[0]: 198.18.1.1 is already"), "{e}");
+        let e = refused(&good_with("[198.18.2.1/24]", "[198.18.1.9/24]"));
+        assert!(e.contains("overlaps 198.18.1.1/24 of ports[0]"), "{e}");
+        let e = refused(&good_with("[198.18.2.1/24]", "[198.18.2.255/24]"));
+        assert!(e.contains("network or broadcast"), "{e}");
+        for bad in ["0.0.0.0/8", "127.0.0.1/8", "224.0.0.1/24", "255.255.255.255/32"] {
+            let e = refused(&good_with("[198.18.2.1/24]", &format!("[{bad}]")));
+            assert!(e.starts_with("ports[1].addresses[0]"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn routes_via_unreachable_or_own_gateways_are_refused() {
+        let e = refused(&good_with("via: 198.18.2.2", "via: 198.18.1.7"));
+        assert!(
+            e.starts_with("routes[0].via: 198.18.1.7 is not a host on a prefix of port `b`"),
+            "{e}"
+        );
+        let e = refused(&good_with("via: 198.18.2.2", "via: 198.18.2.1"));
+        assert!(e.starts_with("routes[0].via: 198.18.2.1 is weir's own address"), "{e}");
+        let e = refused(&good_with("via: 198.18.2.2", "via: 198.18.2.255"));
+        assert!(e.starts_with("routes[0].via"), "{e}");
+        let e = refused(&good_with("  - ip: 198.18.2.2", "  - ip: 198.18.1.2"));
+        assert!(e.starts_with("neighbors[0].ip: 198.18.1.2 is not on a prefix of port `b`"), "{e}");
+    }
+
+    const MESH: &str = "
+services:
+  - { name: web, vip: 198.19.0.1, port: 80, protocol: tcp, cluster: web }
+clusters:
+  - name: web
+    endpoints:
+      - { address: 198.18.2.10, port: 80 }
+";
+
+    #[test]
+    fn vips_and_endpoints_that_cannot_be_are_refused() {
+        let with = |from: &str, to: &str| format!("{GOOD}{}", MESH.replace(from, to));
+        assert!(parse(&with("", "")).is_ok());
+        for vip in
+            ["198.18.1.1", "198.18.2.10", "224.1.1.1", "255.255.255.255", "0.0.0.0", "198.18.2.255"]
+        {
+            let e = refused(&with("vip: 198.19.0.1", &format!("vip: {vip}")));
+            assert!(e.starts_with("services[0].vip"), "{vip}: {e}");
+        }
+        for ep in ["198.18.2.1", "198.19.0.1", "127.0.0.1", "198.18.2.255"] {
+            let e = refused(&with("address: 198.18.2.10", &format!("address: {ep}")));
+            assert!(
+                e.starts_with("clusters[0].endpoints[0].address")
+                    || e.starts_with("services[0].vip"),
+                "{ep}: {e}"
+            );
+        }
+        let e = refused(&with("port: 80, protocol", "port: 0, protocol"));
+        assert!(e.starts_with("services[0].port: must be above 0"), "{e}");
+        let e = refused(&with("198.18.2.10, port: 80", "198.18.2.10, port: 0"));
+        assert!(e.starts_with("clusters[0].endpoints[0].port: must be above 0"), "{e}");
+        let e = refused(&format!("{}mesh: {{ handoff_ring_packets: 0 }}\n", with("", "")));
+        assert!(e.starts_with("mesh.handoff_ring_packets: 0 is out of range"), "{e}");
+    }
+
+    #[test]
+    fn capacities_and_durations_have_bounds() {
+        for (yaml, field) in [
+            ("neighbor: { capacity_entries: 1099511627776 }", "neighbor.capacity_entries"),
+            ("neighbor: { pending_packets: 1099511627776 }", "neighbor.pending_packets"),
+            ("mempool: { buffers: 4294967295 }", "mempool.buffers"),
+            ("idle: { sleep_ms: 4294967295 }", "idle.sleep_ms"),
+            ("neighbor: { retry_ms: 0 }", "neighbor.retry_ms"),
+            ("mesh: { udp_timeout_ms: 18446744073709551615 }", "mesh.udp_timeout_ms"),
+        ] {
+            let e = refused(&format!("{yaml}\n{GOOD}"));
+            assert!(e.starts_with(field), "{yaml}: {e}");
+            assert!(e.contains("out of range"), "{yaml}: {e}");
+        }
+        let workers = format!("workers:\n{}{GOOD}", "  - {}\n".repeat(100_000));
+        let e = refused(&workers);
+        assert!(e.starts_with("workers: 100000 is out of range"), "{e}");
+    }
+
+    #[test]
+    fn what_the_machine_cannot_hold_is_refused_naming_the_field() {
+        let cfg = parse(GOOD).unwrap();
+        let fp = crate::footprint::Footprint::of(&cfg);
+        assert!(fp.total() > 16 << 20 && fp.total() < 1 << 30, "{}", fp.describe());
+        // With 64 MiB available the defaults do not fit; the mempool takes the most.
+        let e = check_memory(&cfg, Some(64 << 20)).unwrap_err().to_string();
+        assert!(e.starts_with("mempool.buffers: the configuration needs"), "{e}");
+        assert!(check_memory(&cfg, Some(1 << 30)).is_ok());
+        let big =
+            parse(&format!("mempool: {{ buffers: 16777216, buffer_bytes: 9216 }}\n{GOOD}")).err();
+        let fp_big = format!("mempool: {{ buffers: 16777216, buffer_bytes: 9216 }}\n{GOOD}");
+        let cfg_big = deserialize(&fp_big).unwrap();
+        let e = check_memory(&cfg_big, Some(24 << 30)).unwrap_err().to_string();
+        assert!(e.starts_with("mempool.buffers: the configuration needs 149542 MiB"), "{e}");
+        // This machine has no 150 GiB either.
+        assert!(big.is_some_and(|e| e.to_string().starts_with("mempool.buffers")));
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod footprint;
 pub mod meshdemo;
 pub mod netns;
 pub mod run;

@@ -73,10 +73,8 @@ enum Backend {
     DpdkTap,
 }
 
-fn load(path: &PathBuf) -> Result<config::Config> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    config::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+fn load(path: &std::path::Path) -> Result<config::Config> {
+    config::load(path)
 }
 
 fn main() {
@@ -95,11 +93,13 @@ fn main() {
         Cmd::Run { config, stats_json } => run(&config, stats_json),
         Cmd::Check { config } => load(&config).map(|c| {
             println!(
-                "{}: ok ({} ports, {} routes, {} workers)",
+                "{}: ok ({} ports, {} routes, {} workers, {} services); memory {}",
                 config.display(),
                 c.ports.len(),
                 c.routes.len(),
-                c.workers.len()
+                c.workers.len(),
+                c.services.len(),
+                weir::footprint::Footprint::of(&c).describe()
             );
         }),
         Cmd::Demo { mesh: true, .. } => weir::meshdemo::run_mesh_demo(),
@@ -143,13 +143,13 @@ fn run(path: &PathBuf, stats_json: Option<PathBuf>) -> Result<()> {
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(50));
         tick += 1;
-        if tick % 2 == 0 {
+        if tick.is_multiple_of(2) {
             if let Some(msg) = running.check_health(&cfg) {
                 tracing::warn!("{msg}");
             }
         }
         // SIGHUP, or the file changed (looked at every 0.5 s).
-        let changed = tick % 10 == 0 && mtime(path) != seen;
+        let changed = tick.is_multiple_of(10) && mtime(path) != seen;
         if reload.swap(false, Ordering::Relaxed) || changed {
             seen = mtime(path);
             match load(path).and_then(|new| running.reload(&cfg, &new).map(|s| (new, s))) {

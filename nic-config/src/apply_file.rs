@@ -63,20 +63,42 @@ impl fmt::Display for FileError {
     }
 }
 
-/// Parses the file's text.
+/// Largest setup file read, bytes: a few devices and a hugepage count need far less.
+pub const MAX_FILE_BYTES: usize = 1 << 20;
+
+/// Parses the file's text: at most [`MAX_FILE_BYTES`], nested at most 8 deep, with few
+/// anchors and aliases, so a malicious file cannot make the parse grow or take long.
 pub fn parse(text: &str) -> Result<SetupFile, FileError> {
-    let de = serde_yaml::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let mut message = e.into_inner().to_string();
-        // serde_yaml starts with the innermost mapping's path; ours names the field itself.
-        if let Some((prefix, rest)) = message.split_once(": ") {
-            if path.starts_with(prefix) {
-                message = rest.to_owned();
-            }
-        }
-        FileError { path, message }
+    if text.len() > MAX_FILE_BYTES {
+        return Err(FileError {
+            path: String::new(),
+            message: format!("larger than {MAX_FILE_BYTES} bytes"),
+        });
+    }
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_depth: 8,
+            flow_nesting_limit: 8,
+            max_documents: 1,
+            max_anchors: 64,
+            max_aliases: 256,
+            max_nodes: 100_000,
+            max_total_scalar_bytes: MAX_FILE_BYTES,
+        },
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: 10_000,
+            max_alias_expansions_per_anchor: 256,
+        },
+        with_snippet: false,
+    };
+    let mut path = String::new();
+    serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            path = e.path().to_string();
+            e.into_inner()
+        })
     })
+    .map_err(|e| FileError { path, message: e.to_string() })
 }
 
 /// The combined plan: hugepages, then the devices (neither depends on the other).

@@ -133,7 +133,7 @@ pub fn parse_size_kib(s: &str) -> Option<u64> {
         "m" | "mb" => 1024,
         "g" | "gb" => 1024 * 1024,
         // A bare number is bytes.
-        "" => return (n % 1024 == 0).then_some(n / 1024),
+        "" => return n.is_multiple_of(1024).then_some(n / 1024),
         _ => return None,
     };
     n.checked_mul(factor)
@@ -299,9 +299,9 @@ pub fn reserved(host: &Host) -> Vec<(u64, u64, u64)> {
 
 /// A size in KiB as people write it (`2M`, `1G`).
 pub fn size_label(kib: u64) -> String {
-    if kib % (1024 * 1024) == 0 {
+    if kib.is_multiple_of(1024 * 1024) {
         format!("{}G", kib / (1024 * 1024))
-    } else if kib % 1024 == 0 {
+    } else if kib.is_multiple_of(1024) {
         format!("{}M", kib / 1024)
     } else {
         format!("{kib}k")

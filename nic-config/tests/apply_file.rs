@@ -82,7 +82,7 @@ fn unknown_fields_are_named_by_path() {
     let err = apply_file::parse("devices:\n  - {device: 00:04.0, drvier: vfio-pci}\n").unwrap_err();
     assert_eq!(err.path, "devices[0].drvier");
     assert!(
-        err.message.starts_with("unknown field `drvier`, expected `device` or `driver`"),
+        err.message.starts_with("unknown field `drvier`, expected one of device, driver"),
         "{err}"
     );
     assert!(err.to_string().starts_with("devices[0].drvier: unknown field `drvier`"), "{err}");

@@ -714,7 +714,7 @@ mod tests {
     /// Flow n over IPv6 (odd n) or IPv4 (even n): the table keeps the two families' keys
     /// differently (IPv4 packed on the hot line, IPv6 in the cold record).
     fn flow_any(n: u32, state: FlowState) -> Flow {
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             return flow(n, state);
         }
         let b = FlowKey::from_parsed(
