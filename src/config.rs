@@ -242,6 +242,10 @@ pub struct MeshConfig {
     /// The longest ejection, milliseconds.
     #[serde(default = "default_outlier_max")]
     pub outlier_max_ejection_ms: u64,
+    /// The most of a cluster's endpoints, percent, ejected at once (one always may be, in a
+    /// cluster of two or more; never the last).
+    #[serde(default = "default_outlier_percent")]
+    pub outlier_max_ejection_percent: u32,
 }
 
 impl Default for MeshConfig {
@@ -262,6 +266,7 @@ impl Default for MeshConfig {
             outlier_consecutive_failures: default_outlier_failures(),
             outlier_base_ejection_ms: default_outlier_base(),
             outlier_max_ejection_ms: default_outlier_max(),
+            outlier_max_ejection_percent: default_outlier_percent(),
         }
     }
 }
@@ -320,6 +325,9 @@ fn default_outlier_base() -> u64 {
 }
 fn default_outlier_max() -> u64 {
     300_000
+}
+fn default_outlier_percent() -> u32 {
+    10
 }
 
 /// How weir starts DPDK's Environment Abstraction Layer.
@@ -1162,6 +1170,7 @@ fn check_ranges(cfg: &Config) -> Result<(), ConfigError> {
         "ms",
     )?;
     within(&at("udp_timeout_ms"), mesh.udp_timeout_ms, 1, l::LONG_MS, "ms")?;
+    within(&at("outlier_max_ejection_percent"), mesh.outlier_max_ejection_percent, 0, 100, "%")?;
     within(&at("outlier_base_ejection_ms"), mesh.outlier_base_ejection_ms, 1, l::LONG_MS, "ms")?;
     within(
         &at("outlier_max_ejection_ms"),
@@ -1186,6 +1195,22 @@ fn host_interface(p: &PortConfig) -> Option<String> {
             .split(',')
             .find_map(|a| a.strip_prefix("iface=").map(str::to_owned)),
     }
+}
+
+/// What the ports take of the host, for the one-weir-per-interface lock: each port's
+/// interface (`(name, false)`) or PCI device (`(address, true)`).
+pub fn host_interfaces(cfg: &Config) -> Vec<(String, bool)> {
+    cfg.ports
+        .iter()
+        .filter_map(|p| {
+            if p.is_pci() {
+                let d = p.device.as_deref()?;
+                Some((d.split(',').next().unwrap_or(d).to_owned(), true))
+            } else {
+                host_interface(p).map(|i| (i, false))
+            }
+        })
+        .collect()
 }
 
 /// Why `a` cannot be an address of weir's or a service's: `None` if it can.

@@ -2,7 +2,8 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use weir::config;
@@ -92,15 +93,15 @@ fn main() {
     let result = match cli.command {
         Cmd::Run { config, stats_json } => run(&config, stats_json),
         Cmd::Check { config } => load(&config).map(|c| {
-            println!(
-                "{}: ok ({} ports, {} routes, {} workers, {} services); memory {}",
+            print_out(&format!(
+                "{}: ok ({} ports, {} routes, {} workers, {} services); memory {}\n",
                 config.display(),
                 c.ports.len(),
                 c.routes.len(),
                 c.workers.len(),
                 c.services.len(),
                 weir::footprint::Footprint::of(&c).describe()
-            );
+            ));
         }),
         Cmd::Demo { mesh: true, .. } => weir::meshdemo::run_mesh_demo(),
         Cmd::Demo { backend, workers, mesh: false } => run_demo(
@@ -119,18 +120,101 @@ fn main() {
     }
 }
 
-fn run(path: &PathBuf, stats_json: Option<PathBuf>) -> Result<()> {
-    let cfg = load(path)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("installing signal handlers")?;
+/// Prints `text` to standard output. A closed or broken standard output means nobody is
+/// reading: the text is dropped with a note on standard error, not a panic.
+fn print_out(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        tracing::warn!("standard output: {e}; the report is not printed");
     }
-    let reload = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
-        .context("installing the SIGHUP handler")?;
+}
+
+/// Loads `path` on a thread of its own and waits for it, giving up when `stop` is set: a
+/// large file must not hold up SIGTERM. `None` when stopped.
+fn load_unless_stopped(path: &Path, stop: &AtomicBool) -> Option<Result<config::Config>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let owned = path.to_owned();
+    let spawned = std::thread::Builder::new().name("weir-reload".into()).spawn(move || {
+        let _ = tx.send(load(&owned));
+    });
+    if let Err(e) = spawned {
+        return Some(Err(anyhow::anyhow!("starting the reload: {e}")));
+    }
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(result) => return Some(result),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if stop.load(Ordering::Relaxed) => {
+                return None
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Some(Err(anyhow::anyhow!("the reload thread ended without a result")))
+            }
+        }
+    }
+}
+
+/// Writes the counters as JSON to `path`.
+fn write_stats(path: &Path, running: &weir::run::Running) -> Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(&running.report_json())?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// What the signals weir handles have asked for.
+struct Signals {
+    /// SIGINT, SIGTERM, SIGQUIT: stop, report, exit.
+    stop: Arc<AtomicBool>,
+    /// SIGHUP: reload the configuration file.
+    reload: Arc<AtomicBool>,
+    /// SIGUSR1: print the counters to standard error.
+    dump: Arc<AtomicBool>,
+    /// SIGUSR2: write the counters to the --stats-json file now.
+    dump_json: Arc<AtomicBool>,
+    /// SIGALRM: ignored (noted in the log).
+    alarm: Arc<AtomicBool>,
+}
+
+impl Signals {
+    fn install() -> Result<Signals> {
+        use signal_hook::consts::{SIGALRM, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+        let s = Signals {
+            stop: Arc::default(),
+            reload: Arc::default(),
+            dump: Arc::default(),
+            dump_json: Arc::default(),
+            alarm: Arc::default(),
+        };
+        let table = [
+            (SIGINT, &s.stop),
+            (SIGTERM, &s.stop),
+            (SIGQUIT, &s.stop),
+            (SIGHUP, &s.reload),
+            (SIGUSR1, &s.dump),
+            (SIGUSR2, &s.dump_json),
+            (SIGALRM, &s.alarm),
+        ];
+        for (sig, flag) in table {
+            signal_hook::flag::register(sig, Arc::clone(flag))
+                .with_context(|| format!("installing the handler of signal {sig}"))?;
+        }
+        Ok(s)
+    }
+}
+
+fn run(path: &Path, stats_json: Option<PathBuf>) -> Result<()> {
+    let cfg = load(path)?;
+    // Found now, not after hours of forwarding.
+    if let Some(p) = &stats_json {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(p)
+            .with_context(|| format!("--stats-json {} cannot be written", p.display()))?;
+    }
+    let signals = Signals::install()?;
     let mut cfg = cfg;
-    let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut seen = mtime(path);
     let mut running = weir::run::start(&cfg)?;
     tracing::info!(
@@ -140,7 +224,7 @@ fn run(path: &PathBuf, stats_json: Option<PathBuf>) -> Result<()> {
         "weir running"
     );
     let mut tick = 0u32;
-    while !stop.load(Ordering::Relaxed) {
+    while !signals.stop.load(Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(50));
         tick += 1;
         if tick.is_multiple_of(2) {
@@ -148,11 +232,27 @@ fn run(path: &PathBuf, stats_json: Option<PathBuf>) -> Result<()> {
                 tracing::warn!("{msg}");
             }
         }
+        if signals.dump.swap(false, Ordering::Relaxed) {
+            eprintln!("{}", running.report_text());
+        }
+        if signals.dump_json.swap(false, Ordering::Relaxed) {
+            match &stats_json {
+                Some(p) => match write_stats(p, &running) {
+                    Ok(()) => tracing::info!("counters written to {}", p.display()),
+                    Err(e) => tracing::error!("{e:#}"),
+                },
+                None => tracing::warn!("SIGUSR2 writes the counters to --stats-json, not given"),
+            }
+        }
+        if signals.alarm.swap(false, Ordering::Relaxed) {
+            tracing::info!("SIGALRM ignored");
+        }
         // SIGHUP, or the file changed (looked at every 0.5 s).
         let changed = tick.is_multiple_of(10) && mtime(path) != seen;
-        if reload.swap(false, Ordering::Relaxed) || changed {
+        if signals.reload.swap(false, Ordering::Relaxed) || changed {
             seen = mtime(path);
-            match load(path).and_then(|new| running.reload(&cfg, &new).map(|s| (new, s))) {
+            let Some(loaded) = load_unless_stopped(path, &signals.stop) else { break };
+            match loaded.and_then(|new| running.reload(&cfg, &new).map(|s| (new, s))) {
                 Ok((new, summary)) => {
                     tracing::info!("reloaded {}: {summary}", path.display());
                     cfg = new;
@@ -166,10 +266,8 @@ fn run(path: &PathBuf, stats_json: Option<PathBuf>) -> Result<()> {
     }
     tracing::info!("stopping");
     running.stop();
-    println!("{}", running.report_text());
-    if let Some(p) = stats_json {
-        std::fs::write(&p, serde_json::to_string_pretty(&running.report_json())?)
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
-    Ok(())
+    // The file first: it is what a supervisor reads, and standard output may be gone.
+    let written = stats_json.as_deref().map(|p| write_stats(p, &running));
+    print_out(&format!("{}\n", running.report_text()));
+    written.transpose().map(|_| ())
 }

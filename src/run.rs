@@ -14,11 +14,10 @@ use dataplane::mesh::model::MeshSnapshot;
 use dataplane::neigh::{NeighborBus, NeighborTimers};
 use dataplane::pipeline::{DropReason, Pipeline, PipelineConfig};
 use dataplane::ring::HandoffRing;
-use dataplane::worker::{BufSource, IdlePolicy, Worker, WorkerStats};
+use dataplane::worker::{BufSource, IdlePolicy, StopSignal, Worker, WorkerStats};
 use ipnet::IpNet;
 use std::any::Any;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -75,7 +74,7 @@ enum Buffers {
 
 /// A running dataplane.
 pub struct Running {
-    stop: Arc<AtomicBool>,
+    stop: Arc<StopSignal>,
     threads: Vec<JoinHandle<()>>,
     /// Per-worker counters.
     pub stats: Vec<Arc<WorkerStats>>,
@@ -86,17 +85,23 @@ pub struct Running {
     mesh: Arc<SharedMesh>,
     /// Passive outlier detection (control thread only).
     outliers: std::sync::Mutex<OutlierDetector>,
+    /// The locks on the interfaces, held while running.
+    claims: Option<crate::claim::InterfaceClaims>,
     /// DPDK ports, by port number: stopped and closed when `Running` drops, after the workers.
     #[cfg(feature = "dpdk")]
     dpdk_ports: Vec<dataplane::dpdk::Port>,
 }
 
-/// Starts the workers. Returns once every queue is open and every worker is running.
+/// Starts the workers. Returns once every queue is open and every worker is running. Refuses
+/// to start on an interface another weir holds (see [`crate::claim`]).
 pub fn start(cfg: &Config) -> Result<Running> {
-    match cfg.ports.first().map(|p| p.backend) {
+    let claims = crate::claim::claim(&crate::config::host_interfaces(cfg))?;
+    let mut running = match cfg.ports.first().map(|p| p.backend) {
         Some(Backend::Dpdk) => start_dpdk(cfg),
         _ => start_native(cfg),
-    }
+    }?;
+    running.claims = Some(claims);
+    Ok(running)
 }
 
 fn start_native(cfg: &Config) -> Result<Running> {
@@ -174,6 +179,7 @@ fn start_native(cfg: &Config) -> Result<Running> {
         buffers: Buffers::Native(pool),
         mesh: spawned.mesh,
         outliers: std::sync::Mutex::new(outlier_detector(cfg)),
+        claims: None,
         #[cfg(feature = "dpdk")]
         dpdk_ports: Vec::new(),
     })
@@ -292,6 +298,7 @@ fn start_dpdk(cfg: &Config) -> Result<Running> {
         buffers: Buffers::Dpdk(pool),
         mesh: spawned.mesh,
         outliers: std::sync::Mutex::new(outlier_detector(cfg)),
+        claims: None,
         dpdk_ports: ports,
     })
 }
@@ -405,6 +412,7 @@ fn outlier_detector(cfg: &Config) -> OutlierDetector {
             consecutive_failures: m.outlier_consecutive_failures,
             base_ejection: std::time::Duration::from_millis(m.outlier_base_ejection_ms),
             max_ejection: std::time::Duration::from_millis(m.outlier_max_ejection_ms),
+            max_ejection_percent: m.outlier_max_ejection_percent,
         },
         m.max_endpoints,
     )
@@ -437,7 +445,7 @@ fn mesh_engine(cfg: &Config, worker: usize, shared: &Arc<SharedMesh>) -> MeshEng
 
 /// The workers, started.
 struct Spawned {
-    stop: Arc<AtomicBool>,
+    stop: Arc<StopSignal>,
     threads: Vec<JoinHandle<()>>,
     stats: Vec<Arc<WorkerStats>>,
     mesh: Arc<SharedMesh>,
@@ -461,7 +469,13 @@ where
     let workers = cfg.workers.len();
     let mut addrs = Vec::new();
     for (p, mac) in cfg.ports.iter().zip(macs) {
-        let mut pa = PortAddrs { mac: *mac, ipv4: Vec::new(), ipv6: Vec::new(), mtu: p.mtu_bytes };
+        let mut pa = PortAddrs {
+            mac: *mac,
+            ipv4: Vec::new(),
+            ipv6: Vec::new(),
+            mtu: p.mtu_bytes,
+            mac_shared: p.device.as_deref().is_some_and(|d| d.starts_with("net_tap")),
+        };
         for n in &p.addresses {
             match n {
                 IpNet::V4(n) => pa.ipv4.push(*n),
@@ -520,7 +534,7 @@ where
             per_worker[w].push(q);
         }
     }
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(StopSignal::new().context("the workers' stop signal")?);
     let init = Arc::new(init);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let mut threads = Vec::new();
@@ -569,7 +583,7 @@ where
             .recv_timeout(std::time::Duration::from_secs(30))
             .unwrap_or_else(|_| Err("a worker did not start within 30 s".into()));
         if let Err(e) = outcome {
-            spawned.stop.store(true, Ordering::Relaxed);
+            spawned.stop.stop();
             for h in spawned.threads.drain(..) {
                 let _ = h.join();
             }
@@ -620,10 +634,13 @@ impl Running {
     /// Returns a line for the log when it did.
     pub fn check_health(&self, cfg: &Config) -> Option<String> {
         let mut outliers = self.outliers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !outliers.check(&self.mesh.health, std::time::Instant::now()) {
+        let previous = self.mesh.load();
+        let clusters = || -> Vec<Vec<u32>> {
+            previous.clusters.iter().map(|c| c.member_ids().collect()).collect()
+        };
+        if !outliers.check(&self.mesh.health, std::time::Instant::now(), clusters) {
             return None;
         }
-        let previous = self.mesh.load();
         let snap = mesh_snapshot_with(cfg, Some(&previous), |id| !outliers.is_ejected(id)).ok()?;
         let ejected: Vec<String> = snap
             .endpoints()
@@ -659,7 +676,7 @@ impl Running {
 
     /// Stops the workers and waits for them; their final counters are then in `stats`.
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.stop();
         for h in self.threads.drain(..) {
             let _ = h.join();
         }
@@ -734,6 +751,8 @@ impl Running {
                     "connects_ok": w.connects_ok.load(Relaxed),
                     "connects_failed": w.connects_failed.load(Relaxed),
                     "icmp_translated": w.icmp_translated.load(Relaxed),
+                    "snat_collisions": w.snat_collisions.load(Relaxed),
+                    "connects_failed_unjudged": w.connects_failed_unjudged.load(Relaxed),
                     "drops": w.drops.iter().map(|d| d.load(Relaxed)).sum::<u64>(),
                 })
             })

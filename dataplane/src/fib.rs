@@ -39,6 +39,18 @@ pub struct PortAddrs {
     pub ipv6: Vec<Ipv6Net>,
     /// Largest IP packet the port sends, in bytes (excludes the Ethernet header).
     pub mtu: u16,
+    /// The device at the other end uses this port's MAC too, so frames from it come from
+    /// `mac`: DPDK's `net_tap` gives the kernel's TAP interface the port's own address.
+    /// Elsewhere a frame from weir's own MAC is a loop or a spoof.
+    pub mac_shared: bool,
+}
+
+impl PortAddrs {
+    /// The MAC that no frame arriving on this port may come from, if there is one.
+    #[inline(always)]
+    pub fn foreign_mac(&self) -> Option<&Mac> {
+        (!self.mac_shared).then_some(&self.mac)
+    }
 }
 
 impl PortAddrs {
@@ -282,12 +294,14 @@ mod tests {
                 ipv4: vec!["198.18.1.1/24".parse().unwrap()],
                 ipv6: vec!["2001:db8:1::1/64".parse().unwrap()],
                 mtu: 1500,
+                mac_shared: false,
             },
             PortAddrs {
                 mac: [2, 0, 0, 0, 0, 2],
                 ipv4: vec!["198.18.2.1/24".parse().unwrap()],
                 ipv6: vec!["2001:db8:2::1/64".parse().unwrap()],
                 mtu: 1500,
+                mac_shared: false,
             },
         ]
     }

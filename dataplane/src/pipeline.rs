@@ -657,9 +657,11 @@ impl<B: PacketBuf> Pipeline<B> {
         if pkt.meta().l4_csum_partial {
             return None;
         }
-        let our_mac = self.fib.port(in_port)?.mac;
+        let port = self.fib.port(in_port)?;
+        let (our_mac, foreign) = (port.mac, port.foreign_mac().copied());
         let frame = pkt.data_mut();
-        if frame.get(0..6)? != our_mac || !plausible_source_mac(frame.get(6..12)?, &our_mac) {
+        if frame.get(0..6)? != our_mac || !plausible_source_mac(frame.get(6..12)?, foreign.as_ref())
+        {
             return None;
         }
         let f = stack::parse::ipv4_fast(frame)?;
@@ -729,7 +731,7 @@ impl<B: PacketBuf> Pipeline<B> {
         if !dst_is_ours && frame[0] & 1 == 0 {
             return Step::Drop(DropReason::NotOurMac);
         }
-        if !plausible_source_mac(&frame[6..12], &our_mac) {
+        if !plausible_source_mac(&frame[6..12], port.foreign_mac()) {
             return Step::Drop(DropReason::BadSourceMac);
         }
         let parsed = match parse_frame(frame) {
@@ -1630,10 +1632,10 @@ enum IcmpKind {
 
 /// Whether `src`, a frame's source MAC, can be a host's: not a group (multicast or broadcast)
 /// address, not zero, and not `ours` (a frame claiming to come from weir's own port is a loop
-/// or a spoof).
+/// or a spoof; see [`crate::fib::PortAddrs::foreign_mac`]).
 #[inline(always)]
-fn plausible_source_mac(src: &[u8], ours: &[u8; 6]) -> bool {
-    src.first().is_some_and(|b| b & 1 == 0) && src != [0u8; 6] && src != ours
+fn plausible_source_mac(src: &[u8], ours: Option<&[u8; 6]>) -> bool {
+    src.first().is_some_and(|b| b & 1 == 0) && src != [0u8; 6] && ours.is_none_or(|o| src != o)
 }
 
 /// Marks a pending entry whose neighbor is now known.

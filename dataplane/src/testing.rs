@@ -81,12 +81,14 @@ pub fn router_ports(port1_mtu: u16) -> Vec<PortAddrs> {
             ipv4: vec!["198.18.1.1/24".parse().expect("net")],
             ipv6: vec!["2001:db8:1::1/64".parse().expect("net")],
             mtu: 1500,
+            mac_shared: false,
         },
         PortAddrs {
             mac: PORT1_MAC,
             ipv4: vec!["198.18.2.1/24".parse().expect("net")],
             ipv6: vec!["2001:db8:2::1/64".parse().expect("net")],
             mtu: port1_mtu,
+            mac_shared: false,
         },
     ]
 }

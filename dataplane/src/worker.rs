@@ -38,6 +38,42 @@ pub enum IdlePolicy {
     },
 }
 
+/// Tells workers to stop, and wakes at once those asleep in `poll(2)`: a pipe whose read end
+/// is in every sleeping worker's descriptor set becomes readable when [`StopSignal::stop`]
+/// writes to it, and stays so.
+pub struct StopSignal {
+    flag: AtomicBool,
+    reader: std::io::PipeReader,
+    writer: std::io::PipeWriter,
+}
+
+impl StopSignal {
+    /// A signal not given yet.
+    pub fn new() -> std::io::Result<StopSignal> {
+        let (reader, writer) = std::io::pipe()?;
+        Ok(StopSignal { flag: AtomicBool::new(false), reader, writer })
+    }
+
+    /// Asks every worker to stop, waking the sleeping ones.
+    pub fn stop(&self) {
+        use std::io::Write;
+        if !self.flag.swap(true, Ordering::Release) {
+            // One byte is enough: nobody reads it, the pipe stays readable.
+            let _ = (&self.writer).write(&[1]);
+        }
+    }
+
+    /// Whether [`stop`](Self::stop) was called.
+    #[inline]
+    pub fn is_set(&self) -> bool {
+        self.flag.load(Ordering::Relaxed)
+    }
+
+    fn fd(&self) -> RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.reader)
+    }
+}
+
 /// A source of fresh buffers for frames the pipeline builds.
 pub trait BufSource<B> {
     /// One empty buffer, or `None` when exhausted.
@@ -152,6 +188,10 @@ pub struct WorkerStats {
     pub connects_failed: AtomicU64,
     /// ICMP errors about flows, translated.
     pub icmp_translated: AtomicU64,
+    /// Handshakes answered with a challenge ACK: the SNAT 4-tuple was still in use.
+    pub snat_collisions: AtomicU64,
+    /// Failed handshakes not held against their endpoints (during evictions).
+    pub connects_failed_unjudged: AtomicU64,
     /// Per port of this worker.
     pub ports: Box<[SharedPortStats]>,
 }
@@ -187,6 +227,8 @@ impl WorkerStats {
             connects_ok: AtomicU64::new(0),
             connects_failed: AtomicU64::new(0),
             icmp_translated: AtomicU64::new(0),
+            snat_collisions: AtomicU64::new(0),
+            connects_failed_unjudged: AtomicU64::new(0),
             ports: (0..ports).map(|_| SharedPortStats::default()).collect(),
         }
     }
@@ -220,6 +262,8 @@ impl WorkerStats {
         bump(&self.connects_ok, c.connects_ok);
         bump(&self.connects_failed, c.connects_failed);
         bump(&self.icmp_translated, c.icmp_translated);
+        bump(&self.snat_collisions, c.snat_collisions);
+        bump(&self.connects_failed_unjudged, c.connects_failed_unjudged);
     }
 }
 
@@ -445,18 +489,21 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
         }
     }
 
-    /// Runs until `stop` is set, then publishes the final counters.
-    pub fn run(&mut self, stop: &AtomicBool) {
+    /// Runs until `stop` is given, then publishes the final counters.
+    pub fn run(&mut self, stop: &StopSignal) {
         self.announce();
         let fds: Vec<RawFd> = self.ports.iter().filter_map(|p| p.poll_fd()).collect();
         // Sleeping in poll(2) is only safe when every queue can wake the worker.
         let can_sleep = fds.len() == self.ports.len() && !fds.is_empty();
-        let mut pollfds: Vec<libc::pollfd> =
-            fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+        let mut pollfds: Vec<libc::pollfd> = fds
+            .iter()
+            .chain(std::iter::once(&stop.fd()))
+            .map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
+            .collect();
         let mut empty = 0u32;
         let mut since_publish = 0u32;
         let mut nap_us = NAP_MIN_US;
-        while !stop.load(Ordering::Relaxed) {
+        while !stop.is_set() {
             let n = self.poll_once();
             since_publish += 1;
             if n > 0 {

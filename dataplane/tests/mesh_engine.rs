@@ -16,6 +16,7 @@ const VIP: [u8; 4] = [198, 19, 0, 1];
 const SNAT: [u8; 4] = [198, 18, 2, 1];
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
+const RST: u8 = 0x04;
 
 /// (src, sport, dst, dport) of a frame, checking its checksums on the way.
 fn tuple(f: &[u8]) -> (IpAddr, u16, IpAddr, u16) {
@@ -370,4 +371,76 @@ fn an_unanswered_syn_is_a_failed_connect_and_an_answer_resets_the_run() {
     assert_eq!(r.send(&mut synack), TRANSLATED);
     assert_eq!(r.engine.counters.connects_ok, 1);
     assert_eq!(runs(&r), 0);
+}
+
+/// The SNAT ports one start hands out: each different from the last until the range has gone
+/// round, and starting somewhere else on every start, so that a restarted weir does not meet
+/// its predecessor's 4-tuples still in the endpoints' TIME_WAIT.
+#[test]
+fn snat_ports_start_at_random_and_do_not_repeat_within_a_round() {
+    let first_ports: Vec<u16> = (0..4)
+        .map(|_| {
+            let mut r = rig(Mode::Nat, Policy::Maglev, vec![ep(10, 1)], 20_000, WhenFull::DropNew);
+            let mut seen = std::collections::HashSet::new();
+            let mut first = None;
+            for i in 0..2000u16 {
+                let mut syn = l4_frame_v4(CLIENT, 30000 + i, VIP, 80, Some(SYN));
+                assert_eq!(r.send(&mut syn), TRANSLATED);
+                let sport = tuple(&syn).1;
+                assert!(seen.insert(sport), "SNAT port {sport} handed out twice in 2000 flows");
+                first.get_or_insert(sport);
+            }
+            first.unwrap()
+        })
+        .collect();
+    let distinct: std::collections::HashSet<_> = first_ports.iter().collect();
+    assert!(distinct.len() > 1, "four starts began at the same port: {first_ports:?}");
+}
+
+/// An endpoint that answers a SYN with a bare ACK still holds the 4-tuple: counted as a
+/// collision, not as a connect that worked nor as one that failed.
+#[test]
+fn a_challenge_ack_is_a_collision_not_a_connect() {
+    let mut r = rig(Mode::Nat, Policy::Maglev, vec![ep(10, 1)], 64, WhenFull::DropNew);
+    let mut syn = l4_frame_v4(CLIENT, 40000, VIP, 80, Some(SYN));
+    assert_eq!(r.send(&mut syn), TRANSLATED);
+    let sport = tuple(&syn).1;
+    let mut ack = l4_frame_v4([198, 18, 2, 10], 8080, SNAT, sport, Some(ACK));
+    assert_eq!(r.send(&mut ack), TRANSLATED);
+    let c = r.engine.counters;
+    assert_eq!((c.snat_collisions, c.connects_ok, c.connects_failed), (1, 0, 0), "{c:?}");
+}
+
+/// While a worker evicts handshakes for a flood of new flows, handshakes that fail are not
+/// held against their endpoint; once the flood is a handshake timeout past, they are again.
+#[test]
+fn failures_during_evictions_are_not_held_against_the_endpoint() {
+    let mut r = rig(Mode::Nat, Policy::Maglev, vec![ep(10, 1)], 4, WhenFull::EvictEmbryonic);
+    let id = r.shared.load().endpoints().next().unwrap().id;
+    // A flood: more SYNs than the table holds, so handshakes are evicted.
+    for i in 0..16u16 {
+        let mut syn = l4_frame_v4([198, 18, 1, 100], 1000 + i, VIP, 80, Some(SYN));
+        assert_eq!(r.send(&mut syn), TRANSLATED);
+    }
+    r.engine.maintain(r.now);
+    // The endpoint resets one of the flood's handshakes.
+    let mut syn = l4_frame_v4(CLIENT, 40001, VIP, 80, Some(SYN));
+    assert_eq!(r.send(&mut syn), TRANSLATED);
+    let mut rst = l4_frame_v4([198, 18, 2, 10], 8080, SNAT, tuple(&syn).1, Some(RST | ACK));
+    assert_eq!(r.send(&mut rst), TRANSLATED);
+    assert_eq!(r.shared.health.run(id), 0, "not judged during the flood");
+    assert_eq!(r.engine.counters.connects_failed_unjudged, 1);
+    r.engine.maintain(r.now);
+    // A minute passes, a poll every millisecond: the flood's handshakes expire unanswered,
+    // unjudged too. After it, a reset handshake counts again.
+    for _ in 0..60_000 {
+        r.now += 1_000_000;
+        r.engine.maintain(r.now);
+    }
+    assert_eq!(r.shared.health.run(id), 0, "{:?}", r.engine.counters);
+    let mut syn = l4_frame_v4(CLIENT, 40002, VIP, 80, Some(SYN));
+    assert_eq!(r.send(&mut syn), TRANSLATED);
+    let mut rst = l4_frame_v4([198, 18, 2, 10], 8080, SNAT, tuple(&syn).1, Some(RST | ACK));
+    assert_eq!(r.send(&mut rst), TRANSLATED);
+    assert_eq!(r.shared.health.run(id), 1, "{:?}", r.engine.counters);
 }

@@ -151,6 +151,12 @@ pub struct MeshCounters {
     pub connects_failed: u64,
     /// ICMP errors about flows, translated.
     pub icmp_translated: u64,
+    /// Handshakes an endpoint answered with a challenge ACK: the 4-tuple weir chose was still
+    /// in use there (see [`Transition::Collided`]).
+    pub snat_collisions: u64,
+    /// Failed handshakes not held against their endpoint, because the worker was evicting
+    /// handshakes (a flood) when they failed.
+    pub connects_failed_unjudged: u64,
 }
 
 /// One worker's mesh state.
@@ -168,6 +174,18 @@ pub struct MeshEngine {
     snat_first: u16,
     snat_count: u32,
     snat_cursor: u32,
+    /// Step between the SNAT ports handed out in a row: coprime with this worker's share of
+    /// the range, so every port comes round once before any comes again.
+    snat_stride: u32,
+    /// Whether failed handshakes count against their endpoint now: not while the worker is
+    /// evicting handshakes for new flows, or was lately (see [`MeshEngine::maintain`]).
+    judging: bool,
+    /// Evictions seen at the last housekeeping, and when the last one was seen.
+    evictions_seen: u64,
+    last_eviction_ns: Option<u64>,
+    /// How long after an eviction failures are not judged: a handshake timeout, and the time
+    /// the sweep may take to find a flow expired.
+    unjudged_ns: u64,
     /// The expiry sweep's pace.
     sweep: SweepPace,
     /// Counters.
@@ -251,6 +269,7 @@ fn on_removed<'a>(
     active: &'a mut [u32],
     health: &'a HealthTable,
     counters: &'a mut MeshCounters,
+    judging: bool,
 ) -> impl FnMut(&Flow, Removal) + 'a {
     move |f, r| {
         let i = usize::try_from(f.endpoint).unwrap_or(usize::MAX);
@@ -258,10 +277,43 @@ fn on_removed<'a>(
             *a = a.saturating_sub(1);
         }
         if matches!(r, Removal::Expired { unanswered: true }) {
-            health.failed(f.endpoint);
             counters.connects_failed += 1;
+            if judging {
+                health.failed(f.endpoint);
+            } else {
+                counters.connects_failed_unjudged += 1;
+            }
         }
     }
+}
+
+/// A random number, different in every process: where SNAT ports start and how they step.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(u64::from(std::process::id()));
+    h.finish()
+}
+
+const fn gcd(mut a: u32, mut b: u32) -> u32 {
+    while b != 0 {
+        let t = a % b;
+        a = b;
+        b = t;
+    }
+    a
+}
+
+/// A step through `n` ports from `seed` that visits each once per round: coprime with `n`.
+fn stride_for(n: u32, seed: u64) -> u32 {
+    if n <= 1 {
+        return 1;
+    }
+    let mut s = u32::try_from(seed % u64::from(n)).unwrap_or(1).max(1);
+    while gcd(s, n) != 1 {
+        s = s % (n - 1) + 1;
+    }
+    s
 }
 
 impl MeshEngine {
@@ -274,6 +326,15 @@ impl MeshEngine {
     ) -> Self {
         let (lo, hi) = settings.snat_ports;
         let flows = FlowTable::new(settings.flow_capacity, settings.timeouts, settings.when_full);
+        // Ports start at a random place and step by a random stride in every run, as the
+        // kernel's do (RFC 6056): a restarted weir does not hand out again the 4-tuples its
+        // predecessor left in the endpoints' TIME_WAIT.
+        let snat_count = u32::from(hi.saturating_sub(lo)) + 1;
+        let w = u32::from(workers.max(1));
+        let mine = snat_count / w + u32::from(snat_count % w > u32::from(worker));
+        let seed = random_u64();
+        let snat_cursor = u32::try_from(seed % u64::from(mine.max(1))).unwrap_or(0);
+        let snat_stride = stride_for(mine, seed >> 32);
         MeshEngine {
             worker,
             workers: workers.max(1),
@@ -285,22 +346,41 @@ impl MeshEngine {
             active: vec![0; settings.endpoints],
             rng: Rng::new(u64::from(worker) ^ 0x5eed),
             snat_first: lo,
-            snat_count: u32::from(hi.saturating_sub(lo)) + 1,
-            snat_cursor: 0,
+            snat_count,
+            snat_cursor,
+            snat_stride,
+            judging: true,
+            evictions_seen: 0,
+            last_eviction_ns: None,
+            unjudged_ns: settings.timeouts.syn_ns.saturating_add(2 * SWEEP_PERIOD_NS),
             counters: MeshCounters::default(),
         }
     }
 
     /// Between bursts: takes up a new snapshot if there is one, and expires a few flows.
+    ///
+    /// While this worker evicts handshakes to make room (a flood of new flows), and for a
+    /// handshake timeout after, failed handshakes are not held against their endpoints: the
+    /// flood's own flows fail, and a SNAT port handed out again soon after its flow was
+    /// evicted meets what the endpoint still holds of the old one. An attacker must not be
+    /// able to get healthy endpoints ejected.
     pub fn maintain(&mut self, now_ns: u64) {
         if self.shared.generation.load(Ordering::Acquire) != self.snap.generation {
             self.snap = self.shared.load();
         }
+        let evicted = self.flows.stats.evicted;
+        if evicted != self.evictions_seen {
+            self.evictions_seen = evicted;
+            self.last_eviction_ns = Some(now_ns);
+        }
+        self.judging =
+            self.last_eviction_ns.is_none_or(|t| now_ns.saturating_sub(t) >= self.unjudged_ns);
         // Paced by time, not by polls: at a high packet rate a fixed number of records per
         // poll would stream the whole table through the cache many times a second.
         let due = self.sweep.due(now_ns);
         if due > 0 && !self.flows.is_empty() {
-            let mut cb = on_removed(&mut self.active, &self.shared.health, &mut self.counters);
+            let mut cb =
+                on_removed(&mut self.active, &self.shared.health, &mut self.counters, self.judging);
             self.flows.sweep(now_ns, due, &mut cb);
         }
     }
@@ -374,7 +454,8 @@ impl MeshEngine {
         };
         let Some(key) = FlowKey::from_parsed(parsed) else { return MeshAction::Pass };
         let found = {
-            let mut cb = on_removed(&mut self.active, &self.shared.health, &mut self.counters);
+            let mut cb =
+                on_removed(&mut self.active, &self.shared.health, &mut self.counters, self.judging);
             self.flows.lookup(&key, now_ns, &mut cb)
         };
         let opening = flags & tcp_flags::SYN != 0 && flags & tcp_flags::ACK == 0;
@@ -387,7 +468,8 @@ impl MeshEngine {
             }
             // The client reuses the port of a connection that has ended: a new connection,
             // picked afresh (the old flow only waited out its closing timeout).
-            let mut cb = on_removed(&mut self.active, &self.shared.health, &mut self.counters);
+            let mut cb =
+                on_removed(&mut self.active, &self.shared.health, &mut self.counters, self.judging);
             self.flows.remove(id, &mut cb);
         }
         // Not a flow of this worker. A reply to a SNAT port, or a DNAT reply, of another's?
@@ -464,7 +546,8 @@ impl MeshEngine {
             expires_ns: 0,
         };
         let inserted = {
-            let mut cb = on_removed(&mut self.active, &self.shared.health, &mut self.counters);
+            let mut cb =
+                on_removed(&mut self.active, &self.shared.health, &mut self.counters, self.judging);
             self.flows.insert(flow, now_ns, &mut cb)
         };
         let id = match inserted {
@@ -506,7 +589,12 @@ impl MeshEngine {
                         && c.on_endpoint_gone == OnEndpointGone::Reset
                 });
             if reset {
-                let mut cb = on_removed(&mut self.active, &self.shared.health, &mut self.counters);
+                let mut cb = on_removed(
+                    &mut self.active,
+                    &self.shared.health,
+                    &mut self.counters,
+                    self.judging,
+                );
                 self.flows.remove(id, &mut cb);
                 let tcp = flow.forward.proto() == proto::TCP;
                 return if tcp && dir == Direction::Forward && flags & tcp_flags::RST == 0 {
@@ -579,7 +667,8 @@ impl MeshEngine {
         let Some(quoted) = FlowKey::from_quoted(&q) else { return MeshAction::Pass };
         // The quoted packet is one weir sent: its reply direction is a key of the flow.
         let found = {
-            let mut cb = on_removed(&mut self.active, &self.shared.health, &mut self.counters);
+            let mut cb =
+                on_removed(&mut self.active, &self.shared.health, &mut self.counters, self.judging);
             self.flows.lookup(&quoted.reversed(), now_ns, &mut cb)
         };
         let Some((id, dir)) = found else {
@@ -687,8 +776,13 @@ impl MeshEngine {
             }
             Transition::Refused => {
                 self.counters.connects_failed += 1;
-                self.shared.health.failed(endpoint);
+                if self.judging {
+                    self.shared.health.failed(endpoint);
+                } else {
+                    self.counters.connects_failed_unjudged += 1;
+                }
             }
+            Transition::Collided => self.counters.snat_collisions += 1,
             Transition::None => {}
         }
     }
@@ -739,7 +833,9 @@ impl MeshEngine {
             return None;
         }
         for _ in 0..SNAT_TRIES.min(mine) {
-            self.snat_cursor = (self.snat_cursor + 1) % mine;
+            let next =
+                (u64::from(self.snat_cursor) + u64::from(self.snat_stride)) % u64::from(mine);
+            self.snat_cursor = u32::try_from(next).unwrap_or(0);
             let off = self.snat_cursor * w + u32::from(self.worker);
             let p = u16::try_from(u32::from(self.snat_first) + off).ok()?;
             let reply = key.rewritten(ep, port, snat, p)?;
@@ -753,7 +849,26 @@ impl MeshEngine {
 
 #[cfg(test)]
 mod tests {
-    use super::{SweepPace, SWEEP_MAX_PER_POLL, SWEEP_PERIOD_NS};
+    use super::{gcd, stride_for, SweepPace, SWEEP_MAX_PER_POLL, SWEEP_PERIOD_NS};
+
+    #[test]
+    fn snat_strides_visit_every_port_once_a_round() {
+        for n in [1u32, 2, 3, 10, 64, 20_000, 40_000] {
+            for seed in [0u64, 1, 7, 0xdead_beef, u64::MAX] {
+                let s = stride_for(n, seed);
+                assert!(s >= 1 && (n == 1 || s < n), "{n} {seed} {s}");
+                assert_eq!(gcd(s, n.max(1)), 1, "{n} {seed} {s}");
+                if n <= 64 {
+                    let mut seen = vec![false; n as usize];
+                    let mut c = 0u32;
+                    for _ in 0..n {
+                        c = (c + s) % n;
+                        assert!(!std::mem::replace(&mut seen[c as usize], true));
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn the_sweep_keeps_its_pace_carries_the_remainder_and_bounds_its_backlog() {

@@ -154,6 +154,10 @@ pub enum Transition {
     Answered,
     /// The endpoint reset a handshake: a failed connection.
     Refused,
+    /// The endpoint answered a handshake's SYN with a bare ACK (RFC 5961's challenge ACK): it
+    /// still holds a connection on this 4-tuple, from an earlier flow that used the same SNAT
+    /// port. Neither a success nor the endpoint's failure.
+    Collided,
 }
 
 /// Why a flow could not be inserted.
@@ -476,6 +480,11 @@ impl FlowTable {
                 if was == FlowState::SynSent && dir == Direction::Reverse {
                     t = Transition::Refused;
                 }
+            } else if was == FlowState::SynSent
+                && dir == Direction::Reverse
+                && flags & tcp_flags::SYN == 0
+            {
+                t = Transition::Collided;
             } else if was == FlowState::SynSent && dir == Direction::Reverse {
                 f.state = FlowState::SynReceived;
                 t = Transition::Answered;

@@ -94,6 +94,21 @@ pub struct OutlierSettings {
     pub base_ejection: Duration,
     /// Longest ejection.
     pub max_ejection: Duration,
+    /// The most of a cluster's endpoints, in percent, that may be ejected at once (Envoy's
+    /// `max_ejection_percent`, 10 by default); one always may, in a cluster of two or more.
+    pub max_ejection_percent: u32,
+}
+
+impl OutlierSettings {
+    /// How many of a cluster of `members` endpoints may be ejected at once.
+    pub fn ejectable(&self, members: usize) -> usize {
+        let share = members.saturating_mul(self.max_ejection_percent as usize) / 100;
+        if members >= 2 && self.max_ejection_percent > 0 {
+            share.max(1)
+        } else {
+            share.min(members.saturating_sub(1))
+        }
+    }
 }
 
 /// The control thread's view: which endpoints are ejected, until when, and how often they were.
@@ -101,23 +116,33 @@ pub struct OutlierDetector {
     settings: OutlierSettings,
     /// Per endpoint id: ejected until (if ejected), and ejections so far.
     state: Vec<(Option<Instant>, u32)>,
+    /// Ejections held back because their cluster had as many ejected as it may.
+    pub held_back: u64,
 }
 
 impl OutlierDetector {
     /// A detector for `endpoints` endpoint ids.
     pub fn new(settings: OutlierSettings, endpoints: usize) -> OutlierDetector {
-        OutlierDetector { settings, state: vec![(None, 0); endpoints] }
+        OutlierDetector { settings, state: vec![(None, 0); endpoints], held_back: 0 }
     }
 
     /// Looks at the failure runs: ejects endpoints whose run reached the threshold, returns
-    /// those whose time is up. Returns whether the set of ejected endpoints changed.
-    pub fn check(&mut self, table: &HealthTable, now: Instant) -> bool {
+    /// those whose time is up. `clusters` gives the member ids of every cluster: an endpoint
+    /// is ejected only if no cluster it is in would then have more ejected than
+    /// [`OutlierSettings::ejectable`] (its run then starts again). Returns whether the set of
+    /// ejected endpoints changed.
+    pub fn check<C>(&mut self, table: &HealthTable, now: Instant, clusters: C) -> bool
+    where
+        C: Fn() -> Vec<Vec<u32>>,
+    {
         let mut changed = false;
-        for (i, (until, count)) in self.state.iter_mut().enumerate() {
+        let mut members: Option<Vec<Vec<u32>>> = None;
+        for i in 0..self.state.len() {
             let id = u32::try_from(i).unwrap_or(u32::MAX);
+            let (until, _) = self.state[i];
             match until {
-                Some(t) if now >= *t => {
-                    *until = None;
+                Some(t) if now >= t => {
+                    self.state[i].0 = None;
                     table.reset_run(id);
                     changed = true;
                 }
@@ -125,6 +150,17 @@ impl OutlierDetector {
                 None => {
                     let n = self.settings.consecutive_failures;
                     if n > 0 && table.run(id) >= n {
+                        let members = members.get_or_insert_with(&clusters);
+                        let room = members.iter().filter(|m| m.contains(&id)).all(|m| {
+                            let ejected = m.iter().filter(|&&e| self.is_ejected(e)).count();
+                            ejected < self.settings.ejectable(m.len())
+                        });
+                        if !room {
+                            self.held_back += 1;
+                            table.reset_run(id);
+                            continue;
+                        }
+                        let (until, count) = &mut self.state[i];
                         *count += 1;
                         let length = self
                             .settings
@@ -163,6 +199,7 @@ mod tests {
             consecutive_failures: 3,
             base_ejection: Duration::from_secs(10),
             max_ejection: Duration::from_secs(25),
+            max_ejection_percent: 100,
         };
         let mut d = OutlierDetector::new(s, 4);
         let t0 = Instant::now();
@@ -170,21 +207,24 @@ mod tests {
         t.failed(1);
         t.succeeded(1);
         t.failed(1);
-        assert!(!d.check(&t, t0), "a success broke the run");
+        assert!(!d.check(&t, t0, Vec::new), "a success broke the run");
         t.failed(1);
         t.failed(1);
-        assert!(d.check(&t, t0));
+        assert!(d.check(&t, t0, Vec::new));
         assert!(d.is_ejected(1) && !d.is_ejected(0));
-        assert!(!d.check(&t, t0 + Duration::from_secs(9)));
-        assert!(d.check(&t, t0 + Duration::from_secs(10)), "back after 10 s");
+        assert!(!d.check(&t, t0 + Duration::from_secs(9), Vec::new));
+        assert!(d.check(&t, t0 + Duration::from_secs(10), Vec::new), "back after 10 s");
         assert!(!d.is_ejected(1));
         for _ in 0..3 {
             t.failed(1);
         }
         let t1 = t0 + Duration::from_secs(11);
-        assert!(d.check(&t, t1));
-        assert!(!d.check(&t, t1 + Duration::from_secs(19)), "the second ejection lasts 20 s");
-        assert!(d.check(&t, t1 + Duration::from_secs(20)));
+        assert!(d.check(&t, t1, Vec::new));
+        assert!(
+            !d.check(&t, t1 + Duration::from_secs(19), Vec::new),
+            "the second ejection lasts 20 s"
+        );
+        assert!(d.check(&t, t1 + Duration::from_secs(20), Vec::new));
         assert_eq!(d.ejections(1), 2);
         assert_eq!(t.totals(1), (8, 1));
     }
@@ -197,12 +237,42 @@ mod tests {
                 consecutive_failures: 0,
                 base_ejection: Duration::from_secs(1),
                 max_ejection: Duration::from_secs(1),
+                max_ejection_percent: 100,
             },
             1,
         );
         for _ in 0..100 {
             t.failed(0);
         }
-        assert!(!d.check(&t, Instant::now()));
+        assert!(!d.check(&t, Instant::now(), Vec::new));
+    }
+
+    #[test]
+    fn ejection_stops_at_the_clusters_share() {
+        let s = |pct| OutlierSettings {
+            consecutive_failures: 1,
+            base_ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(10),
+            max_ejection_percent: pct,
+        };
+        assert_eq!(s(10).ejectable(1), 0, "never the only endpoint");
+        assert_eq!(s(10).ejectable(3), 1, "one of a small cluster");
+        assert_eq!(s(10).ejectable(30), 3);
+        assert_eq!(s(0).ejectable(30), 0);
+        assert_eq!(s(100).ejectable(4), 4);
+        // Three endpoints, all failing: one is ejected, the others held back.
+        let t = HealthTable::new(3);
+        let mut d = OutlierDetector::new(s(10), 3);
+        for id in 0..3 {
+            t.failed(id);
+        }
+        assert!(d.check(&t, Instant::now(), || vec![vec![0, 1, 2]]));
+        let ejected: Vec<u32> = (0..3).filter(|&i| d.is_ejected(i)).collect();
+        assert_eq!(ejected.len(), 1, "{ejected:?}");
+        assert_eq!(d.held_back, 2);
+        // An endpoint in a second cluster that has room is still held back by the first.
+        let held = (0..3).find(|&i| !d.is_ejected(i)).unwrap();
+        t.failed(held);
+        assert!(!d.check(&t, Instant::now(), || vec![vec![0, 1, 2], vec![held]]));
     }
 }

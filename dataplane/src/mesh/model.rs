@@ -193,6 +193,11 @@ impl Cluster {
         self.identities.get(&id) == Some(&(addr, port))
     }
 
+    /// The ids of every endpoint configured in the cluster.
+    pub fn member_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.members.iter().copied()
+    }
+
     /// Whether the endpoint with this id takes new flows.
     pub fn is_eligible(&self, id: u32) -> bool {
         self.eligible.iter().any(|e| e.id == id)
