@@ -61,6 +61,20 @@ impl PacketIo for NativeQueue {
             NativeQueue::Tap(p) => p.stats(),
         }
     }
+
+    fn check_link(&mut self) -> Option<dataplane::io::LinkEvent> {
+        match self {
+            NativeQueue::AfPacket(p) => p.check_link(),
+            NativeQueue::Tap(p) => p.check_link(),
+        }
+    }
+
+    fn link_up(&self) -> bool {
+        match self {
+            NativeQueue::AfPacket(p) => p.link_up(),
+            NativeQueue::Tap(p) => p.link_up(),
+        }
+    }
 }
 
 /// The buffers the ports receive into.

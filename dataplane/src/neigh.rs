@@ -305,6 +305,19 @@ impl NeighborTable {
         true
     }
 
+    /// Forgets the learned entries on `port` (static ones stay): its link went down or came
+    /// back, perhaps as another device with other hosts behind it, as Linux flushes a device's
+    /// neighbors when it goes down. Returns how many were forgotten.
+    pub fn forget_port(&mut self, port: u8) -> usize {
+        let before = self.map.len();
+        self.map.retain(|_, n| n.permanent || n.port != port);
+        let removed = before - self.map.len();
+        if removed > 0 {
+            self.generation += 1;
+        }
+        removed
+    }
+
     /// Forgets entries past their expiry; true if any was removed.
     pub fn evict_expired(&mut self, now_ns: u64) -> bool {
         let before = self.map.len();
@@ -494,6 +507,24 @@ mod tests {
         // Then an answer to the broadcast request that staleness sends may move it.
         assert_eq!(t.claim(ip, [6; 6], 0, 6 * SEC + 1, Claim::Solicited), Learned::Changed);
         assert_eq!(t.lookup(&ip, 6 * SEC + 2), Lookup::Fresh([6; 6]));
+    }
+
+    #[test]
+    fn a_ports_learned_entries_are_forgotten_its_static_ones_kept() {
+        let mut t = NeighborTable::new(8, NeighborTimers::default());
+        let (a, b, c): (IpAddr, IpAddr, IpAddr) = (
+            "198.18.0.1".parse().unwrap(),
+            "198.18.0.2".parse().unwrap(),
+            "198.18.1.2".parse().unwrap(),
+        );
+        t.learn(a, n(0));
+        t.learn(b, Neighbor::permanent(MAC, 0));
+        t.learn(c, Neighbor::learned(MAC, 1, 0));
+        assert_eq!(t.lookup(&a, 1), Lookup::Fresh(MAC));
+        assert_eq!(t.forget_port(0), 1);
+        assert_eq!(t.lookup(&a, 1), Lookup::Missing, "the cache follows");
+        assert_eq!(t.lookup(&b, 1), Lookup::Fresh(MAC));
+        assert_eq!(t.lookup(&c, 1), Lookup::Fresh(MAC));
     }
 
     #[test]

@@ -540,6 +540,12 @@ impl<B: PacketBuf> Pipeline<B> {
         &self.fib
     }
 
+    /// The link of `port` went down or came back: what was learned of its neighbors is
+    /// forgotten (they are resolved again when next needed).
+    pub fn link_changed(&mut self, port: u8) {
+        self.neigh.forget_port(port);
+    }
+
     /// Neighbor entries this worker holds.
     pub fn neighbors(&self) -> usize {
         self.neigh.len()
@@ -1083,13 +1089,17 @@ impl<B: PacketBuf> Pipeline<B> {
         }
         // RFC 826: the target learns the sender's mapping from a request or a reply, as far as
         // weir believes it. An ARP probe (RFC 5227, sender 0.0.0.0) claims nothing.
+        // A reply this worker did not ask for, but sent to weir's own MAC, may answer another
+        // worker's request: like a request to weir, it may create an entry, never change one.
         let sender = IpAddr::V4(arp.sender_ip);
+        let to_us = self.fib.port(in_port).is_some_and(|p| pkt.data().get(0..6) == Some(&p.mac));
         let claim = if arp.sender_ip.is_unspecified() {
             Ok(())
         } else {
             let how = match arp.operation {
                 ArpOperation::Request => Claim::Request,
                 _ if self.solicited(sender, now_ns) => Claim::Solicited,
+                _ if to_us => Claim::Request,
                 _ => Claim::Unsolicited,
             };
             self.weigh_claim(sender, arp.sender_mac.0, in_port, how, now_ns, out)
@@ -1229,9 +1239,13 @@ impl<B: PacketBuf> Pipeline<B> {
                 if stack::ipv6::is_link_local(&na.target) {
                     return Step::Consumed;
                 }
+                // As for ARP replies: solicited by this worker, or by another (sent to weir's
+                // own address, flagged solicited), or neither.
                 let target = IpAddr::V6(na.target);
                 let how = if na.solicited && self.solicited(target, now_ns) {
                     Claim::Solicited
+                } else if na.solicited && !ip.dst.is_multicast() {
+                    Claim::Request
                 } else {
                     Claim::Unsolicited
                 };

@@ -21,6 +21,9 @@ pub const NAP_MAX_US: u64 = 1000;
 /// Polls between two reads of the clock.
 const CLOCK_EVERY_POLLS: u32 = 8;
 
+/// How often a worker looks at its ports' links, nanoseconds.
+const LINK_CHECK_NS: u64 = 1_000_000_000;
+
 /// What a worker does when its queues are empty.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IdlePolicy {
@@ -489,22 +492,89 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
         }
     }
 
+    /// Looks at the links of every port (or of port `only`), logs what changed, and
+    /// announces weir's addresses again on a link that came back.
+    fn check_links(&mut self, only: Option<usize>) {
+        let mut back = false;
+        for (i, port) in self.ports.iter_mut().enumerate() {
+            if only.is_some_and(|o| o != i) {
+                continue;
+            }
+            let event = port.check_link();
+            if matches!(
+                event,
+                Some(crate::io::LinkEvent::Down { .. } | crate::io::LinkEvent::Up { .. })
+            ) {
+                self.pipeline.link_changed(u8::try_from(i).unwrap_or(u8::MAX));
+            }
+            match event {
+                None => {}
+                Some(crate::io::LinkEvent::Down { iface, reason }) => tracing::warn!(
+                    worker = self.id,
+                    port = i,
+                    %iface,
+                    %reason,
+                    "link down: not polled, frames for it dropped, until it returns"
+                ),
+                Some(crate::io::LinkEvent::Up { iface, reopened }) => {
+                    tracing::info!(worker = self.id, port = i, %iface, reopened, "link up");
+                    back = true;
+                }
+                Some(crate::io::LinkEvent::ReopenFailed { iface, error }) => tracing::warn!(
+                    worker = self.id,
+                    port = i,
+                    %iface,
+                    %error,
+                    "link back, but the port could not be opened on it; trying again"
+                ),
+            }
+        }
+        if back {
+            self.announce();
+        }
+    }
+
+    /// Fills `pollfds` with the descriptors of the ports whose link is up (their indexes in
+    /// `ports`), then the stop signal's. Returns whether all those ports have one: only then
+    /// can the worker sleep in poll(2) without missing frames.
+    fn poll_set(
+        &self,
+        stop: &StopSignal,
+        pollfds: &mut Vec<libc::pollfd>,
+        ports: &mut Vec<usize>,
+    ) -> bool {
+        pollfds.clear();
+        ports.clear();
+        let mut all = true;
+        for (i, p) in self.ports.iter().enumerate().filter(|(_, p)| p.link_up()) {
+            match p.poll_fd() {
+                Some(fd) => {
+                    pollfds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+                    ports.push(i);
+                }
+                None => all = false,
+            }
+        }
+        pollfds.push(libc::pollfd { fd: stop.fd(), events: libc::POLLIN, revents: 0 });
+        all
+    }
+
     /// Runs until `stop` is given, then publishes the final counters.
     pub fn run(&mut self, stop: &StopSignal) {
         self.announce();
-        let fds: Vec<RawFd> = self.ports.iter().filter_map(|p| p.poll_fd()).collect();
-        // Sleeping in poll(2) is only safe when every queue can wake the worker.
-        let can_sleep = fds.len() == self.ports.len() && !fds.is_empty();
-        let mut pollfds: Vec<libc::pollfd> = fds
-            .iter()
-            .chain(std::iter::once(&stop.fd()))
-            .map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
-            .collect();
+        // Sized once: filling them allocates nothing.
+        let mut pollfds: Vec<libc::pollfd> = Vec::with_capacity(self.ports.len() + 1);
+        let mut poll_ports: Vec<usize> = Vec::with_capacity(self.ports.len());
         let mut empty = 0u32;
         let mut since_publish = 0u32;
         let mut nap_us = NAP_MIN_US;
+        let mut links_checked_ns = 0u64;
         while !stop.is_set() {
             let n = self.poll_once();
+            if self.clock_ns.saturating_sub(links_checked_ns) >= LINK_CHECK_NS {
+                links_checked_ns = self.clock_ns;
+                self.check_links(None);
+            }
             since_publish += 1;
             if n > 0 {
                 empty = 0;
@@ -525,6 +595,8 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
                     self.publish();
                     since_publish = 0;
                     let t0 = cycles::now();
+                    // Sleeping in poll(2) is only safe when every queue can wake the worker.
+                    let can_sleep = self.poll_set(stop, &mut pollfds, &mut poll_ports);
                     if !can_sleep {
                         // Nothing to wake us: nap, and keep `empty` so the next empty poll
                         // naps again, a little longer.
@@ -534,6 +606,14 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
                     } else {
                         sleep_on(&mut pollfds, sleep_ms);
                         empty = 0;
+                        // An error on a port's descriptor (its device went down or away)
+                        // would wake every poll at once: look at that link now.
+                        let failed = libc::POLLERR | libc::POLLHUP | libc::POLLNVAL;
+                        for (pfd, &port) in pollfds.iter().zip(&poll_ports) {
+                            if pfd.revents & failed != 0 {
+                                self.check_links(Some(port));
+                            }
+                        }
                     }
                     self.clock_age = CLOCK_EVERY_POLLS;
                     self.counters.idle_cycles += cycles::now().wrapping_sub(t0);

@@ -4,23 +4,29 @@
 use std::path::PathBuf;
 use weir::netns::have;
 
-/// True when the test can run; otherwise prints why, loudly, and the test returns.
+/// True when the test can run; otherwise prints why, loudly, and the test returns. In CI
+/// (`CI` set), where everything it needs must be there, it fails instead.
 pub fn ready(tools: &[&str]) -> bool {
+    let skip = |why: String| {
+        if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+            panic!("{why}: in CI this is a failure, not a skip");
+        }
+        eprintln!("SKIPPED: {why}");
+        false
+    };
     if std::process::Command::new("id")
         .arg("-u")
         .output()
         .map(|o| o.stdout != b"0\n")
         .unwrap_or(true)
     {
-        eprintln!(
-            "SKIPPED: needs root (it builds network namespaces); run scripts/test.sh as root"
+        return skip(
+            "needs root (it builds network namespaces); run scripts/test.sh as root".into(),
         );
-        return false;
     }
     for t in tools {
         if !have(t) {
-            eprintln!("SKIPPED: needs `{t}` (scripts/deps.sh installs it)");
-            return false;
+            return skip(format!("needs `{t}` (scripts/deps.sh installs it)"));
         }
     }
     true

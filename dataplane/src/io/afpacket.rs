@@ -54,7 +54,7 @@
 #![allow(unsafe_code)]
 
 use super::sys;
-use super::{PacketIo, PortStats};
+use super::{LinkEvent, PacketIo, PortStats};
 use crate::buf::{Batch, PacketBuf, RxMeta, BURST};
 use crate::mempool::{Mempool, PoolBuf, PoolCache};
 use std::cell::Cell;
@@ -467,6 +467,11 @@ pub struct AfPacketPort {
     stats: PortStats,
     /// Sum of the kernel's `tp_drops` read so far (the kernel resets it on each read).
     kernel_drops: Cell<u64>,
+    /// What the port was opened with, to open it again on a device that returns as new.
+    cfg: AfPacketConfig,
+    pool: &'static Mempool,
+    /// The device is gone or down (see [`PacketIo::check_link`]).
+    down: bool,
 }
 
 // SAFETY: the raw pointers in `map`, `rx` and `tx` point into a mapping only this port can
@@ -664,6 +669,9 @@ impl AfPacketPort {
             mac,
             stats: PortStats::default(),
             kernel_drops: Cell::new(0),
+            cfg: cfg.clone(),
+            pool,
+            down: false,
         })
     }
 
@@ -828,6 +836,12 @@ impl PacketIo for AfPacketPort {
         if batch.is_empty() {
             return 0;
         }
+        if self.down {
+            // No device to send on: not one failing system call per frame.
+            self.stats.tx_dropped += batch.len() as u64;
+            batch.clear();
+            return 0;
+        }
         match self.tx {
             Tx::Ring(_) => self.tx_ring(batch),
             Tx::Mmsg(_) => self.tx_mmsg(batch),
@@ -837,6 +851,56 @@ impl PacketIo for AfPacketPort {
     /// The socket: polls readable once the kernel has handed over an RX block.
     fn poll_fd(&self) -> Option<RawFd> {
         Some(self.fd.as_raw_fd())
+    }
+
+    fn link_up(&self) -> bool {
+        !self.down
+    }
+
+    /// Clears the socket's pending error (ENETDOWN when the device went down or away, which
+    /// would otherwise keep `poll(2)` returning at once) and looks the device up by name: gone
+    /// or not `IFF_UP` is down; back with the same index, the kernel binds the socket to it
+    /// again by itself; back as a new device (a new index), the port is opened anew on it.
+    fn check_link(&mut self) -> Option<LinkEvent> {
+        let pending: libc::c_int =
+            sys::getsockopt(self.fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_ERROR, 0).unwrap_or(0);
+        let iface = self.cfg.iface.clone();
+        let present = sys::if_index(&iface).and_then(|i| Ok((i, sys::if_flags(&iface)?)));
+        let up = |flags: u32| flags & libc::IFF_UP.unsigned_abs() != 0;
+        match present {
+            Ok((index, flags)) if up(flags) => {
+                if index == self.ifindex {
+                    if !std::mem::replace(&mut self.down, false) {
+                        return None;
+                    }
+                    return Some(LinkEvent::Up { iface, reopened: false });
+                }
+                match AfPacketPort::open(&self.cfg, self.pool) {
+                    Ok(mut fresh) => {
+                        fresh.stats = self.stats;
+                        fresh.kernel_drops.set(self.kernel_drops.get());
+                        *self = fresh;
+                        Some(LinkEvent::Up { iface, reopened: true })
+                    }
+                    Err(e) => {
+                        self.down = true;
+                        Some(LinkEvent::ReopenFailed { iface, error: e.to_string() })
+                    }
+                }
+            }
+            _ if self.down => None,
+            result => {
+                self.down = true;
+                let reason = match result {
+                    Err(e) => e.to_string(),
+                    Ok(_) if pending != 0 => {
+                        format!("down ({})", io::Error::from_raw_os_error(pending))
+                    }
+                    Ok(_) => "down".to_owned(),
+                };
+                Some(LinkEvent::Down { iface, reason })
+            }
+        }
     }
 
     /// Port counters, with the kernel's ring-full drops (read and reset by this call) folded

@@ -49,4 +49,43 @@ pub trait PacketIo {
 
     /// This queue's counters.
     fn stats(&self) -> PortStats;
+
+    /// Looks at the port's link: called by its worker about once a second, and at once when
+    /// `poll(2)` reports an error on [`poll_fd`](Self::poll_fd). A port whose device went
+    /// away or down reports it, is not polled while it stays so, and takes the device back
+    /// (reopened if it returned as a new one) when it returns. Returns a change, for the log.
+    fn check_link(&mut self) -> Option<LinkEvent> {
+        None
+    }
+
+    /// Whether the port's link carries frames now (see [`check_link`](Self::check_link)).
+    fn link_up(&self) -> bool {
+        true
+    }
+}
+
+/// A change of a port's link, as [`PacketIo::check_link`] found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// The device is gone or down; frames sent meanwhile are dropped and counted.
+    Down {
+        /// The interface.
+        iface: String,
+        /// Why, as the kernel said.
+        reason: String,
+    },
+    /// The device is up again.
+    Up {
+        /// The interface.
+        iface: String,
+        /// Whether it came back as a new device, so the port was opened on it anew.
+        reopened: bool,
+    },
+    /// Reopening the returned device failed; tried again at the next check.
+    ReopenFailed {
+        /// The interface.
+        iface: String,
+        /// The error.
+        error: String,
+    },
 }

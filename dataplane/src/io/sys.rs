@@ -99,6 +99,16 @@ pub fn if_mtu(name: &str) -> io::Result<u32> {
     u32::try_from(mtu).map_err(|_| io::Error::other("kernel returned a negative MTU"))
 }
 
+/// The flags (`IFF_*`) of interface `name` (`SIOCGIFFLAGS`).
+pub fn if_flags(name: &str) -> io::Result<u32> {
+    let mut req = ifreq(name)?;
+    if_ioctl(libc::SIOCGIFFLAGS, &mut req)?;
+    // SAFETY: SIOCGIFFLAGS succeeded, so the kernel stored the flags in `ifru_flags`, a
+    // `c_short`; every bit pattern is valid.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    Ok(u32::from(u16::from_ne_bytes(flags.to_ne_bytes())))
+}
+
 /// Sets `IFF_UP` on interface `name` (`SIOCGIFFLAGS` then `SIOCSIFFLAGS`), in the calling
 /// thread's network namespace. Needs `CAP_NET_ADMIN`.
 pub fn set_link_up(name: &str) -> io::Result<()> {

@@ -1,0 +1,225 @@
+//! Faults around a running weir: a second instance, signals, a closed standard output, an
+//! unwritable counters file, interfaces that go away and come back or go down.
+
+mod common;
+
+use common::{exe, ready};
+use std::time::{Duration, Instant};
+use weir::demo::{DemoBackend, Topology, SERVER_V4};
+use weir::netns::{configure_host, sh, veth};
+
+fn ping(t: &Topology) -> bool {
+    let out = t.client.run(&["ping", "-c", "2", "-i", "0.2", "-W", "2", SERVER_V4]).unwrap();
+    out.status.success()
+}
+
+fn running(extra: &str) -> Topology {
+    let mut t = Topology::build(DemoBackend::AfPacket).unwrap();
+    let cfg = t.config(1, extra);
+    t.start(&exe(), &cfg).unwrap();
+    assert!(ping(&t), "no traffic through weir at the start\n{}", t.log());
+    t
+}
+
+fn kill(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill").args([sig, &pid.to_string()]).status();
+    assert!(status.is_ok_and(|s| s.success()), "kill {sig} {pid}");
+}
+
+/// Waits up to `secs` for `cond`.
+fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cond()
+}
+
+/// CPU time (user + system) of process `pid` so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// The share of one core `pid` used over `window`, percent.
+fn cpu_percent(pid: u32, window: Duration) -> u64 {
+    let hz = 100; // USER_HZ on Linux
+    let before = cpu_ticks(pid);
+    std::thread::sleep(window);
+    let used = cpu_ticks(pid) - before;
+    used * 100 * 1000 / (hz * u64::try_from(window.as_millis()).unwrap())
+}
+
+#[test]
+fn a_second_weir_on_the_same_interfaces_is_refused_naming_the_first() {
+    if !ready(&["ip", "ping"]) {
+        return;
+    }
+    let mut t = running("");
+    let first = t.pid().unwrap();
+    let cfg = t.dir().join("weir.yaml");
+    let out = t
+        .weir
+        .run(&[exe().to_str().unwrap(), "run", "-c", cfg.to_str().unwrap()])
+        .expect("the second weir runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "the second weir started: {err}");
+    assert!(err.contains("interface `w0` is in use by weir"), "{err}");
+    assert!(err.contains(&format!("pid {first}")), "{err}");
+    assert!(ping(&t), "the first weir stopped forwarding");
+    t.stop().unwrap();
+}
+
+#[test]
+fn a_stop_wakes_workers_asleep_in_poll_at_once() {
+    if !ready(&["ip", "ping"]) {
+        return;
+    }
+    // Workers sleep up to a second when idle, after ten empty polls.
+    let mut t = running("idle: { policy: adaptive, empty_polls: 10, sleep_ms: 1000 }\n");
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    t.stop().unwrap();
+    let took = t0.elapsed();
+    assert!(took < Duration::from_millis(700), "stopping took {took:?}: it waited out the sleep");
+}
+
+#[test]
+fn every_signal_has_its_behaviour() {
+    if !ready(&["ip", "ping"]) {
+        return;
+    }
+    let t = running("");
+    let pid = t.pid().unwrap();
+    // USR1: the counters to the log (standard error), and weir goes on.
+    kill(pid, "-USR1");
+    assert!(eventually(5, || t.log().contains("drops by reason")), "{}", t.log());
+    // USR2: the counters file written now.
+    let _ = std::fs::remove_file(t.stats_path());
+    kill(pid, "-USR2");
+    assert!(eventually(5, || t.stats_path().exists()), "{}", t.log());
+    let now: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.stats_path()).unwrap()).unwrap();
+    assert!(now["ports"]["client_side"]["rx_packets"].as_u64().unwrap_or(0) > 0, "{now}");
+    // ALRM: ignored, said so.
+    kill(pid, "-ALRM");
+    assert!(eventually(5, || t.log().contains("SIGALRM ignored")), "{}", t.log());
+    assert!(ping(&t), "weir stopped forwarding after the signals\n{}", t.log());
+    // QUIT: stops like TERM, with its report.
+    let _ = std::fs::remove_file(t.stats_path());
+    kill(pid, "-QUIT");
+    assert!(eventually(10, || t.stats_path().exists()), "no report on SIGQUIT: {}", t.log());
+    assert!(eventually(5, || !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")));
+}
+
+#[test]
+fn a_closed_stdout_loses_only_the_printed_report() {
+    if !ready(&["ip", "sh"]) {
+        return;
+    }
+    let t = Topology::build(DemoBackend::AfPacket).unwrap();
+    let cfg = t.dir().join("closed.yaml");
+    std::fs::write(&cfg, t.config(1, "")).unwrap();
+    let stats = t.dir().join("closed.json");
+    let log = t.dir().join("closed.log");
+    let script = format!(
+        "exec {} run -c {} --stats-json {} 2>{} >&-",
+        exe().display(),
+        cfg.display(),
+        stats.display(),
+        log.display()
+    );
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", t.weir.name(), "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(eventually(30, || logged().contains("weir running")), "{}", logged());
+    kill(child.id(), "-TERM");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit {status}: {}", logged());
+    assert!(!logged().contains("panicked"), "{}", logged());
+    let written = std::fs::read_to_string(&stats).unwrap_or_default();
+    assert!(written.contains("\"ports\""), "no counters file: {}", logged());
+}
+
+#[test]
+fn an_unwritable_counters_file_is_refused_at_start() {
+    let dir = std::env::temp_dir().join(format!("weir-faults-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("tap.yaml");
+    std::fs::write(&cfg, "ports:\n  - { name: a, backend: tap, addresses: [198.18.1.1/24] }\n")
+        .unwrap();
+    let t0 = Instant::now();
+    let out = std::process::Command::new(exe())
+        .args(["run", "-c", cfg.to_str().unwrap(), "--stats-json", "/proc/weir/nowhere.json"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--stats-json /proc/weir/nowhere.json cannot be written"), "{err}");
+    assert!(!err.contains("weir running"), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+}
+
+/// weir's side of the server link (w1, and its peer s0) removed: weir logs it and does not
+/// spin; created again (a new device under the same name), weir takes it back.
+#[test]
+fn an_interface_removed_and_returned_is_taken_back() {
+    if !ready(&["ip", "ping"]) {
+        return;
+    }
+    let mut t = running("");
+    let pid = t.pid().unwrap();
+    sh(&["ip", "-n", t.weir.name(), "link", "del", "w1"]).unwrap();
+    assert!(eventually(5, || t.log().contains("link down")), "{}", t.log());
+    let busy = cpu_percent(pid, Duration::from_secs(2));
+    assert!(busy < 40, "weir used {busy}% of a core with its interface gone\n{}", t.log());
+    veth(&t.weir, "w1", &t.server, "s0").unwrap();
+    t.weir.quiet_kernel("w1").unwrap();
+    configure_host(
+        &t.server,
+        "s0",
+        "198.18.2.2/24",
+        "198.18.2.1",
+        "2001:db8:2::2/64",
+        "2001:db8:2::1",
+    )
+    .unwrap();
+    assert!(eventually(5, || t.log().contains("reopened=true")), "{}", t.log());
+    if !eventually(10, || ping(&t)) {
+        let stats = t.stop().unwrap();
+        panic!("no traffic after the interface returned\n{}\n{stats:#}", t.log());
+    }
+    t.stop().unwrap();
+}
+
+/// The server link set down and up again: logged, no spinning, traffic resumes.
+#[test]
+fn a_link_down_and_up_again_is_followed() {
+    if !ready(&["ip", "ping"]) {
+        return;
+    }
+    let mut t = running("");
+    let pid = t.pid().unwrap();
+    t.weir.exec(&["ip", "link", "set", "w1", "down"]).unwrap();
+    assert!(eventually(5, || t.log().contains("link down")), "{}", t.log());
+    let busy = cpu_percent(pid, Duration::from_secs(2));
+    assert!(busy < 40, "weir used {busy}% of a core with its link down\n{}", t.log());
+    t.weir.exec(&["ip", "link", "set", "w1", "up"]).unwrap();
+    assert!(eventually(5, || t.log().contains("link up")), "{}", t.log());
+    assert!(eventually(10, || ping(&t)), "no traffic after the link came back\n{}", t.log());
+    t.stop().unwrap();
+}
