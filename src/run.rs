@@ -709,6 +709,7 @@ impl Running {
                     t.rx_packets += s.rx_packets;
                     t.rx_bytes += s.rx_bytes;
                     t.rx_dropped += s.rx_dropped;
+                    t.rx_oversize += s.rx_oversize;
                     t.tx_packets += s.tx_packets;
                     t.tx_bytes += s.tx_bytes;
                     t.tx_dropped += s.tx_dropped;
@@ -717,12 +718,24 @@ impl Running {
             ports.insert(
                 name.clone(),
                 json!({"rx_packets": t.rx_packets, "rx_bytes": t.rx_bytes, "rx_dropped": t.rx_dropped,
+                       "rx_oversize": t.rx_oversize,
                        "tx_packets": t.tx_packets, "tx_bytes": t.tx_bytes, "tx_dropped": t.tx_dropped}),
             );
         }
         let mut drops = serde_json::Map::new();
+        // Frames a port dropped for their size never reach a worker's pipeline: they are
+        // counted under the pipeline's reason here.
+        let oversize: u64 = self
+            .stats
+            .iter()
+            .flat_map(|w| w.ports.iter())
+            .map(|p| p.rx_oversize.load(Relaxed))
+            .sum();
         for r in DropReason::ALL {
-            let n: u64 = self.stats.iter().map(|w| w.drops[r as usize].load(Relaxed)).sum();
+            let mut n: u64 = self.stats.iter().map(|w| w.drops[r as usize].load(Relaxed)).sum();
+            if r == DropReason::Oversize {
+                n += oversize;
+            }
             if n > 0 {
                 drops.insert(r.as_str().to_owned(), json!(n));
             }

@@ -104,6 +104,8 @@ pub struct SharedPortStats {
     /// See [`PortStats`].
     pub rx_dropped: AtomicU64,
     /// See [`PortStats`].
+    pub rx_oversize: AtomicU64,
+    /// See [`PortStats`].
     pub tx_packets: AtomicU64,
     /// See [`PortStats`].
     pub tx_bytes: AtomicU64,
@@ -116,6 +118,7 @@ impl SharedPortStats {
         bump(&self.rx_packets, s.rx_packets);
         bump(&self.rx_bytes, s.rx_bytes);
         bump(&self.rx_dropped, s.rx_dropped);
+        bump(&self.rx_oversize, s.rx_oversize);
         bump(&self.tx_packets, s.tx_packets);
         bump(&self.tx_bytes, s.tx_bytes);
         bump(&self.tx_dropped, s.tx_dropped);
@@ -127,6 +130,7 @@ impl SharedPortStats {
             rx_packets: self.rx_packets.load(Ordering::Relaxed),
             rx_bytes: self.rx_bytes.load(Ordering::Relaxed),
             rx_dropped: self.rx_dropped.load(Ordering::Relaxed),
+            rx_oversize: self.rx_oversize.load(Ordering::Relaxed),
             tx_packets: self.tx_packets.load(Ordering::Relaxed),
             tx_bytes: self.tx_bytes.load(Ordering::Relaxed),
             tx_dropped: self.tx_dropped.load(Ordering::Relaxed),

@@ -306,6 +306,9 @@ enum RxOutcome {
     Deliver(PoolBuf),
     /// Not for us (our own or another host process's outgoing frame); not a drop.
     Skip,
+    /// Longer than a buffer (or than the ring's frame, which cut it): counted apart, it is
+    /// the sender's frame size, not weir's loss.
+    Oversize,
     Drop,
 }
 
@@ -331,11 +334,14 @@ fn copy_frame(
     };
     // Truncated by the ring (longer than a block): not the frame that was sent.
     if h.snaplen < h.len {
-        return RxOutcome::Drop;
+        return RxOutcome::Oversize;
     }
     let vlan = h.status & libc::TP_STATUS_VLAN_VALID != 0;
     let total = data.len() + if vlan { VLAN_HLEN } else { 0 };
-    if total > buf_cap || (vlan && data.len() < ETH_ALEN2) {
+    if total > buf_cap {
+        return RxOutcome::Oversize;
+    }
+    if vlan && data.len() < ETH_ALEN2 {
         return RxOutcome::Drop;
     }
     let Some(mut buf) = cache.alloc() else { return RxOutcome::Drop };
@@ -803,6 +809,7 @@ impl PacketIo for AfPacketPort {
                         batch.push(buf);
                     }
                     RxOutcome::Skip => {}
+                    RxOutcome::Oversize => self.stats.rx_oversize += 1,
                     RxOutcome::Drop => self.stats.rx_dropped += 1,
                 }
                 self.pos.remaining -= 1;
@@ -1195,7 +1202,7 @@ mod tests {
     }
 
     #[test]
-    fn oversize_frames_and_pool_exhaustion_are_counted_drops() {
+    fn oversize_frames_and_pool_exhaustion_are_counted_apart() {
         in_private_netns("afpacket drops", || {
             veth_pair("wa", "wb");
             // Only 8 buffers of 256 bytes.
@@ -1204,7 +1211,7 @@ mod tests {
             let peer_mac = sys::if_mac("wb").unwrap();
             let mut port = AfPacketPort::open(&AfPacketConfig::new("wa"), pool).unwrap();
             let mac = port.mac();
-            // Too long for a buffer: dropped; the next one still arrives.
+            // Too long for a buffer: dropped and counted as oversize; the next one arrives.
             peer.send(&test_frame(mac, peer_mac, 1, 600));
             peer.send(&test_frame(mac, peer_mac, 2, 10));
             let mut held = Vec::new();
@@ -1217,7 +1224,7 @@ mod tests {
             }
             assert_eq!(held.len(), 1);
             assert_eq!(test_seq(held[0].data()), Some(2));
-            assert_eq!(port.stats().rx_dropped, 1);
+            assert_eq!((port.stats().rx_oversize, port.stats().rx_dropped), (1, 0));
 
             // Hold every buffer of the pool: 7 more frames take the rest, then 5 are dropped
             // (counted) rather than queued.
@@ -1225,13 +1232,13 @@ mod tests {
                 peer.send(&test_frame(mac, peer_mac, seq, 10));
             }
             let deadline = Instant::now() + LIMIT;
-            while port.stats().rx_dropped < 6 && Instant::now() < deadline {
+            while port.stats().rx_dropped < 5 && Instant::now() < deadline {
                 port.rx_burst(&mut batch);
                 held.extend(batch.drain(..));
                 wait_readable(port.poll_fd().unwrap(), Duration::from_millis(20));
             }
             assert_eq!(held.len(), 8);
-            assert_eq!(port.stats().rx_dropped, 6);
+            assert_eq!(port.stats().rx_dropped, 5);
             assert_eq!(port.stats().rx_packets, 8);
         });
     }

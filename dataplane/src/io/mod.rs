@@ -15,9 +15,11 @@ pub struct PortStats {
     pub rx_packets: u64,
     /// Bytes of those frames.
     pub rx_bytes: u64,
-    /// Frames the port or kernel dropped before weir saw them (ring full, buffer pool empty,
-    /// frame longer than a buffer).
+    /// Frames the port or kernel dropped before weir saw them (ring full, buffer pool empty).
     pub rx_dropped: u64,
+    /// Frames longer than a packet buffer (`mempool.buffer_bytes`), dropped on receipt: in
+    /// the report's drops as `oversize`.
+    pub rx_oversize: u64,
     /// Frames handed to the kernel or device for sending.
     pub tx_packets: u64,
     /// Bytes of those frames.
