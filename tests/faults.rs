@@ -223,3 +223,92 @@ fn a_link_down_and_up_again_is_followed() {
     assert!(eventually(10, || ping(&t)), "no traffic after the link came back\n{}", t.log());
     t.stop().unwrap();
 }
+
+/// `weir run` refuses what `weir check` refuses, before it opens anything, naming the field.
+#[test]
+fn run_refuses_an_absurd_configuration_without_starting() {
+    let dir = std::env::temp_dir().join(format!("weir-absurd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = "ports:\n  - { name: a, backend: tap, addresses: [198.18.1.1/24] }\n";
+    for (extra, field) in [
+        ("neighbor: { capacity_entries: 1099511627776 }\n", "neighbor.capacity_entries"),
+        ("mempool: { buffers: 16777216, buffer_bytes: 65535 }\n", "mempool.buffers"),
+        ("idle: { sleep_ms: 4294967295 }\n", "idle.sleep_ms"),
+        (
+            "workers:\n  - {}\n  - {}\nmesh: { handoff_ring_packets: 0 }\n",
+            "mesh.handoff_ring_packets",
+        ),
+    ] {
+        let cfg = dir.join("absurd.yaml");
+        std::fs::write(&cfg, format!("{extra}{base}")).unwrap();
+        let out = std::process::Command::new(exe())
+            .args(["run", "-c", cfg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{extra}: {err}");
+        assert!(err.contains(field), "{extra}: {err}");
+        assert!(!err.contains("weir running"), "{extra}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Resident memory of `pid`, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Malicious and absurd files written over the running configuration, while traffic flows:
+/// each reload is refused and logged, memory stays flat, traffic goes on; a stop that comes
+/// during the parse of a large file is honoured at once.
+#[test]
+fn bad_files_written_over_the_running_configuration_leave_it_running() {
+    if !ready(&["ip", "ping"]) {
+        return;
+    }
+    let mut t = running("");
+    let pid = t.pid().unwrap();
+    let path = t.dir().join("weir.yaml");
+    let good = std::fs::read_to_string(&path).unwrap();
+    let rss_before = rss_kib(pid);
+    let mut bomb = format!("eal:\n  file_prefix: &a \"{}\"\n  args:\n", "x".repeat(1 << 20));
+    for _ in 0..20_000 {
+        bomb.push_str("    - *a\n");
+    }
+    bomb.push_str(&good);
+    let bad = [
+        bomb,
+        format!("{good}eal:\n  args: {}", "[".repeat(100_000)),
+        format!("neighbor: {{ capacity_entries: 1099511627776 }}\n{good}"),
+        good.replace("198.18.2.1/24", "198.18.2.7/24"),
+    ];
+    for (i, text) in bad.iter().enumerate() {
+        let rejected = t.log().matches("rejected").count();
+        std::fs::write(&path, text).unwrap();
+        kill(pid, "-HUP");
+        assert!(
+            eventually(10, || t.log().matches("rejected").count() > rejected),
+            "file {i} was not rejected\n{}",
+            t.log()
+        );
+        assert!(ping(&t), "traffic stopped after bad file {i}\n{}", t.log());
+    }
+    let rss_after = rss_kib(pid);
+    assert!(rss_after < rss_before + 64 * 1024, "RSS {rss_before} KiB -> {rss_after} KiB");
+    // A large, valid-looking file: 60 MB of comments, then the configuration. TERM while it
+    // parses stops weir at once.
+    let mut large =
+        "# padding padding padding padding padding padding padding padding\n".repeat(900_000);
+    large.push_str(&good);
+    std::fs::write(&path, &large).unwrap();
+    kill(pid, "-HUP");
+    std::thread::sleep(Duration::from_millis(100));
+    let t0 = Instant::now();
+    t.stop().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(3), "stopping took {:?}", t0.elapsed());
+}
