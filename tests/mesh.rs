@@ -611,3 +611,108 @@ print('mtu', s.getsockopt(socket.IPPROTO_IP, 14))  # IP_MTU
     assert!(text.contains("1200 answer 1200"), "{text}");
     assert!(common::drop_count(&stats, "mtu_exceeded") >= 1, "{stats}");
 }
+
+/// The flood benchmark (BENCHMARKS.md; `cargo test --release --test mesh -- --ignored
+/// --nocapture flood_benchmark`): SYNs from spoofed sources at about ten times the flow
+/// table's size per second for 20 s, against three nginx endpoints behind a NAT service with
+/// `evict_embryonic`, while a client opens new connections one after another and a keep-alive
+/// session asks every 200 ms. Prints the share of new connections that succeeded, the
+/// session's failures, the ejections, the flood's rate and weir's memory before and after.
+#[test]
+#[ignore = "a benchmark: 30 s of flood; run it by name"]
+fn flood_benchmark() {
+    if !ready(&["ip", "curl", "nginx", "hping3"]) {
+        return;
+    }
+    const TABLE: usize = 1024;
+    const SECONDS: u64 = 20;
+    let mut rig = MeshRig::build(3).unwrap();
+    let extra = format!(
+        "{}mesh: {{ flows_per_worker: {TABLE}, when_full: evict_embryonic }}
+routes:
+  - {{ prefix: 198.18.128.0/17, port: client_side, via: 198.18.1.2 }}
+",
+        services_config("nat", "maglev", &[1, 1, 1])
+    );
+    let cfg = rig.t.config(1, &extra);
+    rig.t.start(&exe(), &cfg).unwrap();
+    let pid = rig.t.pid().unwrap();
+    let go = rig.t.dir().join("stop-session");
+    let session = format!(
+        "import http.client, os, time
+ok = bad = 0
+c = http.client.HTTPConnection('{VIP}', 80, timeout=2)
+t = time.time()
+while not os.path.exists('{}') and time.time() - t < 60:
+    try:
+        c.request('GET', '/'); c.getresponse().read(); ok += 1
+    except Exception:
+        bad += 1; c = http.client.HTTPConnection('{VIP}', 80, timeout=2)
+    time.sleep(0.2)
+print('session', ok, bad, flush=True)
+",
+        go.display()
+    );
+    let session = rig.t.client.spawn(&[common::PY, "-c", &session]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let rss_before = rss_kib(pid);
+    // Two floods of 10 240 SYN/s each (one every 97 us), from two spoofed sources with ever
+    // changing ports: every SYN a new flow. Bounded in count and in time.
+    let per_source = (10 * TABLE as u64 / 2 * SECONDS).to_string();
+    let floods: Vec<_> = (0..2)
+        .map(|i| {
+            let src = format!("198.18.{}.{}", 130 + i, 1 + fastrand_u8() % 250);
+            rig.t
+                .client
+                .spawn(&[
+                    "timeout",
+                    "30",
+                    "hping3",
+                    "-q",
+                    "-S",
+                    "-p",
+                    "80",
+                    "-a",
+                    &src,
+                    "-c",
+                    &per_source,
+                    "-i",
+                    "u97",
+                    VIP,
+                ])
+                .unwrap()
+        })
+        .collect();
+    let t0 = std::time::Instant::now();
+    let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 500).unwrap();
+    let curl_secs = t0.elapsed().as_secs_f64();
+    for f in floods {
+        let _ = f.wait_with_output();
+    }
+    let flood_secs = t0.elapsed().as_secs_f64();
+    let rss_after = rss_kib(pid);
+    std::fs::write(&go, "").unwrap();
+    let out = session.wait_with_output().unwrap();
+    let session = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let stats = rig.t.stop().unwrap();
+    let opened = worker_sum(&stats, "flows_opened");
+    let ejections: u64 = stats["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["ejections"].as_u64().unwrap_or(0))
+        .sum();
+    let ok: usize = per.iter().sum();
+    println!(
+        "flood: {opened} flows opened in {flood_secs:.1} s ({:.0}/s, {:.1}x the {TABLE}-flow \
+         table per second), {} evicted; new connections during it: {ok} of {} ({:.1}%) in \
+         {curl_secs:.1} s; keep-alive session (ok, failed): {session}; ejections: {ejections}; \
+         unjudged failed connects: {}; RSS {rss_before} -> {rss_after} KiB",
+        opened as f64 / flood_secs,
+        opened as f64 / flood_secs / TABLE as f64,
+        worker_sum(&stats, "flows_evicted"),
+        ok + failed,
+        100.0 * ok as f64 / (ok + failed) as f64,
+        worker_sum(&stats, "connects_failed_unjudged"),
+    );
+}
