@@ -309,10 +309,20 @@ impl Drop for Mempool {
 fn map_region(len: usize) -> io::Result<(NonNull<u8>, usize, bool)> {
     let huge_len = len.div_ceil(HUGEPAGE) * HUGEPAGE;
     let prot = libc::PROT_READ | libc::PROT_WRITE;
-    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE;
-    // SAFETY: an anonymous private mapping with no address hint touches no existing memory.
-    let p = unsafe {
-        libc::mmap(std::ptr::null_mut(), huge_len, prot, flags | libc::MAP_HUGETLB, -1, 0)
+    // Miri models plain anonymous private mappings only: under it, no hugepages, no prefault.
+    let flags = if cfg!(miri) {
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS
+    } else {
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE
+    };
+    let p = if cfg!(miri) {
+        libc::MAP_FAILED
+    } else {
+        // SAFETY: an anonymous private mapping with no address hint touches no existing
+        // memory.
+        unsafe {
+            libc::mmap(std::ptr::null_mut(), huge_len, prot, flags | libc::MAP_HUGETLB, -1, 0)
+        }
     };
     if p != libc::MAP_FAILED {
         if let Some(nn) = NonNull::new(p.cast::<u8>()) {
