@@ -624,11 +624,18 @@ fn flood_benchmark() {
     if !ready(&["ip", "curl", "nginx", "hping3"]) {
         return;
     }
+    for when_full in ["evict_embryonic", "drop_new"] {
+        flood_run(when_full);
+    }
+}
+
+/// One run of [`flood_benchmark`] with this full-table policy.
+fn flood_run(when_full: &str) {
     const TABLE: usize = 1024;
     const SECONDS: u64 = 20;
     let mut rig = MeshRig::build(3).unwrap();
     let extra = format!(
-        "{}mesh: {{ flows_per_worker: {TABLE}, when_full: evict_embryonic }}
+        "{}mesh: {{ flows_per_worker: {TABLE}, when_full: {when_full} }}
 routes:
   - {{ prefix: 198.18.128.0/17, port: client_side, via: 198.18.1.2 }}
 ",
@@ -696,6 +703,8 @@ print('session', ok, bad, flush=True)
     let session = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let stats = rig.t.stop().unwrap();
     let opened = worker_sum(&stats, "flows_opened");
+    let refused = common::drop_count(&stats, "flow_table_full");
+    let offered = opened + refused;
     let ejections: u64 = stats["endpoints"]
         .as_array()
         .unwrap()
@@ -704,12 +713,12 @@ print('session', ok, bad, flush=True)
         .sum();
     let ok: usize = per.iter().sum();
     println!(
-        "flood: {opened} flows opened in {flood_secs:.1} s ({:.0}/s, {:.1}x the {TABLE}-flow \
-         table per second), {} evicted; new connections during it: {ok} of {} ({:.1}%) in \
+        "flood, {when_full}: {offered} new flows in {flood_secs:.1} s ({:.0}/s, {:.1}x the \
+         {TABLE}-flow table per second), {opened} opened, {} evicted, {refused} refused; new connections during it: {ok} of {} ({:.1}%) in \
          {curl_secs:.1} s; keep-alive session (ok, failed): {session}; ejections: {ejections}; \
          unjudged failed connects: {}; RSS {rss_before} -> {rss_after} KiB",
-        opened as f64 / flood_secs,
-        opened as f64 / flood_secs / TABLE as f64,
+        offered as f64 / flood_secs,
+        offered as f64 / flood_secs / TABLE as f64,
         worker_sum(&stats, "flows_evicted"),
         ok + failed,
         100.0 * ok as f64 / (ok + failed) as f64,
