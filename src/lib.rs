@@ -5,6 +5,7 @@ pub mod claim;
 pub mod config;
 pub mod demo;
 pub mod footprint;
+pub mod fuzzing;
 pub mod meshdemo;
 pub mod netns;
 pub mod run;

@@ -12,6 +12,7 @@ pub mod cycles;
 #[allow(unsafe_code)]
 pub mod dpdk;
 pub mod fib;
+pub mod fuzzing;
 pub mod hint;
 pub mod io;
 pub mod lpm;
