@@ -982,28 +982,19 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
             ));
         }
         let a = &p.af_packet;
-        if p.backend == Backend::AfPacket {
-            if !a.block_bytes.is_power_of_two() || a.block_bytes < 4096 {
-                return Err(err(
-                    format!("ports[{i}].af_packet.block_bytes"),
-                    "must be a power of two of at least 4096",
-                ));
-            }
-            if a.blocks == 0 || a.tx_frames == 0 || a.block_timeout_ms == 0 {
-                return Err(err(
-                    format!("ports[{i}].af_packet"),
-                    "blocks, tx_frames and block_timeout_ms must be positive",
-                ));
-            }
+        if p.backend == Backend::AfPacket
+            && (!a.block_bytes.is_power_of_two() || a.block_bytes < 4096)
+        {
+            return Err(err(
+                format!("ports[{i}].af_packet.block_bytes"),
+                "must be a power of two of at least 4096",
+            ));
         }
         if let Some(mac) = p.mac {
             if mac[0] & 1 != 0 {
                 return Err(err(format!("ports[{i}].mac"), "must be a unicast address"));
             }
         }
-    }
-    if cfg.mempool.buffers < 64 {
-        return Err(err("mempool.buffers", "at least 64"));
     }
     if dpdk {
         // RTE_MEMPOOL_CACHE_MAX_SIZE, and DPDK's rule that a cache is at most 1/1.5 of the pool.
@@ -1035,9 +1026,6 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
                 ),
             ));
         }
-    }
-    if cfg.neighbor.capacity_entries == 0 || cfg.neighbor.pending_packets == 0 {
-        return Err(err("neighbor", "capacity_entries and pending_packets must be positive"));
     }
     let m = &cfg.mesh;
     if m.flows_per_worker == 0 || m.flows_per_worker > 1 << 29 {

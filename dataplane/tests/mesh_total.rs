@@ -3,23 +3,14 @@
 //! replies and ICMP errors about those flows, the clients' next packets and the fixtures go
 //! through the pipeline mutated and cut short, without a panic, each counted once.
 
-use dataplane::fib::Fib;
 use dataplane::mempool::{Mempool, MempoolConfig, PoolBuf};
-use dataplane::mesh::engine::{MeshEngine, MeshSettings, SharedMesh};
-use dataplane::mesh::flow::{FlowTimeouts, WhenFull};
-use dataplane::mesh::model::{
-    proto, ClusterSpec, Encap, EndpointSpec, MeshCapacity, MeshSnapshot, Mode, OnEndpointGone,
-    Policy, ServiceSpec,
-};
-use dataplane::neigh::NeighborBus;
-use dataplane::pipeline::{Egress, Pipeline, PipelineConfig, Verdict};
+use dataplane::pipeline::{Egress, Pipeline, Verdict};
 use dataplane::testing::{
-    counted_once, ipv4_frame, l4_frame_v4, router_ports, Tally, CLIENT_MAC, PORT0_MAC, PORT1_MAC,
+    counted_once, ipv4_frame, l4_frame_v4, Tally, CLIENT_MAC, PORT0_MAC, PORT1_MAC,
 };
 use proptest::prelude::*;
 use stack::checksum::{checksum, l4_checksum_v6};
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::Arc;
 
 const CLIENT: [u8; 4] = [198, 18, 1, 2];
 const ENDPOINT: [u8; 4] = [198, 18, 2, 2];
@@ -42,77 +33,10 @@ impl Egress<PoolBuf> for Sink {
     }
 }
 
-fn service(
-    name: &str,
-    vip: IpAddr,
-    port: u16,
-    proto: u8,
-    mode: Mode,
-    cluster: &str,
-) -> ServiceSpec {
-    ServiceSpec { name: name.into(), vip, port, proto, cluster: cluster.into(), mode }
-}
-
-fn cluster(name: &str, policy: Policy, addrs: &[IpAddr], gone: OnEndpointGone) -> ClusterSpec {
-    ClusterSpec {
-        name: name.into(),
-        policy,
-        maglev_table_size: None,
-        on_endpoint_gone: gone,
-        endpoints: addrs
-            .iter()
-            .map(|&addr| EndpointSpec { addr, port: 80, weight: 1, healthy: true })
-            .collect(),
-    }
-}
-
+/// The mesh pipeline the fuzz target drives too: NAT, DNAT, DSR (IP-in-IP, GUE), a resetting
+/// cluster and an IPv6 service, as worker 0 of two, eight flows, short timeouts.
 fn pipeline() -> Pipeline<PoolBuf> {
-    let ports = router_ports(1400);
-    let fib = Arc::new(Fib::build(ports, &[]).unwrap());
-    let v4 = |d: u8| IpAddr::from([198, 18, 2, d]);
-    let v6 = |d: u16| IpAddr::from([0x2001, 0xdb8, 2, 0, 0, 0, 0, d]);
-    let statics: Vec<(IpAddr, u8, [u8; 6])> = vec![
-        (v4(2), 1, [2, 0, 0, 0, 0, 0x22]),
-        (v4(3), 1, [2, 0, 0, 0, 0, 0x23]),
-        (v6(2), 1, [2, 0, 0, 0, 0, 0x22]),
-        ("198.18.1.2".parse().unwrap(), 0, [2, 0, 0, 0, 0, 0x10]),
-        ("2001:db8:1::2".parse().unwrap(), 0, [2, 0, 0, 0, 0, 0x10]),
-    ];
-    let vip = |d: u8| IpAddr::from([198, 19, 0, d]);
-    let services = vec![
-        service("nat", vip(1), 80, proto::TCP, Mode::Nat, "web"),
-        service("dnat", vip(2), 53, proto::UDP, Mode::Dnat, "web"),
-        service("ipip", vip(3), 80, proto::TCP, Mode::Dsr(Encap::IpIp), "web"),
-        service("gue", vip(4), 80, proto::TCP, Mode::Dsr(Encap::Gue { port: 6080 }), "web"),
-        service("reset", vip(5), 80, proto::TCP, Mode::Nat, "gone"),
-        service("v6", "2001:db8:19::1".parse().unwrap(), 80, proto::TCP, Mode::Nat, "web6"),
-    ];
-    let clusters = vec![
-        cluster("web", Policy::Maglev, &[v4(2), v4(3)], OnEndpointGone::Drain),
-        cluster("gone", Policy::RoundRobin, &[v4(2)], OnEndpointGone::Reset),
-        cluster("web6", Policy::LeastRequest, &[v6(2)], OnEndpointGone::Drain),
-    ];
-    let cap = MeshCapacity { services: 16, clusters: 16, endpoints: 64 };
-    let snap = MeshSnapshot::build(&services, &clusters, cap, None, |_| true).unwrap();
-    let settings = MeshSettings {
-        flow_capacity: 8,
-        // Short, so that flows expire and the sweep runs within a case.
-        timeouts: FlowTimeouts {
-            syn_ns: 50_000_000,
-            established_ns: 400_000_000,
-            closing_ns: 20_000_000,
-            datagram_ns: 100_000_000,
-        },
-        when_full: WhenFull::EvictEmbryonic,
-        snat_ports: (20000, 20063),
-        endpoints: 64,
-        clusters: 16,
-    };
-    // Worker 0 of two: replies of the other worker's flows are handed off (and, with no ring
-    // here, dropped and counted).
-    let engine = MeshEngine::new(0, 2, &settings, SharedMesh::new(snap, 64));
-    Pipeline::new(0, fib, NeighborBus::new(1, 4), PipelineConfig::default(), &statics)
-        .with_mesh(engine)
+    dataplane::fuzzing::mesh_pipeline()
 }
 
 /// An IPv6 TCP SYN with a valid checksum, to weir's port 0.

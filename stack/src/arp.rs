@@ -82,14 +82,7 @@ pub fn write_request(
     src_ip: Ipv4Addr,
     target_ip: Ipv4Addr,
 ) -> Result<usize, BuildError> {
-    let repr = ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Request,
-        source_hardware_addr: src_mac.into(),
-        source_protocol_addr: src_ip,
-        target_hardware_addr: MacAddr::ZERO.into(),
-        target_protocol_addr: target_ip,
-    };
-    write_arp(buf, MacAddr::BROADCAST, src_mac, &repr)
+    write_probe(buf, src_mac, src_ip, target_ip, MacAddr::BROADCAST)
 }
 
 /// Writes an ARP request "who has `target_ip`? tell `src_ip`" sent by unicast to
