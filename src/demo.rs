@@ -30,7 +30,9 @@ pub enum DemoBackend {
 
 impl DemoBackend {
     /// Whether weir's ports are veth ends in its namespace (else TAP devices it creates).
-    fn veth(self) -> bool {
+    /// Whether weir's ports are veth ends in its namespace (else TAP devices moved out to
+    /// the hosts' namespaces once weir runs).
+    pub fn veth(self) -> bool {
         matches!(self, DemoBackend::AfPacket | DemoBackend::DpdkAfPacket)
     }
 }

@@ -731,10 +731,18 @@ impl Running {
             .flat_map(|w| w.ports.iter())
             .map(|p| p.rx_oversize.load(Relaxed))
             .sum();
+        // Frames a DPDK device refused never reach weir at all: its count.
+        #[cfg(feature = "dpdk")]
+        let rx_errors: u64 =
+            self.dpdk_ports.iter().filter_map(|p| p.stats().ok()).map(|s| s.ierrors).sum();
+        #[cfg(not(feature = "dpdk"))]
+        let rx_errors = 0u64;
         for r in DropReason::ALL {
             let mut n: u64 = self.stats.iter().map(|w| w.drops[r as usize].load(Relaxed)).sum();
-            if r == DropReason::Oversize {
-                n += oversize;
+            match r {
+                DropReason::Oversize => n += oversize,
+                DropReason::RxErrors => n += rx_errors,
+                _ => {}
             }
             if n > 0 {
                 drops.insert(r.as_str().to_owned(), json!(n));

@@ -14,7 +14,11 @@ fn ping(t: &Topology) -> bool {
 }
 
 fn running(extra: &str) -> Topology {
-    let mut t = Topology::build(DemoBackend::AfPacket).unwrap();
+    running_on(DemoBackend::AfPacket, extra)
+}
+
+fn running_on(backend: DemoBackend, extra: &str) -> Topology {
+    let mut t = Topology::build(backend).unwrap();
     let cfg = t.config(1, extra);
     t.start(&exe(), &cfg).unwrap();
     assert!(ping(&t), "no traffic through weir at the start\n{}", t.log());
@@ -183,6 +187,11 @@ fn an_interface_removed_and_returned_is_taken_back() {
     }
     let mut t = running("");
     let pid = t.pid().unwrap();
+    let mac = || {
+        let out = t.weir.run(&["cat", "/sys/class/net/w1/address"]).unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let before = mac();
     sh(&["ip", "-n", t.weir.name(), "link", "del", "w1"]).unwrap();
     assert!(eventually(5, || t.log().contains("link down")), "{}", t.log());
     let busy = cpu_percent(pid, Duration::from_secs(2));
@@ -199,6 +208,8 @@ fn an_interface_removed_and_returned_is_taken_back() {
     )
     .unwrap();
     assert!(eventually(5, || t.log().contains("reopened=true")), "{}", t.log());
+    // The server still knows weir by the old MAC: the new device has it.
+    assert_eq!(mac(), before, "the returned device did not get weir's MAC");
     if !eventually(10, || ping(&t)) {
         let stats = t.stop().unwrap();
         panic!("no traffic after the interface returned\n{}\n{stats:#}", t.log());
@@ -218,6 +229,54 @@ fn a_link_down_and_up_again_is_followed() {
     assert!(eventually(5, || t.log().contains("link down")), "{}", t.log());
     let busy = cpu_percent(pid, Duration::from_secs(2));
     assert!(busy < 40, "weir used {busy}% of a core with its link down\n{}", t.log());
+    t.weir.exec(&["ip", "link", "set", "w1", "up"]).unwrap();
+    assert!(eventually(5, || t.log().contains("link up")), "{}", t.log());
+    assert!(eventually(10, || ping(&t)), "no traffic after the link came back\n{}", t.log());
+    t.stop().unwrap();
+}
+
+/// The client's TAP device deleted under weir: logged, no spinning; a TAP device of the same
+/// name created again in weir's namespace is attached to, and traffic resumes.
+#[test]
+fn a_tap_device_deleted_and_created_again_is_taken_back() {
+    if !ready(&["ip", "ping"]) {
+        return;
+    }
+    let mut t = running_on(DemoBackend::Tap, "");
+    let pid = t.pid().unwrap();
+    sh(&["ip", "-n", t.client.name(), "link", "del", "c0"]).unwrap();
+    assert!(eventually(5, || t.log().contains("device deleted")), "{}", t.log());
+    let busy = cpu_percent(pid, Duration::from_secs(2));
+    assert!(busy < 40, "weir used {busy}% of a core with its TAP device gone\n{}", t.log());
+    sh(&["ip", "-n", t.weir.name(), "tuntap", "add", "dev", "c0", "mode", "tap"]).unwrap();
+    assert!(eventually(5, || t.log().contains("reopened=true")), "{}", t.log());
+    sh(&["ip", "-n", t.weir.name(), "link", "set", "c0", "netns", t.client.name()]).unwrap();
+    configure_host(
+        &t.client,
+        "c0",
+        "198.18.1.2/24",
+        "198.18.1.1",
+        "2001:db8:1::2/64",
+        "2001:db8:1::1",
+    )
+    .unwrap();
+    if !eventually(10, || ping(&t)) {
+        let stats = t.stop().unwrap();
+        panic!("no traffic after the TAP device returned\n{}\n{stats:#}", t.log());
+    }
+    t.stop().unwrap();
+}
+
+/// A DPDK port's link (`net_af_packet` on a veth) set down and up again: logged, and traffic
+/// resumes.
+#[test]
+fn a_dpdk_link_down_and_up_again_is_followed() {
+    if !ready(&["ip", "ping"]) {
+        return;
+    }
+    let mut t = running_on(DemoBackend::DpdkAfPacket, "");
+    t.weir.exec(&["ip", "link", "set", "w1", "down"]).unwrap();
+    assert!(eventually(5, || t.log().contains("link down")), "{}", t.log());
     t.weir.exec(&["ip", "link", "set", "w1", "up"]).unwrap();
     assert!(eventually(5, || t.log().contains("link up")), "{}", t.log());
     assert!(eventually(10, || ping(&t)), "no traffic after the link came back\n{}", t.log());

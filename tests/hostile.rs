@@ -54,7 +54,7 @@ cases = {
   "martian_destination": [bytes(E()/IP(src=CLIENT, dst=d)/UDP(dport=9)) for d in ["127.0.0.1", "0.1.2.3"]]
     + [bytes(E(0x86dd)/IPv6(src=CLIENT6, dst=d)/UDP(dport=9)) for d in ["::1", "::ffff:198.18.2.2"]],
   "bad_source_mac": [bytes(E(src=s)/IP(src=CLIENT, dst=SERVER)/UDP(dport=9)) for s in
-      ["ff:ff:ff:ff:ff:ff", "01:00:5e:00:00:01", "00:00:00:00:00:00", gw]],
+      ["ff:ff:ff:ff:ff:ff", "01:00:5e:00:00:01", "00:00:00:00:00:00", gw] if s != me],
   "bad_icmp_checksum": [bytes(E()/IP(src=CLIENT, dst=WEIR)/ICMP(chksum=0x1234)),
       bytes(E(0x86dd)/IPv6(src=CLIENT6, dst=WEIR6)/ICMPv6EchoRequest(cksum=0x1234))],
   "directed_broadcast": [bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=me)/IP(src=CLIENT, dst="198.18.1.255")/ICMP()),
@@ -88,17 +88,38 @@ cases = {
 const REPEAT: usize = 3;
 
 #[test]
-fn hostile_frames_get_their_verdicts_and_weir_goes_on() {
+fn hostile_frames_on_af_packet_ports() {
+    hostile_frames_get_their_verdicts_and_weir_goes_on(DemoBackend::AfPacket);
+}
+
+#[test]
+fn hostile_frames_on_tap_ports() {
+    hostile_frames_get_their_verdicts_and_weir_goes_on(DemoBackend::Tap);
+}
+
+#[test]
+fn hostile_frames_on_dpdk_af_packet_ports() {
+    hostile_frames_get_their_verdicts_and_weir_goes_on(DemoBackend::DpdkAfPacket);
+}
+
+#[test]
+fn hostile_frames_on_dpdk_tap_ports() {
+    hostile_frames_get_their_verdicts_and_weir_goes_on(DemoBackend::DpdkTap);
+}
+
+fn hostile_frames_get_their_verdicts_and_weir_goes_on(backend: DemoBackend) {
     if !ready_with_scapy(&["ip", "ping"]) {
         return;
     }
-    let mut t = Topology::build(DemoBackend::AfPacket).unwrap();
+    let mut t = Topology::build(backend).unwrap();
+    let cfg = t.config(1, "");
+    t.start(&exe(), &cfg).unwrap();
     // Jumbo frames on the client's link: weir's buffers hold 2048 bytes, so 4000-byte frames
     // reach it and must be counted as oversize.
     t.client.exec(&["ip", "link", "set", "c0", "mtu", "9000"]).unwrap();
-    t.weir.exec(&["ip", "link", "set", "w0", "mtu", "9000"]).unwrap();
-    let cfg = t.config(1, "");
-    t.start(&exe(), &cfg).unwrap();
+    if backend.veth() {
+        t.weir.exec(&["ip", "link", "set", "w0", "mtu", "9000"]).unwrap();
+    }
     assert!(ping(&t, false, SERVER_V4) && ping(&t, true, SERVER_V6), "{}", t.log());
     let script = format!(
         r#"
@@ -139,16 +160,28 @@ print("counts", ",".join(f"{{k}}={{len(v)}}" for k, v in cases.items()))
     assert!(ping(&t, true, SERVER_V6), "IPv6 forwarding stopped\n{}", t.log());
     let stats = t.stop().unwrap();
     let counts = out.lines().find_map(|l| l.strip_prefix("counts ")).expect("counts");
-    let mut checked = 0;
+    let (mut checked, mut unseen) = (0, 0);
     for kv in counts.trim().split(',') {
-        let (reason, n) = kv.split_once('=').unwrap();
+        let (case, n) = kv.split_once('=').unwrap();
+        let reason = match (backend, case) {
+            // The driver refuses the frame: the device's counter.
+            (DemoBackend::DpdkTap, "oversize") => "rx_errors",
+            // The driver hands over its first 2 KiB: shorter than its IPv4 header says.
+            (DemoBackend::DpdkAfPacket, "oversize") => "bad_ipv4_total_length",
+            // The kernel reassembles for the driver's socket: a lone fragment never arrives.
+            (DemoBackend::DpdkAfPacket, "local_fragment") => {
+                unseen += 1;
+                continue;
+            }
+            _ => case,
+        };
         let n: u64 = n.parse().unwrap();
         let want = n * REPEAT as u64;
         let got = drop_count(&stats, reason);
-        assert!(got >= want, "`{reason}`: {got} counted, {want} sent: {}", stats["drops"]);
+        assert!(got >= want, "`{reason}`: {got} counted, {want} sent: {stats:#}\n{}", t.log());
         checked += 1;
     }
-    assert!(checked >= 24, "{counts}");
+    assert_eq!(checked + unseen, 24, "{counts}");
     // The parameter problems and the ignored claims are counted too.
     assert!(worker_sum(&stats, "icmp_errors") >= 1, "{stats}");
     assert!(worker_sum(&stats, "neighbor_claims_ignored") >= 3 * REPEAT as u64, "{stats}");

@@ -133,11 +133,14 @@ pub enum DropReason {
     NeighborClaimRefused,
     /// Longer than a packet buffer: the port received only part of it.
     Oversize,
+    /// Refused by the device before weir saw it (a DPDK port's `ierrors`: longer than its
+    /// buffers, a bad frame check sequence, …): from the device's counters.
+    RxErrors,
 }
 
 impl DropReason {
     /// Every reason, in discriminant order.
-    pub const ALL: [DropReason; 52] = [
+    pub const ALL: [DropReason; 53] = [
         DropReason::TruncatedEthernet,
         DropReason::UnknownEtherType,
         DropReason::VlanTooDeep,
@@ -190,6 +193,7 @@ impl DropReason {
         DropReason::NeighborOffLink,
         DropReason::NeighborClaimRefused,
         DropReason::Oversize,
+        DropReason::RxErrors,
     ];
     /// Number of reasons.
     pub const COUNT: usize = Self::ALL.len();
@@ -249,6 +253,7 @@ impl DropReason {
             DropReason::NeighborOffLink => "neighbor_off_link",
             DropReason::NeighborClaimRefused => "neighbor_claim_refused",
             DropReason::Oversize => "oversize",
+            DropReason::RxErrors => "rx_errors",
         }
     }
 }

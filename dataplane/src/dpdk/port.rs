@@ -4,7 +4,7 @@
 
 use super::{check, DpdkError, Eal, Mbuf, MbufPool, PortId, QueueId, SocketId};
 use crate::buf::Batch;
-use crate::io::{PacketIo, PortStats};
+use crate::io::{LinkEvent, PacketIo, PortStats};
 use dpdk_sys::rte_mbuf;
 use std::ffi::{CStr, CString};
 use std::ptr::NonNull;
@@ -253,8 +253,21 @@ impl Port {
             ctx("reading the MAC")
         })?;
         port.mac = settings.mac.unwrap_or(addr.addr_bytes);
+        // net_tap reads its link by the TAP's name in weir's network namespace, which is wrong
+        // once the TAP has been moved to another: its link is not watched.
+        let watch_link = driver_watches_link(&port.driver);
+        let kernel_iface =
+            if port.driver == "net_af_packet" { devarg(device, "iface") } else { None };
         let queues = (0..q)
-            .map(|queue| DpdkQueue { port: id, queue: QueueId(queue), stats: PortStats::default() })
+            .map(|queue| DpdkQueue {
+                port: id,
+                queue: QueueId(queue),
+                stats: PortStats::default(),
+                name: device.to_owned(),
+                watch_link,
+                kernel_iface: kernel_iface.clone(),
+                down: false,
+            })
             .collect();
         tracing::info!(
             port = device,
@@ -306,17 +319,7 @@ impl Port {
 
     /// The link state, without waiting.
     pub fn link(&self) -> Link {
-        let mut l = dpdk_sys::rte_eth_link::default();
-        // SAFETY: id is valid; l is valid for writing.
-        let ret = unsafe { dpdk_sys::rte_eth_link_get_nowait(self.id.0, &mut l) };
-        if ret < 0 {
-            return Link { up: false, speed_mbps: 0, full_duplex: false };
-        }
-        Link {
-            up: u32::from(l.link_status()) == dpdk_sys::RTE_ETH_LINK_UP,
-            speed_mbps: l.link_speed,
-            full_duplex: u32::from(l.link_duplex()) == dpdk_sys::RTE_ETH_LINK_FULL_DUPLEX,
-        }
+        link_of(self.id).unwrap_or(Link { up: false, speed_mbps: 0, full_duplex: false })
     }
 
     /// The device's counters.
@@ -385,6 +388,21 @@ impl Drop for Port {
     }
 }
 
+/// The link state of port `id`, without waiting, or why it could not be read.
+fn link_of(id: PortId) -> Result<Link, DpdkError> {
+    let mut l = dpdk_sys::rte_eth_link::default();
+    // SAFETY: id is a valid port; l is valid for writing.
+    let ret = unsafe { dpdk_sys::rte_eth_link_get_nowait(id.0, &mut l) };
+    if ret < 0 {
+        return Err(DpdkError::from_ret(ret, "reading the link"));
+    }
+    Ok(Link {
+        up: u32::from(l.link_status()) == dpdk_sys::RTE_ETH_LINK_UP,
+        speed_mbps: l.link_speed,
+        full_duplex: u32::from(l.link_duplex()) == dpdk_sys::RTE_ETH_LINK_FULL_DUPLEX,
+    })
+}
+
 fn socket_for_setup(s: SocketId) -> u32 {
     // rte_eth_*_queue_setup takes the socket as unsigned; SOCKET_ID_ANY (-1) passes as its
     // two's complement, as in C.
@@ -426,13 +444,42 @@ fn dev_info(id: PortId, device: &str) -> Result<dpdk_sys::rte_eth_dev_info, Dpdk
     Ok(info)
 }
 
+/// The value of argument `key` in a device string (`net_af_packet0,iface=eth1,qpairs=2`).
+fn devarg(device: &str, key: &str) -> Option<String> {
+    device.split(',').skip(1).find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k.trim() == key).then(|| v.trim().to_owned())
+    })
+}
+
+/// Whether the link state driver `driver` reports can be trusted (see [`DpdkQueue`]).
+fn driver_watches_link(driver: &str) -> bool {
+    driver != "net_tap"
+}
+
 /// One queue pair of a started port, polled by one worker. It counts frames; bytes are in the
 /// device's own counters ([`Port::stats`]), which cost nothing per packet.
+///
+/// Its worker looks at the port's link once a second ([`PacketIo::check_link`]): a link that
+/// goes down or comes back is logged, and weir's neighbours on it are learned anew. The port
+/// keeps being polled meanwhile (a receive burst on a down port costs next to nothing, and a
+/// driver may be wrong about its link). Not for `net_tap`, whose link reads false once its
+/// TAP has moved to another namespace. `net_af_packet` (DPDK 22.11) reports its link up for
+/// as long as it runs: its interface's flags are read instead (`IFF_RUNNING`, as later
+/// releases of the driver do).
 #[derive(Debug)]
 pub struct DpdkQueue {
     port: PortId,
     queue: QueueId,
     stats: PortStats,
+    /// The device, for the log.
+    name: String,
+    /// Whether [`PacketIo::check_link`] looks at the link.
+    watch_link: bool,
+    /// The kernel interface whose flags are the link (`net_af_packet`'s `iface`).
+    kernel_iface: Option<String>,
+    /// The link was down at the last look.
+    down: bool,
 }
 
 impl DpdkQueue {
@@ -503,5 +550,31 @@ impl PacketIo for DpdkQueue {
 
     fn stats(&self) -> PortStats {
         self.stats
+    }
+
+    fn link_up(&self) -> bool {
+        !self.down
+    }
+
+    fn check_link(&mut self) -> Option<LinkEvent> {
+        if !self.watch_link {
+            return None;
+        }
+        let link: Result<bool, String> = match &self.kernel_iface {
+            Some(iface) => crate::io::sys::if_flags(iface)
+                .map(|f| f & libc::IFF_RUNNING.unsigned_abs() != 0)
+                .map_err(|e| format!("{iface}: {e}")),
+            None => link_of(self.port).map(|l| l.up).map_err(|e| e.to_string()),
+        };
+        let down = link != Ok(true);
+        let iface = self.name.clone();
+        match (std::mem::replace(&mut self.down, down), down) {
+            (false, true) => Some(LinkEvent::Down {
+                iface,
+                reason: link.err().unwrap_or_else(|| "down".to_owned()),
+            }),
+            (true, false) => Some(LinkEvent::Up { iface, reopened: false }),
+            _ => None,
+        }
     }
 }

@@ -867,7 +867,8 @@ impl PacketIo for AfPacketPort {
     /// Clears the socket's pending error (ENETDOWN when the device went down or away, which
     /// would otherwise keep `poll(2)` returning at once) and looks the device up by name: gone
     /// or not `IFF_UP` is down; back with the same index, the kernel binds the socket to it
-    /// again by itself; back as a new device (a new index), the port is opened anew on it.
+    /// again by itself; back as a new device (a new index), the port is opened anew on it, and
+    /// the device is given the MAC the old one had.
     fn check_link(&mut self) -> Option<LinkEvent> {
         let pending: libc::c_int =
             sys::getsockopt(self.fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_ERROR, 0).unwrap_or(0);
@@ -882,8 +883,17 @@ impl PacketIo for AfPacketPort {
                     }
                     return Some(LinkEvent::Up { iface, reopened: false });
                 }
+                // The hosts on the link know weir by the old device's MAC (and weir keeps
+                // announcing it): the new device is given that address.
+                if sys::if_mac(&iface).is_ok_and(|m| m != self.mac) {
+                    if let Err(e) = sys::set_if_mac(&iface, self.mac) {
+                        tracing::warn!(%iface, error = %e, "the returned device keeps its own MAC: \
+                            frames to weir's reach it only if the port is promiscuous");
+                    }
+                }
                 match AfPacketPort::open(&self.cfg, self.pool) {
                     Ok(mut fresh) => {
+                        fresh.mac = self.mac;
                         fresh.stats = self.stats;
                         fresh.kernel_drops.set(self.kernel_drops.get());
                         *self = fresh;

@@ -90,6 +90,21 @@ pub fn if_mac(name: &str) -> io::Result<[u8; 6]> {
     Ok(mac)
 }
 
+/// Gives Ethernet interface `name` the hardware address `mac` (`SIOCSIFHWADDR`). Needs
+/// `CAP_NET_ADMIN`; some devices take it only while down.
+pub fn set_if_mac(name: &str, mac: [u8; 6]) -> io::Result<()> {
+    let mut req = ifreq(name)?;
+    // SAFETY: writing a union field of plain-old-data type is sound; SIOCSIFHWADDR reads the
+    // `sockaddr` in `ifru_hwaddr`.
+    unsafe {
+        req.ifr_ifru.ifru_hwaddr.sa_family = libc::ARPHRD_ETHER;
+        for (dst, src) in req.ifr_ifru.ifru_hwaddr.sa_data.iter_mut().zip(mac) {
+            *dst = libc::c_char::from_ne_bytes([src]);
+        }
+    }
+    if_ioctl(libc::SIOCSIFHWADDR, &mut req)
+}
+
 /// The MTU of interface `name` in bytes (L3 payload, without the Ethernet header).
 pub fn if_mtu(name: &str) -> io::Result<u32> {
     let mut req = ifreq(name)?;

@@ -18,10 +18,14 @@
 //! A frame longer than a pool buffer is dropped and counted: each read scatters into the buffer
 //! plus one spare byte, so a read that fills the spare byte reveals a frame the kernel truncated
 //! (a TAP read returns at most the bytes requested, never the frame's real length).
+//!
+//! A deleted device leaves the queue's descriptor detached: the port is down (not polled,
+//! frames for it counted as `tx_dropped`) until a TAP device of the same name exists again,
+//! which it attaches to ([`check_link`](PacketIo::check_link)).
 #![allow(unsafe_code)]
 
 use super::sys;
-use super::{PacketIo, PortStats};
+use super::{LinkEvent, PacketIo, PortStats};
 use crate::buf::{Batch, PacketBuf, RxMeta, BURST};
 use crate::mempool::{Mempool, PoolBuf, PoolCache};
 use std::io;
@@ -63,25 +67,16 @@ pub fn create_tap(cfg: &TapConfig, pool: &'static Mempool) -> io::Result<Vec<Tap
     let mut name = cfg.name.clone();
     let mut queues = Vec::with_capacity(usize::from(cfg.queues));
     for q in 0..cfg.queues {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(TUN_DEVICE)
-            .map_err(|e| sys::context(e, &subject, "open /dev/net/tun"))?;
-        let fd = OwnedFd::from(file);
-        let mut req = sys::ifreq(&name).map_err(|e| sys::context(e, &subject, "name"))?;
-        req.ifr_ifru.ifru_flags = flags;
-        // SAFETY: TUNSETIFF reads and writes one `struct ifreq` (name and flags), and `req` is a
-        // valid, exclusively borrowed `ifreq` for the duration of the call; `fd` is open.
-        let r =
-            unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, std::ptr::from_mut(&mut req)) };
-        sys::cvt(r).map_err(|e| sys::context(e, &subject, &format!("TUNSETIFF (queue {q})")))?;
+        let fd = attach(&name, flags, q)?;
         // The kernel writes back the name it used (it picks one for an empty name).
-        name = sys::ifreq_name(&req);
+        name = fd.1;
         queues.push(TapQueue {
-            fd,
+            fd: fd.0,
             name: name.clone(),
+            flags,
+            queue: q,
+            down: false,
+            detached: false,
             cache: PoolCache::new(pool),
             spare: None,
             stats: PortStats::default(),
@@ -91,11 +86,49 @@ pub fn create_tap(cfg: &TapConfig, pool: &'static Mempool) -> io::Result<Vec<Tap
     Ok(queues)
 }
 
+/// Opens `/dev/net/tun` and attaches the descriptor to TAP device `name` as queue `q` (creating
+/// the device if it does not exist). Returns the descriptor and the device's name.
+fn attach(name: &str, flags: libc::c_short, q: u16) -> io::Result<(OwnedFd, String)> {
+    let subject = format!("tap {name}");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(TUN_DEVICE)
+        .map_err(|e| sys::context(e, &subject, "open /dev/net/tun"))?;
+    let fd = OwnedFd::from(file);
+    let mut req = sys::ifreq(name).map_err(|e| sys::context(e, &subject, "name"))?;
+    req.ifr_ifru.ifru_flags = flags;
+    // SAFETY: TUNSETIFF reads and writes one `struct ifreq` (name and flags), and `req` is a
+    // valid, exclusively borrowed `ifreq` for the duration of the call; `fd` is open.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, std::ptr::from_mut(&mut req)) };
+    sys::cvt(r).map_err(|e| sys::context(e, &subject, &format!("TUNSETIFF (queue {q})")))?;
+    Ok((fd, sys::ifreq_name(&req)))
+}
+
+/// Whether the descriptor is still attached to a device (`TUNGETIFF`): once the device is
+/// deleted, it fails with `EBADFD`, as reads do, and `poll(2)` reports an error.
+fn attached(fd: &OwnedFd) -> io::Result<()> {
+    let mut req = sys::ifreq("")?;
+    // SAFETY: TUNGETIFF writes one `struct ifreq` (name and flags) into `req`, a valid,
+    // exclusively borrowed `ifreq` for the duration of the call; `fd` is open.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETIFF, std::ptr::from_mut(&mut req)) };
+    sys::cvt(r).map(|_| ())
+}
+
 /// One queue of a TAP device: frames the kernel sends to the device are received here, frames
 /// sent here enter the kernel as if received by the device.
 pub struct TapQueue {
     fd: OwnedFd,
     name: String,
+    /// The `TUNSETIFF` flags, to attach again to a device of the same name.
+    flags: libc::c_short,
+    /// This queue's number on the device.
+    queue: u16,
+    /// The device is gone or down, as last logged (see [`PacketIo::check_link`]).
+    down: bool,
+    /// The device is gone: the descriptor is attached to nothing.
+    detached: bool,
     cache: PoolCache,
     /// A buffer a previous read left unused (nothing to read), kept for the next one.
     spare: Option<PoolBuf>,
@@ -140,6 +173,9 @@ impl PacketIo for TapQueue {
     type Buf = PoolBuf;
 
     fn rx_burst(&mut self, batch: &mut Batch<PoolBuf>) -> usize {
+        if self.detached {
+            return 0;
+        }
         let start = batch.len();
         // Bounded: at most two batches' worth of reads, delivered or dropped.
         for _ in 0..2 * BURST {
@@ -164,7 +200,7 @@ impl PacketIo for TapQueue {
                 }
                 Ok(n) if n > 0 => {
                     // Longer than the buffer: truncated by the read, so dropped.
-                    self.stats.rx_dropped += 1;
+                    self.stats.rx_oversize += 1;
                     self.spare = Some(buf);
                 }
                 Ok(_) => {
@@ -188,6 +224,12 @@ impl PacketIo for TapQueue {
     /// One `write` per frame; a frame the device refuses (too short, too long, device gone) is
     /// counted in `tx_dropped`.
     fn tx_burst(&mut self, batch: &mut Batch<PoolBuf>) -> usize {
+        if self.detached {
+            // No device to send on: not one failing system call per frame.
+            self.stats.tx_dropped += batch.len() as u64;
+            batch.clear();
+            return 0;
+        }
         let mut sent = 0;
         for buf in batch.drain(..) {
             let data = buf.data();
@@ -212,6 +254,56 @@ impl PacketIo for TapQueue {
     fn stats(&self) -> PortStats {
         self.stats
     }
+
+    /// Whether the queue is attached to a device. (One that is merely down stays polled: it
+    /// wakes no one, and refuses sends cheaply, which are counted.)
+    fn link_up(&self) -> bool {
+        !self.detached
+    }
+
+    /// A deleted device detaches the queue's descriptor (which then polls as an error): the
+    /// port is down until a TAP device of the same name exists again in weir's namespace
+    /// (`ip tuntap add NAME mode tap`, with `multi_queue` for a multi-queue port), to which
+    /// the queue attaches anew. While attached, the device's `IFF_UP` is its link where the
+    /// device is visible (it may have been moved to another namespace: then it counts as up).
+    fn check_link(&mut self) -> Option<LinkEvent> {
+        let iface = self.name.clone();
+        if let Err(e) = attached(&self.fd) {
+            if !self.detached {
+                self.down = true;
+                self.detached = true;
+                let reason = if e.raw_os_error() == Some(libc::EBADFD) {
+                    "device deleted".to_owned()
+                } else {
+                    e.to_string()
+                };
+                return Some(LinkEvent::Down { iface, reason });
+            }
+            if sys::if_index(&self.name).is_err() {
+                return None;
+            }
+            return match attach(&self.name, self.flags, self.queue) {
+                Ok((fd, _)) => {
+                    // A device that is still down is found so at the next check.
+                    self.fd = fd;
+                    self.down = false;
+                    self.detached = false;
+                    Some(LinkEvent::Up { iface, reopened: true })
+                }
+                Err(e) => Some(LinkEvent::ReopenFailed { iface, error: e.to_string() }),
+            };
+        }
+        let down = sys::if_flags(&self.name).is_ok_and(|f| !is_up(f));
+        match (std::mem::replace(&mut self.down, down), down) {
+            (false, true) => Some(LinkEvent::Down { iface, reason: "down".to_owned() }),
+            (true, false) => Some(LinkEvent::Up { iface, reopened: false }),
+            _ => None,
+        }
+    }
+}
+
+fn is_up(flags: u32) -> bool {
+    flags & libc::IFF_UP.unsigned_abs() != 0
 }
 
 #[cfg(test)]
@@ -341,7 +433,49 @@ mod tests {
             let (_, got) = receive(&mut queues, 1, test_seq);
             assert_eq!(got.len(), 1);
             assert_eq!(got[0].1, exact);
-            assert_eq!(queues[0].stats().rx_dropped, 1);
+            assert_eq!((queues[0].stats().rx_oversize, queues[0].stats().rx_dropped), (1, 0));
+        });
+    }
+
+    #[test]
+    fn a_deleted_device_is_down_until_one_of_its_name_returns() {
+        in_private_netns("tap link", || {
+            let pool = test_pool(64, 2048);
+            let cfg = TapConfig { name: "weirtap2".into(), queues: 1 };
+            let mut queues = create_tap(&cfg, pool).unwrap();
+            let q = &mut queues[0];
+            let down =
+                |reason: &str| LinkEvent::Down { iface: "weirtap2".into(), reason: reason.into() };
+            assert_eq!(q.check_link(), Some(down("down")), "created down");
+            set_link_up("weirtap2").unwrap();
+            assert_eq!(
+                q.check_link(),
+                Some(LinkEvent::Up { iface: "weirtap2".into(), reopened: false })
+            );
+            assert_eq!(q.check_link(), None);
+            ip(&["link", "del", "weirtap2"]);
+            assert_eq!(q.check_link(), Some(down("device deleted")));
+            assert!(!q.link_up());
+            assert_eq!(q.check_link(), None, "gone: nothing new");
+            // Sending meanwhile is counted, without a system call per frame.
+            let mut batch = Batch::new();
+            let mut b = pool.alloc().unwrap();
+            b.fill(&test_frame(OTHER_MAC, OTHER_MAC, 1, 30)).unwrap();
+            batch.push(b);
+            assert_eq!(q.tx_burst(&mut batch), 0);
+            assert_eq!(q.stats().tx_dropped, 1);
+            // A device of that name again: attached anew, and frames flow.
+            ip(&["tuntap", "add", "dev", "weirtap2", "mode", "tap"]);
+            assert_eq!(
+                q.check_link(),
+                Some(LinkEvent::Up { iface: "weirtap2".into(), reopened: true })
+            );
+            set_link_up("weirtap2").unwrap();
+            assert_eq!(q.check_link(), None);
+            let tap_mac = sys::if_mac("weirtap2").unwrap();
+            RawSocket::bind("weirtap2").send(&test_frame(OTHER_MAC, tap_mac, 7, 40));
+            let (_, got) = receive(&mut queues, 1, test_seq);
+            assert_eq!(got.len(), 1);
         });
     }
 
