@@ -120,7 +120,7 @@ impl V4Deltas {
 /// (computed from the packet's own key, [`V4Deltas::new`]). An IPv4 UDP checksum of zero
 /// (none sent, RFC 768) stays zero. A frame shorter than its L4 header's checksum field is
 /// refused untouched.
-#[inline]
+#[inline(always)]
 pub fn translate_v4(
     frame: &mut [u8],
     tcp: bool,

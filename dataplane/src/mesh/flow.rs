@@ -463,7 +463,7 @@ impl FlowTable {
 
     /// Records a packet of flow `id` going in `dir` with TCP `flags` (0 for UDP): moves its
     /// state on and pushes its expiry out. Returns what that meant for the connection.
-    #[inline]
+    #[inline(always)]
     pub fn touch(&mut self, id: u32, dir: Direction, flags: u8, now_ns: u64) -> Transition {
         let timeouts = self.timeouts;
         let Some(f) = self.hot.get_mut(usize::try_from(id).unwrap_or(usize::MAX)) else {

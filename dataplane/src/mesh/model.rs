@@ -516,7 +516,7 @@ impl MeshSnapshot {
 
     /// Whether a packet from `src` to `dst` may concern the mesh: to a VIP, or from an
     /// endpoint of a DNAT service. `false` is certain; `true` means look further.
-    #[inline]
+    #[inline(always)]
     pub fn may_concern(&self, src: &IpAddr, dst: &IpAddr) -> bool {
         !self.service_list.is_empty()
             && (self.vips.may_contain(dst) || self.dnat_endpoints.may_contain(src))
