@@ -4,13 +4,13 @@
 
 use ipnet::IpNet;
 use serde::de::{self, Deserializer};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 /// The whole file.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Worker threads: one per entry, each pinned to its core.
@@ -48,10 +48,50 @@ pub struct Config {
     /// Flow tables, SNAT ports and the mesh's capacities.
     #[serde(default)]
     pub mesh: MeshConfig,
+    /// The admin API (HTTP on a kernel socket, served by the control thread); off when absent.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+}
+
+/// The admin API's listener and the token that guards what changes state.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `ADDRESS:PORT` (e.g. `127.0.0.1:9901`, `[::1]:9901`) or `unix:PATH`.
+    pub listen: String,
+    /// A file holding the token that state-changing requests must carry
+    /// (`Authorization: Bearer TOKEN`). Without it nothing that changes state is served, and a
+    /// listener on a non-loopback address is refused.
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+/// Where the admin API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminListen {
+    /// A TCP address.
+    Tcp(std::net::SocketAddr),
+    /// A Unix socket path.
+    Unix(std::path::PathBuf),
+}
+
+impl AdminConfig {
+    /// The listener, parsed.
+    pub fn listen(&self) -> Result<AdminListen, String> {
+        if let Some(path) = self.listen.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("`unix:` needs a path".into());
+            }
+            return Ok(AdminListen::Unix(path.into()));
+        }
+        self.listen
+            .parse()
+            .map(AdminListen::Tcp)
+            .map_err(|_| format!("`{}` is neither ADDRESS:PORT nor unix:PATH", self.listen))
+    }
 }
 
 /// An L4 service.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
     /// Name, for reports.
@@ -77,7 +117,7 @@ pub struct ServiceConfig {
 }
 
 /// DSR encapsulations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EncapName {
     /// IP in IP.
@@ -94,7 +134,7 @@ fn default_gue_port() -> u16 {
 }
 
 /// Service protocols.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProtocolName {
     /// TCP.
@@ -104,7 +144,7 @@ pub enum ProtocolName {
 }
 
 /// Forwarding modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ModeName {
     /// Full L4 proxy: DNAT to the endpoint, SNAT to weir's address facing it.
@@ -120,7 +160,7 @@ fn default_mode() -> ModeName {
 }
 
 /// A cluster.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Name services refer to.
@@ -140,7 +180,7 @@ pub struct ClusterConfig {
 }
 
 /// Pick policies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PolicyName {
     /// Consistent hashing.
@@ -158,7 +198,7 @@ fn default_policy_name() -> PolicyName {
 }
 
 /// Flows of a departed endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GoneName {
     /// Keep until they end.
@@ -172,7 +212,7 @@ fn default_gone() -> GoneName {
 }
 
 /// An endpoint.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
     /// Address.
@@ -192,7 +232,7 @@ fn default_weight() -> u32 {
 }
 
 /// The mesh's sizes and timeouts.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MeshConfig {
     /// Flow table entries per worker.
@@ -272,7 +312,7 @@ impl Default for MeshConfig {
 }
 
 /// Full-table policies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WhenFullName {
     /// Refuse the new flow.
@@ -331,7 +371,7 @@ fn default_outlier_percent() -> u32 {
 }
 
 /// How weir starts DPDK's Environment Abstraction Layer.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EalSettings {
     /// Back DPDK's memory with hugepages (`true`) or normal pages (`false`, `--no-huge`).
@@ -359,7 +399,7 @@ fn default_workers() -> Vec<WorkerConfig> {
 }
 
 /// One worker.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
     /// CPU core to pin to; unpinned when absent.
@@ -370,7 +410,7 @@ pub struct WorkerConfig {
 }
 
 /// Idle policy.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct IdleConfig {
     /// `busy_poll` or `adaptive`.
@@ -405,7 +445,7 @@ fn default_sleep_ms() -> u32 {
 }
 
 /// Idle policy names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IdlePolicyName {
     /// Poll without pause.
@@ -415,7 +455,7 @@ pub enum IdlePolicyName {
 }
 
 /// Buffer pool sizing.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MempoolConfig {
     /// Number of buffers, shared by all workers.
@@ -458,7 +498,7 @@ fn default_cache_buffers() -> u32 {
 }
 
 /// Port backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Backend {
     /// A Linux interface through TPACKET_V3 rings.
@@ -470,7 +510,7 @@ pub enum Backend {
 }
 
 /// One port.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortConfig {
     /// Name routes and neighbors use.
@@ -484,7 +524,7 @@ pub struct PortConfig {
     pub device: Option<String>,
     /// MAC address weir uses on this port. af_packet default: the interface's; tap default: a
     /// locally administered address derived from the port index.
-    #[serde(default, deserialize_with = "de_mac")]
+    #[serde(default, deserialize_with = "de_mac", serialize_with = "ser_mac_opt")]
     pub mac: Option<[u8; 6]>,
     /// Addresses with prefix length, IPv4 and IPv6.
     #[serde(default, deserialize_with = "de_nets")]
@@ -501,7 +541,7 @@ pub struct PortConfig {
 }
 
 /// DPDK port settings.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DpdkPortSettings {
     /// Receive descriptors per queue (adjusted to the device's limits).
@@ -560,7 +600,7 @@ fn default_mtu() -> u16 {
 }
 
 /// af_packet ring sizing.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AfPacketSettings {
     /// Bytes per receive block (a multiple of the page size, power of two).
@@ -622,7 +662,7 @@ fn default_true() -> bool {
 }
 
 /// af_packet transmit modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TxModeName {
     /// mmap TX ring, one `sendto` per burst.
@@ -632,7 +672,7 @@ pub enum TxModeName {
 }
 
 /// A static route.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Destination prefix.
@@ -646,7 +686,7 @@ pub struct RouteConfig {
 }
 
 /// A static neighbor.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NeighborConfig {
     /// Its address.
@@ -655,12 +695,12 @@ pub struct NeighborConfig {
     #[serde(deserialize_with = "de_port_ref")]
     pub port: String,
     /// Its MAC.
-    #[serde(deserialize_with = "de_mac_required")]
+    #[serde(deserialize_with = "de_mac_required", serialize_with = "ser_mac")]
     pub mac: [u8; 6],
 }
 
 /// Neighbor resolution settings.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NeighborSettings {
     /// Neighbor entries per worker.
@@ -723,7 +763,7 @@ fn default_inbox() -> usize {
 }
 
 /// ICMP error rate limit.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct IcmpConfig {
     /// ICMP errors per second per worker.
@@ -774,6 +814,24 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(mac)
 }
 
+fn mac_text(m: &[u8; 6]) -> String {
+    let hex: Vec<String> = m.iter().map(|b| format!("{b:02x}")).collect();
+    hex.join(":")
+}
+
+fn ser_mac<S: Serializer>(m: &[u8; 6], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&mac_text(m))
+}
+
+// serde's `serialize_with` hands the field by reference.
+#[allow(clippy::ref_option)]
+fn ser_mac_opt<S: Serializer>(m: &Option<[u8; 6]>, s: S) -> Result<S::Ok, S::Error> {
+    match m {
+        Some(m) => s.serialize_some(&mac_text(m)),
+        None => s.serialize_none(),
+    }
+}
+
 fn de_mac_required<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 6], D::Error> {
     let s = String::deserialize(d)?;
     parse_mac(&s)
@@ -794,7 +852,7 @@ fn de_net<'de, D: Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> {
 }
 
 fn de_nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
-    #[derive(Deserialize)]
+    #[derive(Deserialize, Serialize)]
     struct Net(#[serde(deserialize_with = "de_net")] IpNet);
     Ok(Vec::<Net>::deserialize(d)?.into_iter().map(|n| n.0).collect())
 }
@@ -918,6 +976,21 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
                     format!("core {c} is not available to weir (allowed: {allowed:?})"),
                 ));
             }
+        }
+    }
+    if let Some(admin) = &cfg.admin {
+        match admin.listen() {
+            Err(e) => return Err(err("admin.listen", e)),
+            Ok(AdminListen::Tcp(a)) if !a.ip().is_loopback() && admin.token_file.is_none() => {
+                return Err(err(
+                    "admin.token_file",
+                    format!(
+                        "required when admin.listen ({a}) is not a loopback address: anyone who \
+                         reaches it could reload or drain weir"
+                    ),
+                ))
+            }
+            Ok(_) => {}
         }
     }
     let dpdk = cfg.ports[0].backend == Backend::Dpdk;

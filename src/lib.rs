@@ -1,6 +1,7 @@
 //! The `weir` binary's library: configuration, start-up and the demo topology. Integration tests
 //! use the same namespace helpers the demo does.
 
+pub mod admin;
 pub mod claim;
 pub mod config;
 pub mod demo;

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use weir::admin::LogControl;
 use weir::config;
 use weir::demo::{run_demo, DemoBackend};
 
@@ -78,20 +79,35 @@ fn load(path: &std::path::Path) -> Result<config::Config> {
     config::load(path)
 }
 
+/// Installs the log subscriber (filter from `RUST_LOG`, else `info`) and returns what changes
+/// its filter while weir runs.
+fn init_logging(format: LogFormat) -> LogControl {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr))
+            .init(),
+        LogFormat::Json => registry
+            .with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr))
+            .init(),
+    }
+    Box::new(move |level: &str| {
+        let filter = EnvFilter::try_new(level).map_err(|e| format!("`{level}`: {e}"))?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
+}
+
 fn main() {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let log = init_logging(cli.log_format);
     let result = match cli.command {
-        Cmd::Run { config, stats_json } => run(&config, stats_json),
+        Cmd::Run { config, stats_json } => run(&config, stats_json, Some(log)),
         Cmd::Check { config } => load(&config).map(|c| {
             print_out(&format!(
                 "{}: ok ({} ports, {} routes, {} workers, {} services); memory {}\n",
@@ -126,31 +142,6 @@ fn print_out(text: &str) {
     let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         tracing::warn!("standard output: {e}; the report is not printed");
-    }
-}
-
-/// Loads `path` on a thread of its own and waits for it, giving up when `stop` is set: a
-/// large file must not hold up SIGTERM. `None` when stopped.
-fn load_unless_stopped(path: &Path, stop: &AtomicBool) -> Option<Result<config::Config>> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let owned = path.to_owned();
-    let spawned = std::thread::Builder::new().name("weir-reload".into()).spawn(move || {
-        let _ = tx.send(load(&owned));
-    });
-    if let Err(e) = spawned {
-        return Some(Err(anyhow::anyhow!("starting the reload: {e}")));
-    }
-    loop {
-        match rx.recv_timeout(std::time::Duration::from_millis(50)) {
-            Ok(result) => return Some(result),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if stop.load(Ordering::Relaxed) => {
-                return None
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                return Some(Err(anyhow::anyhow!("the reload thread ended without a result")))
-            }
-        }
     }
 }
 
@@ -201,7 +192,7 @@ impl Signals {
     }
 }
 
-fn run(path: &Path, stats_json: Option<PathBuf>) -> Result<()> {
+fn run(path: &Path, stats_json: Option<PathBuf>, log: Option<LogControl>) -> Result<()> {
     let cfg = load(path)?;
     // Found now, not after hours of forwarding.
     if let Some(p) = &stats_json {
@@ -213,31 +204,63 @@ fn run(path: &Path, stats_json: Option<PathBuf>) -> Result<()> {
             .with_context(|| format!("--stats-json {} cannot be written", p.display()))?;
     }
     let signals = Signals::install()?;
-    let mut cfg = cfg;
+    // The control thread's runtime: the admin API and the control loop share this thread.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the control thread's runtime")?;
+    rt.block_on(control(path, cfg, stats_json, signals, log))
+}
+
+async fn control(
+    path: &Path,
+    cfg: config::Config,
+    stats_json: Option<PathBuf>,
+    signals: Signals,
+    log: Option<LogControl>,
+) -> Result<()> {
+    // Bound before the workers start, so a taken address stops nothing that ran.
+    let listener = match cfg.admin.as_ref().map(config::AdminConfig::listen) {
+        Some(Ok(listen)) => Some((weir::admin::bind(&listen).await?, listen)),
+        Some(Err(e)) => anyhow::bail!("admin.listen: {e}"),
+        None => None,
+    };
     let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut seen = mtime(path);
-    let mut running = weir::run::start(&cfg)?;
-    tracing::info!(
-        workers = cfg.workers.len(),
-        ports = cfg.ports.len(),
-        services = cfg.services.len(),
-        "weir running"
-    );
-    let mut tick = 0u32;
+    let running = weir::run::start(&cfg)?;
+    let workers = cfg.workers.len();
+    let (ports, services) = (cfg.ports.len(), cfg.services.len());
+    let ctl = Arc::new(weir::admin::Control::new(running, cfg, path, log)?);
+    let stop_flag = Arc::clone(&signals.stop);
+    let stopped = move || {
+        let flag = Arc::clone(&stop_flag);
+        async move {
+            while !flag.load(Ordering::Relaxed) {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let server = listener.map(|(l, listen)| {
+        tracing::info!(listen = ?listen, "admin API listening");
+        tokio::spawn(weir::admin::serve(l, Arc::clone(&ctl), stopped()))
+    });
+    tracing::info!(workers, ports, services, "weir running");
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+    let mut n = 0u32;
     while !signals.stop.load(Ordering::Relaxed) {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        tick += 1;
-        if tick.is_multiple_of(2) {
-            if let Some(msg) = running.check_health(&cfg) {
+        tick.tick().await;
+        n += 1;
+        if n.is_multiple_of(2) {
+            if let Some(msg) = ctl.running.check_health(&ctl.config()) {
                 tracing::warn!("{msg}");
             }
         }
         if signals.dump.swap(false, Ordering::Relaxed) {
-            eprintln!("{}", running.report_text());
+            eprintln!("{}", ctl.running.report_text());
         }
         if signals.dump_json.swap(false, Ordering::Relaxed) {
             match &stats_json {
-                Some(p) => match write_stats(p, &running) {
+                Some(p) => match write_stats(p, &ctl.running) {
                     Ok(()) => tracing::info!("counters written to {}", p.display()),
                     Err(e) => tracing::error!("{e:#}"),
                 },
@@ -248,15 +271,12 @@ fn run(path: &Path, stats_json: Option<PathBuf>) -> Result<()> {
             tracing::info!("SIGALRM ignored");
         }
         // SIGHUP, or the file changed (looked at every 0.5 s).
-        let changed = tick.is_multiple_of(10) && mtime(path) != seen;
+        let changed = n.is_multiple_of(10) && mtime(path) != seen;
         if signals.reload.swap(false, Ordering::Relaxed) || changed {
             seen = mtime(path);
-            let Some(loaded) = load_unless_stopped(path, &signals.stop) else { break };
-            match loaded.and_then(|new| running.reload(&cfg, &new).map(|s| (new, s))) {
-                Ok((new, summary)) => {
-                    tracing::info!("reloaded {}: {summary}", path.display());
-                    cfg = new;
-                }
+            match ctl.reload(stopped()).await {
+                Ok(summary) => tracing::info!("reloaded {}: {summary}", path.display()),
+                Err(_) if signals.stop.load(Ordering::Relaxed) => break,
                 Err(e) => tracing::error!(
                     "reload of {} rejected, the running configuration stays: {e:#}",
                     path.display()
@@ -265,9 +285,17 @@ fn run(path: &Path, stats_json: Option<PathBuf>) -> Result<()> {
         }
     }
     tracing::info!("stopping");
-    running.stop();
+    ctl.stopping.store(true, Ordering::Relaxed);
+    if let Some(server) = server {
+        match tokio::time::timeout(std::time::Duration::from_secs(2), server).await {
+            Ok(Ok(Err(e))) => tracing::warn!("admin API: {e}"),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("admin API: requests still open at exit were cut"),
+        }
+    }
+    ctl.running.stop();
     // The file first: it is what a supervisor reads, and standard output may be gone.
-    let written = stats_json.as_deref().map(|p| write_stats(p, &running));
-    print_out(&format!("{}\n", running.report_text()));
+    let written = stats_json.as_deref().map(|p| write_stats(p, &ctl.running));
+    print_out(&format!("{}\n", ctl.running.report_text()));
     written.transpose().map(|_| ())
 }

@@ -21,6 +21,46 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+/// A worker's loop counters at one moment (see [`Running::runtime_counters`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuntimeCounters {
+    /// Loop iterations.
+    pub polls: u64,
+    /// Iterations that received frames.
+    pub bursts: u64,
+    /// Frames received.
+    pub packets: u64,
+    /// Cycles in iterations that received or sent frames.
+    pub busy_cycles: u64,
+    /// Cycles in empty iterations and asleep.
+    pub idle_cycles: u64,
+    /// Sleeps in `poll(2)`.
+    pub sleeps: u64,
+}
+
+impl RuntimeCounters {
+    /// What happened between `since` and `self`, as JSON.
+    pub fn window_json(&self, since: &RuntimeCounters, worker: usize) -> serde_json::Value {
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        let (polls, bursts, packets) = (
+            d(self.polls, since.polls),
+            d(self.bursts, since.bursts),
+            d(self.packets, since.packets),
+        );
+        let (busy, idle) =
+            (d(self.busy_cycles, since.busy_cycles), d(self.idle_cycles, since.idle_cycles));
+        let ratio = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
+        serde_json::json!({
+            "worker": worker, "polls": polls, "bursts": bursts, "packets": packets,
+            "packets_per_burst": ratio(packets, bursts),
+            "cycles_per_packet": ratio(busy, packets),
+            "busy_cycles": busy, "idle_cycles": idle,
+            "busy_share": ratio(busy, busy + idle),
+            "sleeps": d(self.sleeps, since.sleeps),
+        })
+    }
+}
+
 /// One queue of one port, of either native backend.
 pub enum NativeQueue {
     /// af_packet.
@@ -89,7 +129,7 @@ enum Buffers {
 /// A running dataplane.
 pub struct Running {
     stop: Arc<StopSignal>,
-    threads: Vec<JoinHandle<()>>,
+    threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
     /// Per-worker counters.
     pub stats: Vec<Arc<WorkerStats>>,
     /// Port names, by port number.
@@ -187,7 +227,7 @@ fn start_native(cfg: &Config) -> Result<Running> {
     })?;
     Ok(Running {
         stop: spawned.stop,
-        threads: spawned.threads,
+        threads: std::sync::Mutex::new(spawned.threads),
         stats: spawned.stats,
         port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
         buffers: Buffers::Native(pool),
@@ -306,7 +346,7 @@ fn start_dpdk(cfg: &Config) -> Result<Running> {
     })?;
     Ok(Running {
         stop: spawned.stop,
-        threads: spawned.threads,
+        threads: std::sync::Mutex::new(spawned.threads),
         stats: spawned.stats,
         port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
         buffers: Buffers::Dpdk(pool),
@@ -689,11 +729,96 @@ impl Running {
     }
 
     /// Stops the workers and waits for them; their final counters are then in `stats`.
-    pub fn stop(&mut self) {
+    pub fn stop(&self) {
         self.stop.stop();
-        for h in self.threads.drain(..) {
+        let mut threads = self.threads.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for h in threads.drain(..) {
             let _ = h.join();
         }
+    }
+
+    /// The generation of the mesh the workers use (each reload and ejection makes one).
+    pub fn generation(&self) -> u64 {
+        self.mesh.load().generation
+    }
+
+    /// Per cluster of `cfg` (the running configuration), its endpoints: configured weight and
+    /// health, whether they take new flows, outlier state, and their handshake counters.
+    pub fn clusters_json(&self, cfg: &Config) -> serde_json::Value {
+        use serde_json::json;
+        let snap = self.mesh.load();
+        let outliers = self.outliers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        let clusters: Vec<_> = cfg
+            .clusters
+            .iter()
+            .map(|c| {
+                let live = snap.clusters.iter().find(|l| l.name == c.name);
+                let endpoints: Vec<_> = c
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        let id = snap
+                            .endpoints()
+                            .find(|x| x.addr == e.address && x.port == e.port)
+                            .map(|x| x.id);
+                        let eligible = live.is_some_and(|l| {
+                            l.eligible.iter().any(|x| x.addr == e.address && x.port == e.port)
+                        });
+                        let (failed, ok) = id.map_or((0, 0), |id| self.mesh.health.totals(id));
+                        let returns_in_ms = id
+                            .and_then(|id| outliers.ejected_until(id))
+                            .map(|t| t.saturating_duration_since(now).as_millis());
+                        json!({
+                            "address": e.address.to_string(), "port": e.port,
+                            "weight": e.weight, "healthy": e.healthy,
+                            "takes_new_flows": eligible,
+                            "ejected": id.is_some_and(|id| outliers.is_ejected(id)),
+                            "ejections": id.map_or(0, |id| outliers.ejections(id)),
+                            "returns_in_ms": returns_in_ms,
+                            "connects_ok": ok, "connects_failed": failed,
+                        })
+                    })
+                    .collect();
+                json!({"name": c.name, "policy": c.policy, "endpoints": endpoints})
+            })
+            .collect();
+        json!({"generation": snap.generation, "clusters": clusters})
+    }
+
+    /// The services of `cfg` as the workers have them.
+    pub fn services_json(&self, cfg: &Config) -> serde_json::Value {
+        use serde_json::json;
+        let snap = self.mesh.load();
+        let services: Vec<_> = cfg
+            .services
+            .iter()
+            .map(|s| {
+                json!({
+                    "name": s.name, "vip": s.vip.to_string(), "port": s.port,
+                    "protocol": s.protocol, "cluster": s.cluster, "mode": s.mode,
+                    "active": snap.service_list.iter().any(|x| x.name == s.name),
+                })
+            })
+            .collect();
+        json!({"generation": snap.generation, "services": services})
+    }
+
+    /// Per worker, its loop counters now (VPP's `show runtime`): the admin API keeps windows
+    /// of them.
+    pub fn runtime_counters(&self) -> Vec<RuntimeCounters> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.stats
+            .iter()
+            .map(|w| RuntimeCounters {
+                polls: w.polls.load(Relaxed),
+                bursts: w.bursts.load(Relaxed),
+                packets: w.packets.load(Relaxed),
+                busy_cycles: w.busy_cycles.load(Relaxed),
+                idle_cycles: w.idle_cycles.load(Relaxed),
+                sleeps: w.sleeps.load(Relaxed),
+            })
+            .collect()
     }
 
     /// Counters as JSON: per port (summed over workers), per worker, drops by reason.

@@ -182,7 +182,12 @@ impl OutlierDetector {
         self.state.get(usize::try_from(id).unwrap_or(usize::MAX)).is_some_and(|s| s.0.is_some())
     }
 
-    /// How often endpoint `id` was ejected.
+    /// When endpoint `id`'s ejection ends, if it is ejected.
+    pub fn ejected_until(&self, id: u32) -> Option<Instant> {
+        self.state.get(usize::try_from(id).ok()?)?.0
+    }
+
+    /// How many times endpoint `id` was ejected.
     pub fn ejections(&self, id: u32) -> u32 {
         self.state.get(usize::try_from(id).unwrap_or(usize::MAX)).map_or(0, |s| s.1)
     }

@@ -1,0 +1,557 @@
+//! The admin API: HTTP on a kernel socket (TCP or Unix), served by the control thread on a
+//! single-threaded runtime, never on a worker's core. Reads are open; what changes state
+//! (reload, log level) needs the configured token (`Authorization: Bearer TOKEN`).
+//!
+//! | path | what |
+//! |---|---|
+//! | `GET /stats` | every counter, as the exit report has them, now |
+//! | `GET /metrics` | the same in Prometheus' text format, labelled |
+//! | `GET /runtime[?clear=1]` | per worker since the last clear (VPP's `show runtime`) |
+//! | `GET /clusters`, `GET /services` | the endpoint table and the services |
+//! | `GET /config_dump` | the running configuration, defaults filled in, and its generation |
+//! | `GET /ready`, `GET /healthz` | readiness (503 once stopping) and liveness |
+//! | `POST /reload` | reload the configuration file (token) |
+//! | `POST /logging?level=FILTER` | change the log filter (token) |
+
+use crate::config::{AdminListen, Config};
+use crate::run::{Running, RuntimeCounters};
+use anyhow::{bail, Context, Result};
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The most series `/metrics` writes; beyond, series are left out and counted
+/// (`weir_metrics_series_dropped`).
+pub const MAX_SERIES: usize = 20_000;
+
+/// The largest request body accepted, bytes (no endpoint reads one).
+pub const MAX_BODY_BYTES: usize = 4096;
+
+/// Changes the log filter (installed by `main`, which owns the subscriber).
+pub type LogControl = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// What the admin API and the control loop share.
+pub struct Control {
+    /// The dataplane.
+    pub running: Running,
+    /// The configuration in effect.
+    pub cfg: Mutex<Config>,
+    /// The configuration file, read again on reload.
+    pub path: PathBuf,
+    token: Option<String>,
+    /// Where `/runtime`'s window starts, per worker.
+    runtime_base: Mutex<Vec<RuntimeCounters>>,
+    /// Set once weir stops: `/ready` answers 503.
+    pub stopping: AtomicBool,
+    log: Option<LogControl>,
+    /// One reload at a time, from the API, a signal or the file watch.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl Control {
+    /// Wraps the running dataplane; reads the token file of `cfg.admin` if there is one.
+    pub fn new(
+        running: Running,
+        cfg: Config,
+        path: &Path,
+        log: Option<LogControl>,
+    ) -> Result<Self> {
+        let token = match cfg.admin.as_ref().and_then(|a| a.token_file.as_ref()) {
+            None => None,
+            Some(f) => Some(read_token(f)?),
+        };
+        let base = running.runtime_counters();
+        Ok(Control {
+            running,
+            cfg: Mutex::new(cfg),
+            path: path.to_owned(),
+            token,
+            runtime_base: Mutex::new(base),
+            stopping: AtomicBool::new(false),
+            log,
+            reloading: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The configuration in effect, cloned.
+    pub fn config(&self) -> Config {
+        self.cfg.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Reloads the configuration file: read on a blocking thread (a large file must not hold
+    /// up the control thread), then applied. Returns the summary for the log. `stopped`
+    /// resolves when weir is asked to stop, which abandons the reload.
+    pub async fn reload(&self, stopped: impl std::future::Future<Output = ()>) -> Result<String> {
+        let _one = self.reloading.lock().await;
+        let path = self.path.clone();
+        let load = tokio::task::spawn_blocking(move || crate::config::load(&path));
+        let new = tokio::select! {
+            loaded = load => loaded.context("the reload thread failed")??,
+            () = stopped => bail!("stopping"),
+        };
+        let running = self.config();
+        let summary = self.running.reload(&running, &new)?;
+        *self.cfg.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = new;
+        Ok(summary)
+    }
+
+    /// The refusal of a request without the token, or `None` when it may go ahead.
+    fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
+        let Some(token) = &self.token else {
+            return Some(problem(
+                StatusCode::FORBIDDEN,
+                "no admin.token_file is configured: requests that change state are refused",
+            ));
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            None
+        } else {
+            Some(problem(
+                StatusCode::UNAUTHORIZED,
+                "a valid `Authorization: Bearer TOKEN` is needed",
+            ))
+        }
+    }
+}
+
+fn read_token(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("admin.token_file {}", path.display()))?;
+    let token = text.trim();
+    if token.len() < 16 {
+        bail!("admin.token_file {}: the token must be at least 16 characters", path.display());
+    }
+    Ok(token.to_owned())
+}
+
+/// Compares without an early exit, so the time taken says nothing about the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    a.len() == b.len() && diff == 0
+}
+
+fn problem(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// The admin API's routes over `control`.
+pub fn router(control: Arc<Control>) -> Router {
+    Router::new()
+        .route("/stats", get(stats))
+        .route("/metrics", get(metrics))
+        .route("/runtime", get(runtime))
+        .route("/clusters", get(clusters))
+        .route("/services", get(services))
+        .route("/config_dump", get(config_dump))
+        .route("/ready", get(ready))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/reload", post(reload))
+        .route("/logging", post(logging))
+        .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such admin endpoint") })
+        // Nothing takes a body: a large one is refused before it is read.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(control)
+}
+
+/// Binds the admin listener: refuses a Unix socket path another process is listening on,
+/// and replaces a stale one.
+pub async fn bind(listen: &AdminListen) -> Result<Listener> {
+    match listen {
+        AdminListen::Tcp(addr) => Ok(Listener::Tcp(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("admin.listen {addr}"))?,
+        )),
+        AdminListen::Unix(path) => {
+            if tokio::net::UnixStream::connect(path).await.is_ok() {
+                bail!("admin.listen unix:{}: another process is listening there", path.display());
+            }
+            let _ = std::fs::remove_file(path);
+            let l = tokio::net::UnixListener::bind(path)
+                .with_context(|| format!("admin.listen unix:{}", path.display()))?;
+            Ok(Listener::Unix(l, path.clone()))
+        }
+    }
+}
+
+/// A bound admin listener.
+pub enum Listener {
+    /// TCP.
+    Tcp(tokio::net::TcpListener),
+    /// A Unix socket, removed when served out.
+    Unix(tokio::net::UnixListener, PathBuf),
+}
+
+/// Serves the admin API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: Listener,
+    control: Arc<Control>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(control);
+    match listener {
+        Listener::Tcp(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
+        Listener::Unix(l, path) => {
+            let served = axum::serve(l, app).with_graceful_shutdown(shutdown).await;
+            let _ = std::fs::remove_file(path);
+            served
+        }
+    }
+}
+
+async fn stats(State(c): State<Arc<Control>>) -> Json<serde_json::Value> {
+    let mut j = c.running.report_json();
+    j["generation"] = serde_json::json!(c.running.generation());
+    Json(j)
+}
+
+#[derive(serde::Deserialize)]
+struct RuntimeQuery {
+    #[serde(default)]
+    clear: u8,
+}
+
+async fn runtime(
+    State(c): State<Arc<Control>>,
+    Query(q): Query<RuntimeQuery>,
+) -> Json<serde_json::Value> {
+    let now = c.running.runtime_counters();
+    let mut base = c.runtime_base.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let workers: Vec<_> = now
+        .iter()
+        .enumerate()
+        .map(|(i, n)| n.window_json(base.get(i).unwrap_or(&RuntimeCounters::default()), i))
+        .collect();
+    if q.clear != 0 {
+        *base = now;
+    }
+    Json(serde_json::json!({ "workers": workers }))
+}
+
+async fn clusters(State(c): State<Arc<Control>>) -> Json<serde_json::Value> {
+    Json(c.running.clusters_json(&c.config()))
+}
+
+async fn services(State(c): State<Arc<Control>>) -> Json<serde_json::Value> {
+    Json(c.running.services_json(&c.config()))
+}
+
+async fn config_dump(State(c): State<Arc<Control>>) -> Response {
+    match serde_json::to_value(c.config()) {
+        Ok(cfg) => Json(serde_json::json!({
+            "generation": c.running.generation(),
+            "path": c.path.display().to_string(),
+            "config": cfg,
+        }))
+        .into_response(),
+        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+async fn ready(State(c): State<Arc<Control>>) -> Response {
+    if c.stopping.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response()
+    } else {
+        "ready\n".into_response()
+    }
+}
+
+async fn reload(State(c): State<Arc<Control>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = c.refusal(&headers) {
+        return refused;
+    }
+    let stopped = {
+        let c = Arc::clone(&c);
+        async move {
+            while !c.stopping.load(Ordering::Relaxed) {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    match c.reload(stopped).await {
+        Ok(summary) => {
+            tracing::info!("reloaded {} (admin API): {summary}", c.path.display());
+            Json(serde_json::json!({ "reloaded": summary })).into_response()
+        }
+        Err(e) => {
+            tracing::error!(
+                "reload of {} (admin API) rejected, the running configuration stays: {e:#}",
+                c.path.display()
+            );
+            problem(StatusCode::CONFLICT, &format!("{e:#}"))
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct LoggingQuery {
+    level: String,
+}
+
+async fn logging(
+    State(c): State<Arc<Control>>,
+    headers: HeaderMap,
+    q: Result<Query<LoggingQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Some(refused) = c.refusal(&headers) {
+        return refused;
+    }
+    let Ok(Query(q)) = q else {
+        return problem(StatusCode::BAD_REQUEST, "`level` is required, e.g. ?level=debug");
+    };
+    let Some(set) = &c.log else {
+        return problem(StatusCode::NOT_IMPLEMENTED, "the log filter cannot be changed here");
+    };
+    match set(&q.level) {
+        Ok(()) => {
+            tracing::info!(filter = %q.level, "log filter changed (admin API)");
+            Json(serde_json::json!({ "level": q.level })).into_response()
+        }
+        Err(e) => problem(StatusCode::BAD_REQUEST, &e),
+    }
+}
+
+/// OpenMetrics to a scraper that asks for it (Prometheus does), Prometheus' text format 0.0.4
+/// to anyone else (curl, promtool).
+async fn metrics(State(c): State<Arc<Control>>, headers: HeaderMap) -> Response {
+    let collector =
+        Snapshot { report: c.running.report_json(), generation: c.running.generation() };
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(collector));
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+        return problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+    }
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if accept.contains("application/openmetrics-text") {
+        let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+        return ([(header::CONTENT_TYPE, kind)], text).into_response();
+    }
+    let kind = "text/plain; version=0.0.4; charset=utf-8";
+    ([(header::CONTENT_TYPE, kind)], openmetrics_to_text(&text)).into_response()
+}
+
+/// Prometheus' text format from the OpenMetrics the client library writes. For what weir
+/// exposes they differ in three ways: a counter's family is named with its `_total` suffix,
+/// and there is no `# UNIT` line and no `# EOF`.
+fn openmetrics_to_text(open: &str) -> String {
+    let counters: std::collections::HashSet<&str> =
+        open.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(open.len());
+    for line in open.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// The counters of one scrape, turned into metric families.
+#[derive(Debug)]
+struct Snapshot {
+    report: serde_json::Value,
+    generation: u64,
+}
+
+/// Labels of one series.
+type Labels = Vec<(String, String)>;
+
+/// One metric family of a scrape: name, help, whether a gauge, and its series.
+type Family = (String, &'static str, bool, Vec<(Labels, f64)>);
+
+/// Worker values that are levels, not running totals.
+const WORKER_GAUGES: [&str; 3] = ["flows", "avg_burst", "cycles_per_packet"];
+
+/// Help for the worker and port counters (the rest are named after `/stats`' keys).
+fn help(key: &str) -> &'static str {
+    match key {
+        "polls" => "Worker loop iterations.",
+        "bursts" => "Loop iterations that received frames.",
+        "packets" => "Frames received by the worker.",
+        "busy_cycles" => "TSC cycles spent in iterations that received or sent frames.",
+        "idle_cycles" => "TSC cycles spent in empty iterations and asleep.",
+        "sleeps" => "Times the worker slept in poll(2).",
+        "forwarded" => "Frames routed.",
+        "replies" => "ARP, NDP and echo replies sent.",
+        "icmp_errors" => "ICMP errors sent.",
+        "flows" => "Mesh flows in the worker's table.",
+        "flows_opened" => "Mesh flows opened.",
+        "connects_failed" => "Handshakes endpoints refused or left unanswered.",
+        "rx_packets" => "Frames received on the port.",
+        "tx_packets" => "Frames sent on the port.",
+        "rx_dropped" => "Frames the port or kernel dropped before weir saw them.",
+        "tx_dropped" => "Frames that could not be sent.",
+        _ => "A weir counter; see /stats for its meaning.",
+    }
+}
+
+impl prometheus_client::collector::Collector for Snapshot {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let mut budget = MAX_SERIES;
+        let mut dropped = 0u64;
+        let mut families: Vec<Family> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut add = |name: String,
+                       help: &'static str,
+                       gauge: bool,
+                       labels: Vec<(String, String)>,
+                       v: f64| {
+            let i = *index.entry(name.clone()).or_insert_with(|| {
+                families.push((name, help, gauge, Vec::new()));
+                families.len() - 1
+            });
+            if budget == 0 {
+                dropped += 1;
+                return;
+            }
+            budget -= 1;
+            families[i].3.push((labels, v));
+        };
+        let r = &self.report;
+        if let Some(ports) = r["ports"].as_object() {
+            for (port, p) in ports {
+                for (k, v) in p.as_object().into_iter().flatten() {
+                    if let Some(n) = v.as_f64() {
+                        add(
+                            format!("weir_port_{k}"),
+                            help(k),
+                            false,
+                            vec![("port".into(), port.clone())],
+                            n,
+                        );
+                    }
+                }
+            }
+        }
+        for w in r["workers"].as_array().into_iter().flatten() {
+            let worker = w["worker"].to_string();
+            for (k, v) in w.as_object().into_iter().flatten() {
+                if k == "worker" || k == "drops" {
+                    continue;
+                }
+                if let Some(n) = v.as_f64() {
+                    let gauge = WORKER_GAUGES.contains(&k.as_str());
+                    add(
+                        format!("weir_worker_{k}"),
+                        help(k),
+                        gauge,
+                        vec![("worker".into(), worker.clone())],
+                        n,
+                    );
+                }
+            }
+        }
+        for (reason, n) in r["drops"].as_object().into_iter().flatten() {
+            if let Some(n) = n.as_f64() {
+                add(
+                    "weir_drops".into(),
+                    "Frames dropped, by reason.",
+                    false,
+                    vec![("reason".into(), reason.clone())],
+                    n,
+                );
+            }
+        }
+        for e in r["endpoints"].as_array().into_iter().flatten() {
+            let endpoint = format!(
+                "{}:{}",
+                e["address"].as_str().unwrap_or("?"),
+                e["port"].as_u64().unwrap_or(0)
+            );
+            let l = || vec![("endpoint".to_owned(), endpoint.clone())];
+            let n = |k: &str| e[k].as_f64().unwrap_or(0.0);
+            add(
+                "weir_endpoint_connects_ok".into(),
+                "Handshakes the endpoint answered.",
+                false,
+                l(),
+                n("connects_ok"),
+            );
+            add(
+                "weir_endpoint_connects_failed".into(),
+                "Handshakes the endpoint refused or left unanswered.",
+                false,
+                l(),
+                n("connects_failed"),
+            );
+            add(
+                "weir_endpoint_ejections".into(),
+                "Times the endpoint was ejected.",
+                false,
+                l(),
+                n("ejections"),
+            );
+            let ejected = if e["ejected"].as_bool().unwrap_or(false) { 1.0 } else { 0.0 };
+            add(
+                "weir_endpoint_ejected".into(),
+                "1 while the endpoint is ejected.",
+                true,
+                l(),
+                ejected,
+            );
+            add(
+                "weir_endpoint_weight".into(),
+                "The endpoint's configured weight.",
+                true,
+                l(),
+                n("weight"),
+            );
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let generation = self.generation as f64;
+        add(
+            "weir_mesh_generation".into(),
+            "Generation of the mesh configuration in use.",
+            true,
+            vec![],
+            generation,
+        );
+        for (name, help, gauge, series) in &families {
+            if series.is_empty() {
+                continue;
+            }
+            let kind = if *gauge { MetricType::Gauge } else { MetricType::Counter };
+            let mut family = enc.encode_descriptor(name, help, None, kind)?;
+            for (labels, v) in series {
+                let m = family.encode_family(labels)?;
+                if *gauge {
+                    ConstGauge::new(*v).encode(m)?;
+                } else {
+                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                    ConstCounter::new(*v as u64).encode(m)?;
+                }
+            }
+        }
+        let m = enc.encode_descriptor(
+            "weir_metrics_series_dropped",
+            "Series left out of this scrape for the cap on series.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(dropped).encode(m)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,231 @@
+//! The admin API of a running weir, with curl from inside weir's namespace: every endpoint,
+//! counters that match the traffic the test sent, Prometheus text that promtool accepts, the
+//! endpoint table through a reload, the token, and requests a hostile client would send.
+
+mod common;
+
+use common::{exe, ready, worker_sum};
+use weir::demo::{DemoBackend, Topology, SERVER_V4};
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+const ADMIN: &str = "http://127.0.0.1:9901";
+
+/// `curl` in weir's namespace: (HTTP status, body).
+fn curl(t: &Topology, args: &[&str]) -> (u16, String) {
+    let mut all = vec!["curl", "-sS", "-m", "5", "-o", "-", "-w", "\n%{http_code}"];
+    all.extend_from_slice(args);
+    let out = t.weir.run(&all).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+fn get_json(t: &Topology, path: &str) -> serde_json::Value {
+    let (code, body) = curl(t, &[&format!("{ADMIN}{path}")]);
+    assert_eq!(code, 200, "GET {path}: {body}\n{}", t.log());
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
+
+fn services(weight: u32) -> String {
+    format!(
+        "services:
+  - {{ name: web, vip: 198.19.0.1, port: 80, protocol: tcp, cluster: web }}
+clusters:
+  - name: web
+    endpoints:
+      - {{ address: 198.18.2.2, port: 80, weight: {weight} }}
+"
+    )
+}
+
+fn running() -> Topology {
+    let mut t = Topology::build(DemoBackend::AfPacket).unwrap();
+    let token = t.dir().join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let extra = format!(
+        "admin:\n  listen: 127.0.0.1:9901\n  token_file: {}\n{}",
+        token.display(),
+        services(1)
+    );
+    let cfg = t.config(1, &extra);
+    t.start(&exe(), &cfg).unwrap();
+    t
+}
+
+#[test]
+fn every_endpoint_answers_and_the_counters_match_the_traffic() {
+    if !ready(&["ip", "ping", "curl"]) {
+        return;
+    }
+    let mut t = running();
+    let ping = t.client.run(&["ping", "-c", "5", "-i", "0.2", "-W", "2", SERVER_V4]).unwrap();
+    assert!(ping.status.success(), "{}", t.log());
+
+    // Five echo requests out and five replies back, forwarded while weir runs.
+    let stats = get_json(&t, "/stats");
+    assert!(worker_sum(&stats, "forwarded") >= 10, "{stats:#}");
+    assert!(stats["ports"]["client_side"]["rx_packets"].as_u64().unwrap() >= 5, "{stats:#}");
+    assert!(stats["generation"].as_u64().is_some(), "{stats:#}");
+
+    // The same counter in Prometheus' text, labelled by worker.
+    let (code, metrics) = curl(&t, &[&format!("{ADMIN}/metrics")]);
+    assert_eq!(code, 200);
+    let forwarded = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("weir_worker_forwarded_total{worker=\"0\"} "))
+        .unwrap_or_else(|| panic!("no forwarded counter:\n{metrics}"));
+    assert!(forwarded.trim().parse::<u64>().unwrap() >= 10, "{metrics}");
+    assert!(metrics.contains("weir_endpoint_weight{endpoint=\"198.18.2.2:80\"} 1"), "{metrics}");
+    // OpenMetrics for a scraper that asks for it.
+    let accept = "Accept: application/openmetrics-text; version=1.0.0";
+    let (code, open) = curl(&t, &["-H", accept, &format!("{ADMIN}/metrics")]);
+    assert_eq!(code, 200);
+    assert!(open.contains("# TYPE weir_worker_forwarded counter"), "{open}");
+    assert!(open.trim_end().ends_with("# EOF"), "{open}");
+
+    // A window opened by clear=1 holds only what came after.
+    get_json(&t, "/runtime?clear=1");
+    let rt = get_json(&t, "/runtime");
+    let w = &rt["workers"][0];
+    assert!(w["packets"].as_u64().unwrap() < 5, "{rt:#}");
+    assert!(w["polls"].as_u64().unwrap() > 0, "{rt:#}");
+    assert!((0.0..=1.0).contains(&w["busy_share"].as_f64().unwrap()), "{rt:#}");
+
+    let clusters = get_json(&t, "/clusters");
+    let e = &clusters["clusters"][0]["endpoints"][0];
+    assert_eq!((e["address"].as_str(), e["weight"].as_u64()), (Some("198.18.2.2"), Some(1)));
+    assert_eq!(e["takes_new_flows"], true, "{clusters:#}");
+    let services = get_json(&t, "/services");
+    assert_eq!(services["services"][0]["vip"], "198.19.0.1", "{services:#}");
+
+    // Defaults filled in: the file sets no idle policy.
+    let dump = get_json(&t, "/config_dump");
+    assert_eq!(dump["config"]["ports"][0]["name"], "client_side", "{dump:#}");
+    assert_eq!(dump["config"]["idle"]["sleep_ms"], 10, "{dump:#}");
+
+    assert_eq!(curl(&t, &[&format!("{ADMIN}/ready")]).0, 200);
+    assert_eq!(curl(&t, &[&format!("{ADMIN}/healthz")]).0, 200);
+
+    // A reload through the API, with the token, and the endpoint table follows it.
+    let cfg = std::fs::read_to_string(t.dir().join("weir.yaml")).unwrap();
+    std::fs::write(t.dir().join("weir.yaml"), cfg.replace("weight: 1", "weight: 7")).unwrap();
+    let bearer = format!("Authorization: Bearer {TOKEN}");
+    let (code, body) = curl(&t, &["-X", "POST", "-H", &bearer, &format!("{ADMIN}/reload")]);
+    assert_eq!(code, 200, "{body}");
+    let clusters = get_json(&t, "/clusters");
+    assert_eq!(clusters["clusters"][0]["endpoints"][0]["weight"], 7, "{clusters:#}");
+    let (code, body) =
+        curl(&t, &["-X", "POST", "-H", &bearer, &format!("{ADMIN}/logging?level=debug")]);
+    assert_eq!(code, 200, "{body}");
+    t.stop().unwrap();
+}
+
+#[test]
+fn prometheus_accepts_the_metrics() {
+    if !ready(&["ip", "ping", "curl", "promtool"]) {
+        return;
+    }
+    let mut t = running();
+    let ping = t.client.run(&["ping", "-c", "2", "-i", "0.2", "-W", "2", SERVER_V4]).unwrap();
+    assert!(ping.status.success(), "{}", t.log());
+    let (code, metrics) = curl(&t, &[&format!("{ADMIN}/metrics")]);
+    assert_eq!(code, 200);
+    let file = t.dir().join("metrics.txt");
+    std::fs::write(&file, &metrics).unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("promtool check metrics < {}", file.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{metrics}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.stop().unwrap();
+}
+
+#[test]
+fn hostile_requests_get_a_4xx_and_the_server_stays_up() {
+    if !ready(&["ip", "ping", "curl"]) {
+        return;
+    }
+    let mut t = running();
+    let url = |p: &str| format!("{ADMIN}{p}");
+    // State changes without the token, or with a wrong one.
+    assert_eq!(curl(&t, &["-X", "POST", &url("/reload")]).0, 401);
+    let wrong = "Authorization: Bearer test-token-0123456789abcdeX";
+    assert_eq!(curl(&t, &["-X", "POST", "-H", wrong, &url("/reload")]).0, 401);
+    assert_eq!(curl(&t, &["-X", "POST", "-H", wrong, &url("/logging?level=trace")]).0, 401);
+    let bearer = format!("Authorization: Bearer {TOKEN}");
+    // Unknown paths, wrong methods, bad query values, a missing parameter, a bad filter.
+    assert_eq!(curl(&t, &[&url("/nope")]).0, 404);
+    assert_eq!(curl(&t, &[&url("/../../etc/passwd")]).0, 404);
+    assert_eq!(curl(&t, &["-X", "DELETE", &url("/stats")]).0, 405);
+    assert_eq!(curl(&t, &[&url("/reload")]).0, 405);
+    assert_eq!(curl(&t, &[&url("/runtime?clear=yes")]).0, 400);
+    assert_eq!(curl(&t, &["-X", "POST", "-H", &bearer, &url("/logging")]).0, 400);
+    assert_eq!(curl(&t, &["-X", "POST", "-H", &bearer, &url("/logging?level=%5B%5B")]).0, 400);
+    // A body far larger than anything takes.
+    let big = t.dir().join("big");
+    std::fs::write(&big, vec![b'x'; 1 << 20]).unwrap();
+    let data = format!("@{}", big.display());
+    let (code, _) =
+        curl(&t, &["-X", "POST", "-H", &bearer, "--data-binary", &data, &url("/reload")]);
+    assert_eq!(code, 413);
+    // A reload of a broken file is refused, and says why; the running one stays.
+    let cfg_path = t.dir().join("weir.yaml");
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    std::fs::write(&cfg_path, cfg.replace("weight: 1", "weight: [")).unwrap();
+    let (code, body) = curl(&t, &["-X", "POST", "-H", &bearer, &url("/reload")]);
+    assert_eq!(code, 409, "{body}");
+    std::fs::write(&cfg_path, &cfg).unwrap();
+    // Many connections at once, left idle.
+    let mut idle = Vec::new();
+    for _ in 0..50 {
+        idle.push(
+            std::process::Command::new("ip")
+                .args(["netns", "exec", t.weir.name(), "socat", "-u", "-T", "3"])
+                .args(["TCP:127.0.0.1:9901", "/dev/null"])
+                .spawn()
+                .unwrap(),
+        );
+    }
+    // Still answering, and still forwarding.
+    assert_eq!(curl(&t, &[&url("/healthz")]).0, 200);
+    let ping = t.client.run(&["ping", "-c", "2", "-i", "0.2", "-W", "2", SERVER_V4]).unwrap();
+    assert!(ping.status.success(), "{}", t.log());
+    for mut c in idle {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    t.stop().unwrap();
+}
+
+#[test]
+fn a_non_loopback_listener_without_a_token_is_refused() {
+    let dir = std::env::temp_dir().join(format!("weir-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("weir.yaml");
+    std::fs::write(
+        &cfg,
+        "ports:\n  - { name: a, backend: tap, addresses: [198.18.1.1/24] }\n\
+         admin:\n  listen: 198.18.1.1:9901\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(exe()).args(["check", "-c"]).arg(&cfg).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted");
+    assert!(err.contains("admin.token_file") && err.contains("loopback"), "{err}");
+    std::fs::write(
+        &cfg,
+        "ports:\n  - { name: a, backend: tap, addresses: [198.18.1.1/24] }\n\
+         admin:\n  listen: localhost-ish\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(exe()).args(["check", "-c"]).arg(&cfg).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("admin.listen"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
