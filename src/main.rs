@@ -251,9 +251,7 @@ async fn control(
         tick.tick().await;
         n += 1;
         if n.is_multiple_of(2) {
-            if let Some(msg) = ctl.running.check_health(&ctl.config()) {
-                tracing::warn!("{msg}");
-            }
+            ctl.running.check_health(&ctl.config());
         }
         if signals.dump.swap(false, Ordering::Relaxed) {
             eprintln!("{}", ctl.running.report_text());

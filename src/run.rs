@@ -685,28 +685,55 @@ impl Running {
 
     /// Passive health: ejects endpoints whose connects keep failing and brings back those whose
     /// ejection is over, rebuilding the mesh from `cfg` when that changes who takes new flows.
-    /// Returns a line for the log when it did.
-    pub fn check_health(&self, cfg: &Config) -> Option<String> {
+    /// Logs each ejection (cluster, endpoint, failures in a row, for how long) and each return.
+    /// Returns whether anything changed.
+    pub fn check_health(&self, cfg: &Config) -> bool {
         let mut outliers = self.outliers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let previous = self.mesh.load();
         let clusters = || -> Vec<Vec<u32>> {
             previous.clusters.iter().map(|c| c.member_ids().collect()).collect()
         };
-        if !outliers.check(&self.mesh.health, std::time::Instant::now(), clusters) {
-            return None;
-        }
-        let snap = mesh_snapshot_with(cfg, Some(&previous), |id| !outliers.is_ejected(id)).ok()?;
-        let ejected: Vec<String> = snap
+        let before: Vec<(u32, bool, u32)> = previous
             .endpoints()
-            .filter(|e| outliers.is_ejected(e.id))
-            .map(|e| format!("{}:{}", e.addr, e.port))
+            .map(|e| (e.id, outliers.is_ejected(e.id), self.mesh.health.run(e.id)))
             .collect();
+        let now = std::time::Instant::now();
+        if !outliers.check(&self.mesh.health, now, clusters) {
+            return false;
+        }
+        let Ok(snap) = mesh_snapshot_with(cfg, Some(&previous), |id| !outliers.is_ejected(id))
+        else {
+            return false;
+        };
+        for (id, was, failures) in before {
+            let Some(e) = previous.endpoint(id) else { continue };
+            let endpoint = format!("{}:{}", e.addr, e.port);
+            let cluster = cfg
+                .clusters
+                .iter()
+                .find(|c| c.endpoints.iter().any(|x| x.address == e.addr && x.port == e.port))
+                .map_or("?", |c| c.name.as_str());
+            match (was, outliers.is_ejected(id)) {
+                (false, true) => tracing::warn!(
+                    cluster,
+                    %endpoint,
+                    consecutive_failures = failures,
+                    ejected_for_ms = outliers
+                        .ejected_until(id)
+                        .map_or(0, |t| t.saturating_duration_since(now).as_millis()),
+                    ejections = outliers.ejections(id),
+                    "endpoint ejected: its connects keep failing"
+                ),
+                (true, false) => tracing::info!(
+                    cluster,
+                    %endpoint,
+                    "endpoint back from ejection: it takes new flows again"
+                ),
+                _ => {}
+            }
+        }
         self.mesh.store(snap);
-        Some(if ejected.is_empty() {
-            "no endpoint ejected".into()
-        } else {
-            format!("ejected (connects failing): {}", ejected.join(", "))
-        })
+        true
     }
 
     /// Per-endpoint health and load, for the report.

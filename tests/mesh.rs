@@ -322,7 +322,14 @@ fn an_endpoint_refusing_connections_is_ejected() {
     assert!((3..=6).contains(&failed), "{failed} failures\n{}", rig.t.log());
     let (per, failed) = rig.curl_loop(&url, 30).unwrap();
     assert_eq!((per[1], failed), (0, 0), "backend 1 still gets connections: {per:?}");
-    assert!(rig.t.log().contains("ejected (connects failing): 198.18.2.11:80"), "{}", rig.t.log());
+    // The log names the cluster, the endpoint, its failures in a row and the ejection's length.
+    let log = rig.t.log();
+    let line = log.lines().find(|l| l.contains("endpoint ejected")).unwrap_or_default();
+    for want in
+        ["web", "198.18.2.11:80", "consecutive_failures=3", "ejected_for_ms=", "ejections=1"]
+    {
+        assert!(line.contains(want), "no `{want}` in the ejection's line: {line}\n{log}");
+    }
     let stats = rig.t.stop().unwrap();
     let b1 = stats["endpoints"]
         .as_array()
