@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod claim;
 pub mod config;
+pub mod ctl;
 pub mod demo;
 pub mod footprint;
 pub mod fuzzing;

@@ -47,6 +47,24 @@ enum Cmd {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Ask a running weir through its admin API (found through -c FILE's `admin` section, or
+    /// --admin).
+    Ctl {
+        /// The running weir's configuration, for its admin listener and token file.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// The admin API: ADDRESS:PORT or unix:PATH (instead of -c).
+        #[arg(long)]
+        admin: Option<String>,
+        /// The token file, for requests that change state (instead of the configuration's).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Print the API's JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        what: CtlCmd,
+    },
     /// Build namespaces, run weir between a client and a server, send ping and a TCP transfer
     /// through it, print the counters, and remove everything. Needs root.
     Demo {
@@ -61,6 +79,33 @@ enum Cmd {
         #[arg(long)]
         mesh: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum CtlCmd {
+    /// Every counter: ports, workers, drops by reason, endpoints.
+    Stats,
+    /// Per worker since the last clear: polls, packets per burst, cycles per packet, busy share.
+    Runtime {
+        /// Start a new window afterwards.
+        #[arg(long)]
+        clear: bool,
+    },
+    /// The endpoint table: weight, health, ejection, handshakes.
+    Clusters,
+    /// The services.
+    Services,
+    /// The running configuration, defaults filled in.
+    Config,
+    /// Reload the configuration file (needs the token).
+    Reload,
+    /// Change the log filter, e.g. `debug` or `weir=debug` (needs the token).
+    Logging {
+        /// The filter.
+        level: String,
+    },
+    /// Whether weir is ready (exit status 0) or stopping.
+    Ready,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -119,6 +164,21 @@ fn main() {
                 weir::footprint::Footprint::of(&c).describe()
             ));
         }),
+        Cmd::Ctl { config, admin, token_file, json, what } => {
+            let cmd = match what {
+                CtlCmd::Stats => weir::ctl::Command::Stats,
+                CtlCmd::Runtime { clear } => weir::ctl::Command::Runtime { clear },
+                CtlCmd::Clusters => weir::ctl::Command::Clusters,
+                CtlCmd::Services => weir::ctl::Command::Services,
+                CtlCmd::Config => weir::ctl::Command::Config,
+                CtlCmd::Reload => weir::ctl::Command::Reload,
+                CtlCmd::Logging { level } => weir::ctl::Command::Logging { level },
+                CtlCmd::Ready => weir::ctl::Command::Ready,
+            };
+            weir::ctl::Target::find(admin.as_deref(), token_file.as_deref(), config.as_deref())
+                .and_then(|t| weir::ctl::run(&t, &cmd, json))
+                .map(|out| print_out(&format!("{}\n", out.trim_end())))
+        }
         Cmd::Demo { mesh: true, .. } => weir::meshdemo::run_mesh_demo(),
         Cmd::Demo { backend, workers, mesh: false } => run_demo(
             match backend {

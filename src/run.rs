@@ -973,101 +973,107 @@ impl Running {
 
     /// Counters as a human-readable table.
     pub fn report_text(&self) -> String {
-        use std::fmt::Write;
-        let j = self.report_json();
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "{:<12} {:>12} {:>10} {:>12} {:>10}",
-            "port", "rx_packets", "rx_drop", "tx_packets", "tx_drop"
-        );
-        if let Some(ports) = j["ports"].as_object() {
-            for (name, p) in ports {
-                let n = |k: &str| p[k].as_u64().unwrap_or(0);
+        report_text(&self.report_json())
+    }
+}
+
+/// Counters as a human-readable table, from their JSON ([`Running::report_json`], or `/stats`
+/// of the admin API).
+pub fn report_text(j: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<12} {:>12} {:>10} {:>12} {:>10}",
+        "port", "rx_packets", "rx_drop", "tx_packets", "tx_drop"
+    );
+    if let Some(ports) = j["ports"].as_object() {
+        for (name, p) in ports {
+            let n = |k: &str| p[k].as_u64().unwrap_or(0);
+            let _ = writeln!(
+                s,
+                "{:<12} {:>12} {:>10} {:>12} {:>10}",
+                name,
+                n("rx_packets"),
+                n("rx_dropped"),
+                n("tx_packets"),
+                n("tx_dropped")
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\n{:<7} {:>10} {:>8} {:>10} {:>9} {:>10} {:>8} {:>8}",
+        "worker", "packets", "bursts", "avg_burst", "cyc/pkt", "forwarded", "replies", "drops"
+    );
+    if let Some(ws) = j["workers"].as_array() {
+        for w in ws {
+            let n = |k: &str| w[k].as_u64().unwrap_or(0);
+            let f = |k: &str| w[k].as_f64().unwrap_or(0.0);
+            let _ = writeln!(
+                s,
+                "{:<7} {:>10} {:>8} {:>10.1} {:>9.0} {:>10} {:>8} {:>8}",
+                n("worker"),
+                n("packets"),
+                n("bursts"),
+                f("avg_burst"),
+                f("cycles_per_packet"),
+                n("forwarded"),
+                n("replies"),
+                n("drops")
+            );
+        }
+    }
+    let _ = writeln!(s, "\ndrops by reason:");
+    match j["drops"].as_object() {
+        Some(d) if !d.is_empty() => {
+            for (k, v) in d {
+                let _ = writeln!(s, "  {k:<26} {v}");
+            }
+        }
+        _ => {
+            let _ = writeln!(s, "  (none)");
+        }
+    }
+    if let Some(ports) = j["ports"].as_object() {
+        let devices: Vec<_> =
+            ports.iter().filter_map(|(n, p)| Some((n, p.get("device")?))).collect();
+        if !devices.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n{:<12} {:<14} {:<20} {:>11} {:>11} {:>8} {:>8} {:>8} {:>9}",
+                "device",
+                "driver",
+                "link",
+                "ipackets",
+                "opackets",
+                "imissed",
+                "ierrors",
+                "oerrors",
+                "rx_nombuf"
+            );
+            for (name, d) in devices {
+                let n = |k: &str| d[k].as_u64().unwrap_or(0);
                 let _ = writeln!(
                     s,
-                    "{:<12} {:>12} {:>10} {:>12} {:>10}",
+                    "{:<12} {:<14} {:<20} {:>11} {:>11} {:>8} {:>8} {:>8} {:>9}",
                     name,
-                    n("rx_packets"),
-                    n("rx_dropped"),
-                    n("tx_packets"),
-                    n("tx_dropped")
+                    d["driver"].as_str().unwrap_or("?"),
+                    d["link"].as_str().unwrap_or("?"),
+                    n("ipackets"),
+                    n("opackets"),
+                    n("imissed"),
+                    n("ierrors"),
+                    n("oerrors"),
+                    n("rx_nombuf")
                 );
             }
         }
-        let _ = writeln!(
-            s,
-            "\n{:<7} {:>10} {:>8} {:>10} {:>9} {:>10} {:>8} {:>8}",
-            "worker", "packets", "bursts", "avg_burst", "cyc/pkt", "forwarded", "replies", "drops"
-        );
-        if let Some(ws) = j["workers"].as_array() {
-            for w in ws {
-                let n = |k: &str| w[k].as_u64().unwrap_or(0);
-                let f = |k: &str| w[k].as_f64().unwrap_or(0.0);
-                let _ = writeln!(
-                    s,
-                    "{:<7} {:>10} {:>8} {:>10.1} {:>9.0} {:>10} {:>8} {:>8}",
-                    n("worker"),
-                    n("packets"),
-                    n("bursts"),
-                    f("avg_burst"),
-                    f("cycles_per_packet"),
-                    n("forwarded"),
-                    n("replies"),
-                    n("drops")
-                );
-            }
-        }
-        let _ = writeln!(s, "\ndrops by reason:");
-        match j["drops"].as_object() {
-            Some(d) if !d.is_empty() => {
-                for (k, v) in d {
-                    let _ = writeln!(s, "  {k:<26} {v}");
-                }
-            }
-            _ => {
-                let _ = writeln!(s, "  (none)");
-            }
-        }
-        if let Some(ports) = j["ports"].as_object() {
-            let devices: Vec<_> =
-                ports.iter().filter_map(|(n, p)| Some((n, p.get("device")?))).collect();
-            if !devices.is_empty() {
-                let _ = writeln!(
-                    s,
-                    "\n{:<12} {:<14} {:<20} {:>11} {:>11} {:>8} {:>8} {:>8} {:>9}",
-                    "device",
-                    "driver",
-                    "link",
-                    "ipackets",
-                    "opackets",
-                    "imissed",
-                    "ierrors",
-                    "oerrors",
-                    "rx_nombuf"
-                );
-                for (name, d) in devices {
-                    let n = |k: &str| d[k].as_u64().unwrap_or(0);
-                    let _ = writeln!(
-                        s,
-                        "{:<12} {:<14} {:<20} {:>11} {:>11} {:>8} {:>8} {:>8} {:>9}",
-                        name,
-                        d["driver"].as_str().unwrap_or("?"),
-                        d["link"].as_str().unwrap_or("?"),
-                        n("ipackets"),
-                        n("opackets"),
-                        n("imissed"),
-                        n("ierrors"),
-                        n("oerrors"),
-                        n("rx_nombuf")
-                    );
-                }
-            }
-        }
-        if let Some(ws) = j["workers"].as_array() {
-            let sum = |k: &str| ws.iter().map(|w| w[k].as_u64().unwrap_or(0)).sum::<u64>();
-            if sum("flows_opened") > 0 {
-                let _ = writeln!(
+    }
+    if let Some(ws) = j["workers"].as_array() {
+        let sum = |k: &str| ws.iter().map(|w| w[k].as_u64().unwrap_or(0)).sum::<u64>();
+        if sum("flows_opened") > 0 {
+            let _ = writeln!(
                     s,
                     "\nmesh: {} flows live, {} opened, {} expired, {} evicted; {} packets translated to \
                      endpoints, {} back; {} handed to their flow's worker",
@@ -1079,46 +1085,45 @@ impl Running {
                     sum("mesh_reverse"),
                     sum("handed_off")
                 );
-            }
         }
-        if let Some(eps) = j["endpoints"].as_array().filter(|e| !e.is_empty()) {
+    }
+    if let Some(eps) = j["endpoints"].as_array().filter(|e| !e.is_empty()) {
+        let _ = writeln!(
+            s,
+            "\n{:<28} {:>6} {:>8} {:>11} {:>11} {:>9}",
+            "endpoint", "weight", "ejected", "connects_ok", "failed", "ejections"
+        );
+        for e in eps {
+            let n = |k: &str| e[k].as_u64().unwrap_or(0);
             let _ = writeln!(
                 s,
-                "\n{:<28} {:>6} {:>8} {:>11} {:>11} {:>9}",
-                "endpoint", "weight", "ejected", "connects_ok", "failed", "ejections"
+                "{:<28} {:>6} {:>8} {:>11} {:>11} {:>9}",
+                format!("{}:{}", e["address"].as_str().unwrap_or("?"), n("port")),
+                n("weight"),
+                if e["ejected"].as_bool().unwrap_or(false) { "yes" } else { "no" },
+                n("connects_ok"),
+                n("connects_failed"),
+                n("ejections")
             );
-            for e in eps {
-                let n = |k: &str| e[k].as_u64().unwrap_or(0);
-                let _ = writeln!(
-                    s,
-                    "{:<28} {:>6} {:>8} {:>11} {:>11} {:>9}",
-                    format!("{}:{}", e["address"].as_str().unwrap_or("?"), n("port")),
-                    n("weight"),
-                    if e["ejected"].as_bool().unwrap_or(false) { "yes" } else { "no" },
-                    n("connects_ok"),
-                    n("connects_failed"),
-                    n("ejections")
-                );
-            }
         }
-        let m = &j["mempool"];
-        let n = |k: &str| m[k].as_u64().unwrap_or(0);
-        let _ = match m["kind"].as_str() {
-            Some("dpdk") => writeln!(
-                s,
-                "\nmbuf pool: {} mbufs, {} free, {} allocation failures",
-                n("buffers"),
-                n("available"),
-                n("exhausted")
-            ),
-            _ => writeln!(
-                s,
-                "\nmempool: {} buffers on {} pages, {} allocation failures",
-                n("buffers"),
-                if m["hugepages"].as_bool().unwrap_or(false) { "2 MiB huge" } else { "normal" },
-                n("exhausted")
-            ),
-        };
-        s
     }
+    let m = &j["mempool"];
+    let n = |k: &str| m[k].as_u64().unwrap_or(0);
+    let _ = match m["kind"].as_str() {
+        Some("dpdk") => writeln!(
+            s,
+            "\nmbuf pool: {} mbufs, {} free, {} allocation failures",
+            n("buffers"),
+            n("available"),
+            n("exhausted")
+        ),
+        _ => writeln!(
+            s,
+            "\nmempool: {} buffers on {} pages, {} allocation failures",
+            n("buffers"),
+            if m["hugepages"].as_bool().unwrap_or(false) { "2 MiB huge" } else { "normal" },
+            n("exhausted")
+        ),
+    };
+    s
 }

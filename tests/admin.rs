@@ -229,3 +229,61 @@ fn a_non_loopback_listener_without_a_token_is_refused() {
     assert!(err.contains("admin.listen"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn ctl_asks_over_a_unix_socket_with_tables_json_and_the_token() {
+    if !ready(&["ip", "ping"]) {
+        return;
+    }
+    let mut t = Topology::build(DemoBackend::AfPacket).unwrap();
+    let token = t.dir().join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let sock = t.dir().join("admin.sock");
+    let extra = format!(
+        "admin:\n  listen: unix:{}\n  token_file: {}\n{}",
+        sock.display(),
+        token.display(),
+        services(3)
+    );
+    let cfg_text = t.config(1, &extra);
+    t.start(&exe(), &cfg_text).unwrap();
+    let ping = t.client.run(&["ping", "-c", "3", "-i", "0.2", "-W", "2", SERVER_V4]).unwrap();
+    assert!(ping.status.success(), "{}", t.log());
+    let cfg = t.dir().join("weir.yaml");
+    let exe = exe();
+    let ctl = |args: &[&str]| {
+        let mut all = vec![exe.to_str().unwrap(), "ctl", "-c", cfg.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = t.weir.run(&all).unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stats, err) = ctl(&["stats"]);
+    assert!(ok && stats.contains("client_side") && stats.contains("rx_packets"), "{stats}{err}");
+    let (ok, clusters, err) = ctl(&["clusters"]);
+    assert!(
+        ok && clusters.contains("198.18.2.2:80") && clusters.contains("web"),
+        "{clusters}{err}"
+    );
+    let (ok, services, _) = ctl(&["services"]);
+    assert!(ok && services.contains("198.19.0.1"), "{services}");
+    let (ok, runtime, _) = ctl(&["runtime", "--clear"]);
+    assert!(ok && runtime.contains("cycles/pkt"), "{runtime}");
+    let (ok, json, _) = ctl(&["--json", "stats"]);
+    let j: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(ok && worker_sum(&j, "forwarded") >= 6, "{json}");
+    let (ok, out, err) = ctl(&["reload"]);
+    assert!(ok && out.starts_with("reloaded:"), "{out}{err}");
+    let (ok, out, _) = ctl(&["ready"]);
+    assert!(ok && out.trim() == "ready", "{out}");
+    // Without the token (another listener given, no token file): refused, and it says so.
+    let admin = format!("unix:{}", sock.display());
+    let out = t.weir.run(&[exe.to_str().unwrap(), "ctl", "--admin", &admin, "reload"]).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("401"), "{err}");
+    t.stop().unwrap();
+    assert!(!sock.exists(), "the socket is left behind");
+}

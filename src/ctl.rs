@@ -1,0 +1,255 @@
+//! `weir ctl`: the command-line client of the admin API ([`crate::admin`]). It finds the API
+//! through the configuration file (`admin.listen`, `admin.token_file`) or `--admin`, and
+//! prints tables, or the API's JSON with `--json`.
+
+use crate::config::{AdminConfig, AdminListen};
+use anyhow::{bail, Context, Result};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use std::fmt::Write;
+use std::path::Path;
+
+/// What to ask.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Every counter.
+    Stats,
+    /// Per worker since the last clear; `clear` starts a new window.
+    Runtime {
+        /// Start a new window after this one.
+        clear: bool,
+    },
+    /// The endpoint table.
+    Clusters,
+    /// The services.
+    Services,
+    /// The running configuration.
+    Config,
+    /// Reload the configuration file.
+    Reload,
+    /// Change the log filter.
+    Logging {
+        /// The new filter (`info`, `weir=debug`, …).
+        level: String,
+    },
+    /// Whether weir is ready.
+    Ready,
+}
+
+/// Where the API is and the token to use.
+pub struct Target {
+    /// The listener.
+    pub listen: AdminListen,
+    /// The token for requests that change state.
+    pub token: Option<String>,
+}
+
+impl Target {
+    /// From `--admin` if given, else from the configuration file's `admin` section; the token
+    /// from `--token-file`, else the configuration's.
+    pub fn find(
+        admin: Option<&str>,
+        token_file: Option<&Path>,
+        config: Option<&Path>,
+    ) -> Result<Target> {
+        let from_config = match config {
+            Some(p) => crate::config::load(p)?.admin,
+            None => None,
+        };
+        let listen = match (admin, &from_config) {
+            (Some(a), _) => AdminConfig { listen: a.to_owned(), token_file: None }.listen(),
+            (None, Some(c)) => c.listen(),
+            (None, None) => {
+                bail!("where is the admin API? give --admin ADDRESS:PORT or unix:PATH, or -c FILE")
+            }
+        }
+        .map_err(|e| anyhow::anyhow!("admin listener: {e}"))?;
+        let token_file =
+            token_file.map(Path::to_path_buf).or(from_config.and_then(|c| c.token_file));
+        let token = match token_file {
+            Some(f) => Some(
+                std::fs::read_to_string(&f)
+                    .with_context(|| format!("token file {}", f.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        Ok(Target { listen, token })
+    }
+}
+
+/// Runs `cmd` against `target` and returns what to print.
+pub fn run(target: &Target, cmd: &Command, json: bool) -> Result<String> {
+    let (method, path) = match cmd {
+        Command::Stats => ("GET", "/stats".to_owned()),
+        Command::Runtime { clear } => {
+            ("GET", if *clear { "/runtime?clear=1".into() } else { "/runtime".into() })
+        }
+        Command::Clusters => ("GET", "/clusters".into()),
+        Command::Services => ("GET", "/services".into()),
+        Command::Config => ("GET", "/config_dump".into()),
+        Command::Reload => ("POST", "/reload".into()),
+        Command::Logging { level } => ("POST", format!("/logging?level={}", query_escape(level))),
+        Command::Ready => ("GET", "/ready".into()),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (status, body) = rt.block_on(request(target, method, &path))?;
+    if !status.is_success() {
+        let why = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|j| j["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| body.trim().to_owned());
+        bail!("{method} {path}: {status}: {why}");
+    }
+    if json || matches!(cmd, Command::Ready) {
+        return Ok(body);
+    }
+    let j: serde_json::Value =
+        serde_json::from_str(&body).with_context(|| format!("{path}: not JSON"))?;
+    Ok(match cmd {
+        Command::Stats => crate::run::report_text(&j),
+        Command::Runtime { .. } => runtime_table(&j),
+        Command::Clusters => clusters_table(&j),
+        Command::Services => services_table(&j),
+        Command::Config => serde_json::to_string_pretty(&j)?,
+        Command::Reload => format!("reloaded: {}", j["reloaded"].as_str().unwrap_or("?")),
+        Command::Logging { .. } => format!("log filter: {}", j["level"].as_str().unwrap_or("?")),
+        Command::Ready => body,
+    })
+}
+
+/// Percent-escapes what a query value cannot hold as it is.
+fn query_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'=' | b',' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn request(target: &Target, method: &str, path: &str) -> Result<(hyper::StatusCode, String)> {
+    let mut req = Request::builder().method(method).uri(path).header("host", "weir");
+    if let Some(t) = &target.token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req.body(Empty::<Bytes>::new())?;
+    let timeout = std::time::Duration::from_secs(30);
+    let response = match &target.listen {
+        AdminListen::Tcp(addr) => {
+            let stream = tokio::net::TcpStream::connect(addr)
+                .await
+                .with_context(|| format!("connecting to the admin API at {addr}"))?;
+            send(TokioIo::new(stream), req, timeout).await?
+        }
+        AdminListen::Unix(p) => {
+            let stream = tokio::net::UnixStream::connect(p)
+                .await
+                .with_context(|| format!("connecting to the admin API at unix:{}", p.display()))?;
+            send(TokioIo::new(stream), req, timeout).await?
+        }
+    };
+    Ok(response)
+}
+
+async fn send<T>(
+    io: T,
+    req: Request<Empty<Bytes>>,
+    timeout: std::time::Duration,
+) -> Result<(hyper::StatusCode, String)>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let exchange = async {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(conn);
+        let res = sender.send_request(req).await?;
+        let status = res.status();
+        let body = res.into_body().collect().await?.to_bytes();
+        anyhow::Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(timeout, exchange).await.context("the admin API did not answer")?
+}
+
+fn runtime_table(j: &serde_json::Value) -> String {
+    let mut s = format!(
+        "{:<7} {:>12} {:>12} {:>10} {:>12} {:>11} {:>6} {:>9}\n",
+        "worker", "polls", "packets", "pkt/burst", "cycles/pkt", "busy_share", "", "sleeps"
+    );
+    for w in j["workers"].as_array().into_iter().flatten() {
+        let n = |k: &str| w[k].as_u64().unwrap_or(0);
+        let f = |k: &str| w[k].as_f64().unwrap_or(0.0);
+        let _ = writeln!(
+            s,
+            "{:<7} {:>12} {:>12} {:>10.1} {:>12.1} {:>10.1}% {:>6} {:>9}",
+            n("worker"),
+            n("polls"),
+            n("packets"),
+            f("packets_per_burst"),
+            f("cycles_per_packet"),
+            100.0 * f("busy_share"),
+            "",
+            n("sleeps")
+        );
+    }
+    s
+}
+
+fn clusters_table(j: &serde_json::Value) -> String {
+    let mut s = format!(
+        "{:<16} {:<40} {:>6} {:>7} {:>5} {:>8} {:>9} {:>10} {:>10}\n",
+        "cluster", "endpoint", "weight", "healthy", "new", "ejected", "returns", "ok", "failed"
+    );
+    for c in j["clusters"].as_array().into_iter().flatten() {
+        for e in c["endpoints"].as_array().into_iter().flatten() {
+            let yes = |k: &str| if e[k].as_bool().unwrap_or(false) { "yes" } else { "no" };
+            let returns = e["returns_in_ms"]
+                .as_u64()
+                .map_or_else(|| "-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+            let _ = writeln!(
+                s,
+                "{:<16} {:<40} {:>6} {:>7} {:>5} {:>8} {:>9} {:>10} {:>10}",
+                c["name"].as_str().unwrap_or("?"),
+                format!(
+                    "{}:{}",
+                    e["address"].as_str().unwrap_or("?"),
+                    e["port"].as_u64().unwrap_or(0)
+                ),
+                e["weight"].as_u64().unwrap_or(0),
+                yes("healthy"),
+                yes("takes_new_flows"),
+                yes("ejected"),
+                returns,
+                e["connects_ok"].as_u64().unwrap_or(0),
+                e["connects_failed"].as_u64().unwrap_or(0),
+            );
+        }
+    }
+    s
+}
+
+fn services_table(j: &serde_json::Value) -> String {
+    let mut s = format!(
+        "{:<16} {:<40} {:>5} {:<8} {:<16} {:<6}\n",
+        "service", "vip", "port", "proto", "cluster", "mode"
+    );
+    for v in j["services"].as_array().into_iter().flatten() {
+        let t = |k: &str| v[k].as_str().unwrap_or("?").to_owned();
+        let _ = writeln!(
+            s,
+            "{:<16} {:<40} {:>5} {:<8} {:<16} {:<6}",
+            t("name"),
+            t("vip"),
+            v["port"].as_u64().unwrap_or(0),
+            t("protocol"),
+            t("cluster"),
+            t("mode")
+        );
+    }
+    s
+}
