@@ -286,6 +286,25 @@ pub struct MeshConfig {
     /// cluster of two or more; never the last).
     #[serde(default = "default_outlier_percent")]
     pub outlier_max_ejection_percent: u32,
+    /// A TCP segment (not a SYN) for a NAT service that belongs to no flow (weir restarted, or
+    /// forgot it): `reset` answers it with a reset from the VIP, so the client fails at once
+    /// instead of waiting out its timeouts; `drop` drops it (`no_flow`).
+    #[serde(default = "default_unknown_segment")]
+    pub unknown_segment: UnknownSegmentName,
+}
+
+/// What a TCP segment of no known flow gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownSegmentName {
+    /// A reset from the VIP.
+    Reset,
+    /// Nothing.
+    Drop,
+}
+
+fn default_unknown_segment() -> UnknownSegmentName {
+    UnknownSegmentName::Reset
 }
 
 impl Default for MeshConfig {
@@ -307,6 +326,7 @@ impl Default for MeshConfig {
             outlier_base_ejection_ms: default_outlier_base(),
             outlier_max_ejection_ms: default_outlier_max(),
             outlier_max_ejection_percent: default_outlier_percent(),
+            unknown_segment: default_unknown_segment(),
         }
     }
 }

@@ -492,6 +492,7 @@ fn mesh_engine(cfg: &Config, worker: usize, shared: &Arc<SharedMesh>) -> MeshEng
         snat_ports: (m.snat_port_first, m.snat_port_last),
         endpoints: m.max_endpoints,
         clusters: m.max_clusters,
+        reset_unknown: m.unknown_segment == crate::config::UnknownSegmentName::Reset,
     };
     let workers = u16::try_from(cfg.workers.len()).unwrap_or(u16::MAX);
     MeshEngine::new(u16::try_from(worker).unwrap_or(0), workers, &settings, Arc::clone(shared))

@@ -499,6 +499,49 @@ for i, c in enumerate(cs):
     }
 }
 
+/// A keep-alive connection whose flow weir lost (here: weir restarted) fails at once with a
+/// reset from the VIP, instead of hanging until the client gives up.
+#[test]
+fn a_connection_weir_forgot_is_reset_at_once() {
+    if !ready(&["ip", "curl", "nginx"]) {
+        return;
+    }
+    let mut rig = MeshRig::build(2).unwrap();
+    let cfg = rig.t.config(1, &services_config("nat", "round_robin", &[1, 1]));
+    rig.t.start(&exe(), &cfg).unwrap();
+    let go = rig.t.dir().join("go");
+    let script = format!(
+        "import http.client, os, time
+c = http.client.HTTPConnection('{VIP}', 80, timeout=10)
+c.request('GET', '/'); print('first', c.getresponse().read().decode().strip(), flush=True)
+t = time.time()
+while not os.path.exists('{}') and time.time() - t < 60: time.sleep(0.05)
+t = time.time()
+try:
+    c.request('GET', '/'); print('second answered', c.getresponse().read().decode().strip())
+except Exception as e:
+    print('second', type(e).__name__, round(time.time() - t, 2))
+",
+        go.display()
+    );
+    let session = rig.t.client.spawn(&[common::PY, "-c", &script]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    rig.t.stop().unwrap();
+    rig.t.start(&exe(), &cfg).unwrap();
+    std::fs::write(&go, "").unwrap();
+    let out = session.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("first b"), "{text}");
+    let second = text.lines().find(|l| l.starts_with("second")).unwrap_or_default();
+    let secs: f64 = second.rsplit(' ').next().and_then(|s| s.parse().ok()).unwrap_or(99.0);
+    assert!(
+        second.starts_with("second ConnectionResetError") && secs < 2.0,
+        "the forgotten connection did not fail fast with a reset: {second}\n{text}"
+    );
+    let stats = rig.t.stop().unwrap();
+    assert!(worker_sum(&stats, "resets_sent") >= 1, "{stats}");
+}
+
 #[test]
 fn icmp_errors_about_flows_reach_the_client_translated() {
     if !ready(&["ip", "curl", "nginx"]) {

@@ -182,6 +182,7 @@ fn main() {
         snat_ports: (20000, 59999),
         endpoints: 16,
         clusters: 16,
+        reset_unknown: true,
     };
     let engine = MeshEngine::new(0, 1, &ms, shared);
     let with_ports = |mut f: [u8; 60], sport: u16, dport: u16| {

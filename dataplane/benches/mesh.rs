@@ -90,6 +90,7 @@ fn scenario(services: u32, flows: u32, v6: bool) -> (f64, f64) {
         snat_ports: (20000, 59999),
         endpoints: 64,
         clusters: 16,
+        reset_unknown: true,
     };
     let engine = MeshEngine::new(0, 1, &settings, shared);
     // Flow i: client 198.18.128.0/17 address and port from i, to service i % S.

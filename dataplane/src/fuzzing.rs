@@ -207,6 +207,7 @@ pub fn mesh_pipeline() -> Pipeline<PoolBuf> {
         snat_ports: (20000, 20063),
         endpoints: 64,
         clusters: 16,
+        reset_unknown: true,
     };
     // Worker 0 of two: replies of the other worker's flows are handed off (and, with no ring
     // here, dropped and counted).

@@ -85,6 +85,7 @@ fn rig(
         snat_ports: (20000, 29999),
         endpoints: 64,
         clusters: 16,
+        reset_unknown: true,
     };
     Rig { engine: MeshEngine::new(0, 1, &settings, std::sync::Arc::clone(&shared)), shared, now: 1 }
 }
@@ -160,8 +161,11 @@ fn what_the_mesh_does_not_take_passes_or_drops_with_a_reason() {
     // A VIP, but no service on that port.
     let mut f = l4_frame_v4(CLIENT, 1, VIP, 81, Some(SYN));
     assert_eq!(r.send(&mut f), MeshAction::Drop(DropReason::NoService));
-    // Mid-connection TCP of an unknown NAT flow.
+    // Mid-connection TCP of an unknown NAT flow: a reset tells the client (a reset is never
+    // answered, only dropped).
     let mut f = l4_frame_v4(CLIENT, 2, VIP, 80, Some(ACK));
+    assert_eq!(r.send(&mut f), MeshAction::Reset);
+    let mut f = l4_frame_v4(CLIENT, 2, VIP, 80, Some(RST | ACK));
     assert_eq!(r.send(&mut f), MeshAction::Drop(DropReason::NoFlow));
     // A reply to a SNAT port no flow uses.
     let mut f = l4_frame_v4([198, 18, 2, 10], 8080, SNAT, 20001, Some(ACK));
@@ -294,6 +298,7 @@ fn udp_flows_translate_both_ways() {
         snat_ports: (20000, 29999),
         endpoints: 64,
         clusters: 16,
+        reset_unknown: true,
     };
     let mut r = Rig {
         engine: MeshEngine::new(0, 1, &settings, std::sync::Arc::clone(&shared)),

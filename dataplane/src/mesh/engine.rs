@@ -91,6 +91,9 @@ pub struct MeshSettings {
     pub endpoints: usize,
     /// Most clusters (the model's capacity).
     pub clusters: usize,
+    /// Answer a TCP segment (not a SYN) of no known flow, for a NAT service, with a reset from
+    /// the VIP ([`MeshAction::Reset`]) instead of dropping it.
+    pub reset_unknown: bool,
 }
 
 /// What the engine needs to know of routing.
@@ -180,6 +183,8 @@ pub struct MeshEngine {
     /// Whether failed handshakes count against their endpoint now: not while the worker is
     /// evicting handshakes for new flows, or was lately (see [`MeshEngine::maintain`]).
     judging: bool,
+    /// See [`MeshSettings::reset_unknown`].
+    reset_unknown: bool,
     /// Evictions seen at the last housekeeping, and when the last one was seen.
     evictions_seen: u64,
     last_eviction_ns: Option<u64>,
@@ -350,6 +355,7 @@ impl MeshEngine {
             snat_cursor,
             snat_stride,
             judging: true,
+            reset_unknown: settings.reset_unknown,
             evictions_seen: 0,
             last_eviction_ns: None,
             unjudged_ns: settings.timeouts.syn_ns.saturating_add(2 * SWEEP_PERIOD_NS),
@@ -506,7 +512,11 @@ impl MeshEngine {
             if opening {
                 FlowState::SynSent
             } else if mode == Mode::Nat {
-                // Mid-connection: the SNAT port it had is unknown; the endpoint would reset it.
+                // Mid-connection: the SNAT port it had is unknown, so the connection cannot go
+                // on; a reset tells the client at once rather than after its timeouts.
+                if self.reset_unknown && flags & tcp_flags::RST == 0 {
+                    return MeshAction::Reset;
+                }
                 return MeshAction::Drop(DropReason::NoFlow);
             } else {
                 // DNAT and DSR keep the client's tuple: pick again (Maglev picks the same
