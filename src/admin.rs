@@ -12,6 +12,7 @@
 //! | `GET /ready`, `GET /healthz` | readiness (503 once stopping) and liveness |
 //! | `POST /reload` | reload the configuration file (token) |
 //! | `POST /logging?level=FILTER` | change the log filter (token) |
+//! | `POST /drain` | refuse new flows, keep serving existing ones, `/ready` 503 (token) |
 
 use crate::config::{AdminListen, Config};
 use crate::run::{Running, RuntimeCounters};
@@ -81,6 +82,12 @@ impl Control {
             log,
             reloading: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Starts draining: no new flows, existing ones carry on; `/ready` answers 503.
+    pub fn start_drain(&self) {
+        self.running.set_draining(true);
+        self.stopping.store(true, Ordering::Relaxed);
     }
 
     /// The configuration in effect, cloned.
@@ -162,6 +169,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/reload", post(reload))
         .route("/logging", post(logging))
+        .route("/drain", post(drain))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such admin endpoint") })
         // Nothing takes a body: a large one is refused before it is read.
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
@@ -297,6 +305,17 @@ async fn reload(State(c): State<Arc<Control>>, headers: HeaderMap) -> Response {
             problem(StatusCode::CONFLICT, &format!("{e:#}"))
         }
     }
+}
+
+async fn drain(State(c): State<Arc<Control>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = c.refusal(&headers) {
+        return refused;
+    }
+    if !c.running.draining() {
+        tracing::info!(flows = c.running.flows(), "draining (admin API): no new flows");
+        c.start_drain();
+    }
+    Json(serde_json::json!({ "draining": true, "flows": c.running.flows() })).into_response()
 }
 
 #[derive(serde::Deserialize)]

@@ -51,6 +51,10 @@ pub struct Config {
     /// The admin API (HTTP on a kernel socket, served by the control thread); off when absent.
     #[serde(default)]
     pub admin: Option<AdminConfig>,
+    /// On SIGTERM (or `POST /drain`), how long existing flows keep being served while new ones
+    /// are refused, ms; weir exits sooner once no flow is left. 0: SIGTERM stops at once.
+    #[serde(default)]
+    pub drain_timeout_ms: u64,
 }
 
 /// The admin API's listener and the token that guards what changes state.
@@ -1164,6 +1168,8 @@ pub mod limits {
     pub const DESCRIPTORS: u16 = 1 << 15;
     /// ICMP errors per second, and the bucket's depth.
     pub const ICMP_RATE: u32 = 1_000_000;
+    /// Longest drain, ms (an hour).
+    pub const DRAIN_MS: u64 = 3_600_000;
     /// Longest idle sleep, ms: a stop request or housekeeping waits at most this long.
     pub const SLEEP_MS: u32 = 1000;
     /// Longest af_packet block timeout, ms.
@@ -1202,6 +1208,7 @@ fn check_ranges(cfg: &Config) -> Result<(), ConfigError> {
     let m = &cfg.mempool;
     within("mempool.buffers", m.buffers, 64, l::BUFFERS, "buffers")?;
     within("mempool.headroom_bytes", m.headroom_bytes, 0, l::HEADROOM_BYTES, "bytes")?;
+    within("drain_timeout_ms", cfg.drain_timeout_ms, 0, l::DRAIN_MS, "ms")?;
     let idle = &cfg.idle;
     within("idle.sleep_ms", idle.sleep_ms, 1, l::SLEEP_MS, "ms")?;
     let n = &cfg.neighbor;

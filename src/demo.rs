@@ -155,6 +155,11 @@ impl Topology {
     /// Writes `config`, starts `exe run` inside the weir namespace and waits until its ports
     /// are up (for TAP: until the devices exist, then moves them to the host namespaces).
     pub fn start(&mut self, exe: &Path, config: &str) -> Result<()> {
+        self.start_with_env(exe, config, &[])
+    }
+
+    /// [`start`](Self::start), with these variables in weir's environment.
+    pub fn start_with_env(&mut self, exe: &Path, config: &str, env: &[(&str, &str)]) -> Result<()> {
         let cfg = self.dir.join("weir.yaml");
         std::fs::write(&cfg, config)?;
         let stats = self.stats_path();
@@ -167,6 +172,7 @@ impl Topology {
             .arg(&cfg)
             .arg("--stats-json")
             .arg(&stats)
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

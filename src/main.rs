@@ -213,8 +213,10 @@ fn write_stats(path: &Path, running: &weir::run::Running) -> Result<()> {
 
 /// What the signals weir handles have asked for.
 struct Signals {
-    /// SIGINT, SIGTERM, SIGQUIT: stop, report, exit.
+    /// SIGINT, SIGQUIT: stop, report, exit (during a drain too).
     stop: Arc<AtomicBool>,
+    /// SIGTERM: drain (`drain_timeout_ms`), then stop; at once when there is no drain.
+    term: Arc<AtomicBool>,
     /// SIGHUP: reload the configuration file.
     reload: Arc<AtomicBool>,
     /// SIGUSR1: print the counters to standard error.
@@ -230,6 +232,7 @@ impl Signals {
         use signal_hook::consts::{SIGALRM, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
         let s = Signals {
             stop: Arc::default(),
+            term: Arc::default(),
             reload: Arc::default(),
             dump: Arc::default(),
             dump_json: Arc::default(),
@@ -237,7 +240,7 @@ impl Signals {
         };
         let table = [
             (SIGINT, &s.stop),
-            (SIGTERM, &s.stop),
+            (SIGTERM, &s.term),
             (SIGQUIT, &s.stop),
             (SIGHUP, &s.reload),
             (SIGUSR1, &s.dump),
@@ -291,12 +294,16 @@ async fn control(
     let workers = cfg.workers.len();
     let (ports, services) = (cfg.ports.len(), cfg.services.len());
     let ctl = Arc::new(weir::admin::Control::new(running, cfg, path, log)?);
-    let stop_flag = Arc::clone(&signals.stop);
-    let stopped = move || {
-        let flag = Arc::clone(&stop_flag);
-        async move {
-            while !flag.load(Ordering::Relaxed) {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // The admin server and a reload in progress end when weir stops for good.
+    let done = Arc::new(AtomicBool::new(false));
+    let stopped = {
+        let done = Arc::clone(&done);
+        move || {
+            let done = Arc::clone(&done);
+            async move {
+                while !done.load(Ordering::Relaxed) {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
             }
         }
     };
@@ -305,13 +312,62 @@ async fn control(
         tokio::spawn(weir::admin::serve(l, Arc::clone(&ctl), stopped()))
     });
     tracing::info!(workers, ports, services, "weir running");
+    notify(&[sd_notify::NotifyState::Ready]);
+    let watchdog = watchdog_interval();
+    let mut petted = std::time::Instant::now();
+    let mut polls = ctl.running.runtime_counters();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
     let mut n = 0u32;
-    while !signals.stop.load(Ordering::Relaxed) {
+    let mut drain_until: Option<std::time::Instant> = None;
+    loop {
+        if signals.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if signals.term.swap(false, Ordering::Relaxed) {
+            let drain_ms = ctl.config().drain_timeout_ms;
+            if drain_until.is_some() || drain_ms == 0 {
+                break;
+            }
+            tracing::info!(
+                drain_timeout_ms = drain_ms,
+                flows = ctl.running.flows(),
+                "SIGTERM: draining (no new flows; existing ones served until they end or the \
+                 timeout), then stopping; SIGINT or another SIGTERM stops at once"
+            );
+            notify(&[sd_notify::NotifyState::Stopping]);
+            ctl.start_drain();
+            drain_until =
+                Some(std::time::Instant::now() + std::time::Duration::from_millis(drain_ms));
+        }
+        if let Some(until) = drain_until {
+            // The workers publish their flow counts every few polls: a little slack.
+            if std::time::Instant::now() >= until {
+                tracing::info!(flows = ctl.running.flows(), "drain timeout: stopping");
+                break;
+            }
+            if n > 4 && ctl.running.flows() == 0 {
+                tracing::info!("drained: no flow left, stopping");
+                break;
+            }
+        }
         tick.tick().await;
         n += 1;
         if n.is_multiple_of(2) {
             ctl.running.check_health(&ctl.config());
+        }
+        // The watchdog is fed only while every worker keeps polling: a stuck worker gets weir
+        // restarted.
+        if let Some(every) = watchdog {
+            if petted.elapsed() >= every {
+                let now = ctl.running.runtime_counters();
+                let stuck = now.iter().zip(&polls).position(|(a, b)| a.polls == b.polls);
+                match stuck {
+                    None => notify(&[sd_notify::NotifyState::Watchdog]),
+                    Some(w) => tracing::error!(worker = w, "worker not polling: watchdog not fed"),
+                }
+                polls = now;
+                petted = std::time::Instant::now();
+            }
         }
         if signals.dump.swap(false, Ordering::Relaxed) {
             eprintln!("{}", ctl.running.report_text());
@@ -332,7 +388,14 @@ async fn control(
         let changed = n.is_multiple_of(10) && mtime(path) != seen;
         if signals.reload.swap(false, Ordering::Relaxed) || changed {
             seen = mtime(path);
-            match ctl.reload(stopped()).await {
+            notify(&reloading());
+            let stop = Arc::clone(&signals.stop);
+            let abandon = async move {
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            };
+            match ctl.reload(abandon).await {
                 Ok(summary) => tracing::info!("reloaded {}: {summary}", path.display()),
                 Err(_) if signals.stop.load(Ordering::Relaxed) => break,
                 Err(e) => tracing::error!(
@@ -340,10 +403,15 @@ async fn control(
                     path.display()
                 ),
             }
+            notify(&[sd_notify::NotifyState::Ready]);
         }
     }
     tracing::info!("stopping");
+    if drain_until.is_none() {
+        notify(&[sd_notify::NotifyState::Stopping]);
+    }
     ctl.stopping.store(true, Ordering::Relaxed);
+    done.store(true, Ordering::Relaxed);
     if let Some(server) = server {
         match tokio::time::timeout(std::time::Duration::from_secs(2), server).await {
             Ok(Ok(Err(e))) => tracing::warn!("admin API: {e}"),
@@ -356,4 +424,32 @@ async fn control(
     let written = stats_json.as_deref().map(|p| write_stats(p, &ctl.running));
     print_out(&format!("{}\n", ctl.running.report_text()));
     written.transpose().map(|_| ())
+}
+
+/// Tells systemd (when weir runs under it, `Type=notify`) how weir is doing.
+fn notify(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        tracing::warn!("telling systemd: {e}");
+    }
+}
+
+/// Half the watchdog period systemd asks for (`WATCHDOG_USEC`), as sd_watchdog_enabled(3)
+/// reads it: for this process when `WATCHDOG_PID` is unset or names it.
+fn watchdog_interval() -> Option<std::time::Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok().filter(|&u| u > 0)?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok() != Some(std::process::id()) {
+            return None;
+        }
+    }
+    Some(std::time::Duration::from_micros(usec / 2))
+}
+
+/// `RELOADING=1` with the monotonic time systemd 253 and later want beside it.
+fn reloading() -> Vec<sd_notify::NotifyState<'static>> {
+    let mut v = vec![sd_notify::NotifyState::Reloading];
+    if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+        v.push(now);
+    }
+    v
 }

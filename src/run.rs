@@ -765,6 +765,21 @@ impl Running {
         }
     }
 
+    /// Starts (or ends) draining: new flows are refused, existing ones carry on.
+    pub fn set_draining(&self, on: bool) {
+        self.mesh.draining.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether weir drains.
+    pub fn draining(&self) -> bool {
+        self.mesh.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Flows in the workers' tables, as last published.
+    pub fn flows(&self) -> u64 {
+        self.stats.iter().map(|w| w.flows.load(std::sync::atomic::Ordering::Relaxed)).sum()
+    }
+
     /// The generation of the mesh the workers use (each reload and ejection makes one).
     pub fn generation(&self) -> u64 {
         self.mesh.load().generation

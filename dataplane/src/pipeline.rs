@@ -133,6 +133,8 @@ pub enum DropReason {
     NeighborClaimRefused,
     /// Longer than a packet buffer: the port received only part of it.
     Oversize,
+    /// A new flow while weir drains (see `SharedMesh::draining`).
+    Draining,
     /// Refused by the device before weir saw it (a DPDK port's `ierrors`: longer than its
     /// buffers, a bad frame check sequence, …): from the device's counters.
     RxErrors,
@@ -140,7 +142,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in discriminant order.
-    pub const ALL: [DropReason; 53] = [
+    pub const ALL: [DropReason; 54] = [
         DropReason::TruncatedEthernet,
         DropReason::UnknownEtherType,
         DropReason::VlanTooDeep,
@@ -193,6 +195,7 @@ impl DropReason {
         DropReason::NeighborOffLink,
         DropReason::NeighborClaimRefused,
         DropReason::Oversize,
+        DropReason::Draining,
         DropReason::RxErrors,
     ];
     /// Number of reasons.
@@ -253,6 +256,7 @@ impl DropReason {
             DropReason::NeighborOffLink => "neighbor_off_link",
             DropReason::NeighborClaimRefused => "neighbor_claim_refused",
             DropReason::Oversize => "oversize",
+            DropReason::Draining => "draining",
             DropReason::RxErrors => "rx_errors",
         }
     }

@@ -25,7 +25,7 @@ use stack::nat::SocketAddr;
 use stack::parse::{Parsed, L3, L4};
 use stack::{FlowKey, PackedV4};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Seed of the flow hash Maglev picks with: the same on every worker and in every run, so a
@@ -50,6 +50,9 @@ pub struct SharedMesh {
     generation: AtomicU64,
     /// What the workers see of each endpoint's connections.
     pub health: HealthTable,
+    /// Set while weir drains: no new flows (a new TCP connection is reset, a new UDP flow
+    /// dropped as `draining`); existing flows carry on.
+    pub draining: AtomicBool,
 }
 
 impl SharedMesh {
@@ -60,6 +63,7 @@ impl SharedMesh {
             snapshot: ArcSwap::from_pointee(snapshot),
             generation,
             health: HealthTable::new(endpoints),
+            draining: AtomicBool::new(false),
         })
     }
 
@@ -526,6 +530,15 @@ impl MeshEngine {
         } else {
             FlowState::Datagram
         };
+        // Draining: a new connection had better go elsewhere, at once. (A DNAT connection
+        // picked up mid-way is an existing one, and carries on.)
+        if state != FlowState::Established && self.shared.draining.load(Ordering::Relaxed) {
+            return if state == FlowState::SynSent {
+                MeshAction::Reset
+            } else {
+                MeshAction::Drop(DropReason::Draining)
+            };
+        }
         let Some(ep) = self.pick(cluster_idx, &key) else {
             return MeshAction::Drop(DropReason::NoEndpoint);
         };
