@@ -8,6 +8,7 @@
 //! | `GET /metrics` | the same in Prometheus' text format, labelled |
 //! | `GET /runtime[?clear=1]` | per worker since the last clear (VPP's `show runtime`) |
 //! | `GET /clusters`, `GET /services` | the endpoint table and the services |
+//! | `GET /flows?service=&endpoint=&limit=&cursor=` | a page of live flows, from the workers |
 //! | `GET /config_dump` | the running configuration, defaults filled in, and its generation |
 //! | `GET /ready`, `GET /healthz` | readiness (503 once stopping) and liveness |
 //! | `POST /reload` | reload the configuration file (token) |
@@ -163,6 +164,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/metrics", get(metrics))
         .route("/runtime", get(runtime))
         .route("/clusters", get(clusters))
+        .route("/flows", get(flows))
         .route("/services", get(services))
         .route("/config_dump", get(config_dump))
         .route("/ready", get(ready))
@@ -227,6 +229,113 @@ async fn stats(State(c): State<Arc<Control>>) -> Json<serde_json::Value> {
     let mut j = c.running.report_json();
     j["generation"] = serde_json::json!(c.running.generation());
     Json(j)
+}
+
+#[derive(serde::Deserialize)]
+struct FlowsQuery {
+    /// A service name.
+    service: Option<String>,
+    /// An endpoint, `ADDRESS:PORT`.
+    endpoint: Option<String>,
+    /// Flows in the page (default 100, at most `FLOW_PAGE_MAX`).
+    limit: Option<usize>,
+    /// Where the previous page ended: `WORKER:FLOW`.
+    cursor: Option<String>,
+}
+
+/// A page of live flows, asked of each worker in turn (they answer between bursts).
+async fn flows(
+    State(c): State<Arc<Control>>,
+    q: Result<Query<FlowsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    use dataplane::worker::{FlowFilter, FLOW_PAGE_MAX};
+    let Ok(Query(q)) = q else {
+        return problem(StatusCode::BAD_REQUEST, "query: service, endpoint, limit, cursor");
+    };
+    let cfg = c.config();
+    let snap = c.running.mesh_snapshot();
+    let mut filter = FlowFilter::default();
+    if let Some(name) = &q.service {
+        let Some(s) = cfg.services.iter().find(|s| &s.name == name) else {
+            return problem(StatusCode::NOT_FOUND, &format!("no service `{name}`"));
+        };
+        let proto = match s.protocol {
+            crate::config::ProtocolName::Tcp => dataplane::mesh::model::proto::TCP,
+            crate::config::ProtocolName::Udp => dataplane::mesh::model::proto::UDP,
+        };
+        filter.service = Some((s.vip, s.port, proto));
+    }
+    if let Some(e) = &q.endpoint {
+        let Ok(addr) = e.parse::<std::net::SocketAddr>() else {
+            return problem(StatusCode::BAD_REQUEST, "endpoint: ADDRESS:PORT ([v6]:port)");
+        };
+        let Some(ep) = snap.endpoints().find(|x| x.addr == addr.ip() && x.port == addr.port())
+        else {
+            return problem(StatusCode::NOT_FOUND, &format!("no endpoint {addr}"));
+        };
+        filter.endpoint = Some(ep.id);
+    }
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > FLOW_PAGE_MAX {
+        return problem(StatusCode::BAD_REQUEST, &format!("limit: 1..={FLOW_PAGE_MAX}"));
+    }
+    let (mut worker, mut from) = match q.cursor.as_deref().map(|c| c.split_once(':')) {
+        None => (0usize, 0u32),
+        Some(Some((w, f))) => match (w.parse(), f.parse()) {
+            (Ok(w), Ok(f)) => (w, f),
+            _ => return problem(StatusCode::BAD_REQUEST, "cursor: WORKER:FLOW, from `next`"),
+        },
+        Some(None) => return problem(StatusCode::BAD_REQUEST, "cursor: WORKER:FLOW, from `next`"),
+    };
+    let mut list = Vec::new();
+    let mut next = None;
+    while worker < c.running.stats.len() && list.len() < limit {
+        let desk = &c.running.stats[worker].flow_desk;
+        desk.ask(from, limit - list.len(), filter);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        let (flows, more) = loop {
+            if let Some(a) = desk.answer() {
+                break a;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("worker {worker} did not answer"),
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        };
+        for (id, f, left_ms) in flows {
+            let endpoint = snap
+                .endpoint(f.endpoint)
+                .map(|e| format!("{}", std::net::SocketAddr::new(e.addr, e.port)));
+            list.push(serde_json::json!({
+                "worker": worker, "id": id,
+                "protocol": match f.forward.proto() { 6 => "tcp", 17 => "udp", _ => "other" },
+                "client": std::net::SocketAddr::new(f.forward.src(), f.forward.src_port()).to_string(),
+                "vip": std::net::SocketAddr::new(f.forward.dst(), f.forward.dst_port()).to_string(),
+                "endpoint": endpoint,
+                "reply_to": std::net::SocketAddr::new(f.reverse.dst(), f.reverse.dst_port()).to_string(),
+                "mode": format!("{:?}", f.mode).to_lowercase(),
+                "state": format!("{:?}", f.state).to_lowercase(),
+                "idle_timeout_ms": left_ms,
+            }));
+        }
+        match more {
+            Some(id) => {
+                next = Some(format!("{worker}:{id}"));
+                break;
+            }
+            None => {
+                worker += 1;
+                from = 0;
+                if worker < c.running.stats.len() && list.len() >= limit {
+                    next = Some(format!("{worker}:0"));
+                }
+            }
+        }
+    }
+    Json(serde_json::json!({ "flows": list, "next": next })).into_response()
 }
 
 #[derive(serde::Deserialize)]

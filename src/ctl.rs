@@ -23,6 +23,17 @@ pub enum Command {
     },
     /// The endpoint table.
     Clusters,
+    /// A page of live flows.
+    Flows {
+        /// Only this service's.
+        service: Option<String>,
+        /// Only this endpoint's (`ADDRESS:PORT`).
+        endpoint: Option<String>,
+        /// At most this many.
+        limit: usize,
+        /// Where the previous page ended.
+        cursor: Option<String>,
+    },
     /// The services.
     Services,
     /// The running configuration.
@@ -89,6 +100,15 @@ pub fn run(target: &Target, cmd: &Command, json: bool) -> Result<String> {
             ("GET", if *clear { "/runtime?clear=1".into() } else { "/runtime".into() })
         }
         Command::Clusters => ("GET", "/clusters".into()),
+        Command::Flows { service, endpoint, limit, cursor } => {
+            let mut q = format!("/flows?limit={limit}");
+            for (k, v) in [("service", service), ("endpoint", endpoint), ("cursor", cursor)] {
+                if let Some(v) = v {
+                    let _ = write!(q, "&{k}={}", query_escape(v));
+                }
+            }
+            ("GET", q)
+        }
         Command::Services => ("GET", "/services".into()),
         Command::Config => ("GET", "/config_dump".into()),
         Command::Reload => ("POST", "/reload".into()),
@@ -113,6 +133,7 @@ pub fn run(target: &Target, cmd: &Command, json: bool) -> Result<String> {
         Command::Stats => crate::run::report_text(&j),
         Command::Runtime { .. } => runtime_table(&j),
         Command::Clusters => clusters_table(&j),
+        Command::Flows { .. } => flows_table(&j),
         Command::Services => services_table(&j),
         Command::Config => serde_json::to_string_pretty(&j)?,
         Command::Reload => format!("reloaded: {}", j["reloaded"].as_str().unwrap_or("?")),
@@ -125,9 +146,16 @@ pub fn run(target: &Target, cmd: &Command, json: bool) -> Result<String> {
 fn query_escape(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'=' | b',' => {
-                char::from(b).to_string()
-            }
+            b'a'..=b'z'
+            | b'A'..=b'Z'
+            | b'0'..=b'9'
+            | b'-'
+            | b'_'
+            | b'.'
+            | b'~'
+            | b'='
+            | b','
+            | b':' => char::from(b).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -229,6 +257,32 @@ fn clusters_table(j: &serde_json::Value) -> String {
                 e["connects_failed"].as_u64().unwrap_or(0),
             );
         }
+    }
+    s
+}
+
+fn flows_table(j: &serde_json::Value) -> String {
+    let mut s = format!(
+        "{:<7} {:<8} {:<5} {:<46} {:<46} {:<46} {:<12} {:>10}\n",
+        "worker", "flow", "proto", "client", "vip", "endpoint", "state", "idle_left"
+    );
+    for f in j["flows"].as_array().into_iter().flatten() {
+        let t = |k: &str| f[k].as_str().unwrap_or("-").to_owned();
+        let _ = writeln!(
+            s,
+            "{:<7} {:<8} {:<5} {:<46} {:<46} {:<46} {:<12} {:>9}s",
+            f["worker"].as_u64().unwrap_or(0),
+            f["id"].as_u64().unwrap_or(0),
+            t("protocol"),
+            t("client"),
+            t("vip"),
+            t("endpoint"),
+            t("state"),
+            f["idle_timeout_ms"].as_u64().unwrap_or(0) / 1000
+        );
+    }
+    if let Some(next) = j["next"].as_str() {
+        let _ = writeln!(s, "more: --cursor {next}");
     }
     s
 }

@@ -93,6 +93,21 @@ enum CtlCmd {
     },
     /// The endpoint table: weight, health, ejection, handshakes.
     Clusters,
+    /// Live flows, a page at a time, from the workers' tables.
+    Flows {
+        /// Only this service's flows.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only this endpoint's flows (ADDRESS:PORT).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Flows in the page (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Where the previous page ended (it says).
+        #[arg(long)]
+        cursor: Option<String>,
+    },
     /// The services.
     Services,
     /// The running configuration, defaults filled in.
@@ -169,6 +184,9 @@ fn main() {
                 CtlCmd::Stats => weir::ctl::Command::Stats,
                 CtlCmd::Runtime { clear } => weir::ctl::Command::Runtime { clear },
                 CtlCmd::Clusters => weir::ctl::Command::Clusters,
+                CtlCmd::Flows { service, endpoint, limit, cursor } => {
+                    weir::ctl::Command::Flows { service, endpoint, limit, cursor }
+                }
                 CtlCmd::Services => weir::ctl::Command::Services,
                 CtlCmd::Config => weir::ctl::Command::Config,
                 CtlCmd::Reload => weir::ctl::Command::Reload,

@@ -780,6 +780,11 @@ impl Running {
         self.stats.iter().map(|w| w.flows.load(std::sync::atomic::Ordering::Relaxed)).sum()
     }
 
+    /// The mesh the workers use.
+    pub fn mesh_snapshot(&self) -> Arc<MeshSnapshot> {
+        self.mesh.load()
+    }
+
     /// The generation of the mesh the workers use (each reload and ejection makes one).
     pub fn generation(&self) -> u64 {
         self.mesh.load().generation

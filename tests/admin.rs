@@ -287,3 +287,102 @@ fn ctl_asks_over_a_unix_socket_with_tables_json_and_the_token() {
     t.stop().unwrap();
     assert!(!sock.exists(), "the socket is left behind");
 }
+
+/// `/flows` pages through the flows of 20 connections the test holds open, while weir
+/// forwards: every one listed once, with its client port, its endpoint, established.
+#[test]
+fn the_flow_listing_matches_the_connections_held_open() {
+    if !ready(&["ip", "curl", "nginx"]) {
+        return;
+    }
+    use weir::meshdemo::{services_config, MeshRig, VIP};
+    let mut rig = MeshRig::build(2).unwrap();
+    let extra = format!(
+        "admin:\n  listen: 127.0.0.1:9901\n{}",
+        services_config("nat", "round_robin", &[1, 1])
+    );
+    let cfg = rig.t.config(1, &extra);
+    rig.t.start(&exe(), &cfg).unwrap();
+    let go = rig.t.dir().join("go");
+    let script = format!(
+        "import http.client, os, time
+cs = [http.client.HTTPConnection('{VIP}', 80, timeout=5) for _ in range(20)]
+for c in cs:
+    c.request('GET', '/'); b = c.getresponse().read().decode().strip()
+    print(c.sock.getsockname()[1], b, flush=True)
+print('held', flush=True)
+t = time.time()
+while not os.path.exists('{}') and time.time() - t < 30: time.sleep(0.05)
+",
+        go.display()
+    );
+    let mut session = rig.t.client.spawn(&[common::PY, "-c", &script]).unwrap();
+    let stdout = session.stdout.take().unwrap();
+    let mut held: Vec<(String, String)> = Vec::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let line = line.unwrap();
+        if line == "held" {
+            break;
+        }
+        let (port, backend) = line.split_once(' ').unwrap();
+        held.push((port.to_owned(), backend.to_owned()));
+    }
+    assert_eq!(held.len(), 20);
+    // Pages of 8: 8, 8, 4.
+    let mut listed: Vec<serde_json::Value> = Vec::new();
+    let mut cursor = String::new();
+    let mut pages = 0;
+    loop {
+        let q = if cursor.is_empty() { String::new() } else { format!("&cursor={cursor}") };
+        let page = get_json(&rig.t, &format!("/flows?service=web&limit=8{q}"));
+        let flows = page["flows"].as_array().unwrap();
+        assert!(flows.len() <= 8, "{page:#}");
+        listed.extend(flows.iter().cloned());
+        pages += 1;
+        match page["next"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+        assert!(pages < 10, "paging does not end");
+    }
+    assert_eq!(listed.len(), 20, "{listed:#?}");
+    for (port, backend) in &held {
+        let f = listed
+            .iter()
+            .find(|f| f["client"].as_str().unwrap().ends_with(&format!(":{port}")))
+            .unwrap_or_else(|| panic!("client port {port} not listed"));
+        assert_eq!(f["state"], "established", "{f}");
+        assert_eq!(f["vip"], format!("{VIP}:80"), "{f}");
+        // Backend bN is 198.18.2.(10 + N).
+        let n: u8 = backend.trim_start_matches('b').parse().unwrap();
+        assert_eq!(f["endpoint"], format!("198.18.2.{}:80", 10 + n), "{f}");
+    }
+    // The endpoint filter: exactly the connections on backend 0.
+    let on_b0 = held.iter().filter(|(_, b)| b == "b0").count();
+    let page = get_json(&rig.t, "/flows?endpoint=198.18.2.10:80&limit=1000");
+    assert_eq!(page["flows"].as_array().unwrap().len(), on_b0, "{page:#}");
+    // The same through weir ctl, as a table.
+    let out = rig
+        .t
+        .weir
+        .run(&[
+            exe().to_str().unwrap(),
+            "ctl",
+            "--admin",
+            "127.0.0.1:9901",
+            "flows",
+            "--limit",
+            "5",
+        ])
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(table.lines().filter(|l| l.contains("established")).count(), 5, "{table}");
+    assert!(table.contains("more: --cursor"), "{table}");
+    // Bad queries.
+    assert_eq!(curl(&rig.t, &[&format!("{ADMIN}/flows?limit=0")]).0, 400);
+    assert_eq!(curl(&rig.t, &[&format!("{ADMIN}/flows?cursor=x")]).0, 400);
+    assert_eq!(curl(&rig.t, &[&format!("{ADMIN}/flows?service=nope")]).0, 404);
+    std::fs::write(&go, "").unwrap();
+    let _ = session.wait();
+    rig.t.stop().unwrap();
+}

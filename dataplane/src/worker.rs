@@ -201,6 +201,82 @@ pub struct WorkerStats {
     pub connects_failed_unjudged: AtomicU64,
     /// Per port of this worker.
     pub ports: Box<[SharedPortStats]>,
+    /// Where the control thread asks for a page of this worker's flows.
+    pub flow_desk: FlowDesk,
+}
+
+/// The most flows one page of a flow listing holds.
+pub const FLOW_PAGE_MAX: usize = 1000;
+
+/// Which flows a listing wants.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowFilter {
+    /// Flows to this VIP, port and protocol (a service).
+    pub service: Option<(std::net::IpAddr, u16, u8)>,
+    /// Flows on this endpoint id.
+    pub endpoint: Option<u32>,
+}
+
+/// A flow in a listing: its id, the flow, and the milliseconds it has left without traffic.
+pub type ListedFlow = (u32, crate::mesh::flow::Flow, u64);
+
+/// One page of a worker's flows, as the worker answered it.
+#[derive(Debug, Default)]
+pub struct FlowPage {
+    /// From which flow id the worker looks.
+    pub cursor: u32,
+    /// At most this many flows (up to [`FLOW_PAGE_MAX`]).
+    pub limit: usize,
+    /// Which flows.
+    pub filter: FlowFilter,
+    /// The flows found, with the milliseconds each has left without traffic (capacity
+    /// [`FLOW_PAGE_MAX`], reserved at start-up: the worker fills it without allocating).
+    pub flows: Vec<ListedFlow>,
+    /// The id to go on from, if the table holds more.
+    pub next: Option<u32>,
+    /// The worker has answered.
+    pub answered: bool,
+}
+
+/// A worker's desk for flow listings: the control thread leaves a request and raises the flag;
+/// the worker sees the flag between bursts (one relaxed load a loop), fills the page and lowers
+/// it. The lock is never waited on by the worker (it tries it), and the control thread holds it
+/// only to write a request or read an answer.
+pub struct FlowDesk {
+    pending: AtomicBool,
+    page: std::sync::Mutex<FlowPage>,
+}
+
+impl Default for FlowDesk {
+    fn default() -> Self {
+        FlowDesk {
+            pending: AtomicBool::new(false),
+            page: std::sync::Mutex::new(FlowPage {
+                flows: Vec::with_capacity(FLOW_PAGE_MAX),
+                ..FlowPage::default()
+            }),
+        }
+    }
+}
+
+impl FlowDesk {
+    /// Leaves a request for up to `limit` flows matching `filter` from flow id `cursor` on.
+    pub fn ask(&self, cursor: u32, limit: usize, filter: FlowFilter) {
+        let mut page = self.page.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        page.cursor = cursor;
+        page.limit = limit.min(FLOW_PAGE_MAX);
+        page.filter = filter;
+        page.flows.clear();
+        page.next = None;
+        page.answered = false;
+        self.pending.store(true, Ordering::Release);
+    }
+
+    /// The answer, once the worker gave it: the flows and where to go on from.
+    pub fn answer(&self) -> Option<(Vec<ListedFlow>, Option<u32>)> {
+        let page = self.page.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        page.answered.then(|| (page.flows.clone(), page.next))
+    }
 }
 
 impl WorkerStats {
@@ -237,6 +313,7 @@ impl WorkerStats {
             snat_collisions: AtomicU64::new(0),
             connects_failed_unjudged: AtomicU64::new(0),
             ports: (0..ports).map(|_| SharedPortStats::default()).collect(),
+            flow_desk: FlowDesk::default(),
         }
     }
 
@@ -477,6 +554,39 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
         received
     }
 
+    /// Fills the page the control thread asked for, from this worker's flow table. Called
+    /// between bursts; never waits for the lock; allocates nothing (the page's room is
+    /// reserved).
+    #[cold]
+    fn answer_flow_listing(&mut self) {
+        let Ok(mut page) = self.stats.flow_desk.page.try_lock() else { return };
+        let now = self.clock_ns;
+        let (cursor, limit, filter) = (page.cursor, page.limit, page.filter);
+        let mut next = None;
+        if let Some(m) = self.pipeline.mesh() {
+            let table = m.flows();
+            for (id, f) in table.iter().skip_while(|(id, _)| *id < cursor) {
+                let on_service = filter.service.is_none_or(|(vip, port, proto)| {
+                    f.forward.dst() == vip
+                        && f.forward.dst_port() == port
+                        && f.forward.proto() == proto
+                });
+                if !on_service || filter.endpoint.is_some_and(|e| e != f.endpoint) {
+                    continue;
+                }
+                if page.flows.len() >= limit {
+                    next = Some(id);
+                    break;
+                }
+                let left_ms = f.expires_ns.saturating_sub(now) / 1_000_000;
+                page.flows.push((id, f, left_ms));
+            }
+        }
+        page.next = next;
+        page.answered = true;
+        self.stats.flow_desk.pending.store(false, Ordering::Release);
+    }
+
     /// Copies the counters to the shared stats.
     pub fn publish(&self) {
         let s = &self.stats;
@@ -575,6 +685,9 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
         let mut links_checked_ns = 0u64;
         while !stop.is_set() {
             let n = self.poll_once();
+            if self.stats.flow_desk.pending.load(Ordering::Acquire) {
+                self.answer_flow_listing();
+            }
             if self.clock_ns.saturating_sub(links_checked_ns) >= LINK_CHECK_NS {
                 links_checked_ns = self.clock_ns;
                 self.check_links(None);
