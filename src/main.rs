@@ -330,6 +330,9 @@ async fn control(
         tokio::spawn(weir::admin::serve(l, Arc::clone(&ctl), stopped()))
     });
     tracing::info!(workers, ports, services, "weir running");
+    for line in weir::run::mesh_lines(&ctl.config()) {
+        tracing::info!("{line}");
+    }
     notify(&[sd_notify::NotifyState::Ready]);
     let watchdog = watchdog_interval();
     let mut petted = std::time::Instant::now();

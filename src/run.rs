@@ -21,6 +21,146 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+/// The path of the first field where `a` and `b` differ (`ports[1].mtu_bytes`), if any.
+pub fn first_difference(a: &serde_json::Value, b: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().find_map(|k| {
+                let (va, vb) = (x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null));
+                first_difference(va, vb).map(|p| {
+                    if p.is_empty() {
+                        k.clone()
+                    } else if p.starts_with('[') {
+                        format!("{k}{p}")
+                    } else {
+                        format!("{k}.{p}")
+                    }
+                })
+            })
+        }
+        (Value::Array(x), Value::Array(y)) => (0..x.len().max(y.len())).find_map(|i| {
+            let (va, vb) = (x.get(i).unwrap_or(&Value::Null), y.get(i).unwrap_or(&Value::Null));
+            first_difference(va, vb).map(|p| {
+                if p.is_empty() || p.starts_with('[') {
+                    format!("[{i}]{p}")
+                } else {
+                    format!("[{i}].{p}")
+                }
+            })
+        }),
+        _ => (a != b).then(String::new),
+    }
+}
+
+/// What a reload from `old` to `new` changes in the mesh, for the log: services added, removed
+/// or changed; endpoints added, removed, reweighted or their health changed, by cluster.
+pub fn mesh_changes(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let svc = |s: &crate::config::ServiceConfig| {
+        format!(
+            "{} {}:{}/{} -> {} ({})",
+            s.name,
+            s.vip,
+            s.port,
+            lower(&s.protocol),
+            s.cluster,
+            lower(&s.mode)
+        )
+    };
+    for s in &new.services {
+        match old.services.iter().find(|o| o.name == s.name) {
+            None => out.push(format!("service added: {}", svc(s))),
+            Some(o) if o != s => out.push(format!("service changed: {} (was {})", svc(s), svc(o))),
+            Some(_) => {}
+        }
+    }
+    for o in old.services.iter().filter(|o| !new.services.iter().any(|s| s.name == o.name)) {
+        out.push(format!("service removed: {}", svc(o)));
+    }
+    for c in &new.clusters {
+        let before = old.clusters.iter().find(|o| o.name == c.name);
+        if before.is_none() {
+            out.push(format!("cluster added: {} ({} endpoints)", c.name, c.endpoints.len()));
+        }
+        let old_eps = before.map(|b| b.endpoints.as_slice()).unwrap_or_default();
+        for e in &c.endpoints {
+            let addr = std::net::SocketAddr::new(e.address, e.port);
+            match old_eps.iter().find(|o| o.address == e.address && o.port == e.port) {
+                None if before.is_some() => {
+                    out.push(format!("{}: endpoint added: {addr} weight {}", c.name, e.weight));
+                }
+                Some(o) if o.weight != e.weight => out.push(format!(
+                    "{}: endpoint {addr} reweighted {} -> {}",
+                    c.name, o.weight, e.weight
+                )),
+                Some(o) if o.healthy != e.healthy => out.push(format!(
+                    "{}: endpoint {addr} {}",
+                    c.name,
+                    if e.healthy { "healthy" } else { "unhealthy (out of service)" }
+                )),
+                _ => {}
+            }
+        }
+        for o in old_eps {
+            if !c.endpoints.iter().any(|e| e.address == o.address && e.port == o.port) {
+                let addr = std::net::SocketAddr::new(o.address, o.port);
+                out.push(format!("{}: endpoint removed: {addr}", c.name));
+            }
+        }
+    }
+    for o in old.clusters.iter().filter(|o| !new.clusters.iter().any(|c| c.name == o.name)) {
+        out.push(format!("cluster removed: {}", o.name));
+    }
+    out
+}
+
+/// A configuration enum as the file spells it.
+fn lower(v: &impl std::fmt::Debug) -> String {
+    format!("{v:?}").to_lowercase()
+}
+
+/// The services of `cfg` and their endpoints, one line each, for the log at start.
+pub fn mesh_lines(cfg: &Config) -> Vec<String> {
+    cfg.services
+        .iter()
+        .map(|s| {
+            let eps: Vec<String> = cfg
+                .clusters
+                .iter()
+                .find(|c| c.name == s.cluster)
+                .map(|c| {
+                    c.endpoints
+                        .iter()
+                        .map(|e| {
+                            let mut t = format!(
+                                "{} w{}",
+                                std::net::SocketAddr::new(e.address, e.port),
+                                e.weight
+                            );
+                            if !e.healthy {
+                                t.push_str(" (out of service)");
+                            }
+                            t
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            format!(
+                "service {} {}:{}/{} {} -> cluster {}: {}",
+                s.name,
+                s.vip,
+                s.port,
+                lower(&s.protocol),
+                lower(&s.mode),
+                s.cluster,
+                eps.join(", ")
+            )
+        })
+        .collect()
+}
+
 /// A worker's loop counters at one moment (see [`Running::runtime_counters`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RuntimeCounters {
@@ -667,18 +807,32 @@ impl Running {
             c.clusters.clear();
         }
         if a != b {
-            bail!("only services and clusters change without a restart; the rest of the file differs from the running configuration");
+            let field = first_difference(
+                &serde_json::to_value(&a).unwrap_or_default(),
+                &serde_json::to_value(&b).unwrap_or_default(),
+            )
+            .unwrap_or_default();
+            bail!(
+                "`{field}` differs from the running configuration: only services and clusters \
+                 change without a restart"
+            );
         }
         let previous = self.mesh.load();
         let outliers = self.outliers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let snap = mesh_snapshot_with(new, Some(&previous), |id| !outliers.is_ejected(id))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let changes = mesh_changes(running, new);
         let summary = format!(
-            "{} services, {} clusters, {} endpoints (generation {})",
+            "{} services, {} clusters, {} endpoints (generation {}){}",
             snap.service_list.len(),
             snap.clusters.len(),
             snap.endpoints().count(),
-            snap.generation
+            snap.generation,
+            if changes.is_empty() {
+                "; no change".to_owned()
+            } else {
+                format!("; {}", changes.join("; "))
+            }
         );
         self.mesh.store(snap);
         Ok(summary)

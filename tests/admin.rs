@@ -114,6 +114,21 @@ fn every_endpoint_answers_and_the_counters_match_the_traffic() {
     assert_eq!(code, 200, "{body}");
     let clusters = get_json(&t, "/clusters");
     assert_eq!(clusters["clusters"][0]["endpoints"][0]["weight"], 7, "{clusters:#}");
+    // The log says what the services were at start, and what the reload changed.
+    let log = t.log();
+    assert!(
+        log.contains("service web 198.19.0.1:80/tcp nat -> cluster web: 198.18.2.2:80 w1"),
+        "{log}"
+    );
+    assert!(log.contains("web: endpoint 198.18.2.2:80 reweighted 1 -> 7"), "{log}");
+    // A reload that changes more than the mesh is refused, naming the field.
+    let cfg = std::fs::read_to_string(t.dir().join("weir.yaml")).unwrap();
+    std::fs::write(t.dir().join("weir.yaml"), cfg.replace("198.18.2.1/24", "198.18.2.1/25"))
+        .unwrap();
+    let (code, body) = curl(&t, &["-X", "POST", "-H", &bearer, &format!("{ADMIN}/reload")]);
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("ports[1].addresses[0]"), "{body}");
+    std::fs::write(t.dir().join("weir.yaml"), cfg).unwrap();
     let (code, body) =
         curl(&t, &["-X", "POST", "-H", &bearer, &format!("{ADMIN}/logging?level=debug")]);
     assert_eq!(code, 200, "{body}");
