@@ -8,6 +8,7 @@ pub mod ctl;
 pub mod demo;
 pub mod footprint;
 pub mod fuzzing;
+pub mod host;
 pub mod meshdemo;
 pub mod netns;
 pub mod run;

@@ -46,6 +46,10 @@ enum Cmd {
         /// The YAML configuration.
         #[arg(short, long)]
         config: PathBuf,
+        /// Also check this host: interfaces (present, up, no kernel addresses, offloads off),
+        /// PCI drivers, endpoints reachable, hugepages, no other weir on the interfaces.
+        #[arg(long)]
+        host: bool,
     },
     /// Ask a running weir through its admin API (found through -c FILE's `admin` section, or
     /// --admin).
@@ -168,7 +172,18 @@ fn main() {
     let log = init_logging(cli.log_format);
     let result = match cli.command {
         Cmd::Run { config, stats_json } => run(&config, stats_json, Some(log)),
-        Cmd::Check { config } => load(&config).map(|c| {
+        Cmd::Check { config, host: true } => load(&config).and_then(|c| {
+            let findings = weir::host::check(&c);
+            let text: String = findings.iter().map(|f| format!("{f}\n")).collect();
+            print_out(&text);
+            let errors =
+                findings.iter().filter(|f| f.severity == weir::host::Severity::Error).count();
+            if errors > 0 {
+                anyhow::bail!("{}: {errors} host check(s) failed", config.display());
+            }
+            Ok(())
+        }),
+        Cmd::Check { config, host: false } => load(&config).map(|c| {
             print_out(&format!(
                 "{}: ok ({} ports, {} routes, {} workers, {} services); memory {}\n",
                 config.display(),
@@ -308,6 +323,9 @@ async fn control(
     };
     let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut seen = mtime(path);
+    for f in weir::host::check(&cfg).iter().filter(|f| f.severity > weir::host::Severity::Ok) {
+        tracing::warn!(subject = %f.subject, "host check: {}", f.message);
+    }
     let running = weir::run::start(&cfg)?;
     let workers = cfg.workers.len();
     let (ports, services) = (cfg.ports.len(), cfg.services.len());

@@ -371,3 +371,52 @@ fn bad_files_written_over_the_running_configuration_leave_it_running() {
     t.stop().unwrap();
     assert!(t0.elapsed() < Duration::from_secs(3), "stopping took {:?}", t0.elapsed());
 }
+
+/// `weir check --host` names what the host lacks: kernel addresses and offloads on an
+/// interface, an endpoint no port reaches, a missing interface, and interfaces another weir
+/// holds; and it passes a host that is ready.
+#[test]
+fn host_checks_name_what_the_host_lacks() {
+    if !ready(&["ip", "ping", "ethtool"]) {
+        return;
+    }
+    let mut t = Topology::build(DemoBackend::AfPacket).unwrap();
+    let services = "services:
+  - { name: web, vip: 198.19.0.1, port: 80, protocol: tcp, cluster: web }
+clusters:
+  - name: web
+    endpoints:
+      - { address: 198.18.2.2, port: 80 }
+";
+    let cfg = t.config(1, services);
+    let path = t.dir().join("host.yaml");
+    let check = |t: &Topology, text: &str| {
+        std::fs::write(&path, text).unwrap();
+        let out = t
+            .weir
+            .run(&[exe().to_str().unwrap(), "check", "--host", "-c", path.to_str().unwrap()])
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (ok, out) = check(&t, &cfg);
+    assert!(ok, "a ready host failed: {out}");
+    assert!(!out.contains("warning") && out.contains("reachable through a port"), "{out}");
+    t.weir.exec(&["ip", "addr", "add", "198.18.1.9/24", "dev", "w0"]).unwrap();
+    t.weir.exec(&["ethtool", "-K", "w0", "tso", "on"]).unwrap();
+    let (ok, out) = check(&t, &cfg.replace("198.18.2.2, port", "198.18.77.2, port"));
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("warning ports[0] (w0): the kernel has addresses on it (198.18.1.9)"),
+        "{out}"
+    );
+    assert!(out.contains("tso on"), "{out}");
+    assert!(out.contains("error   clusters[0].endpoints[0]: 198.18.77.2"), "{out}");
+    let (ok, out) = check(&t, &cfg.replace("interface: w1", "interface: nope0"));
+    assert!(!ok && out.contains("(nope0): no such interface"), "{out}");
+    t.weir.exec(&["ip", "addr", "flush", "dev", "w0"]).unwrap();
+    t.weir.exec(&["ethtool", "-K", "w0", "tso", "off"]).unwrap();
+    t.start(&exe(), &cfg).unwrap();
+    let (ok, out) = check(&t, &cfg);
+    assert!(!ok && out.contains("in use by weir"), "{out}");
+    t.stop().unwrap();
+}

@@ -105,6 +105,68 @@ pub fn set_if_mac(name: &str, mac: [u8; 6]) -> io::Result<()> {
     if_ioctl(libc::SIOCSIFHWADDR, &mut req)
 }
 
+/// The IPv4 and IPv6 addresses the kernel has on interface `name` (`getifaddrs(3)`).
+pub fn if_addresses(name: &str) -> io::Result<Vec<std::net::IpAddr>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list head into `head`, which is valid for writing.
+    cvt(unsafe { libc::getifaddrs(&mut head) })?;
+    let mut out = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        let n = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+        if n.to_bytes() != name.as_bytes() {
+            continue;
+        }
+        // SAFETY: ifa_addr is non-null and points to a sockaddr of at least its family's size.
+        let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+        if family == libc::AF_INET {
+            // SAFETY: an AF_INET address is a sockaddr_in.
+            let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
+            out.push(std::net::IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()));
+        } else if family == libc::AF_INET6 {
+            // SAFETY: an AF_INET6 address is a sockaddr_in6.
+            let sin6 = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in6>() };
+            out.push(std::net::IpAddr::from(sin6.sin6_addr.s6_addr));
+        }
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once, after the last use of the list.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
+/// Whether GRO, GSO and TSO are on for interface `name` (the ethtool `ETHTOOL_GGRO`,
+/// `ETHTOOL_GGSO` and `ETHTOOL_GTSO` requests).
+pub fn if_offloads(name: &str) -> io::Result<[bool; 3]> {
+    const GET: [u32; 3] = [0x2b, 0x23, 0x1e];
+    let mut on = [false; 3];
+    for (slot, cmd) in on.iter_mut().zip(GET) {
+        #[repr(C)]
+        struct EthtoolValue {
+            cmd: u32,
+            data: u32,
+        }
+        let mut value = EthtoolValue { cmd, data: 0 };
+        let mut req = ifreq(name)?;
+        req.ifr_ifru.ifru_data = std::ptr::from_mut(&mut value).cast();
+        let sock = ioctl_socket()?;
+        // SAFETY: SIOCETHTOOL reads one `struct ifreq` whose `ifr_data` points to the request,
+        // here a `struct ethtool_value` (`value`, valid and exclusively borrowed for the call,
+        // as is `req`), which the kernel reads and writes.
+        cvt(unsafe {
+            libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, std::ptr::from_mut(&mut req))
+        })?;
+        *slot = value.data != 0;
+    }
+    Ok(on)
+}
+
 /// The MTU of interface `name` in bytes (L3 payload, without the Ethernet header).
 pub fn if_mtu(name: &str) -> io::Result<u32> {
     let mut req = ifreq(name)?;
