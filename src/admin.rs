@@ -13,6 +13,7 @@
 //! | `GET /ready`, `GET /healthz` | readiness (503 once stopping) and liveness |
 //! | `POST /reload` | reload the configuration file (token) |
 //! | `POST /logging?level=FILTER` | change the log filter (token) |
+//! | `POST /capture?port=&direction=&prefix=&l4_port=&protocol=&snaplen=&count=&duration_ms=` | a pcapng stream of a port's frames (token) |
 //! | `POST /drain` | refuse new flows, keep serving existing ones, `/ready` 503 (token) |
 
 use crate::config::{AdminListen, Config};
@@ -58,6 +59,8 @@ pub struct Control {
     log: Option<LogControl>,
     /// One reload at a time, from the API, a signal or the file watch.
     reloading: tokio::sync::Mutex<()>,
+    /// Set while a capture runs (one at a time).
+    capturing: Arc<AtomicBool>,
 }
 
 impl Control {
@@ -82,6 +85,7 @@ impl Control {
             stopping: AtomicBool::new(false),
             log,
             reloading: tokio::sync::Mutex::new(()),
+            capturing: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -172,6 +176,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/reload", post(reload))
         .route("/logging", post(logging))
         .route("/drain", post(drain))
+        .route("/capture", post(capture))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such admin endpoint") })
         // Nothing takes a body: a large one is refused before it is read.
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
@@ -425,6 +430,235 @@ async fn drain(State(c): State<Arc<Control>>, headers: HeaderMap) -> Response {
         c.start_drain();
     }
     Json(serde_json::json!({ "draining": true, "flows": c.running.flows() })).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct CaptureQuery {
+    /// The port, by name.
+    port: String,
+    /// `rx` (default), `tx` or `dropped`.
+    #[serde(default)]
+    direction: Option<String>,
+    /// Frames from or to this prefix (`198.18.1.0/24`, `2001:db8::1/128`, or an address).
+    prefix: Option<String>,
+    /// Frames from or to this TCP or UDP port.
+    l4_port: Option<u16>,
+    /// `tcp`, `udp`, `icmp`, `icmpv6` or a protocol number.
+    protocol: Option<String>,
+    /// Bytes kept of each frame (default 256, at most 2048).
+    snaplen: Option<u16>,
+    /// Frames, at most (default 100, at most 100 000).
+    count: Option<u64>,
+    /// How long, at most, ms (default 5000, at most 60 000).
+    duration_ms: Option<u64>,
+}
+
+/// The most frames one capture takes, and its longest duration.
+const CAPTURE_COUNT_MAX: u64 = 100_000;
+const CAPTURE_MS_MAX: u64 = 60_000;
+
+/// Arms a capture on every worker and streams what they copy as pcapng until the count or
+/// the time is reached (or the client goes away), then disarms it.
+async fn capture(
+    State(c): State<Arc<Control>>,
+    headers: HeaderMap,
+    q: Result<Query<CaptureQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    use dataplane::capture::{CaptureFilter, Direction, SNAP_MAX};
+    if let Some(refused) = c.refusal(&headers) {
+        return refused;
+    }
+    let Ok(Query(q)) = q else {
+        return problem(StatusCode::BAD_REQUEST, "query: port (required), direction, prefix, l4_port, protocol, snaplen, count, duration_ms");
+    };
+    let cfg = c.config();
+    let Some(port) = cfg.ports.iter().position(|p| p.name == q.port) else {
+        return problem(StatusCode::NOT_FOUND, &format!("no port `{}`", q.port));
+    };
+    let direction = match q.direction.as_deref().unwrap_or("rx") {
+        "rx" => Direction::Rx,
+        "tx" => Direction::Tx,
+        "dropped" => Direction::Dropped,
+        _ => return problem(StatusCode::BAD_REQUEST, "direction: rx, tx or dropped"),
+    };
+    let prefix = match q.prefix.as_deref() {
+        None => None,
+        Some(p) => match p.parse::<ipnet::IpNet>() {
+            Ok(n) => Some((n.addr(), n.prefix_len())),
+            Err(_) => match p.parse::<std::net::IpAddr>() {
+                Ok(a) => Some((a, if a.is_ipv4() { 32 } else { 128 })),
+                Err(_) => return problem(StatusCode::BAD_REQUEST, "prefix: ADDRESS[/LENGTH]"),
+            },
+        },
+    };
+    let protocol = match q.protocol.as_deref() {
+        None => None,
+        Some("tcp") => Some(6),
+        Some("udp") => Some(17),
+        Some("icmp") => Some(1),
+        Some("icmpv6") => Some(58),
+        Some(n) => match n.parse::<u8>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    "protocol: tcp, udp, icmp, icmpv6 or 0..=255",
+                )
+            }
+        },
+    };
+    let snaplen = q.snaplen.unwrap_or(256);
+    let count = q.count.unwrap_or(100);
+    let duration_ms = q.duration_ms.unwrap_or(5000);
+    if snaplen == 0 || usize::from(snaplen) > SNAP_MAX {
+        return problem(StatusCode::BAD_REQUEST, &format!("snaplen: 1..={SNAP_MAX}"));
+    }
+    if count == 0 || count > CAPTURE_COUNT_MAX {
+        return problem(StatusCode::BAD_REQUEST, &format!("count: 1..={CAPTURE_COUNT_MAX}"));
+    }
+    if duration_ms == 0 || duration_ms > CAPTURE_MS_MAX {
+        return problem(StatusCode::BAD_REQUEST, &format!("duration_ms: 1..={CAPTURE_MS_MAX}"));
+    }
+    if c.capturing.swap(true, Ordering::AcqRel) {
+        return problem(StatusCode::CONFLICT, "a capture is already running");
+    }
+    let filter = CaptureFilter {
+        port: u8::try_from(port).unwrap_or(u8::MAX),
+        direction,
+        prefix,
+        l4_port: q.l4_port,
+        protocol,
+        snaplen,
+    };
+    let session = CaptureSession::start(Arc::clone(&c), filter, &q.port, count, duration_ms);
+    let Ok(session) = session else {
+        c.capturing.store(false, Ordering::Release);
+        return problem(StatusCode::INTERNAL_SERVER_ERROR, "could not start the pcapng stream");
+    };
+    tracing::info!(port = %q.port, ?direction, count, duration_ms, "capture armed (admin API)");
+    let stream = futures_util::stream::unfold(session, |mut s| async move {
+        s.next_chunk().await.map(|chunk| (Ok::<_, std::io::Error>(chunk), s))
+    });
+    ([(header::CONTENT_TYPE, "application/x-pcapng")], axum::body::Body::from_stream(stream))
+        .into_response()
+}
+
+/// A capture in progress: disarmed and released when it ends or is dropped (client gone).
+struct CaptureSession {
+    control: Arc<Control>,
+    writer: pcap_file::pcapng::PcapNgWriter<Vec<u8>>,
+    left: u64,
+    until: tokio::time::Instant,
+    ended: bool,
+}
+
+impl CaptureSession {
+    fn start(
+        control: Arc<Control>,
+        filter: dataplane::capture::CaptureFilter,
+        port: &str,
+        count: u64,
+        duration_ms: u64,
+    ) -> Result<CaptureSession> {
+        use pcap_file::pcapng::blocks::interface_description::{
+            InterfaceDescriptionBlock, InterfaceDescriptionOption,
+        };
+        let mut writer = pcap_file::pcapng::PcapNgWriter::new(Vec::new())?;
+        writer.write_pcapng_block(InterfaceDescriptionBlock {
+            linktype: pcap_file::DataLink::ETHERNET,
+            snaplen: u32::from(filter.snaplen),
+            options: vec![
+                InterfaceDescriptionOption::IfName(port.to_owned().into()),
+                // Timestamps in nanoseconds.
+                InterfaceDescriptionOption::IfTsResol(9),
+            ],
+        })?;
+        for w in &control.running.stats {
+            w.capture.arm(filter);
+        }
+        Ok(CaptureSession {
+            control,
+            writer,
+            left: count,
+            until: tokio::time::Instant::now() + std::time::Duration::from_millis(duration_ms),
+            ended: false,
+        })
+    }
+
+    /// The next piece of the pcapng stream, or `None` once it is complete.
+    async fn next_chunk(&mut self) -> Option<Vec<u8>> {
+        use pcap_file::pcapng::blocks::enhanced_packet::{
+            EnhancedPacketBlock, EnhancedPacketOption,
+        };
+        loop {
+            if self.ended {
+                return None;
+            }
+            for w in &self.control.running.stats {
+                while self.left > 0 {
+                    let Some(frame) = w.capture.take() else { break };
+                    let reason = frame.reason.and_then(|r| {
+                        dataplane::pipeline::DropReason::ALL.get(usize::from(r)).map(|r| r.as_str())
+                    });
+                    let options = reason
+                        .map(|r| {
+                            vec![EnhancedPacketOption::Comment(format!("dropped: {r}").into())]
+                        })
+                        .unwrap_or_default();
+                    let block = EnhancedPacketBlock {
+                        interface_id: 0,
+                        timestamp: std::time::Duration::from_nanos(frame.unix_ns),
+                        original_len: frame.original_len,
+                        data: frame.data[..usize::from(frame.kept)].to_vec().into(),
+                        options,
+                    };
+                    let _ = self.writer.write_pcapng_block(block);
+                    w.capture.recycle(frame);
+                    self.left -= 1;
+                }
+            }
+            let done = self.left == 0 || tokio::time::Instant::now() >= self.until;
+            if done {
+                self.finish();
+            }
+            let chunk = std::mem::take(self.writer.get_mut());
+            if !chunk.is_empty() {
+                return Some(chunk);
+            }
+            if done {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    fn finish(&mut self) {
+        if !self.ended {
+            self.ended = true;
+            let lost: u64 = self
+                .control
+                .running
+                .stats
+                .iter()
+                .map(|w| {
+                    w.capture.disarm();
+                    // Frames copied after the count was reached go back unread.
+                    while let Some(f) = w.capture.take() {
+                        w.capture.recycle(f);
+                    }
+                    w.capture.lost.swap(0, Ordering::Relaxed)
+                })
+                .sum();
+            self.control.capturing.store(false, Ordering::Release);
+            tracing::info!(lost, "capture ended");
+        }
+    }
+}
+
+impl Drop for CaptureSession {
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
 #[derive(serde::Deserialize)]

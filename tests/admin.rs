@@ -401,3 +401,116 @@ while not os.path.exists('{}') and time.time() - t < 30: time.sleep(0.05)
     let _ = session.wait();
     rig.t.stop().unwrap();
 }
+
+/// `POST /capture`: the frames the test sent, read back with tshark, in order and with their
+/// bytes; a capture of dropped frames carries each drop's reason as a packet comment.
+#[test]
+fn captures_read_back_with_tshark() {
+    if !ready(&["ip", "ping", "curl", "tshark"]) {
+        return;
+    }
+    let mut t = running();
+    let bearer = format!("Authorization: Bearer {TOKEN}");
+    let rx = t.dir().join("rx.pcapng");
+    let url = format!(
+        "{ADMIN}/capture?port=client_side&direction=rx&protocol=icmp&prefix=198.18.2.2/32&count=6&duration_ms=8000"
+    );
+    let mut cap = std::process::Command::new("ip")
+        .args(["netns", "exec", t.weir.name(), "curl", "-sS", "-X", "POST", "-H", &bearer])
+        .arg("-o")
+        .arg(&rx)
+        .arg(&url)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Six echo requests with payloads the test can recognise: 0x01.., 0x02.., 0x03...
+    for (i, pattern) in ["01", "02", "03", "04", "05", "06"].iter().enumerate() {
+        let seq = (i + 1).to_string();
+        let out = t
+            .client
+            .run(&["ping", "-c", "1", "-W", "2", "-p", pattern, "-s", "32", SERVER_V4])
+            .unwrap();
+        assert!(out.status.success(), "ping {seq}: {}", t.log());
+    }
+    assert!(cap.wait().unwrap().success());
+    let out = std::process::Command::new("tshark")
+        .args([
+            "-r",
+            rx.to_str().unwrap(),
+            "-T",
+            "fields",
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+            "-e",
+            "icmp.type",
+            "-e",
+            "data.data",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6, "tshark: {text}{}", String::from_utf8_lossy(&out.stderr));
+    for (i, l) in lines.iter().enumerate() {
+        let f: Vec<&str> = l.split('\t').collect();
+        assert_eq!(&f[..3], &["198.18.1.2", SERVER_V4, "8"], "{l}");
+        // ping -p fills the payload (after its 16-byte timestamp) with the pattern.
+        let byte = format!("{:02x}", i + 1);
+        assert!(f[3].ends_with(&byte.repeat(8)), "frame {i}: {l}");
+    }
+    // Dropped frames, each with its reason.
+    let dropped = t.dir().join("dropped.pcapng");
+    let url =
+        format!("{ADMIN}/capture?port=client_side&direction=dropped&count=2&duration_ms=8000");
+    let mut cap = std::process::Command::new("ip")
+        .args(["netns", "exec", t.weir.name(), "curl", "-sS", "-X", "POST", "-H", &bearer])
+        .arg("-o")
+        .arg(&dropped)
+        .arg(&url)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // A TTL that runs out at weir, and a destination no route leads to.
+    let _ = t.client.run(&["ping", "-c", "1", "-W", "1", "-t", "1", SERVER_V4]);
+    let _ = t.client.run(&["ping", "-c", "1", "-W", "1", "192.0.2.77"]);
+    assert!(cap.wait().unwrap().success());
+    let out = std::process::Command::new("tshark")
+        .args([
+            "-r",
+            dropped.to_str().unwrap(),
+            "-T",
+            "fields",
+            "-e",
+            "ip.dst",
+            "-e",
+            "frame.comment",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("{SERVER_V4}\tdropped: ttl_exceeded")), "{text}");
+    assert!(text.contains("192.0.2.77\tdropped: no_route"), "{text}");
+    // Hostile captures: no token, an unknown port, a bad direction.
+    assert_eq!(curl(&t, &["-X", "POST", &format!("{ADMIN}/capture?port=client_side")]).0, 401);
+    assert_eq!(
+        curl(&t, &["-X", "POST", "-H", &bearer, &format!("{ADMIN}/capture?port=nope")]).0,
+        404
+    );
+    assert_eq!(
+        curl(
+            &t,
+            &[
+                "-X",
+                "POST",
+                "-H",
+                &bearer,
+                &format!("{ADMIN}/capture?port=client_side&direction=up")
+            ]
+        )
+        .0,
+        400
+    );
+    t.stop().unwrap();
+}

@@ -7,6 +7,7 @@
 //! `worker`.
 
 pub mod buf;
+pub mod capture;
 pub mod cycles;
 #[cfg(feature = "dpdk")]
 #[allow(unsafe_code)]

@@ -2,6 +2,8 @@
 //! completion through the pipeline.
 
 use crate::buf::Batch;
+use crate::buf::PacketBuf as _;
+use crate::capture::Direction;
 use crate::cycles;
 use crate::io::{PacketIo, PortStats};
 use crate::mempool::{PoolBuf, PoolCache};
@@ -203,7 +205,12 @@ pub struct WorkerStats {
     pub ports: Box<[SharedPortStats]>,
     /// Where the control thread asks for a page of this worker's flows.
     pub flow_desk: FlowDesk,
+    /// Where this worker copies the frames a capture wants.
+    pub capture: crate::capture::CaptureRing,
 }
+
+/// Frames a worker's capture ring holds ([`crate::capture::SNAP_MAX`] bytes each: 2 MiB).
+pub const CAPTURE_SLOTS: usize = 1024;
 
 /// The most flows one page of a flow listing holds.
 pub const FLOW_PAGE_MAX: usize = 1000;
@@ -314,6 +321,7 @@ impl WorkerStats {
             connects_failed_unjudged: AtomicU64::new(0),
             ports: (0..ports).map(|_| SharedPortStats::default()).collect(),
             flow_desk: FlowDesk::default(),
+            capture: crate::capture::CaptureRing::new(CAPTURE_SLOTS),
         }
     }
 
@@ -369,12 +377,31 @@ struct Tx<'a, P: PacketIo, S> {
     source: &'a mut S,
     /// Every worker's handoff ring, by worker index.
     outboxes: &'a [Arc<HandoffRing<P::Buf>>],
+    /// A transmit capture, when one is armed.
+    capture: Option<(&'a crate::capture::CaptureRing, crate::capture::CaptureFilter)>,
+}
+
+impl<P: PacketIo, S> Tx<'_, P, S> {
+    /// Offers the frames about to leave port `i` to an armed transmit capture.
+    #[cold]
+    fn tap(&self, i: usize, batch: &Batch<P::Buf>) {
+        if let Some((ring, f)) = &self.capture {
+            if usize::from(f.port) == i {
+                for b in batch.iter() {
+                    crate::capture::offer(ring, f, b.data(), None);
+                }
+            }
+        }
+    }
 }
 
 impl<P: PacketIo, S: BufSource<P::Buf>> Egress<P::Buf> for Tx<'_, P, S> {
     #[inline]
     fn send(&mut self, port: u8, pkt: P::Buf) {
         let i = usize::from(port);
+        if self.capture.is_some() && self.batches.get(i).is_some_and(|b| b.is_full()) {
+            self.tap(i, &self.batches[i]);
+        }
         let (Some(batch), Some(io)) = (self.batches.get_mut(i), self.ports.get_mut(i)) else {
             return;
         };
@@ -402,10 +429,13 @@ impl<P: PacketIo, S> Tx<'_, P, S> {
     /// Sends every pending batch; returns how many frames were handed over.
     fn flush(&mut self) -> usize {
         let mut n = 0;
-        for (io, batch) in self.ports.iter_mut().zip(self.batches.iter_mut()) {
-            if !batch.is_empty() {
-                n += batch.len();
-                io.tx_burst(batch);
+        for i in 0..self.ports.len().min(self.batches.len()) {
+            if !self.batches[i].is_empty() {
+                n += self.batches[i].len();
+                if self.capture.is_some() {
+                    self.tap(i, &self.batches[i]);
+                }
+                self.ports[i].tx_burst(&mut self.batches[i]);
             }
         }
         n
@@ -420,6 +450,8 @@ pub struct Worker<P: PacketIo, S> {
     rx: Batch<P::Buf>,
     handoff_in: Option<Arc<HandoffRing<P::Buf>>>,
     handoff_out: Arc<[Arc<HandoffRing<P::Buf>>]>,
+    /// The capture filter this worker last read.
+    tap: crate::capture::CaptureTap,
     handoff_rx: ArrayVec<Handoff<P::Buf>, { crate::buf::BURST }>,
     source: S,
     pipeline: Pipeline<P::Buf>,
@@ -450,6 +482,7 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
             rx: Batch::new(),
             handoff_in: None,
             handoff_out: Arc::from(Vec::new()),
+            tap: crate::capture::CaptureTap::default(),
             handoff_rx: ArrayVec::new(),
             source,
             pipeline,
@@ -491,6 +524,7 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
             batches: &mut self.tx,
             source: &mut self.source,
             outboxes: &self.handoff_out,
+            capture: None,
         };
         self.pipeline.announce(&mut tx);
         tx.flush();
@@ -509,11 +543,15 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
         }
         self.clock_age += 1;
         let now_ns = self.clock_ns;
+        // A capture, when armed: its filter (read once a poll, not per frame).
+        let ring = &self.stats.capture;
+        let capture = if ring.is_armed() { self.tap.filter(ring) } else { None };
         let mut tx = Tx {
             ports: &mut self.ports,
             batches: &mut self.tx,
             source: &mut self.source,
             outboxes: &self.handoff_out,
+            capture: capture.filter(|f| f.direction == Direction::Tx).map(|f| (ring, f)),
         };
         self.pipeline.maintain(now_ns, &mut tx);
         let mut received = 0;
@@ -525,6 +563,24 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
             received += n;
             let port = u8::try_from(p).unwrap_or(u8::MAX);
             self.pipeline.prefetch_burst(&self.rx);
+            let here = capture.filter(|f| f.port == port);
+            if let Some(f) = here.filter(|f| f.direction == Direction::Rx) {
+                for pkt in self.rx.iter() {
+                    crate::capture::offer(ring, &f, pkt.data(), None);
+                }
+            }
+            if let Some(f) = here.filter(|f| f.direction == Direction::Dropped) {
+                for pkt in self.rx.drain(..) {
+                    let held = crate::capture::hold(ring, &f, pkt.data());
+                    let v = self.pipeline.process(pkt, port, now_ns, &mut tx);
+                    let dropped = match v {
+                        Verdict::Drop(r) => Some(r as u8),
+                        _ => None,
+                    };
+                    crate::capture::settle(ring, held, dropped);
+                }
+                continue;
+            }
             for pkt in self.rx.drain(..) {
                 let v = self.pipeline.process(pkt, port, now_ns, &mut tx);
                 debug_assert!(
