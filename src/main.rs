@@ -69,6 +69,13 @@ enum Cmd {
         #[command(subcommand)]
         what: CtlCmd,
     },
+    /// Print weir's manual page (roff), made from this command line's definition.
+    Man,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Build namespaces, run weir between a client and a server, send ping and a TCP transfer
     /// through it, print the counters, and remove everything. Needs root.
     Demo {
@@ -211,6 +218,24 @@ fn main() {
             weir::ctl::Target::find(admin.as_deref(), token_file.as_deref(), config.as_deref())
                 .and_then(|t| weir::ctl::run(&t, &cmd, json))
                 .map(|out| print_out(&format!("{}\n", out.trim_end())))
+        }
+        Cmd::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut out)
+                .map_err(anyhow::Error::from)
+                .map(|()| print_out(&String::from_utf8_lossy(&out)))
+        }
+        Cmd::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "weir",
+                &mut out,
+            );
+            print_out(&String::from_utf8_lossy(&out));
+            Ok(())
         }
         Cmd::Demo { mesh: true, .. } => weir::meshdemo::run_mesh_demo(),
         Cmd::Demo { backend, workers, mesh: false } => run_demo(

@@ -126,3 +126,23 @@ fn help_lists_the_commands() {
         assert!(text.contains(cmd), "{text}");
     }
 }
+
+/// The manual page and the completions come from the command line's definition: every
+/// subcommand is in them.
+#[test]
+fn the_manual_and_completions_cover_every_subcommand() {
+    let run = |args: &[&str]| {
+        let out = weir(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let man = run(&["man"]);
+    assert!(man.starts_with(".ie") || man.contains(".TH weir"), "{man}");
+    let bash = run(&["completions", "bash"]);
+    assert!(bash.contains("_weir()"), "{bash}");
+    for sub in ["run", "check", "ctl", "demo", "man", "completions"] {
+        assert!(man.contains(sub), "`{sub}` missing from the manual");
+        assert!(bash.contains(sub), "`{sub}` missing from the bash completions");
+    }
+    assert!(run(&["completions", "zsh"]).contains("#compdef weir"));
+}

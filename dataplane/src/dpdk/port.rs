@@ -101,6 +101,8 @@ pub struct Port {
     queues: u16,
     rss: bool,
     socket: SocketId,
+    /// The kernel interface whose flags are the link (`net_af_packet`'s `iface`).
+    kernel_iface: Option<String>,
 }
 
 impl Port {
@@ -236,8 +238,16 @@ impl Port {
 
         // SAFETY: id is configured with all its queues set up.
         check(unsafe { dpdk_sys::rte_eth_dev_start(id.0) }, || ctx("starting"))?;
-        let port =
-            Port { id, name: device.to_owned(), driver, mac: [0; 6], queues: q, rss, socket };
+        let port = Port {
+            id,
+            name: device.to_owned(),
+            driver,
+            mac: [0; 6],
+            queues: q,
+            rss,
+            socket,
+            kernel_iface: None,
+        };
         // From here on `port` stops and closes the device if anything fails.
         let mut port = port;
         if settings.promiscuous || settings.mac.is_some() {
@@ -258,6 +268,7 @@ impl Port {
         let watch_link = driver_watches_link(&port.driver);
         let kernel_iface =
             if port.driver == "net_af_packet" { devarg(device, "iface") } else { None };
+        port.kernel_iface.clone_from(&kernel_iface);
         let queues = (0..q)
             .map(|queue| DpdkQueue {
                 port: id,
@@ -317,9 +328,16 @@ impl Port {
         self.socket
     }
 
-    /// The link state, without waiting.
+    /// The link state, without waiting (for `net_af_packet`, whose driver always says up,
+    /// its interface's `IFF_RUNNING`).
     pub fn link(&self) -> Link {
-        link_of(self.id).unwrap_or(Link { up: false, speed_mbps: 0, full_duplex: false })
+        let mut link =
+            link_of(self.id).unwrap_or(Link { up: false, speed_mbps: 0, full_duplex: false });
+        if let Some(iface) = &self.kernel_iface {
+            link.up = crate::io::sys::if_flags(iface)
+                .is_ok_and(|f| f & libc::IFF_RUNNING.unsigned_abs() != 0);
+        }
+        link
     }
 
     /// The device's counters.
