@@ -161,7 +161,12 @@ fn check_dpdk(i: usize, device: &str, out: &mut Vec<Finding>) {
         }
         return;
     }
-    let iface = device.split(',').skip(1).find_map(|kv| kv.strip_prefix("iface="));
+    // net_af_packet opens an existing interface; net_tap creates its own.
+    let iface = device
+        .split(',')
+        .skip(1)
+        .find_map(|kv| kv.strip_prefix("iface="))
+        .filter(|_| name.starts_with("net_af_packet"));
     match iface {
         Some(iface) if sys::if_index(iface).is_err() => out.push(finding(
             Severity::Error,
