@@ -8,6 +8,15 @@ use stack::parse::{parse_frame, L3, L4};
 use stack::PackedV4;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// The checksum as sent: UDP sends a computed zero as all ones (RFC 768), zero meaning "none".
+fn sent_checksum(c: u16, tcp: bool) -> u16 {
+    if c == 0 && !tcp {
+        0xffff
+    } else {
+        c
+    }
+}
+
 /// An Ethernet frame with a TCP or UDP packet carrying `payload`, all checksums valid (a UDP
 /// checksum of zero when `udp_zero` and IPv4).
 fn frame(
@@ -36,7 +45,7 @@ fn frame(
     let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
     if v6 {
         let (s, d) = (Ipv6Addr::from(src), Ipv6Addr::from(dst));
-        let c = l4_checksum_v6(s, d, proto, &l4);
+        let c = sent_checksum(l4_checksum_v6(s, d, proto, &l4), tcp);
         l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
         f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
         f.extend_from_slice(&u16::try_from(l4.len()).unwrap().to_be_bytes());
@@ -46,7 +55,7 @@ fn frame(
     } else {
         let (s, d) = (Ipv4Addr::from(src as u32), Ipv4Addr::from(dst as u32));
         if !udp_zero || tcp {
-            let c = l4_checksum_v4(s, d, proto, &l4);
+            let c = sent_checksum(l4_checksum_v4(s, d, proto, &l4), tcp);
             l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
         }
         let mut ip = [0u8; 20];
