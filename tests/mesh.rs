@@ -325,11 +325,17 @@ fn an_endpoint_refusing_connections_is_ejected() {
     // The log names the cluster, the endpoint, its failures in a row and the ejection's length.
     let log = rig.t.log();
     let line = log.lines().find(|l| l.contains("endpoint ejected")).unwrap_or_default();
-    for want in
-        ["web", "198.18.2.11:80", "consecutive_failures=3", "ejected_for_ms=", "ejections=1"]
-    {
+    for want in ["web", "198.18.2.11:80", "ejected_for_ms=", "ejections=1"] {
         assert!(line.contains(want), "no `{want}` in the ejection's line: {line}\n{log}");
     }
+    // At least the threshold: the control thread looks every 100 ms, and another refused
+    // connect may come first.
+    let run: u32 = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("consecutive_failures="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!((3..=6).contains(&run), "consecutive_failures={run}: {line}");
     let stats = rig.t.stop().unwrap();
     let b1 = stats["endpoints"]
         .as_array()
