@@ -463,7 +463,7 @@ fn captures_read_back_with_tshark() {
     // Dropped frames, each with its reason.
     let dropped = t.dir().join("dropped.pcapng");
     let url =
-        format!("{ADMIN}/capture?port=client_side&direction=dropped&count=2&duration_ms=8000");
+        format!("{ADMIN}/capture?port=client_side&direction=dropped&protocol=icmp&prefix=198.18.1.2/32&count=2&duration_ms=8000");
     let mut cap = std::process::Command::new("ip")
         .args(["netns", "exec", t.weir.name(), "curl", "-sS", "-X", "POST", "-H", &bearer])
         .arg("-o")
