@@ -152,18 +152,15 @@ impl CaptureTap {
 /// Copies `frame` into `ring` if it matches `filter` (worker, armed only).
 #[cold]
 pub fn offer(ring: &CaptureRing, filter: &CaptureFilter, frame: &[u8], reason: Option<u8>) {
-    if !matches(filter, frame) {
-        return;
+    if let Some(mut slot) = hold(ring, filter, frame) {
+        slot.reason = reason;
+        keep(ring, slot);
     }
-    let Some(mut slot) = ring.free.pop() else {
-        ring.lost.fetch_add(1, Ordering::Relaxed);
-        return;
-    };
-    let keep = frame.len().min(usize::from(filter.snaplen)).min(SNAP_MAX);
-    slot.data[..keep].copy_from_slice(&frame[..keep]);
-    slot.kept = u16::try_from(keep).unwrap_or(0);
-    slot.original_len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
-    slot.reason = reason;
+}
+
+/// Stamps `slot` and hands it to the control thread (or back to the free queue, counted as
+/// lost, should the full queue have no room).
+fn keep(ring: &CaptureRing, mut slot: Box<Captured>) {
     slot.unix_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
@@ -200,13 +197,7 @@ pub fn settle(ring: &CaptureRing, held: Option<Box<Captured>>, dropped: Option<u
         return;
     };
     slot.reason = Some(reason);
-    slot.unix_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    if let Err(slot) = ring.full.push(slot) {
-        let _ = ring.free.push(slot);
-        ring.lost.fetch_add(1, Ordering::Relaxed);
-    }
+    keep(ring, slot);
 }
 
 /// Whether `frame` passes `filter`'s address, port and protocol tests (untagged IPv4 and IPv6;
