@@ -11,41 +11,46 @@ use hyper_util::rt::TokioIo;
 use std::fmt::Write;
 use std::path::Path;
 
-/// What to ask.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What to ask (the `weir ctl` subcommands).
+#[derive(Clone, Debug, PartialEq, Eq, clap::Subcommand)]
 pub enum Command {
-    /// Every counter.
+    /// Every counter: ports, workers, drops by reason, endpoints.
     Stats,
-    /// Per worker since the last clear; `clear` starts a new window.
+    /// Per worker since the last clear: polls, packets per burst, cycles per packet, busy share.
     Runtime {
-        /// Start a new window after this one.
+        /// Start a new window afterwards.
+        #[arg(long)]
         clear: bool,
     },
-    /// The endpoint table.
+    /// The endpoint table: weight, health, ejection, handshakes.
     Clusters,
-    /// A page of live flows.
+    /// Live flows, a page at a time, from the workers' tables.
     Flows {
-        /// Only this service's.
+        /// Only this service's flows.
+        #[arg(long)]
         service: Option<String>,
-        /// Only this endpoint's (`ADDRESS:PORT`).
+        /// Only this endpoint's flows (ADDRESS:PORT).
+        #[arg(long)]
         endpoint: Option<String>,
-        /// At most this many.
+        /// Flows in the page (1 to 1000).
+        #[arg(long, default_value_t = 100)]
         limit: usize,
-        /// Where the previous page ended.
+        /// Where the previous page ended (it says).
+        #[arg(long)]
         cursor: Option<String>,
     },
     /// The services.
     Services,
-    /// The running configuration.
+    /// The running configuration, defaults filled in.
     Config,
-    /// Reload the configuration file.
+    /// Reload the configuration file (needs the token).
     Reload,
-    /// Change the log filter.
+    /// Change the log filter, e.g. `debug` or `weir=debug` (needs the token).
     Logging {
-        /// The new filter (`info`, `weir=debug`, …).
+        /// The filter.
         level: String,
     },
-    /// Whether weir is ready.
+    /// Whether weir is ready (exit status 0) or stopping.
     Ready,
 }
 

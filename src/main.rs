@@ -67,7 +67,7 @@ enum Cmd {
         #[arg(long)]
         json: bool,
         #[command(subcommand)]
-        what: CtlCmd,
+        what: weir::ctl::Command,
     },
     /// Print weir's manual page (roff), made from this command line's definition.
     Man,
@@ -90,48 +90,6 @@ enum Cmd {
         #[arg(long)]
         mesh: bool,
     },
-}
-
-#[derive(Subcommand)]
-enum CtlCmd {
-    /// Every counter: ports, workers, drops by reason, endpoints.
-    Stats,
-    /// Per worker since the last clear: polls, packets per burst, cycles per packet, busy share.
-    Runtime {
-        /// Start a new window afterwards.
-        #[arg(long)]
-        clear: bool,
-    },
-    /// The endpoint table: weight, health, ejection, handshakes.
-    Clusters,
-    /// Live flows, a page at a time, from the workers' tables.
-    Flows {
-        /// Only this service's flows.
-        #[arg(long)]
-        service: Option<String>,
-        /// Only this endpoint's flows (ADDRESS:PORT).
-        #[arg(long)]
-        endpoint: Option<String>,
-        /// Flows in the page (1 to 1000).
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-        /// Where the previous page ended (it says).
-        #[arg(long)]
-        cursor: Option<String>,
-    },
-    /// The services.
-    Services,
-    /// The running configuration, defaults filled in.
-    Config,
-    /// Reload the configuration file (needs the token).
-    Reload,
-    /// Change the log filter, e.g. `debug` or `weir=debug` (needs the token).
-    Logging {
-        /// The filter.
-        level: String,
-    },
-    /// Whether weir is ready (exit status 0) or stopping.
-    Ready,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -202,21 +160,8 @@ fn main() {
             ));
         }),
         Cmd::Ctl { config, admin, token_file, json, what } => {
-            let cmd = match what {
-                CtlCmd::Stats => weir::ctl::Command::Stats,
-                CtlCmd::Runtime { clear } => weir::ctl::Command::Runtime { clear },
-                CtlCmd::Clusters => weir::ctl::Command::Clusters,
-                CtlCmd::Flows { service, endpoint, limit, cursor } => {
-                    weir::ctl::Command::Flows { service, endpoint, limit, cursor }
-                }
-                CtlCmd::Services => weir::ctl::Command::Services,
-                CtlCmd::Config => weir::ctl::Command::Config,
-                CtlCmd::Reload => weir::ctl::Command::Reload,
-                CtlCmd::Logging { level } => weir::ctl::Command::Logging { level },
-                CtlCmd::Ready => weir::ctl::Command::Ready,
-            };
             weir::ctl::Target::find(admin.as_deref(), token_file.as_deref(), config.as_deref())
-                .and_then(|t| weir::ctl::run(&t, &cmd, json))
+                .and_then(|t| weir::ctl::run(&t, &what, json))
                 .map(|out| print_out(&format!("{}\n", out.trim_end())))
         }
         Cmd::Man => {
