@@ -6,8 +6,9 @@ want() { dpkg -s "$1" >/dev/null 2>&1 || need+=("$1"); }
 # libdpdk-dev and libclang-dev build the DPDK backend (dpdk-sys: pkg-config, bindgen).
 # nginx, curl, hping3 and socat are the mesh tests' real servers and clients.
 # prometheus brings promtool, which checks the admin API's metrics; tshark reads its captures.
+# dpkg-dev (dpkg-shlibdeps) lets cargo-deb find the Debian package's library dependencies.
 for p in iproute2 iputils-ping iperf3 ethtool python3 python3-scapy tcpdump procps pkg-config gcc \
-  libdpdk-dev libclang-dev nginx curl hping3 socat prometheus tshark; do
+  libdpdk-dev libclang-dev nginx curl hping3 socat prometheus tshark dpkg-dev; do
   want "$p"
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -16,6 +16,13 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --workspace --locked --release -- --test-threads 2 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The Debian package: made with cargo-deb, taken apart, what it installs run.
+if bash scripts/package.sh --check; then
+  echo "test result: ok. 1 passed; 0 failed; 0 ignored (debian package)" >>"$log"
+else
+  echo "test result: FAILED. 0 passed; 1 failed; 0 ignored (debian package)" >>"$log"
+  status=1
+fi
 # Each fuzz target for a bounded time, on a copy of its seed corpus.
 if bash scripts/fuzz.sh 20; then
   echo "test result: ok. 1 passed; 0 failed; 0 ignored (fuzzing)" >>"$log"

@@ -1,6 +1,6 @@
 //! The admin API: HTTP on a kernel socket (TCP or Unix), served by the control thread on a
 //! single-threaded runtime, never on a worker's core. Reads are open; what changes state
-//! (reload, log level) needs the configured token (`Authorization: Bearer TOKEN`).
+//! (reload, drain, capture, health override, log level) needs the configured token (`Authorization: Bearer TOKEN`).
 //!
 //! | path | what |
 //! |---|---|
@@ -15,6 +15,10 @@
 //! | `POST /logging?level=FILTER` | change the log filter (token) |
 //! | `POST /capture?port=&direction=&prefix=&l4_port=&protocol=&snaplen=&count=&duration_ms=` | a pcapng stream of a port's frames (token) |
 //! | `POST /drain` | refuse new flows, keep serving existing ones, `/ready` 503 (token) |
+//! | `POST /healthcheck/fail`, `POST /healthcheck/ok` | fail `/ready` while forwarding goes on, and restore it (token) |
+//!
+//! At most [`MAX_CONNECTIONS`] clients at once (more are closed and counted); a client has
+//! [`HEADER_READ_TIMEOUT`] to send each request's headers.
 
 use crate::config::{AdminListen, Config};
 use crate::run::{Running, RuntimeCounters};
@@ -61,6 +65,11 @@ pub struct Control {
     reloading: tokio::sync::Mutex<()>,
     /// Set while a capture runs (one at a time).
     capturing: Arc<AtomicBool>,
+    /// Set by `POST /healthcheck/fail`: `/ready` answers 503 until `POST /healthcheck/ok`, so
+    /// that a load balancer in front takes this node out while it keeps forwarding.
+    health_failed: AtomicBool,
+    /// Admin connections closed at once for the cap on connections.
+    pub connections_refused: std::sync::atomic::AtomicU64,
 }
 
 impl Control {
@@ -86,6 +95,8 @@ impl Control {
             log,
             reloading: tokio::sync::Mutex::new(()),
             capturing: Arc::new(AtomicBool::new(false)),
+            health_failed: AtomicBool::new(false),
+            connections_refused: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -176,6 +187,18 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/reload", post(reload))
         .route("/logging", post(logging))
         .route("/drain", post(drain))
+        .route(
+            "/healthcheck/fail",
+            post(|State(c): State<Arc<Control>>, h: HeaderMap| async move {
+                health_override(&c, &h, true).await
+            }),
+        )
+        .route(
+            "/healthcheck/ok",
+            post(|State(c): State<Arc<Control>>, h: HeaderMap| async move {
+                health_override(&c, &h, false).await
+            }),
+        )
         .route("/capture", post(capture))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such admin endpoint") })
         // Nothing takes a body: a large one is refused before it is read.
@@ -213,27 +236,87 @@ pub enum Listener {
     Unix(tokio::net::UnixListener, PathBuf),
 }
 
+/// Most admin connections served at once; more are closed as soon as they are accepted (and
+/// counted), so that a flood of clients cannot take the control thread's memory.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long a client has to send a request's headers: a slow client holds its connection
+/// this long at most between requests.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The longest a connection is served: the longest capture and some.
+const CONNECTION_MAX: std::time::Duration =
+    std::time::Duration::from_millis(CAPTURE_MS_MAX + 30_000);
+
 /// Serves the admin API on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: Listener,
     control: Arc<Control>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(control);
     match listener {
-        Listener::Tcp(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
+        Listener::Tcp(l) => serve_on(l, control, shutdown).await,
         Listener::Unix(l, path) => {
-            let served = axum::serve(l, app).with_graceful_shutdown(shutdown).await;
+            let served = serve_on(l, control, shutdown).await;
             let _ = std::fs::remove_file(path);
             served
         }
     }
 }
 
+/// The accept loop: HTTP/1.1 with a header read timeout, at most [`MAX_CONNECTIONS`] at once,
+/// each for at most [`CONNECTION_MAX`]; on shutdown, requests in progress are given a second.
+async fn serve_on<L>(
+    mut listener: L,
+    control: Arc<Control>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let app = router(Arc::clone(&control));
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        // `accept` retries on its own (and backs off on running out of descriptors).
+        let (io, _) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            control.connections_refused.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(io), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(CONNECTION_MAX, conn).await;
+            drop(slot);
+        });
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), graceful.shutdown()).await;
+    Ok(())
+}
+
 async fn stats(State(c): State<Arc<Control>>) -> Json<serde_json::Value> {
+    Json(stats_json(&c))
+}
+
+/// `/stats`: the report, the mesh generation and the admin server's own counters.
+fn stats_json(c: &Control) -> serde_json::Value {
     let mut j = c.running.report_json();
     j["generation"] = serde_json::json!(c.running.generation());
-    Json(j)
+    j["admin"] = serde_json::json!({
+        "connections_refused": c.connections_refused.load(Ordering::Relaxed),
+    });
+    j
 }
 
 #[derive(serde::Deserialize)]
@@ -389,9 +472,27 @@ async fn config_dump(State(c): State<Arc<Control>>) -> Response {
 async fn ready(State(c): State<Arc<Control>>) -> Response {
     if c.stopping.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response()
+    } else if c.health_failed.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "failed by the operator (POST /healthcheck/ok)\n")
+            .into_response()
     } else {
         "ready\n".into_response()
     }
+}
+
+/// `POST /healthcheck/fail` and `/healthcheck/ok` (Envoy's names): the operator's override of
+/// readiness. Forwarding goes on either way.
+async fn health_override(c: &Control, headers: &HeaderMap, failed: bool) -> Response {
+    if let Some(refused) = c.refusal(headers) {
+        return refused;
+    }
+    if c.health_failed.swap(failed, Ordering::Relaxed) != failed {
+        tracing::warn!(
+            "readiness {} by the operator (admin API)",
+            if failed { "failed" } else { "restored" }
+        );
+    }
+    Json(serde_json::json!({ "health_failed": failed })).into_response()
 }
 
 async fn reload(State(c): State<Arc<Control>>, headers: HeaderMap) -> Response {
@@ -692,8 +793,7 @@ async fn logging(
 /// OpenMetrics to a scraper that asks for it (Prometheus does), Prometheus' text format 0.0.4
 /// to anyone else (curl, promtool).
 async fn metrics(State(c): State<Arc<Control>>, headers: HeaderMap) -> Response {
-    let collector =
-        Snapshot { report: c.running.report_json(), generation: c.running.generation() };
+    let collector = Snapshot { report: stats_json(&c), generation: c.running.generation() };
     let mut registry = prometheus_client::registry::Registry::default();
     registry.register_collector(Box::new(collector));
     let mut text = String::new();
@@ -742,32 +842,24 @@ struct Snapshot {
 type Labels = Vec<(String, String)>;
 
 /// One metric family of a scrape: name, help, whether a gauge, and its series.
-type Family = (String, &'static str, bool, Vec<(Labels, f64)>);
+type Family = (String, String, bool, Vec<(Labels, f64)>);
 
-/// Worker values that are levels, not running totals.
-const WORKER_GAUGES: [&str; 3] = ["flows", "avg_burst", "cycles_per_packet"];
-
-/// Help for the worker and port counters (the rest are named after `/stats`' keys).
-fn help(key: &str) -> &'static str {
-    match key {
-        "polls" => "Worker loop iterations.",
-        "bursts" => "Loop iterations that received frames.",
-        "packets" => "Frames received by the worker.",
-        "busy_cycles" => "TSC cycles spent in iterations that received or sent frames.",
-        "idle_cycles" => "TSC cycles spent in empty iterations and asleep.",
-        "sleeps" => "Times the worker slept in poll(2).",
-        "forwarded" => "Frames routed.",
-        "replies" => "ARP, NDP and echo replies sent.",
-        "icmp_errors" => "ICMP errors sent.",
-        "flows" => "Mesh flows in the worker's table.",
-        "flows_opened" => "Mesh flows opened.",
-        "connects_failed" => "Handshakes endpoints refused or left unanswered.",
-        "rx_packets" => "Frames received on the port.",
-        "tx_packets" => "Frames sent on the port.",
-        "rx_dropped" => "Frames the port or kernel dropped before weir saw them.",
-        "tx_dropped" => "Frames that could not be sent.",
-        _ => "A weir counter; see /stats for its meaning.",
+/// A `/stats` key of a port or worker as a metric: its help and whether it is a gauge. Declared
+/// counters bring their own; the two worker ratios are the report's.
+fn describe(key: &str) -> (String, bool) {
+    use dataplane::counters::{help_line, Kind};
+    use dataplane::worker::{SharedPortStats, WorkerCounters};
+    if let Some(i) =
+        WorkerCounters::INFO.iter().chain(SharedPortStats::INFO).find(|i| i.name == key)
+    {
+        return (help_line(i), i.kind == Kind::Gauge);
     }
+    let help = match key {
+        "avg_burst" => "Frames per loop iteration that received frames.",
+        "cycles_per_packet" => "Busy TSC cycles per frame received.",
+        _ => "A weir value; see /stats.",
+    };
+    (help.to_owned(), true)
 }
 
 impl prometheus_client::collector::Collector for Snapshot {
@@ -776,22 +868,19 @@ impl prometheus_client::collector::Collector for Snapshot {
         let mut dropped = 0u64;
         let mut families: Vec<Family> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
-        let mut add = |name: String,
-                       help: &'static str,
-                       gauge: bool,
-                       labels: Vec<(String, String)>,
-                       v: f64| {
-            let i = *index.entry(name.clone()).or_insert_with(|| {
-                families.push((name, help, gauge, Vec::new()));
-                families.len() - 1
-            });
-            if budget == 0 {
-                dropped += 1;
-                return;
-            }
-            budget -= 1;
-            families[i].3.push((labels, v));
-        };
+        let mut add =
+            |name: String, help: String, gauge: bool, labels: Vec<(String, String)>, v: f64| {
+                let i = *index.entry(name.clone()).or_insert_with(|| {
+                    families.push((name, help, gauge, Vec::new()));
+                    families.len() - 1
+                });
+                if budget == 0 {
+                    dropped += 1;
+                    return;
+                }
+                budget -= 1;
+                families[i].3.push((labels, v));
+            };
         let r = &self.report;
         if let Some(ports) = r["ports"].as_object() {
             for (port, p) in ports {
@@ -799,7 +888,7 @@ impl prometheus_client::collector::Collector for Snapshot {
                     if let Some(n) = v.as_f64() {
                         add(
                             format!("weir_port_{k}"),
-                            help(k),
+                            describe(k).0,
                             false,
                             vec![("port".into(), port.clone())],
                             n,
@@ -815,10 +904,10 @@ impl prometheus_client::collector::Collector for Snapshot {
                     continue;
                 }
                 if let Some(n) = v.as_f64() {
-                    let gauge = WORKER_GAUGES.contains(&k.as_str());
+                    let (help, gauge) = describe(k);
                     add(
                         format!("weir_worker_{k}"),
-                        help(k),
+                        help,
                         gauge,
                         vec![("worker".into(), worker.clone())],
                         n,
@@ -830,12 +919,31 @@ impl prometheus_client::collector::Collector for Snapshot {
             if let Some(n) = n.as_f64() {
                 add(
                     "weir_drops".into(),
-                    "Frames dropped, by reason.",
+                    "Frames dropped, by reason.".into(),
                     false,
                     vec![("reason".into(), reason.clone())],
                     n,
                 );
             }
+        }
+        for svc in r["services"].as_array().into_iter().flatten() {
+            let service = svc["name"].as_str().unwrap_or("?").to_owned();
+            for info in dataplane::mesh::engine::ServiceCounters::INFO {
+                add(
+                    format!("weir_service_{}", info.name),
+                    dataplane::counters::help_line(info),
+                    false,
+                    vec![("service".into(), service.clone())],
+                    svc[info.name].as_f64().unwrap_or(0.0),
+                );
+            }
+            add(
+                "weir_service_flows_active".into(),
+                "The service's flows in the workers' tables.".into(),
+                true,
+                vec![("service".into(), service)],
+                svc["flows_active"].as_f64().unwrap_or(0.0),
+            );
         }
         for e in r["endpoints"].as_array().into_iter().flatten() {
             let endpoint = format!(
@@ -847,21 +955,21 @@ impl prometheus_client::collector::Collector for Snapshot {
             let n = |k: &str| e[k].as_f64().unwrap_or(0.0);
             add(
                 "weir_endpoint_connects_ok".into(),
-                "Handshakes the endpoint answered.",
+                "Handshakes the endpoint answered.".into(),
                 false,
                 l(),
                 n("connects_ok"),
             );
             add(
                 "weir_endpoint_connects_failed".into(),
-                "Handshakes the endpoint refused or left unanswered.",
+                "Handshakes the endpoint refused or left unanswered.".into(),
                 false,
                 l(),
                 n("connects_failed"),
             );
             add(
                 "weir_endpoint_ejections".into(),
-                "Times the endpoint was ejected.",
+                "Times the endpoint was ejected.".into(),
                 false,
                 l(),
                 n("ejections"),
@@ -869,24 +977,40 @@ impl prometheus_client::collector::Collector for Snapshot {
             let ejected = if e["ejected"].as_bool().unwrap_or(false) { 1.0 } else { 0.0 };
             add(
                 "weir_endpoint_ejected".into(),
-                "1 while the endpoint is ejected.",
+                "1 while the endpoint is ejected.".into(),
                 true,
                 l(),
                 ejected,
             );
             add(
+                "weir_endpoint_active_flows".into(),
+                "The endpoint's flows in the workers' tables.".into(),
+                true,
+                l(),
+                n("active_flows"),
+            );
+            add(
                 "weir_endpoint_weight".into(),
-                "The endpoint's configured weight.",
+                "The endpoint's configured weight.".into(),
                 true,
                 l(),
                 n("weight"),
+            );
+        }
+        if let Some(n) = r["admin"]["connections_refused"].as_f64() {
+            add(
+                "weir_admin_connections_refused".into(),
+                "Admin connections closed at once for the cap on connections.".into(),
+                false,
+                vec![],
+                n,
             );
         }
         #[allow(clippy::cast_precision_loss)]
         let generation = self.generation as f64;
         add(
             "weir_mesh_generation".into(),
-            "Generation of the mesh configuration in use.",
+            "Generation of the mesh configuration in use.".into(),
             true,
             vec![],
             generation,

@@ -971,8 +971,101 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
     let second = deserialize(text);
     PORT_NAMES.with(|p| *p.borrow_mut() = None);
     let cfg = second?;
-    validate(&cfg)?;
+    validate(&cfg).map_err(|mut e| {
+        // A value that parsed but does not make sense: where it is in the file.
+        if let Some((line, column)) = location_of(text, &e.path) {
+            e.message = format!("{} at line {line}, column {column}", e.message);
+        }
+        e
+    })?;
     Ok(cfg)
+}
+
+/// One step of a field's path: a mapping key or a sequence index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// `services[2].endpoints[0].port` as steps.
+fn steps(path: &str) -> Vec<Step> {
+    let mut out = Vec::new();
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let mut pieces = part.split('[');
+        if let Some(key) = pieces.next().filter(|k| !k.is_empty()) {
+            out.push(Step::Key(key.to_owned()));
+        }
+        for index in pieces {
+            match index.trim_end_matches(']').parse() {
+                Ok(i) => out.push(Step::Index(i)),
+                Err(_) => return Vec::new(),
+            }
+        }
+    }
+    out
+}
+
+/// Where the field at `path` is in the YAML `text`: the line and column (both from 1) of its
+/// key, or of the item for an index. `None` if the path is not in the file (a default) or the
+/// text does not parse.
+fn location_of(text: &str, path: &str) -> Option<(usize, usize)> {
+    use granit_parser::{Event, Parser};
+    let target = steps(path);
+    if target.is_empty() {
+        return None;
+    }
+    /// An open collection: its path, and where it is in its children.
+    struct Open {
+        path: Vec<Step>,
+        mapping: bool,
+        next_index: usize,
+        key: Option<String>,
+    }
+    let mut open: Vec<Open> = Vec::new();
+    for event in Parser::new_from_str(text) {
+        let (event, span) = event.ok()?;
+        let at = (span.start.line(), span.start.col() + 1);
+        let starts = match &event {
+            Event::Scalar(..) | Event::Alias(_) => None,
+            Event::MappingStart(..) => Some(true),
+            Event::SequenceStart(..) => Some(false),
+            Event::MappingEnd | Event::SequenceEnd => {
+                open.pop();
+                continue;
+            }
+            _ => continue,
+        };
+        let mut node = Vec::new();
+        if let Some(top) = open.last_mut() {
+            node.clone_from(&top.path);
+            if top.mapping {
+                match top.key.take() {
+                    None => {
+                        // A key: weir's keys are scalars; anything else is no field of its.
+                        let Event::Scalar(key, ..) = &event else { return None };
+                        node.push(Step::Key(key.to_string()));
+                        if node == target {
+                            return Some(at);
+                        }
+                        top.key = Some(key.to_string());
+                        continue;
+                    }
+                    Some(key) => node.push(Step::Key(key)),
+                }
+            } else {
+                node.push(Step::Index(top.next_index));
+                top.next_index += 1;
+                if node == target {
+                    return Some(at);
+                }
+            }
+        }
+        if let Some(mapping) = starts {
+            open.push(Open { path: node, mapping, next_index: 0, key: None });
+        }
+    }
+    None
 }
 
 fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -1540,6 +1633,23 @@ neighbors:
         assert!(e.contains("no port named `c`"), "{e}");
         // The line and column of the value itself.
         assert!(e.contains("line 13, column 11"), "{e}");
+    }
+
+    #[test]
+    fn a_value_that_parses_but_makes_no_sense_names_its_line() {
+        // A mesh capacity out of range: the key's line and column.
+        let text = format!("{GOOD}mesh:\n  max_clusters: 10\n  max_services: 0\n");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("mesh.max_services"), "{e}");
+        assert!(e.contains("line 21, column 3"), "{e}");
+        // An item of a list: the item's line.
+        assert_eq!(location_of(GOOD, "ports[1]"), Some((7, 5)));
+        assert_eq!(location_of(GOOD, "ports[1].addresses[0]"), Some((10, 17)));
+        assert_eq!(location_of(GOOD, "routes[0].via"), Some((14, 5)));
+        // Not in the file (a default), or no such place.
+        assert_eq!(location_of(GOOD, "mesh.max_services"), None);
+        assert_eq!(location_of(GOOD, "ports[5]"), None);
+        assert_eq!(location_of("a: [", "b"), None);
     }
 
     #[test]

@@ -52,6 +52,45 @@ pub enum Command {
     },
     /// Whether weir is ready (exit status 0) or stopping.
     Ready,
+    /// Refuse new flows, keep serving the existing ones; `/ready` fails (needs the token).
+    Drain,
+    /// Fail readiness while forwarding goes on (`fail`), or restore it (`ok`) (needs the
+    /// token).
+    Health {
+        /// `fail` or `ok`.
+        #[arg(value_parser = ["fail", "ok"])]
+        state: String,
+    },
+    /// Capture a port's frames to a pcapng file (needs the token).
+    Capture {
+        /// The port, by name.
+        #[arg(long)]
+        port: String,
+        /// Frames received, sent, or dropped (with the reason as a comment).
+        #[arg(long, default_value = "rx", value_parser = ["rx", "tx", "dropped"])]
+        direction: String,
+        /// Only frames from or to this prefix or address.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Only frames from or to this TCP or UDP port.
+        #[arg(long)]
+        l4_port: Option<u16>,
+        /// Only this protocol: tcp, udp, icmp, icmpv6 or a number.
+        #[arg(long)]
+        protocol: Option<String>,
+        /// Bytes kept of each frame (1 to 2048).
+        #[arg(long, default_value_t = 256)]
+        snaplen: u16,
+        /// Stop after this many frames (1 to 100 000).
+        #[arg(long, default_value_t = 100)]
+        count: u64,
+        /// Stop after this long, milliseconds (1 to 60 000).
+        #[arg(long, default_value_t = 5000)]
+        duration_ms: u64,
+        /// Where the pcapng goes (`-` for standard output).
+        #[arg(short = 'w', long = "write")]
+        write: std::path::PathBuf,
+    },
 }
 
 /// Where the API is and the token to use.
@@ -119,9 +158,38 @@ pub fn run(target: &Target, cmd: &Command, json: bool) -> Result<String> {
         Command::Reload => ("POST", "/reload".into()),
         Command::Logging { level } => ("POST", format!("/logging?level={}", query_escape(level))),
         Command::Ready => ("GET", "/ready".into()),
+        Command::Drain => ("POST", "/drain".into()),
+        Command::Health { state } => ("POST", format!("/healthcheck/{state}")),
+        Command::Capture {
+            port,
+            direction,
+            prefix,
+            l4_port,
+            protocol,
+            snaplen,
+            count,
+            duration_ms,
+            write,
+        } => {
+            let mut q = format!(
+                "/capture?port={}&direction={direction}&snaplen={snaplen}&count={count}\
+                 &duration_ms={duration_ms}",
+                query_escape(port)
+            );
+            if let Some(p) = prefix {
+                let _ = write!(q, "&prefix={}", query_escape(p));
+            }
+            if let Some(p) = l4_port {
+                let _ = write!(q, "&l4_port={p}");
+            }
+            if let Some(p) = protocol {
+                let _ = write!(q, "&protocol={}", query_escape(p));
+            }
+            return capture(target, &q, write, *duration_ms);
+        }
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let (status, body) = rt.block_on(request(target, method, &path))?;
+    let (status, body) = rt.block_on(request(target, method, &path, None, ANSWER_TIMEOUT))?;
     if !status.is_success() {
         let why = serde_json::from_str::<serde_json::Value>(&body)
             .ok()
@@ -144,7 +212,54 @@ pub fn run(target: &Target, cmd: &Command, json: bool) -> Result<String> {
         Command::Reload => format!("reloaded: {}", j["reloaded"].as_str().unwrap_or("?")),
         Command::Logging { .. } => format!("log filter: {}", j["level"].as_str().unwrap_or("?")),
         Command::Ready => body,
+        Command::Drain => {
+            format!("draining: {} flows left", j["flows"].as_u64().unwrap_or(0))
+        }
+        Command::Health { .. } => {
+            if j["health_failed"].as_bool().unwrap_or(false) {
+                "readiness failed by the operator (`weir ctl health ok` restores it)".into()
+            } else {
+                "readiness restored".into()
+            }
+        }
+        Command::Capture { .. } => body,
     })
+}
+
+/// How long an answer may take.
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Streams a capture into `path` (or standard output for `-`) as the API sends it.
+fn capture(target: &Target, query: &str, path: &Path, duration_ms: u64) -> Result<String> {
+    let to_stdout = path.as_os_str() == "-";
+    let mut out: Box<dyn std::io::Write> = if to_stdout {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("{}", path.display()))?,
+        ))
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let timeout = std::time::Duration::from_millis(duration_ms) + ANSWER_TIMEOUT;
+    let (status, body) = rt.block_on(request(
+        target,
+        "POST",
+        query,
+        Some(&mut out as &mut dyn std::io::Write),
+        timeout,
+    ))?;
+    if !status.is_success() {
+        if !to_stdout {
+            let _ = std::fs::remove_file(path);
+        }
+        let why = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|j| j["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| body.trim().to_owned());
+        bail!("POST /capture: {status}: {why}");
+    }
+    out.flush()?;
+    Ok(if to_stdout { String::new() } else { format!("{body} written to {}", path.display()) })
 }
 
 /// Percent-escapes what a query value cannot hold as it is.
@@ -166,25 +281,32 @@ fn query_escape(s: &str) -> String {
         .collect()
 }
 
-async fn request(target: &Target, method: &str, path: &str) -> Result<(hyper::StatusCode, String)> {
+/// Sends one request. A successful answer's body goes to `sink` if there is one (and the
+/// returned text says how many bytes), else it is returned.
+async fn request(
+    target: &Target,
+    method: &str,
+    path: &str,
+    sink: Option<&mut dyn std::io::Write>,
+    timeout: std::time::Duration,
+) -> Result<(hyper::StatusCode, String)> {
     let mut req = Request::builder().method(method).uri(path).header("host", "weir");
     if let Some(t) = &target.token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
     let req = req.body(Empty::<Bytes>::new())?;
-    let timeout = std::time::Duration::from_secs(30);
     let response = match &target.listen {
         AdminListen::Tcp(addr) => {
             let stream = tokio::net::TcpStream::connect(addr)
                 .await
                 .with_context(|| format!("connecting to the admin API at {addr}"))?;
-            send(TokioIo::new(stream), req, timeout).await?
+            send(TokioIo::new(stream), req, sink, timeout).await?
         }
         AdminListen::Unix(p) => {
             let stream = tokio::net::UnixStream::connect(p)
                 .await
                 .with_context(|| format!("connecting to the admin API at unix:{}", p.display()))?;
-            send(TokioIo::new(stream), req, timeout).await?
+            send(TokioIo::new(stream), req, sink, timeout).await?
         }
     };
     Ok(response)
@@ -193,6 +315,7 @@ async fn request(target: &Target, method: &str, path: &str) -> Result<(hyper::St
 async fn send<T>(
     io: T,
     req: Request<Empty<Bytes>>,
+    sink: Option<&mut dyn std::io::Write>,
     timeout: std::time::Duration,
 ) -> Result<(hyper::StatusCode, String)>
 where
@@ -203,8 +326,23 @@ where
         tokio::spawn(conn);
         let res = sender.send_request(req).await?;
         let status = res.status();
-        let body = res.into_body().collect().await?.to_bytes();
-        anyhow::Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        let mut body = res.into_body();
+        match sink {
+            Some(sink) if status.is_success() => {
+                let mut bytes = 0usize;
+                while let Some(frame) = body.frame().await {
+                    if let Some(data) = frame?.data_ref() {
+                        sink.write_all(data)?;
+                        bytes += data.len();
+                    }
+                }
+                anyhow::Ok((status, format!("{bytes} bytes")))
+            }
+            _ => {
+                let body = body.collect().await?.to_bytes();
+                anyhow::Ok((status, String::from_utf8_lossy(&body).into_owned()))
+            }
+        }
     };
     tokio::time::timeout(timeout, exchange).await.context("the admin API did not answer")?
 }

@@ -695,7 +695,8 @@ where
     }
     let fib = Arc::new(Fib::build(addrs, &routes).context("building the FIB")?);
     let snapshot = mesh_snapshot(cfg, None).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mesh = SharedMesh::new(snapshot, cfg.mesh.max_endpoints);
+    let mesh =
+        SharedMesh::new(snapshot, cfg.mesh.max_endpoints, cfg.mesh.max_services, cfg.workers.len());
     let rings: Arc<[Arc<HandoffRing<P::Buf>>]> = (0..workers)
         .map(|_| Arc::new(HandoffRing::new(cfg.mesh.handoff_ring_packets)))
         .collect::<Vec<_>>()
@@ -904,6 +905,7 @@ impl Running {
                     "address": e.addr.to_string(), "port": e.port, "weight": e.weight,
                     "ejected": outliers.is_ejected(e.id), "ejections": outliers.ejections(e.id),
                     "connects_failed": failures, "connects_ok": successes,
+                    "active_flows": self.mesh.active_flows(e.id),
                 })
             })
             .collect();
@@ -931,7 +933,7 @@ impl Running {
 
     /// Flows in the workers' tables, as last published.
     pub fn flows(&self) -> u64 {
-        self.stats.iter().map(|w| w.flows.load(std::sync::atomic::Ordering::Relaxed)).sum()
+        self.stats.iter().map(|w| w.counters.flows.load(std::sync::atomic::Ordering::Relaxed)).sum()
     }
 
     /// The mesh the workers use.
@@ -979,6 +981,7 @@ impl Running {
                             "ejections": id.map_or(0, |id| outliers.ejections(id)),
                             "returns_in_ms": returns_in_ms,
                             "connects_ok": ok, "connects_failed": failed,
+                            "active_flows": id.map_or(0, |id| self.mesh.active_flows(id)),
                         })
                     })
                     .collect();
@@ -996,11 +999,16 @@ impl Running {
             .services
             .iter()
             .map(|s| {
-                json!({
+                let live = snap.service_list.iter().find(|x| x.name == s.name);
+                let mut j = json!({
                     "name": s.name, "vip": s.vip.to_string(), "port": s.port,
                     "protocol": s.protocol, "cluster": s.cluster, "mode": s.mode,
-                    "active": snap.service_list.iter().any(|x| x.name == s.name),
-                })
+                    "active": live.is_some(),
+                });
+                if let Some(live) = live {
+                    service_counters(&mut j, &self.mesh.service_totals(live.id));
+                }
+                j
             })
             .collect();
         json!({"generation": snap.generation, "services": services})
@@ -1013,12 +1021,12 @@ impl Running {
         self.stats
             .iter()
             .map(|w| RuntimeCounters {
-                polls: w.polls.load(Relaxed),
-                bursts: w.bursts.load(Relaxed),
-                packets: w.packets.load(Relaxed),
-                busy_cycles: w.busy_cycles.load(Relaxed),
-                idle_cycles: w.idle_cycles.load(Relaxed),
-                sleeps: w.sleeps.load(Relaxed),
+                polls: w.counters.polls.load(Relaxed),
+                bursts: w.counters.bursts.load(Relaxed),
+                packets: w.counters.packets.load(Relaxed),
+                busy_cycles: w.counters.busy_cycles.load(Relaxed),
+                idle_cycles: w.counters.idle_cycles.load(Relaxed),
+                sleeps: w.counters.sleeps.load(Relaxed),
             })
             .collect()
     }
@@ -1032,22 +1040,12 @@ impl Running {
             let mut t = PortStats::default();
             for w in &self.stats {
                 if let Some(p) = w.ports.get(i) {
-                    let s = p.snapshot();
-                    t.rx_packets += s.rx_packets;
-                    t.rx_bytes += s.rx_bytes;
-                    t.rx_dropped += s.rx_dropped;
-                    t.rx_oversize += s.rx_oversize;
-                    t.tx_packets += s.tx_packets;
-                    t.tx_bytes += s.tx_bytes;
-                    t.tx_dropped += s.tx_dropped;
+                    t.add(&p.snapshot());
                 }
             }
-            ports.insert(
-                name.clone(),
-                json!({"rx_packets": t.rx_packets, "rx_bytes": t.rx_bytes, "rx_dropped": t.rx_dropped,
-                       "rx_oversize": t.rx_oversize,
-                       "tx_packets": t.tx_packets, "tx_bytes": t.tx_bytes, "tx_dropped": t.tx_dropped}),
-            );
+            let p: serde_json::Map<_, _> =
+                t.values().map(|(info, v)| (info.name.to_owned(), json!(v))).collect();
+            ports.insert(name.clone(), serde_json::Value::Object(p));
         }
         let mut drops = serde_json::Map::new();
         // Frames a port dropped for their size never reach a worker's pipeline: they are
@@ -1064,7 +1062,7 @@ impl Running {
             self.dpdk_ports.iter().filter_map(|p| p.stats().ok()).map(|s| s.ierrors).sum();
         #[cfg(not(feature = "dpdk"))]
         let rx_errors = 0u64;
-        for r in DropReason::ALL {
+        for &r in DropReason::ALL {
             let mut n: u64 = self.stats.iter().map(|w| w.drops[r as usize].load(Relaxed)).sum();
             match r {
                 DropReason::Oversize => n += oversize,
@@ -1080,43 +1078,22 @@ impl Running {
             .iter()
             .enumerate()
             .map(|(i, w)| {
-                let packets = w.packets.load(Relaxed);
-                let bursts = w.bursts.load(Relaxed);
-                let busy = w.busy_cycles.load(Relaxed);
-                json!({
-                    "worker": i,
-                    "polls": w.polls.load(Relaxed),
-                    "bursts": bursts,
-                    "packets": packets,
-                    "avg_burst": if bursts > 0 { packets as f64 / bursts as f64 } else { 0.0 },
-                    "busy_cycles": busy,
-                    "idle_cycles": w.idle_cycles.load(Relaxed),
-                    "cycles_per_packet": if packets > 0 { busy as f64 / packets as f64 } else { 0.0 },
-                    "sleeps": w.sleeps.load(Relaxed),
-                    "forwarded": w.forwarded.load(Relaxed),
-                    "replies": w.replies.load(Relaxed),
-                    "consumed": w.consumed.load(Relaxed),
-                    "icmp_errors": w.icmp_errors.load(Relaxed),
-                    "icmp_rate_limited": w.icmp_rate_limited.load(Relaxed),
-                    "resolutions_sent": w.resolutions_sent.load(Relaxed),
-                    "checksums_completed": w.checksums_completed.load(Relaxed),
-                    "handed_off": w.handed_off.load(Relaxed),
-                    "neighbor_claims_ignored": w.neighbor_claims_ignored.load(Relaxed),
-                    "neighbor_probes_sent": w.neighbor_probes_sent.load(Relaxed),
-                    "resets_sent": w.resets_sent.load(Relaxed),
-                    "flows": w.flows.load(Relaxed),
-                    "flows_opened": w.flows_opened.load(Relaxed),
-                    "flows_expired": w.flows_expired.load(Relaxed),
-                    "flows_evicted": w.flows_evicted.load(Relaxed),
-                    "mesh_forward": w.mesh_forward.load(Relaxed),
-                    "mesh_reverse": w.mesh_reverse.load(Relaxed),
-                    "connects_ok": w.connects_ok.load(Relaxed),
-                    "connects_failed": w.connects_failed.load(Relaxed),
-                    "icmp_translated": w.icmp_translated.load(Relaxed),
-                    "snat_collisions": w.snat_collisions.load(Relaxed),
-                    "connects_failed_unjudged": w.connects_failed_unjudged.load(Relaxed),
-                    "drops": w.drops.iter().map(|d| d.load(Relaxed)).sum::<u64>(),
-                })
+                let mut j = serde_json::Map::new();
+                j.insert("worker".into(), json!(i));
+                for (info, v) in w.counters.values() {
+                    j.insert(info.name.into(), json!(v));
+                }
+                let c = &w.counters;
+                let (packets, bursts) = (c.packets.load(Relaxed), c.bursts.load(Relaxed));
+                let busy = c.busy_cycles.load(Relaxed);
+                let ratio = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
+                j.insert("avg_burst".into(), json!(ratio(packets, bursts)));
+                j.insert("cycles_per_packet".into(), json!(ratio(busy, packets)));
+                j.insert(
+                    "drops".into(),
+                    json!(w.drops.iter().map(|d| d.load(Relaxed)).sum::<u64>()),
+                );
+                serde_json::Value::Object(j)
             })
             .collect();
         #[cfg(feature = "dpdk")]
@@ -1140,9 +1117,22 @@ impl Running {
                 "available": pool.available(), "in_use": pool.in_use(),
             }),
         };
+        let snap = self.mesh.load();
+        let services: Vec<_> = snap
+            .service_list
+            .iter()
+            .map(|s| {
+                let mut j = json!({
+                    "name": s.name, "vip": s.vip.to_string(), "port": s.port,
+                    "protocol": dataplane::mesh::model::proto_name(s.proto),
+                });
+                service_counters(&mut j, &self.mesh.service_totals(s.id));
+                j
+            })
+            .collect();
         json!({
             "ports": ports, "workers": workers, "drops": drops, "mempool": mempool,
-            "endpoints": self.endpoints_json(),
+            "services": services, "endpoints": self.endpoints_json(),
         })
     }
 
@@ -1150,6 +1140,14 @@ impl Running {
     pub fn report_text(&self) -> String {
         report_text(&self.report_json())
     }
+}
+
+/// Adds a service's counters to its JSON: each declared counter, and its active flows.
+fn service_counters(j: &mut serde_json::Value, t: &dataplane::mesh::engine::ServiceTotals) {
+    for (info, v) in t.values() {
+        j[info.name] = serde_json::json!(v);
+    }
+    j["flows_active"] = serde_json::json!(t.flows_opened.saturating_sub(t.flows_closed));
 }
 
 /// Counters as a human-readable table, from their JSON ([`Running::report_json`], or `/stats`

@@ -163,7 +163,7 @@ fn prometheus_accepts_the_metrics() {
 
 #[test]
 fn hostile_requests_get_a_4xx_and_the_server_stays_up() {
-    if !ready(&["ip", "ping", "curl"]) {
+    if !ready(&["ip", "ping", "curl", "socat"]) {
         return;
     }
     let mut t = running();
@@ -196,9 +196,31 @@ fn hostile_requests_get_a_4xx_and_the_server_stays_up() {
     let (code, body) = curl(&t, &["-X", "POST", "-H", &bearer, &url("/reload")]);
     assert_eq!(code, 409, "{body}");
     std::fs::write(&cfg_path, &cfg).unwrap();
-    // Many connections at once, left idle.
+    // A client that sends part of its headers and stops is cut off after the header timeout.
+    let slow = format!(
+        "import socket, time
+s = socket.create_connection(('127.0.0.1', 9901))
+s.sendall(b'GET /stats HTTP/1.1\\r\\nHost: x\\r\\n')
+s.settimeout({})
+t = time.time()
+try:
+    d = s.recv(4096)
+except socket.timeout:
+    d = b'still open'
+print(round(time.time() - t), d[:12])",
+        weir::admin::HEADER_READ_TIMEOUT.as_secs() + 5
+    );
+    let out = t.weir.run(&[common::PY, "-c", &slow]).unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    // Closed (nothing read), at the timeout: not before it, not held on past it.
+    let secs: u64 = said.split_whitespace().next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let timeout = weir::admin::HEADER_READ_TIMEOUT.as_secs();
+    assert!(said.trim().ends_with("b''"), "{said}");
+    assert!((timeout - 1..=timeout + 2).contains(&secs), "closed after {secs} s: {said}");
+    // More connections than the server takes at once, left idle: the excess is closed and
+    // counted, forwarding goes on, and the server answers again once they are gone.
     let mut idle = Vec::new();
-    for _ in 0..50 {
+    for _ in 0..weir::admin::MAX_CONNECTIONS + 16 {
         idle.push(
             std::process::Command::new("ip")
                 .args(["netns", "exec", t.weir.name(), "socat", "-u", "-T", "3"])
@@ -207,14 +229,20 @@ fn hostile_requests_get_a_4xx_and_the_server_stays_up() {
                 .unwrap(),
         );
     }
-    // Still answering, and still forwarding.
-    assert_eq!(curl(&t, &[&url("/healthz")]).0, 200);
+    std::thread::sleep(std::time::Duration::from_millis(500));
     let ping = t.client.run(&["ping", "-c", "2", "-i", "0.2", "-W", "2", SERVER_V4]).unwrap();
     assert!(ping.status.success(), "{}", t.log());
     for mut c in idle {
         let _ = c.kill();
         let _ = c.wait();
     }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while curl(&t, &[&url("/healthz")]).0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "the admin server does not answer again");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let stats = get_json(&t, "/stats");
+    assert!(stats["admin"]["connections_refused"].as_u64().unwrap() >= 16, "{stats:#}");
     t.stop().unwrap();
 }
 
@@ -247,7 +275,7 @@ fn a_non_loopback_listener_without_a_token_is_refused() {
 
 #[test]
 fn ctl_asks_over_a_unix_socket_with_tables_json_and_the_token() {
-    if !ready(&["ip", "ping"]) {
+    if !ready(&["ip", "ping", "tshark"]) {
         return;
     }
     let mut t = Topology::build(DemoBackend::AfPacket).unwrap();
@@ -294,6 +322,52 @@ fn ctl_asks_over_a_unix_socket_with_tables_json_and_the_token() {
     assert!(ok && out.starts_with("reloaded:"), "{out}{err}");
     let (ok, out, _) = ctl(&["ready"]);
     assert!(ok && out.trim() == "ready", "{out}");
+    // The operator fails readiness, forwarding goes on, and restores it.
+    let (ok, out, err) = ctl(&["health", "fail"]);
+    assert!(ok && out.contains("readiness failed"), "{out}{err}");
+    let (ok, _, err) = ctl(&["ready"]);
+    assert!(!ok && err.contains("503"), "{err}");
+    let ping = t.client.run(&["ping", "-c", "2", "-i", "0.2", "-W", "2", SERVER_V4]).unwrap();
+    assert!(ping.status.success(), "{}", t.log());
+    let (ok, out, _) = ctl(&["health", "ok"]);
+    assert!(ok && out.contains("restored"), "{out}");
+    assert!(ctl(&["ready"]).0);
+    // A capture written to a file while the client pings: tshark reads the echo requests.
+    let file = t.dir().join("ctl.pcapng");
+    let mut pinging =
+        t.client.spawn(&["ping", "-c", "20", "-i", "0.2", "-W", "1", SERVER_V4]).unwrap();
+    let (ok, out, err) = ctl(&[
+        "capture",
+        "--port",
+        "client_side",
+        "--protocol",
+        "icmp",
+        "--count",
+        "3",
+        "--duration-ms",
+        "10000",
+        "-w",
+        file.to_str().unwrap(),
+    ]);
+    let _ = pinging.kill();
+    let _ = pinging.wait();
+    assert!(ok && out.contains("written to"), "{out}{err}");
+    let read = std::process::Command::new("tshark")
+        .args(["-r", file.to_str().unwrap(), "-T", "fields", "-e", "ip.src", "-e", "icmp.type"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&read.stdout);
+    assert_eq!(text.lines().collect::<Vec<_>>(), ["198.18.1.2\t8"; 3], "{text}");
+    // A capture refused says why and leaves no file.
+    let bad = t.dir().join("bad.pcapng");
+    let (ok, _, err) = ctl(&["capture", "--port", "nope", "-w", bad.to_str().unwrap()]);
+    assert!(!ok && err.contains("404") && err.contains("nope"), "{err}");
+    assert!(!bad.exists());
+    // Drain: new flows refused, readiness fails.
+    let (ok, out, err) = ctl(&["drain"]);
+    assert!(ok && out.starts_with("draining:"), "{out}{err}");
+    let (ok, _, err) = ctl(&["ready"]);
+    assert!(!ok && err.contains("503"), "{err}");
     // Without the token (another listener given, no token file): refused, and it says so.
     let admin = format!("unix:{}", sock.display());
     let out = t.weir.run(&[exe.to_str().unwrap(), "ctl", "--admin", &admin, "reload"]).unwrap();
@@ -372,8 +446,32 @@ while not os.path.exists('{}') and time.time() - t < 30: time.sleep(0.05)
         let n: u8 = backend.trim_start_matches('b').parse().unwrap();
         assert_eq!(f["endpoint"], format!("198.18.2.{}:80", 10 + n), "{f}");
     }
-    // The endpoint filter: exactly the connections on backend 0.
+    // The service's counters and each endpoint's active flows match the connections held.
     let on_b0 = held.iter().filter(|(_, b)| b == "b0").count();
+    let services = get_json(&rig.t, "/services");
+    let web = &services["services"][0];
+    assert_eq!(web["flows_active"], 20, "{services:#}");
+    assert_eq!(web["flows_opened"], 20, "{services:#}");
+    assert_eq!(web["flows_failed"], 0, "{services:#}");
+    // Each connection: SYN, SYN-ACK, ACK, request, response (and their ACKs), at least.
+    let packets = web["packets"].as_u64().unwrap();
+    assert!(packets >= 20 * 5, "{services:#}");
+    assert!(web["bytes"].as_u64().unwrap() >= packets * 54, "{services:#}");
+    let clusters = get_json(&rig.t, "/clusters");
+    let active = |addr: &str| {
+        clusters["clusters"][0]["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["address"] == addr)
+            .map(|e| e["active_flows"].as_u64().unwrap())
+    };
+    assert_eq!(active("198.18.2.10"), Some(on_b0 as u64), "{clusters:#}");
+    assert_eq!(active("198.18.2.11"), Some((20 - on_b0) as u64), "{clusters:#}");
+    let (_, metrics) = curl(&rig.t, &[&format!("{ADMIN}/metrics")]);
+    assert!(metrics.contains("weir_service_flows_active{service=\"web\"} 20"), "{metrics}");
+    assert!(metrics.contains("weir_service_flows_opened_total{service=\"web\"} 20"), "{metrics}");
+    // The endpoint filter: exactly the connections on backend 0.
     let page = get_json(&rig.t, "/flows?endpoint=198.18.2.10:80&limit=1000");
     assert_eq!(page["flows"].as_array().unwrap().len(), on_b0, "{page:#}");
     // The same through weir ctl, as a table.

@@ -131,3 +131,49 @@ c.close(); print('served', n, flush=True)
     let stats = rig.t.stop().unwrap();
     assert!(worker_sum(&stats, "resets_sent") >= 1, "{stats}");
 }
+
+/// A bulk TCP transfer (iperf3, 6 s) through a NAT service: SIGTERM comes in its second
+/// second, the transfer runs to its end with bytes in every interval, and weir exits once it
+/// has, well before the drain timeout.
+#[test]
+fn sigterm_drain_carries_a_long_transfer_to_its_end() {
+    if !ready(&["ip", "iperf3", "nginx"]) {
+        return;
+    }
+    let mut rig = MeshRig::build(1).unwrap();
+    let extra = format!(
+        "drain_timeout_ms: 30000\nmesh: {{ tcp_closing_timeout_ms: 300 }}\n\
+         services:\n  - {{ name: bulk, vip: {VIP}, port: 5201, protocol: tcp, cluster: bulk }}\n\
+         clusters:\n  - name: bulk\n    endpoints:\n      - {{ address: 198.18.2.10, port: 5201 }}\n"
+    );
+    let cfg = rig.t.config(1, &extra);
+    rig.t.start(&exe(), &cfg).unwrap();
+    let pid = rig.t.pid().unwrap();
+    let mut server =
+        rig.backends[0].ns.spawn(&["iperf3", "-s", "-1", "-B", "198.18.2.10"]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let client = rig.t.client.spawn(&["iperf3", "-c", VIP, "-t", "6", "-i", "1", "-J"]).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    kill(pid, "-TERM");
+    let started = Instant::now();
+    let out = client.wait_with_output().unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("iperf3: {e}: {}\n{}", String::from_utf8_lossy(&out.stderr), rig.t.log())
+    });
+    assert!(out.status.success() && report["error"].is_null(), "{report:#}\n{}", rig.t.log());
+    let intervals = report["intervals"].as_array().unwrap();
+    assert!(intervals.len() >= 6, "{report:#}");
+    for (i, iv) in intervals.iter().enumerate() {
+        let bytes = iv["sum"]["bytes"].as_u64().unwrap_or(0);
+        assert!(bytes > 0, "interval {i} moved nothing through the drain\n{}", rig.t.log());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !rig.t.log().contains("drained: no flow left") {
+        assert!(Instant::now() < deadline, "weir did not finish draining\n{}", rig.t.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(started.elapsed() < Duration::from_secs(20), "drained only at the timeout");
+    rig.t.stop().unwrap();
+}

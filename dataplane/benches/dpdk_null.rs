@@ -173,8 +173,12 @@ fn main() {
         }],
     };
     let cap = MeshCapacity { services: 16, clusters: 16, endpoints: 16 };
-    let shared =
-        SharedMesh::new(MeshSnapshot::build(&[svc], &[cluster], cap, None, |_| true).unwrap(), 16);
+    let shared = SharedMesh::new(
+        MeshSnapshot::build(&[svc], &[cluster], cap, None, |_| true).unwrap(),
+        16,
+        16,
+        1,
+    );
     let ms = MeshSettings {
         flow_capacity: 1024,
         timeouts: FlowTimeouts::default(),

@@ -12,6 +12,12 @@
 //! `WEIR_BENCH_FLOWS_MAX` caps the largest flow count (default 1 000 000); `WEIR_BENCH_ONLY=N`
 //! runs only the N-th scenario (0 to 3; 4 is one IPv6 flow, which the IPv4 fast path does not
 //! take).
+//! `WEIR_BENCH_PACKETS` sets the least number of packets a round measures (300 000).
+//! `WEIR_BENCH_SCRAPE=0` runs each poll as a worker's loop does (the control thread's requests
+//! served between bursts, counters published every 16 polls); `WEIR_BENCH_SCRAPE=1` does the
+//! same while a thread on another core does what the admin API does for a client that scrapes
+//! `/metrics` and pages through `/flows` every 100 ms: it reads every counter (worker, port,
+//! drop reason, service, endpoint) and asks the worker for the next page of 1000 flows.
 
 use dataplane::mesh::engine::{MeshEngine, MeshSettings, SharedMesh};
 use dataplane::mesh::flow::{FlowTimeouts, WhenFull};
@@ -80,7 +86,7 @@ fn scenario(services: u32, flows: u32, v6: bool) -> (f64, f64) {
     };
     let cap = MeshCapacity { services: 1 << 20, clusters: 16, endpoints: 64 };
     let snap = MeshSnapshot::build(&svc, &[cluster], cap, None, |_| true).expect("mesh");
-    let shared = SharedMesh::new(snap, 64);
+    let shared = SharedMesh::new(snap, 64, 64, 1);
     let settings = MeshSettings {
         flow_capacity: usize::try_from(flows).unwrap_or(1)
             + usize::try_from(flows / 4).unwrap_or(0)
@@ -92,7 +98,7 @@ fn scenario(services: u32, flows: u32, v6: bool) -> (f64, f64) {
         clusters: 16,
         reset_unknown: true,
     };
-    let engine = MeshEngine::new(0, 1, &settings, shared);
+    let engine = MeshEngine::new(0, 1, &settings, std::sync::Arc::clone(&shared));
     // Flow i: client 198.18.128.0/17 address and port from i, to service i % S.
     let frames: Vec<Vec<u8>> = (0..flows)
         .map(|i| {
@@ -127,16 +133,36 @@ fn scenario(services: u32, flows: u32, v6: bool) -> (f64, f64) {
     }
     let opened = worker.pipeline().mesh().map_or(0, |m| m.counters.flows_opened);
     assert_eq!(opened, u64::from(flows), "every flow opened");
-    // Measure over at least 300 000 packets, whole passes.
-    let polls = passes(u64::from(flows)).max(300_000 / 32);
+    // Measure over at least 300 000 packets (or `WEIR_BENCH_PACKETS`), whole passes.
+    let least: u64 =
+        std::env::var("WEIR_BENCH_PACKETS").ok().and_then(|v| v.parse().ok()).unwrap_or(300_000);
+    let polls = passes(u64::from(flows)).max(least / 32);
     let mut samples = Vec::new();
     let mut rates = Vec::new();
+    let control = std::env::var("WEIR_BENCH_SCRAPE").ok();
+    let scraping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scraper = (control.as_deref() == Some("1")).then(|| {
+        let stats = std::sync::Arc::clone(worker.stats());
+        let (shared, scraping) = (std::sync::Arc::clone(&shared), std::sync::Arc::clone(&scraping));
+        scraping.store(true, std::sync::atomic::Ordering::Relaxed);
+        std::thread::spawn(move || scrape(&stats, &shared, &scraping))
+    });
     for _ in 0..5 {
         let t0 = dataplane::cycles::now();
         let wall = std::time::Instant::now();
         let mut packets = 0u64;
-        for _ in 0..polls {
-            packets += worker.poll_once() as u64;
+        if control.is_some() {
+            for i in 0..polls {
+                packets += worker.poll_once() as u64;
+                worker.serve_requests();
+                if i % 16 == 15 {
+                    worker.publish();
+                }
+            }
+        } else {
+            for _ in 0..polls {
+                packets += worker.poll_once() as u64;
+            }
         }
         samples.push((dataplane::cycles::now() - t0) as f64 / packets as f64);
         rates.push(packets as f64 / wall.elapsed().as_secs_f64() / 1e6);
@@ -148,9 +174,58 @@ fn scenario(services: u32, flows: u32, v6: bool) -> (f64, f64) {
         worker.pipeline().mesh().map_or(0, |m| m.flows().len()),
         usize::try_from(flows).unwrap_or(0)
     );
+    scraping.store(false, std::sync::atomic::Ordering::Relaxed);
+    if let Some(s) = scraper {
+        let (scrapes, pages) = s.join().expect("scraper");
+        println!("  scraped {scrapes} times, {pages} flow pages answered");
+        assert!(scrapes > 0 && pages > 0, "the scraper did nothing");
+    }
     samples.sort_by(f64::total_cmp);
     rates.sort_by(f64::total_cmp);
     (samples[2], rates[2])
+}
+
+/// What the admin API does for a client that scrapes `/metrics` and pages `/flows` every
+/// 100 ms, on a core of its own, until `on` goes false: (scrapes, flow pages answered).
+fn scrape(
+    stats: &dataplane::worker::WorkerStats,
+    shared: &SharedMesh,
+    on: &std::sync::atomic::AtomicBool,
+) -> (u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if let Some(core) = core_affinity::get_core_ids().and_then(|ids| ids.into_iter().next()) {
+        core_affinity::set_for_current(core);
+    }
+    let (mut scrapes, mut pages, mut cursor) = (0u64, 0u64, 0u32);
+    while on.load(Relaxed) {
+        let mut sum = 0u64;
+        sum += stats.counters.values().map(|(_, v)| v).sum::<u64>();
+        sum += stats.drops.iter().map(|d| d.load(Relaxed)).sum::<u64>();
+        for p in stats.ports.iter() {
+            sum += p.snapshot().values().map(|(_, v)| v).sum::<u64>();
+        }
+        let snap = shared.load();
+        for s in &snap.service_list {
+            sum += shared.service_totals(s.id).packets;
+        }
+        for e in snap.endpoints() {
+            sum += shared.active_flows(e.id);
+        }
+        std::hint::black_box(sum);
+        stats.flow_desk.ask(cursor, dataplane::worker::FLOW_PAGE_MAX, Default::default());
+        let asked = std::time::Instant::now();
+        while on.load(Relaxed) && asked.elapsed() < std::time::Duration::from_secs(1) {
+            if let Some((_, next)) = stats.flow_desk.answer() {
+                pages += 1;
+                cursor = next.unwrap_or(0);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        scrapes += 1;
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    (scrapes, pages)
 }
 
 fn main() {

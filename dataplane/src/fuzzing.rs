@@ -211,7 +211,7 @@ pub fn mesh_pipeline() -> Pipeline<PoolBuf> {
     };
     // Worker 0 of two: replies of the other worker's flows are handed off (and, with no ring
     // here, dropped and counted).
-    let engine = MeshEngine::new(0, 2, &settings, SharedMesh::new(snap, 64));
+    let engine = MeshEngine::new(0, 2, &settings, SharedMesh::new(snap, 64, 64, 2));
     Pipeline::new(0, fib, NeighborBus::new(1, 4), PipelineConfig::default(), &statics)
         .with_mesh(engine)
 }

@@ -8,6 +8,7 @@
 
 pub mod buf;
 pub mod capture;
+pub mod counters;
 pub mod cycles;
 #[cfg(feature = "dpdk")]
 #[allow(unsafe_code)]

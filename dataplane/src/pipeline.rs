@@ -21,8 +21,24 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
 /// Why a frame was dropped. One counter per reason per worker.
+///
+/// This declaration is the one list of reasons: the counters' array length, the names in
+/// `/stats`, `/metrics` and capture comments (snake case of the variant) and their help (the
+/// doc comment) all come from it.
 #[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::EnumCount,
+    strum::VariantArray,
+    strum::IntoStaticStr,
+    strum::EnumMessage,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum DropReason {
     /// Shorter than an Ethernet header.
     TruncatedEthernet,
@@ -142,123 +158,22 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in discriminant order.
-    pub const ALL: [DropReason; 54] = [
-        DropReason::TruncatedEthernet,
-        DropReason::UnknownEtherType,
-        DropReason::VlanTooDeep,
-        DropReason::TruncatedVlan,
-        DropReason::VlanTagged,
-        DropReason::TruncatedArp,
-        DropReason::BadArp,
-        DropReason::ArpNotForUs,
-        DropReason::TruncatedIpv4,
-        DropReason::BadIpVersion,
-        DropReason::BadIhl,
-        DropReason::BadIpv4TotalLength,
-        DropReason::BadIpv4Checksum,
-        DropReason::TruncatedIpv6,
-        DropReason::BadIpv6PayloadLength,
-        DropReason::Ipv6ExtChainTooLong,
-        DropReason::TruncatedIpv6Ext,
-        DropReason::BadTcpDataOffset,
-        DropReason::FrameTooLong,
-        DropReason::TruncatedL4,
-        DropReason::BadL4Length,
-        DropReason::NotOurMac,
-        DropReason::NotRoutable,
-        DropReason::NoRoute,
-        DropReason::TtlExceeded,
-        DropReason::MtuExceeded,
-        DropReason::LocalUnhandled,
-        DropReason::LocalFragment,
-        DropReason::BadNdp,
-        DropReason::Icmpv6Unhandled,
-        DropReason::NeighborQueueFull,
-        DropReason::NeighborTimeout,
-        DropReason::PoolExhausted,
-        DropReason::TxFull,
-        DropReason::NoService,
-        DropReason::NoEndpoint,
-        DropReason::FlowTableFull,
-        DropReason::SnatExhausted,
-        DropReason::NoFlow,
-        DropReason::EndpointGone,
-        DropReason::Untranslatable,
-        DropReason::HandoffFull,
-        DropReason::MartianSource,
-        DropReason::MartianDestination,
-        DropReason::BadSourceMac,
-        DropReason::BadIcmpChecksum,
-        DropReason::BadIpv4Options,
-        DropReason::SourceRouted,
-        DropReason::DirectedBroadcast,
-        DropReason::NeighborOffLink,
-        DropReason::NeighborClaimRefused,
-        DropReason::Oversize,
-        DropReason::Draining,
-        DropReason::RxErrors,
-    ];
+    pub const ALL: &'static [DropReason] = <Self as strum::VariantArray>::VARIANTS;
     /// Number of reasons.
-    pub const COUNT: usize = Self::ALL.len();
+    pub const COUNT: usize = <Self as strum::EnumCount>::COUNT;
 
     /// The snake_case name used in stats output.
     pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::TruncatedEthernet => "truncated_ethernet",
-            DropReason::UnknownEtherType => "unknown_ether_type",
-            DropReason::VlanTooDeep => "vlan_too_deep",
-            DropReason::TruncatedVlan => "truncated_vlan",
-            DropReason::VlanTagged => "vlan_tagged",
-            DropReason::TruncatedArp => "truncated_arp",
-            DropReason::BadArp => "bad_arp",
-            DropReason::ArpNotForUs => "arp_not_for_us",
-            DropReason::TruncatedIpv4 => "truncated_ipv4",
-            DropReason::BadIpVersion => "bad_ip_version",
-            DropReason::BadIhl => "bad_ihl",
-            DropReason::BadIpv4TotalLength => "bad_ipv4_total_length",
-            DropReason::BadIpv4Checksum => "bad_ipv4_checksum",
-            DropReason::TruncatedIpv6 => "truncated_ipv6",
-            DropReason::BadIpv6PayloadLength => "bad_ipv6_payload_length",
-            DropReason::Ipv6ExtChainTooLong => "ipv6_ext_chain_too_long",
-            DropReason::TruncatedIpv6Ext => "truncated_ipv6_ext",
-            DropReason::BadTcpDataOffset => "bad_tcp_data_offset",
-            DropReason::FrameTooLong => "frame_too_long",
-            DropReason::TruncatedL4 => "truncated_l4",
-            DropReason::BadL4Length => "bad_l4_length",
-            DropReason::NotOurMac => "not_our_mac",
-            DropReason::NotRoutable => "not_routable",
-            DropReason::NoRoute => "no_route",
-            DropReason::TtlExceeded => "ttl_exceeded",
-            DropReason::MtuExceeded => "mtu_exceeded",
-            DropReason::LocalUnhandled => "local_unhandled",
-            DropReason::LocalFragment => "local_fragment",
-            DropReason::BadNdp => "bad_ndp",
-            DropReason::Icmpv6Unhandled => "icmpv6_unhandled",
-            DropReason::NeighborQueueFull => "neighbor_queue_full",
-            DropReason::NeighborTimeout => "neighbor_timeout",
-            DropReason::PoolExhausted => "pool_exhausted",
-            DropReason::TxFull => "tx_full",
-            DropReason::NoService => "no_service",
-            DropReason::NoEndpoint => "no_endpoint",
-            DropReason::FlowTableFull => "flow_table_full",
-            DropReason::SnatExhausted => "snat_exhausted",
-            DropReason::NoFlow => "no_flow",
-            DropReason::EndpointGone => "endpoint_gone",
-            DropReason::Untranslatable => "untranslatable",
-            DropReason::HandoffFull => "handoff_full",
-            DropReason::MartianSource => "martian_source",
-            DropReason::MartianDestination => "martian_destination",
-            DropReason::BadSourceMac => "bad_source_mac",
-            DropReason::BadIcmpChecksum => "bad_icmp_checksum",
-            DropReason::BadIpv4Options => "bad_ipv4_options",
-            DropReason::SourceRouted => "source_routed",
-            DropReason::DirectedBroadcast => "directed_broadcast",
-            DropReason::NeighborOffLink => "neighbor_off_link",
-            DropReason::NeighborClaimRefused => "neighbor_claim_refused",
-            DropReason::Oversize => "oversize",
-            DropReason::Draining => "draining",
-            DropReason::RxErrors => "rx_errors",
-        }
+        self.into()
+    }
+
+    /// What the reason means: its doc comment, on one line.
+    pub fn help(self) -> String {
+        strum::EnumMessage::get_documentation(&self)
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -1685,7 +1600,17 @@ mod tests {
         for (i, r) in DropReason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i, "{r:?}");
             assert!(names.insert(r.as_str()), "duplicate name {}", r.as_str());
+            assert!(!r.help().is_empty(), "{r:?} has no help");
         }
+        // The names operators and tests know them by.
+        assert_eq!(DropReason::Ipv6ExtChainTooLong.as_str(), "ipv6_ext_chain_too_long");
+        assert_eq!(DropReason::BadIpv4TotalLength.as_str(), "bad_ipv4_total_length");
+        assert_eq!(DropReason::Icmpv6Unhandled.as_str(), "icmpv6_unhandled");
+        assert_eq!(DropReason::RxErrors.as_str(), "rx_errors");
+        assert_eq!(
+            DropReason::NotRoutable.help(),
+            "Broadcast or multicast IP destination that weir does not forward."
+        );
     }
 
     #[test]

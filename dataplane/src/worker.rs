@@ -5,7 +5,7 @@ use crate::buf::Batch;
 use crate::buf::PacketBuf as _;
 use crate::capture::Direction;
 use crate::cycles;
-use crate::io::{PacketIo, PortStats};
+use crate::io::PacketIo;
 use crate::mempool::{PoolBuf, PoolCache};
 use crate::pipeline::{DropReason, Egress, Pipeline, PipelineCounters, Verdict};
 use crate::ring::{Handoff, HandoffRing};
@@ -96,111 +96,79 @@ fn bump(c: &AtomicU64, v: u64) {
     c.store(v, Ordering::Relaxed);
 }
 
-/// Per-port counters of one worker, readable from other threads.
-#[derive(Default)]
-pub struct SharedPortStats {
-    /// See [`PortStats`].
-    pub rx_packets: AtomicU64,
-    /// See [`PortStats`].
-    pub rx_bytes: AtomicU64,
-    /// See [`PortStats`].
-    pub rx_dropped: AtomicU64,
-    /// See [`PortStats`].
-    pub rx_oversize: AtomicU64,
-    /// See [`PortStats`].
-    pub tx_packets: AtomicU64,
-    /// See [`PortStats`].
-    pub tx_bytes: AtomicU64,
-    /// See [`PortStats`].
-    pub tx_dropped: AtomicU64,
+pub use crate::io::SharedPortStats;
+
+crate::counters! {
+    /// A worker's counters, written by the worker and read by anyone (VPP `show runtime`
+    /// style).
+    pub struct WorkerCounters {
+        /// Worker loop iterations.
+        Counter polls,
+        /// Loop iterations that received at least one frame.
+        Counter bursts,
+        /// Frames the worker received.
+        Counter packets,
+        /// TSC cycles spent in iterations that received or sent frames.
+        Counter busy_cycles,
+        /// TSC cycles spent in empty iterations and asleep.
+        Counter idle_cycles,
+        /// Times the worker slept in poll(2).
+        Counter sleeps,
+        /// Frames routed.
+        Counter forwarded,
+        /// ARP, NDP and echo replies sent.
+        Counter replies,
+        /// Frames consumed by weir (ARP replies, neighbor advertisements).
+        Counter consumed,
+        /// ICMP errors sent.
+        Counter icmp_errors,
+        /// ICMP errors suppressed by the rate limit.
+        Counter icmp_rate_limited,
+        /// ARP requests and neighbor solicitations sent.
+        Counter resolutions_sent,
+        /// L4 checksums completed (partial checksums from the kernel).
+        Counter checksums_completed,
+        /// Frames handed to the worker owning their flow.
+        Counter handed_off,
+        /// ARP and NDP claims not believed.
+        Counter neighbor_claims_ignored,
+        /// Unicast probes of neighbors whose address someone else claimed.
+        Counter neighbor_probes_sent,
+        /// TCP resets sent (flows whose endpoint is gone, segments of no flow, draining).
+        Counter resets_sent,
+        /// Mesh flows in the worker's table.
+        Gauge flows,
+        /// Mesh flows opened.
+        Counter flows_opened,
+        /// Mesh flows expired.
+        Counter flows_expired,
+        /// Mesh handshakes evicted for new flows in a full table.
+        Counter flows_evicted,
+        /// Packets translated client to endpoint.
+        Counter mesh_forward,
+        /// Packets translated endpoint to client.
+        Counter mesh_reverse,
+        /// Handshakes endpoints answered.
+        Counter connects_ok,
+        /// Handshakes endpoints refused or left unanswered.
+        Counter connects_failed,
+        /// ICMP errors about flows, translated.
+        Counter icmp_translated,
+        /// Handshakes answered with a challenge ACK: the SNAT 4-tuple was still in use.
+        Counter snat_collisions,
+        /// Failed handshakes not held against their endpoints (during evictions).
+        Counter connects_failed_unjudged,
+    }
 }
 
-impl SharedPortStats {
-    fn publish(&self, s: &PortStats) {
-        bump(&self.rx_packets, s.rx_packets);
-        bump(&self.rx_bytes, s.rx_bytes);
-        bump(&self.rx_dropped, s.rx_dropped);
-        bump(&self.rx_oversize, s.rx_oversize);
-        bump(&self.tx_packets, s.tx_packets);
-        bump(&self.tx_bytes, s.tx_bytes);
-        bump(&self.tx_dropped, s.tx_dropped);
-    }
-
-    /// A plain copy.
-    pub fn snapshot(&self) -> PortStats {
-        PortStats {
-            rx_packets: self.rx_packets.load(Ordering::Relaxed),
-            rx_bytes: self.rx_bytes.load(Ordering::Relaxed),
-            rx_dropped: self.rx_dropped.load(Ordering::Relaxed),
-            rx_oversize: self.rx_oversize.load(Ordering::Relaxed),
-            tx_packets: self.tx_packets.load(Ordering::Relaxed),
-            tx_bytes: self.tx_bytes.load(Ordering::Relaxed),
-            tx_dropped: self.tx_dropped.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// A worker's counters, written by the worker and read by anyone (VPP `show runtime` style).
+/// What a worker shares with the rest of weir: its counters, per port and per drop reason, and
+/// the desks where it answers flow listings and copies captured frames.
 #[repr(align(128))]
 pub struct WorkerStats {
-    /// Loop iterations.
-    pub polls: AtomicU64,
-    /// Loop iterations that received at least one frame.
-    pub bursts: AtomicU64,
-    /// Frames received.
-    pub packets: AtomicU64,
-    /// Cycles spent in iterations that received or sent frames.
-    pub busy_cycles: AtomicU64,
-    /// Cycles spent in empty iterations and asleep.
-    pub idle_cycles: AtomicU64,
-    /// Times the worker slept in `poll(2)`.
-    pub sleeps: AtomicU64,
+    /// Loop, pipeline and mesh counters.
+    pub counters: WorkerCounters,
     /// Drops by reason, indexed by `DropReason as usize`.
     pub drops: [AtomicU64; DropReason::COUNT],
-    /// Frames routed.
-    pub forwarded: AtomicU64,
-    /// Replies sent (ARP, NDP, echo).
-    pub replies: AtomicU64,
-    /// ICMP errors sent.
-    pub icmp_errors: AtomicU64,
-    /// ICMP errors suppressed by the rate limit.
-    pub icmp_rate_limited: AtomicU64,
-    /// ARP requests / neighbor solicitations sent.
-    pub resolutions_sent: AtomicU64,
-    /// L4 checksums completed.
-    pub checksums_completed: AtomicU64,
-    /// Frames consumed by weir (ARP replies, NAs).
-    pub consumed: AtomicU64,
-    /// Frames handed to the worker owning their flow.
-    pub handed_off: AtomicU64,
-    /// ARP and NDP claims not believed.
-    pub neighbor_claims_ignored: AtomicU64,
-    /// Unicast probes of neighbors whose address someone else claimed.
-    pub neighbor_probes_sent: AtomicU64,
-    /// TCP resets sent for flows whose endpoint is gone.
-    pub resets_sent: AtomicU64,
-    /// Mesh flows in this worker's table.
-    pub flows: AtomicU64,
-    /// Mesh flows opened.
-    pub flows_opened: AtomicU64,
-    /// Mesh flows expired.
-    pub flows_expired: AtomicU64,
-    /// Mesh handshakes evicted for new flows.
-    pub flows_evicted: AtomicU64,
-    /// Packets translated client to endpoint.
-    pub mesh_forward: AtomicU64,
-    /// Packets translated endpoint to client.
-    pub mesh_reverse: AtomicU64,
-    /// Handshakes endpoints answered.
-    pub connects_ok: AtomicU64,
-    /// Handshakes refused or unanswered.
-    pub connects_failed: AtomicU64,
-    /// ICMP errors about flows, translated.
-    pub icmp_translated: AtomicU64,
-    /// Handshakes answered with a challenge ACK: the SNAT 4-tuple was still in use.
-    pub snat_collisions: AtomicU64,
-    /// Failed handshakes not held against their endpoints (during evictions).
-    pub connects_failed_unjudged: AtomicU64,
     /// Per port of this worker.
     pub ports: Box<[SharedPortStats]>,
     /// Where the control thread asks for a page of this worker's flows.
@@ -290,35 +258,8 @@ impl WorkerStats {
     /// Zeroed counters for `ports` ports.
     pub fn new(ports: usize) -> Self {
         WorkerStats {
-            polls: AtomicU64::new(0),
-            bursts: AtomicU64::new(0),
-            packets: AtomicU64::new(0),
-            busy_cycles: AtomicU64::new(0),
-            idle_cycles: AtomicU64::new(0),
-            sleeps: AtomicU64::new(0),
+            counters: WorkerCounters::default(),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
-            forwarded: AtomicU64::new(0),
-            replies: AtomicU64::new(0),
-            icmp_errors: AtomicU64::new(0),
-            icmp_rate_limited: AtomicU64::new(0),
-            resolutions_sent: AtomicU64::new(0),
-            checksums_completed: AtomicU64::new(0),
-            consumed: AtomicU64::new(0),
-            handed_off: AtomicU64::new(0),
-            neighbor_claims_ignored: AtomicU64::new(0),
-            neighbor_probes_sent: AtomicU64::new(0),
-            resets_sent: AtomicU64::new(0),
-            flows: AtomicU64::new(0),
-            flows_opened: AtomicU64::new(0),
-            flows_expired: AtomicU64::new(0),
-            flows_evicted: AtomicU64::new(0),
-            mesh_forward: AtomicU64::new(0),
-            mesh_reverse: AtomicU64::new(0),
-            connects_ok: AtomicU64::new(0),
-            connects_failed: AtomicU64::new(0),
-            icmp_translated: AtomicU64::new(0),
-            snat_collisions: AtomicU64::new(0),
-            connects_failed_unjudged: AtomicU64::new(0),
             ports: (0..ports).map(|_| SharedPortStats::default()).collect(),
             flow_desk: FlowDesk::default(),
             capture: crate::capture::CaptureRing::new(CAPTURE_SLOTS),
@@ -326,36 +267,38 @@ impl WorkerStats {
     }
 
     fn publish_pipeline(&self, c: &PipelineCounters) {
+        let w = &self.counters;
         for (a, v) in self.drops.iter().zip(c.drops.iter()) {
             bump(a, *v);
         }
-        bump(&self.forwarded, c.forwarded);
-        bump(&self.replies, c.replies);
-        bump(&self.icmp_errors, c.icmp_errors);
-        bump(&self.icmp_rate_limited, c.icmp_rate_limited);
-        bump(&self.resolutions_sent, c.resolutions_sent);
-        bump(&self.checksums_completed, c.checksums_completed);
-        bump(&self.consumed, c.consumed);
-        bump(&self.handed_off, c.handed_off);
-        bump(&self.neighbor_claims_ignored, c.neighbor_claims_ignored);
-        bump(&self.neighbor_probes_sent, c.neighbor_probes_sent);
-        bump(&self.resets_sent, c.resets_sent);
+        bump(&w.forwarded, c.forwarded);
+        bump(&w.replies, c.replies);
+        bump(&w.icmp_errors, c.icmp_errors);
+        bump(&w.icmp_rate_limited, c.icmp_rate_limited);
+        bump(&w.resolutions_sent, c.resolutions_sent);
+        bump(&w.checksums_completed, c.checksums_completed);
+        bump(&w.consumed, c.consumed);
+        bump(&w.handed_off, c.handed_off);
+        bump(&w.neighbor_claims_ignored, c.neighbor_claims_ignored);
+        bump(&w.neighbor_probes_sent, c.neighbor_probes_sent);
+        bump(&w.resets_sent, c.resets_sent);
     }
 
     fn publish_mesh(&self, m: &crate::mesh::engine::MeshEngine) {
+        let w = &self.counters;
         let f = m.flows();
-        bump(&self.flows, f.len() as u64);
-        bump(&self.flows_expired, f.stats.expired);
-        bump(&self.flows_evicted, f.stats.evicted);
+        bump(&w.flows, f.len() as u64);
+        bump(&w.flows_expired, f.stats.expired);
+        bump(&w.flows_evicted, f.stats.evicted);
         let c = m.counters;
-        bump(&self.flows_opened, c.flows_opened);
-        bump(&self.mesh_forward, c.forward);
-        bump(&self.mesh_reverse, c.reverse);
-        bump(&self.connects_ok, c.connects_ok);
-        bump(&self.connects_failed, c.connects_failed);
-        bump(&self.icmp_translated, c.icmp_translated);
-        bump(&self.snat_collisions, c.snat_collisions);
-        bump(&self.connects_failed_unjudged, c.connects_failed_unjudged);
+        bump(&w.flows_opened, c.flows_opened);
+        bump(&w.mesh_forward, c.forward);
+        bump(&w.mesh_reverse, c.reverse);
+        bump(&w.connects_ok, c.connects_ok);
+        bump(&w.connects_failed, c.connects_failed);
+        bump(&w.icmp_translated, c.icmp_translated);
+        bump(&w.snat_collisions, c.snat_collisions);
+        bump(&w.connects_failed_unjudged, c.connects_failed_unjudged);
     }
 }
 
@@ -647,12 +590,13 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
     pub fn publish(&self) {
         let s = &self.stats;
         let c = &self.counters;
-        bump(&s.polls, c.polls);
-        bump(&s.bursts, c.bursts);
-        bump(&s.packets, c.packets);
-        bump(&s.busy_cycles, c.busy_cycles);
-        bump(&s.idle_cycles, c.idle_cycles);
-        bump(&s.sleeps, c.sleeps);
+        let w = &s.counters;
+        bump(&w.polls, c.polls);
+        bump(&w.bursts, c.bursts);
+        bump(&w.packets, c.packets);
+        bump(&w.busy_cycles, c.busy_cycles);
+        bump(&w.idle_cycles, c.idle_cycles);
+        bump(&w.sleeps, c.sleeps);
         s.publish_pipeline(&self.pipeline.counters);
         if let Some(m) = self.pipeline.mesh() {
             s.publish_mesh(m);
@@ -741,9 +685,7 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
         let mut links_checked_ns = 0u64;
         while !stop.is_set() {
             let n = self.poll_once();
-            if self.stats.flow_desk.pending.load(Ordering::Acquire) {
-                self.answer_flow_listing();
-            }
+            self.serve_requests();
             if self.clock_ns.saturating_sub(links_checked_ns) >= LINK_CHECK_NS {
                 links_checked_ns = self.clock_ns;
                 self.check_links(None);
@@ -797,9 +739,23 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
         self.publish();
     }
 
+    /// Between bursts: answers what the control thread asked for (a page of the flow
+    /// listing), if anything; one load when nothing was asked.
+    #[inline]
+    pub fn serve_requests(&mut self) {
+        if self.stats.flow_desk.pending.load(Ordering::Acquire) {
+            self.answer_flow_listing();
+        }
+    }
+
     /// The pipeline (for tests and stats).
     pub fn pipeline(&self) -> &Pipeline<P::Buf> {
         &self.pipeline
+    }
+
+    /// What this worker shares (counters, flow desk, capture ring).
+    pub fn stats(&self) -> &Arc<WorkerStats> {
+        &self.stats
     }
 
     /// The ports (for tests).

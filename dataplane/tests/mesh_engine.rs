@@ -77,7 +77,7 @@ fn rig(
     let (s, c) = mesh(mode, policy, eps, proto::TCP);
     let cap = MeshCapacity { services: 16, clusters: 16, endpoints: 64 };
     let snap = MeshSnapshot::build(&s, &c, cap, None, |_| true).unwrap();
-    let shared = SharedMesh::new(snap, 64);
+    let shared = SharedMesh::new(snap, 64, 64, 1);
     let settings = MeshSettings {
         flow_capacity: capacity,
         timeouts: FlowTimeouts::default(),
@@ -118,6 +118,43 @@ impl Rig {
             other => other,
         }
     }
+}
+
+#[test]
+fn per_service_counters_and_active_flows_follow_the_flows() {
+    let mut r = rig(Mode::Nat, Policy::Maglev, vec![ep(10, 1)], 64, WhenFull::DropNew);
+    let id = r.engine.share().services.len(); // any id but the service's shows nothing
+    let svc = r.shared.load().service_list[0].id;
+    let endpoint = r.shared.load().endpoints().next().unwrap().id;
+    // One connection answered: SYN, SYN-ACK, ACK.
+    let mut syn = l4_frame_v4(CLIENT, 40000, VIP, 80, Some(SYN));
+    let len = syn.len() as u64;
+    assert_eq!(r.send(&mut syn), TRANSLATED);
+    let sport = tuple(&syn).1;
+    let mut synack = l4_frame_v4([198, 18, 2, 10], 8080, SNAT, sport, Some(SYN | ACK));
+    assert_eq!(r.send(&mut synack), TRANSLATED);
+    let mut ack = l4_frame_v4(CLIENT, 40000, VIP, 80, Some(ACK));
+    assert_eq!(r.send(&mut ack), TRANSLATED);
+    // Another refused: SYN, RST.
+    let mut syn2 = l4_frame_v4(CLIENT, 40001, VIP, 80, Some(SYN));
+    assert_eq!(r.send(&mut syn2), TRANSLATED);
+    let sport2 = tuple(&syn2).1;
+    let mut rst = l4_frame_v4([198, 18, 2, 10], 8080, SNAT, sport2, Some(RST | ACK));
+    assert_eq!(r.send(&mut rst), TRANSLATED);
+    let t = r.shared.service_totals(svc);
+    assert_eq!((t.packets, t.bytes), (5, 5 * len));
+    assert_eq!((t.flows_opened, t.flows_closed, t.flows_failed), (2, 0, 1));
+    assert_eq!(r.shared.active_flows(endpoint), 2);
+    assert_eq!(r.shared.service_totals(u32::try_from(id).unwrap()), Default::default());
+    // Both flows expire: closed, and no longer active on their endpoint.
+    r.now += 10_000_000_000_000;
+    for _ in 0..64 {
+        r.now += 1_000_000_000;
+        r.engine.maintain(r.now);
+    }
+    let t = r.shared.service_totals(svc);
+    assert_eq!((t.flows_opened, t.flows_closed), (2, 2));
+    assert_eq!(r.shared.active_flows(endpoint), 0);
 }
 
 #[test]
@@ -290,7 +327,8 @@ fn flows_keep_their_endpoint_across_a_reload_and_drain_or_reset() {
 fn udp_flows_translate_both_ways() {
     let (s, c) = mesh(Mode::Nat, Policy::Maglev, vec![ep(10, 1)], proto::UDP);
     let cap = MeshCapacity { services: 16, clusters: 16, endpoints: 64 };
-    let shared = SharedMesh::new(MeshSnapshot::build(&s, &c, cap, None, |_| true).unwrap(), 64);
+    let shared =
+        SharedMesh::new(MeshSnapshot::build(&s, &c, cap, None, |_| true).unwrap(), 64, 64, 1);
     let settings = MeshSettings {
         flow_capacity: 64,
         timeouts: FlowTimeouts::default(),

@@ -8,24 +8,26 @@ pub mod tap;
 use crate::buf::{Batch, PacketBuf};
 use std::os::fd::RawFd;
 
-/// Counters a port keeps about itself.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PortStats {
-    /// Frames received and handed to the pipeline.
-    pub rx_packets: u64,
-    /// Bytes of those frames.
-    pub rx_bytes: u64,
-    /// Frames the port or kernel dropped before weir saw them (ring full, buffer pool empty).
-    pub rx_dropped: u64,
-    /// Frames longer than a packet buffer (`mempool.buffer_bytes`), dropped on receipt: in
-    /// the report's drops as `oversize`.
-    pub rx_oversize: u64,
-    /// Frames handed to the kernel or device for sending.
-    pub tx_packets: u64,
-    /// Bytes of those frames.
-    pub tx_bytes: u64,
-    /// Frames that could not be sent (tx ring full, send error) and were freed.
-    pub tx_dropped: u64,
+crate::counters! {
+    /// Counters a port keeps about itself, as its worker publishes them.
+    pub struct SharedPortStats => PortStats {
+        /// Frames received and handed to the pipeline.
+        Counter rx_packets,
+        /// Bytes of the frames received.
+        Counter rx_bytes,
+        /// Frames the port or kernel dropped before weir saw them (ring full, buffer pool
+        /// empty).
+        Counter rx_dropped,
+        /// Frames longer than a packet buffer (`mempool.buffer_bytes`), dropped on receipt (in
+        /// the drops as `oversize`).
+        Counter rx_oversize,
+        /// Frames handed to the kernel or device for sending.
+        Counter tx_packets,
+        /// Bytes of the frames sent.
+        Counter tx_bytes,
+        /// Frames that could not be sent (transmit ring full, send error) and were freed.
+        Counter tx_dropped,
+    }
 }
 
 /// Burst packet I/O on one queue of one port.

@@ -53,18 +53,115 @@ pub struct SharedMesh {
     /// Set while weir drains: no new flows (a new TCP connection is reset, a new UDP flow
     /// dropped as `draining`); existing flows carry on.
     pub draining: AtomicBool,
+    /// Each worker's share, by worker index.
+    pub workers: Box<[Arc<WorkerShare>]>,
+    endpoints: usize,
+    services: usize,
+}
+
+crate::counters! {
+    /// One service's counters on one worker.
+    pub struct ServiceCounters => ServiceTotals {
+        /// Packets of the service's flows translated or encapsulated, both directions.
+        Counter packets,
+        /// Bytes of those packets (frames as received).
+        Counter bytes,
+        /// Flows opened.
+        Counter flows_opened,
+        /// Flows ended: closed, expired, evicted or reset.
+        Counter flows_closed,
+        /// Flows whose handshake the endpoint refused or left unanswered.
+        Counter flows_failed,
+    }
+}
+
+/// What one worker's mesh shows the rest of weir while it runs: per-service counters and
+/// active flows per endpoint. The worker alone writes them (plain loads and stores, no
+/// read-modify-write), anyone reads them.
+pub struct WorkerShare {
+    /// By stable service id ([`super::model::Service::id`]).
+    pub services: Box<[ServiceCounters]>,
+    /// Flows per stable endpoint id (what least-request balances on).
+    pub active: Box<[std::sync::atomic::AtomicU32]>,
+}
+
+impl WorkerShare {
+    fn new(endpoints: usize, services: usize) -> Self {
+        WorkerShare {
+            services: (0..services).map(|_| ServiceCounters::default()).collect(),
+            active: (0..endpoints).map(|_| std::sync::atomic::AtomicU32::new(0)).collect(),
+        }
+    }
+
+    #[inline(always)]
+    fn service(&self, id: u32) -> Option<&ServiceCounters> {
+        self.services.get(usize::try_from(id).ok()?)
+    }
+
+    #[inline]
+    fn active_add(&self, endpoint: u32, up: bool) {
+        if let Some(a) = self.active.get(usize::try_from(endpoint).unwrap_or(usize::MAX)) {
+            let n = a.load(Ordering::Relaxed);
+            a.store(if up { n.saturating_add(1) } else { n.saturating_sub(1) }, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Adds to a counter only its owning worker writes: a plain load and store.
+#[inline(always)]
+fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
 }
 
 impl SharedMesh {
-    /// Shares `snapshot`, with health counters for `endpoints` endpoint ids.
-    pub fn new(snapshot: MeshSnapshot, endpoints: usize) -> Arc<SharedMesh> {
+    /// Shares `snapshot`, with health counters for `endpoints` endpoint ids and a share for
+    /// each of `workers` workers (counters for `services` service ids).
+    pub fn new(
+        snapshot: MeshSnapshot,
+        endpoints: usize,
+        services: usize,
+        workers: usize,
+    ) -> Arc<SharedMesh> {
         let generation = AtomicU64::new(snapshot.generation);
         Arc::new(SharedMesh {
             snapshot: ArcSwap::from_pointee(snapshot),
             generation,
             health: HealthTable::new(endpoints),
             draining: AtomicBool::new(false),
+            workers: (0..workers)
+                .map(|_| Arc::new(WorkerShare::new(endpoints, services)))
+                .collect(),
+            endpoints,
+            services,
         })
+    }
+
+    /// Worker `worker`'s share (one of its own if the mesh was made for fewer workers).
+    fn share(&self, worker: u16) -> Arc<WorkerShare> {
+        self.workers
+            .get(usize::from(worker))
+            .map_or_else(|| Arc::new(WorkerShare::new(self.endpoints, self.services)), Arc::clone)
+    }
+
+    /// A service's counters summed over the workers.
+    pub fn service_totals(&self, id: u32) -> ServiceTotals {
+        let mut t = ServiceTotals::default();
+        for w in self.workers.iter() {
+            if let Some(c) = w.service(id) {
+                t.add(&c.snapshot());
+            }
+        }
+        t
+    }
+
+    /// Flows on endpoint `id`, over the workers.
+    pub fn active_flows(&self, id: u32) -> u64 {
+        let i = usize::try_from(id).unwrap_or(usize::MAX);
+        self.workers
+            .iter()
+            .filter_map(|w| w.active.get(i))
+            .map(|a| u64::from(a.load(Ordering::Relaxed)))
+            .sum()
     }
 
     /// The current snapshot.
@@ -175,8 +272,8 @@ pub struct MeshEngine {
     flows: FlowTable,
     /// Round-robin cursor per cluster index (capacity fixed at start-up).
     rr: Vec<u32>,
-    /// Flows per endpoint id on this worker (least-request).
-    active: Vec<u32>,
+    /// Per-service counters and flows per endpoint id (least-request) of this worker.
+    share: Arc<WorkerShare>,
     rng: Rng,
     snat_first: u16,
     snat_count: u32,
@@ -227,6 +324,7 @@ fn rewrite_for(flow: &Flow, dir: Direction) -> (Option<SocketAddr>, Option<Socke
 pub struct FastHit {
     id: u32,
     dir: Direction,
+    service: u32,
     /// The packet's key once translated: the other direction's key, reversed.
     to: PackedV4,
     deltas: stack::nat::V4Deltas,
@@ -272,20 +370,24 @@ impl SweepPace {
     }
 }
 
-/// Flows leaving the table: their endpoint loses an active flow; an unanswered handshake is a
-/// failed connect.
+/// Flows leaving the table: their endpoint loses an active flow, their service counts them
+/// closed; an unanswered handshake is a failed connect.
 fn on_removed<'a>(
-    active: &'a mut [u32],
+    share: &'a WorkerShare,
     health: &'a HealthTable,
     counters: &'a mut MeshCounters,
     judging: bool,
 ) -> impl FnMut(&Flow, Removal) + 'a {
     move |f, r| {
-        let i = usize::try_from(f.endpoint).unwrap_or(usize::MAX);
-        if let Some(a) = active.get_mut(i) {
-            *a = a.saturating_sub(1);
+        share.active_add(f.endpoint, false);
+        let service = share.service(f.service);
+        if let Some(c) = service {
+            bump(&c.flows_closed, 1);
         }
         if matches!(r, Removal::Expired { unanswered: true }) {
+            if let Some(c) = service {
+                bump(&c.flows_failed, 1);
+            }
             counters.connects_failed += 1;
             if judging {
                 health.failed(f.endpoint);
@@ -348,11 +450,11 @@ impl MeshEngine {
             worker,
             workers: workers.max(1),
             snap: shared.load(),
+            share: shared.share(worker),
             shared,
             sweep: SweepPace::new(flows.capacity()),
             flows,
             rr: vec![0; settings.clusters],
-            active: vec![0; settings.endpoints],
             rng: Rng::new(u64::from(worker) ^ 0x5eed),
             snat_first: lo,
             snat_count,
@@ -376,7 +478,15 @@ impl MeshEngine {
     /// able to get healthy endpoints ejected.
     pub fn maintain(&mut self, now_ns: u64) {
         if self.shared.generation.load(Ordering::Acquire) != self.snap.generation {
+            let before = self.snap.generation;
             self.snap = self.shared.load();
+            // A service id handed out since may have been another service's: its counters
+            // start again.
+            for s in self.snap.service_list.iter().filter(|s| s.born > before) {
+                if let Some(c) = self.share.service(s.id) {
+                    c.publish(&ServiceTotals::default());
+                }
+            }
         }
         let evicted = self.flows.stats.evicted;
         if evicted != self.evictions_seen {
@@ -390,7 +500,7 @@ impl MeshEngine {
         let due = self.sweep.due(now_ns);
         if due > 0 && !self.flows.is_empty() {
             let mut cb =
-                on_removed(&mut self.active, &self.shared.health, &mut self.counters, self.judging);
+                on_removed(&self.share, &self.shared.health, &mut self.counters, self.judging);
             self.flows.sweep(now_ns, due, &mut cb);
         }
     }
@@ -413,9 +523,9 @@ impl MeshEngine {
         &self.flows
     }
 
-    /// Active flows per endpoint id on this worker.
-    pub fn active(&self) -> &[u32] {
-        &self.active
+    /// Per-service counters and active flows per endpoint id of this worker.
+    pub fn share(&self) -> &WorkerShare {
+        &self.share
     }
 
     fn owner_of_client(&self, addr: IpAddr, port: u16) -> u16 {
@@ -465,7 +575,7 @@ impl MeshEngine {
         let Some(key) = FlowKey::from_parsed(parsed) else { return MeshAction::Pass };
         let found = {
             let mut cb =
-                on_removed(&mut self.active, &self.shared.health, &mut self.counters, self.judging);
+                on_removed(&self.share, &self.shared.health, &mut self.counters, self.judging);
             self.flows.lookup(&key, now_ns, &mut cb)
         };
         let opening = flags & tcp_flags::SYN != 0 && flags & tcp_flags::ACK == 0;
@@ -479,7 +589,7 @@ impl MeshEngine {
             // The client reuses the port of a connection that has ended: a new connection,
             // picked afresh (the old flow only waited out its closing timeout).
             let mut cb =
-                on_removed(&mut self.active, &self.shared.health, &mut self.counters, self.judging);
+                on_removed(&self.share, &self.shared.health, &mut self.counters, self.judging);
             self.flows.remove(id, &mut cb);
         }
         // Not a flow of this worker. A reply to a SNAT port, or a DNAT reply, of another's?
@@ -502,7 +612,7 @@ impl MeshEngine {
             }
             return MeshAction::Pass;
         };
-        let (mode, cluster_idx) = (svc.mode, svc.cluster);
+        let (mode, cluster_idx, service) = (svc.mode, svc.cluster, svc.id);
         if mode == Mode::Dnat {
             let owner = self.owner_of_client(src, key.src_port());
             if owner != self.worker {
@@ -563,14 +673,15 @@ impl MeshEngine {
             forward: key,
             reverse,
             endpoint: ep.id,
+            service,
             mode,
-            checked: self.snap.generation,
+            checked: super::flow::generation_tag(self.snap.generation),
             state,
             expires_ns: 0,
         };
         let inserted = {
             let mut cb =
-                on_removed(&mut self.active, &self.shared.health, &mut self.counters, self.judging);
+                on_removed(&self.share, &self.shared.health, &mut self.counters, self.judging);
             self.flows.insert(flow, now_ns, &mut cb)
         };
         let id = match inserted {
@@ -578,8 +689,9 @@ impl MeshEngine {
             Err(InsertError::Full) => return MeshAction::Drop(DropReason::FlowTableFull),
             Err(InsertError::Exists) => return MeshAction::Drop(DropReason::SnatExhausted),
         };
-        if let Some(a) = self.active.get_mut(usize::try_from(ep.id).unwrap_or(usize::MAX)) {
-            *a += 1;
+        self.share.active_add(ep.id, true);
+        if let Some(c) = self.share.service(service) {
+            bump(&c.flows_opened, 1);
         }
         self.counters.flows_opened += 1;
         self.existing(frame, parsed, id, Direction::Forward, flags, routes, now_ns)
@@ -598,7 +710,7 @@ impl MeshEngine {
         now_ns: u64,
     ) -> MeshAction {
         let Some(flow) = self.flows.get(id) else { return MeshAction::Pass };
-        if flow.checked != self.snap.generation {
+        if flow.checked != super::flow::generation_tag(self.snap.generation) {
             // The configuration changed since this flow was last checked: is its endpoint
             // still serving?
             // A removed service drains its flows; a cluster decides for its endpoints.
@@ -612,12 +724,8 @@ impl MeshEngine {
                         && c.on_endpoint_gone == OnEndpointGone::Reset
                 });
             if reset {
-                let mut cb = on_removed(
-                    &mut self.active,
-                    &self.shared.health,
-                    &mut self.counters,
-                    self.judging,
-                );
+                let mut cb =
+                    on_removed(&self.share, &self.shared.health, &mut self.counters, self.judging);
                 self.flows.remove(id, &mut cb);
                 let tcp = flow.forward.proto() == proto::TCP;
                 return if tcp && dir == Direction::Forward && flags & tcp_flags::RST == 0 {
@@ -643,7 +751,7 @@ impl MeshEngine {
                 // Replies of DSR flows go from the endpoint to the client directly.
                 return MeshAction::Pass;
             }
-            self.counters.forward += 1;
+            self.count(Direction::Forward, flow.service, frame.len());
             let h = f.symmetric_hash_seeded(PICK_SEED);
             return MeshAction::Encapsulate {
                 endpoint: r.src(),
@@ -658,7 +766,7 @@ impl MeshEngine {
         if stack::nat::rewrite_at(frame, &site, src, dst).is_err() {
             return MeshAction::Drop(DropReason::Untranslatable);
         }
-        self.count(dir);
+        self.count(dir, flow.service, frame.len());
         MeshAction::Translated { dst: new_dst }
     }
 
@@ -691,7 +799,7 @@ impl MeshEngine {
         // The quoted packet is one weir sent: its reply direction is a key of the flow.
         let found = {
             let mut cb =
-                on_removed(&mut self.active, &self.shared.health, &mut self.counters, self.judging);
+                on_removed(&self.share, &self.shared.health, &mut self.counters, self.judging);
             self.flows.lookup(&quoted.reversed(), now_ns, &mut cb)
         };
         let Some((id, dir)) = found else {
@@ -737,7 +845,7 @@ impl MeshEngine {
     #[inline(always)]
     pub fn fast_lookup(&self, key: &PackedV4, flags: u8, now_ns: u64) -> Option<FastHit> {
         let (id, dir, flow) = self.flows.peek_v4(key, now_ns)?;
-        if flow.checked != self.snap.generation {
+        if flow.checked != super::flow::generation_tag(self.snap.generation) {
             return None;
         }
         let opening = flags & tcp_flags::SYN != 0 && flags & tcp_flags::ACK == 0;
@@ -749,7 +857,13 @@ impl MeshEngine {
             return None;
         }
         let d = usize::from(dir == Direction::Reverse);
-        Some(FastHit { id, dir, to: flow.keys[1 - d].reversed(), deltas: flow.deltas[d] })
+        Some(FastHit {
+            id,
+            dir,
+            service: flow.service,
+            to: flow.keys[1 - d].reversed(),
+            deltas: flow.deltas[d],
+        })
     }
 
     /// The second half: translates the packet ([`FastHit`] from [`fast_lookup`] on this very
@@ -770,7 +884,7 @@ impl MeshEngine {
             return false;
         }
         self.touch(hit.id, hit.dir, flags, now_ns);
-        self.count(hit.dir);
+        self.count(hit.dir, hit.service, frame.len());
         true
     }
 
@@ -799,6 +913,9 @@ impl MeshEngine {
             }
             Transition::Refused => {
                 self.counters.connects_failed += 1;
+                if let Some(c) = self.flows.service(id).and_then(|s| self.share.service(s)) {
+                    bump(&c.flows_failed, 1);
+                }
                 if self.judging {
                     self.shared.health.failed(endpoint);
                 } else {
@@ -810,11 +927,16 @@ impl MeshEngine {
         }
     }
 
-    #[inline]
-    fn count(&mut self, dir: Direction) {
+    /// A packet of `bytes` of a flow of `service` translated going `dir`.
+    #[inline(always)]
+    fn count(&mut self, dir: Direction, service: u32, bytes: usize) {
         match dir {
             Direction::Forward => self.counters.forward += 1,
             Direction::Reverse => self.counters.reverse += 1,
+        }
+        if let Some(c) = self.share.service(service) {
+            bump(&c.packets, 1);
+            bump(&c.bytes, bytes as u64);
         }
     }
 
@@ -833,14 +955,13 @@ impl MeshEngine {
             }
             Policy::Random => c.schedule()?.at(self.rng.next_u32()),
             Policy::LeastRequest => {
-                let active = &self.active;
+                let active = &self.share.active;
                 let eligible = &c.eligible;
                 two_choices(c.schedule()?, &mut self.rng, |i| {
                     eligible
                         .get(usize::from(i))
                         .and_then(|e| active.get(usize::try_from(e.id).ok()?))
-                        .copied()
-                        .unwrap_or(u32::MAX)
+                        .map_or(u32::MAX, |a| a.load(Ordering::Relaxed))
                 })
             }
         };

@@ -122,12 +122,23 @@ pub struct Flow {
     pub endpoint: u32,
     /// How its packets are translated.
     pub mode: super::model::Mode,
-    /// The generation of the mesh snapshot its endpoint was last checked against.
-    pub checked: u64,
+    /// The service it belongs to (a stable service id).
+    pub service: u32,
+    /// The generation of the mesh snapshot its endpoint was last checked against (see
+    /// [`generation_tag`]).
+    pub checked: u32,
     /// Its state.
     pub state: FlowState,
     /// When it expires without traffic.
     pub expires_ns: u64,
+}
+
+/// A snapshot generation as a flow records it: its low 32 bits, to fit the flow's hot line. A
+/// flow would miss a check only if exactly a multiple of 2^32 snapshots came between two of
+/// its packets.
+#[inline(always)]
+pub fn generation_tag(generation: u64) -> u32 {
+    u32::try_from(generation & 0xffff_ffff).unwrap_or(0)
 }
 
 /// Why a flow left the table.
@@ -211,8 +222,11 @@ pub struct HotFlow {
     pub keys: [PackedV4; 2],
     /// When it expires without traffic.
     pub expires_ns: u64,
-    /// The generation of the mesh snapshot its endpoint was last checked against.
-    pub checked: u64,
+    /// The generation of the mesh snapshot its endpoint was last checked against (see
+    /// [`generation_tag`]).
+    pub checked: u32,
+    /// The service it belongs to (a stable service id): per-service counters.
+    pub service: u32,
     /// How its packets are translated.
     pub mode: super::model::Mode,
     /// Its state.
@@ -229,6 +243,7 @@ const FREE_HOT: HotFlow = HotFlow {
     keys: [PackedV4::ZERO; 2],
     expires_ns: 0,
     checked: 0,
+    service: 0,
     mode: super::model::Mode::Dnat,
     state: FlowState::Datagram,
     v4: false,
@@ -435,6 +450,7 @@ impl FlowTable {
             reverse: c.keys[1],
             endpoint: c.endpoint,
             mode: h.mode,
+            service: h.service,
             checked: h.checked,
             state: h.state,
             expires_ns: h.expires_ns,
@@ -453,11 +469,17 @@ impl FlowTable {
         Some((*self.cold.get(usize::try_from(id).ok()?)?)?.endpoint)
     }
 
+    /// The service of flow `id`.
+    #[inline]
+    pub fn service(&self, id: u32) -> Option<u32> {
+        self.hot(id).map(|h| h.service)
+    }
+
     /// Notes that flow `id`'s endpoint was checked against snapshot `generation`.
     #[inline]
     pub fn mark_checked(&mut self, id: u32, generation: u64) {
         if let Some(h) = self.hot.get_mut(usize::try_from(id).unwrap_or(usize::MAX)) {
-            h.checked = generation;
+            h.checked = generation_tag(generation);
         }
     }
 
@@ -552,6 +574,7 @@ impl FlowTable {
             keys,
             expires_ns: now_ns.saturating_add(self.timeouts.of(flow.state)),
             checked: flow.checked,
+            service: flow.service,
             mode: flow.mode,
             state: flow.state,
             v4,
@@ -713,6 +736,7 @@ mod tests {
                 .rewritten(ip(0xfff1), 80, ip(0xfff2), u16::try_from(n % 65000).unwrap())
                 .unwrap(),
             endpoint: n % 3,
+            service: 0,
             mode: crate::mesh::model::Mode::Nat,
             checked: 0,
             state,

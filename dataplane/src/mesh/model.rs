@@ -121,6 +121,14 @@ impl Default for MeshCapacity {
 /// A service in a snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Service {
+    /// Stable id, below [`MeshCapacity::services`]: the same across snapshots for as long as
+    /// the service (its VIP, port and protocol) exists, so per-service counters survive a
+    /// reload.
+    pub id: u32,
+    /// The generation of the snapshot that gave it its id: a worker taking up a snapshot
+    /// newer than its last zeroes the counters of services born since (their id may have
+    /// been another service's).
+    pub born: u64,
     /// Name.
     pub name: String,
     /// Virtual address.
@@ -282,6 +290,8 @@ pub struct MeshSnapshot {
     /// space before one is reused, so a draining flow's endpoint id is not soon given to another
     /// endpoint.
     next_id: usize,
+    /// The same for service ids.
+    next_service_id: usize,
 }
 
 /// A configuration the mesh cannot take, with the field it concerns.
@@ -318,6 +328,7 @@ impl MeshSnapshot {
             dnat_endpoints: AddrFilter::new(),
             generation: 0,
             next_id: 0,
+            next_service_id: 0,
         }
     }
 
@@ -450,6 +461,24 @@ impl MeshSnapshot {
                 schedule,
             });
         }
+        // Stable service ids, as for endpoints.
+        let generation = previous.map_or(1, |p| p.generation + 1);
+        let mut service_ids: FxHashMap<ServiceKey, (u32, u64)> = FxHashMap::default();
+        if let Some(p) = previous {
+            for s in &p.service_list {
+                service_ids.insert((s.vip, s.port, s.proto), (s.id, s.born));
+            }
+        }
+        let wanted: FxHashSet<ServiceKey> =
+            services.iter().map(|s| (s.vip, s.port, s.proto)).collect();
+        service_ids.retain(|k, _| wanted.contains(k));
+        let mut service_used = vec![false; cap.services];
+        for &(id, _) in service_ids.values() {
+            if let Some(u) = service_used.get_mut(usize::try_from(id).unwrap_or(usize::MAX)) {
+                *u = true;
+            }
+        }
+        let mut next_service = previous.map_or(0, |p| p.next_service_id) % cap.services.max(1);
         let mut map = FxHashMap::default();
         let mut list = Vec::with_capacity(services.len());
         let mut vips = AddrFilter::new();
@@ -492,7 +521,28 @@ impl MeshSnapshot {
                     dnat_endpoints.insert(&e.addr);
                 }
             }
+            let (id, born) = match service_ids.get(&(s.vip, s.port, s.proto)) {
+                Some(&kept) => kept,
+                None => {
+                    // A free id exists: at most cap.services services (checked), each key
+                    // once (checked above).
+                    let mut tries = 0usize;
+                    while service_used[next_service] {
+                        next_service = (next_service + 1) % cap.services;
+                        tries += 1;
+                        if tries > cap.services {
+                            return Err(err(&path, "service ids exhausted"));
+                        }
+                    }
+                    service_used[next_service] = true;
+                    let id = u32::try_from(next_service)
+                        .map_err(|_| err(&path, "service ids exhausted"))?;
+                    (id, generation)
+                }
+            };
             list.push(Service {
+                id,
+                born,
                 name: s.name.clone(),
                 vip: s.vip,
                 port: s.port,
@@ -509,8 +559,9 @@ impl MeshSnapshot {
             vips,
             vip_set,
             dnat_endpoints,
-            generation: previous.map_or(1, |p| p.generation + 1),
+            generation,
             next_id: next_free,
+            next_service_id: next_service,
         })
     }
 
@@ -623,6 +674,35 @@ mod tests {
         let client = IpAddr::from([198, 18, 1, 2]);
         assert!(s.may_concern(&client, &vip));
         assert!(s.may_concern(&IpAddr::from([198, 18, 2, 10]), &client));
+    }
+
+    #[test]
+    fn service_ids_survive_a_rebuild_and_go_round_before_reuse() {
+        let cap = MeshCapacity { services: 3, ..MeshCapacity::default() };
+        let c = [cluster("web", vec![ep(10, 1)])];
+        let ids = |s: &MeshSnapshot| -> Vec<(u8, u32, u64)> {
+            s.service_list
+                .iter()
+                .map(|x| match x.vip {
+                    IpAddr::V4(v) => (v.octets()[3], x.id, x.born),
+                    IpAddr::V6(_) => unreachable!(),
+                })
+                .collect()
+        };
+        let svc = |n| service(n, "web", Mode::Nat);
+        let a = MeshSnapshot::build(&[svc(1), svc(2)], &c, cap, None, |_| true).unwrap();
+        assert_eq!(ids(&a), [(1, 0, 1), (2, 1, 1)]);
+        // s1 goes, s3 comes: s2 keeps its id and birth, s3 takes the next id, not s1's.
+        let b = MeshSnapshot::build(&[svc(2), svc(3)], &c, cap, Some(&a), |_| true).unwrap();
+        assert_eq!(ids(&b), [(2, 1, 1), (3, 2, 2)]);
+        // Only then does the search come round to the freed id.
+        let d =
+            MeshSnapshot::build(&[svc(2), svc(3), svc(4)], &c, cap, Some(&b), |_| true).unwrap();
+        assert_eq!(ids(&d), [(2, 1, 1), (3, 2, 2), (4, 0, 3)]);
+        assert!(MeshSnapshot::build(&[svc(1), svc(2), svc(3), svc(4)], &c, cap, Some(&d), |_| {
+            true
+        })
+        .is_err());
     }
 
     #[test]
