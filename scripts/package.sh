@@ -12,7 +12,7 @@ target/release/weir man >"$out/weir.1"
 target/release/weir completions bash >"$out/weir.bash"
 target/release/weir completions zsh >"$out/_weir"
 target/release/weir completions fish >"$out/weir.fish"
-deb=$(cargo deb --no-build --locked -p weir 2>&1 | tail -n 1)
+deb=$(cargo deb --no-build --strip --locked -p weir 2>&1 | tail -n 1)
 [ -f "$deb" ] || { echo "cargo deb made no package: $deb" >&2; exit 1; }
 echo "$deb"
 [ "${1:-}" = --check ] || exit 0
