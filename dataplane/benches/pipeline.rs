@@ -3,9 +3,8 @@
 //! `pipeline/ipv4_forward_burst32`: one `poll_once` of a worker over two null ports: 32 frames
 //! received (allocated and copied, as DPDK's net_null does), parsed, routed, neighbor-resolved,
 //! TTL and checksum rewritten, MAC rewritten and sent (freed). Also prints cycles per packet
-//! measured with the TSC over the same loop. `WEIR_BENCH_CAPTURE=rx` (or `tx`) arms a capture
-//! whose filter matches none of the frames (192.0.2.0/24), to measure what an armed capture
-//! costs the frames it does not take.
+//! measured with the TSC over the same loop. `WEIR_BENCH_CAPTURE=rx` (or `tx`) then measures
+//! what a capture whose filter matches none of the frames costs (see `capture_cost`).
 //! `lpm/*`: DIR-24-8 against the `prefix-trie` crate on the same route set and addresses.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -24,23 +23,6 @@ fn pipeline(c: &mut Criterion) {
     }
     let frames: Vec<Vec<u8>> = (0..32u16).map(|i| udp4_frame(1000 + i).to_vec()).collect();
     let mut worker = null_router(frames);
-    if let Ok(dir) = std::env::var("WEIR_BENCH_CAPTURE") {
-        use dataplane::capture::{CaptureFilter, Direction};
-        let (port, direction) = match dir.as_str() {
-            "rx" => (0, Direction::Rx),
-            "tx" => (1, Direction::Tx),
-            other => panic!("WEIR_BENCH_CAPTURE: rx or tx, not {other}"),
-        };
-        worker.stats().capture.arm(CaptureFilter {
-            port,
-            direction,
-            prefix: Some((std::net::IpAddr::from([192, 0, 2, 0]), 24)),
-            l4_port: None,
-            protocol: None,
-            snaplen: 256,
-        });
-        println!("capture armed: {dir}, matching nothing");
-    }
     // Cycles per packet over a fixed run: rx (buffer allocation and a 60-byte copy, as
     // net_null), the pipeline, tx (free), as testpmd's figure on net_null counts them.
     let rounds: u64 =
@@ -59,6 +41,9 @@ fn pipeline(c: &mut Criterion) {
         "pipeline ipv4_forward_burst32: median {:.1} cycles/packet (TSC; 5 runs: {:.1?})",
         samples[2], samples
     );
+    if let Ok(dir) = std::env::var("WEIR_BENCH_CAPTURE") {
+        capture_cost(&mut worker, &dir, rounds);
+    }
     assert_eq!(
         worker.pipeline().counters.forwarded,
         5 * rounds * 32,
@@ -69,6 +54,64 @@ fn pipeline(c: &mut Criterion) {
     g.throughput(Throughput::Elements(32));
     g.bench_function("ipv4_forward_burst32", |b| b.iter(|| black_box(worker.poll_once())));
     g.finish();
+}
+
+/// What an armed capture whose filter matches none of the frames (192.0.2.0/24) costs, on the
+/// port's received (`rx`) or sent (`tx`) frames: runs of the same worker disarmed and armed,
+/// taken in pairs so that the machine's drift between runs cancels; prints the median
+/// difference.
+fn capture_cost(
+    worker: &mut dataplane::worker::Worker<
+        dataplane::io::memory::NullPort,
+        dataplane::mempool::PoolCache,
+    >,
+    dir: &str,
+    rounds: u64,
+) {
+    use dataplane::capture::{CaptureFilter, Direction};
+    let (port, direction) = match dir {
+        "rx" => (0, Direction::Rx),
+        "tx" => (1, Direction::Tx),
+        other => panic!("WEIR_BENCH_CAPTURE: rx or tx, not {other}"),
+    };
+    let filter = CaptureFilter {
+        port,
+        direction,
+        prefix: Some((std::net::IpAddr::from([192, 0, 2, 0]), 24)),
+        l4_port: None,
+        protocol: None,
+        snaplen: 256,
+    };
+    let mut run = |armed: bool| {
+        if armed {
+            worker.stats().capture.arm(filter);
+        } else {
+            worker.stats().capture.disarm();
+        }
+        let t0 = dataplane::cycles::now();
+        let mut packets = 0u64;
+        for _ in 0..rounds / 4 {
+            packets += worker.poll_once() as u64;
+        }
+        (dataplane::cycles::now() - t0) as f64 / packets as f64
+    };
+    let (mut off, mut on, mut diff) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..21 {
+        let (a, b) = (run(false), run(true));
+        off.push(a);
+        on.push(b);
+        diff.push(b - a);
+    }
+    worker.stats().capture.disarm();
+    assert!(worker.stats().capture.take().is_none(), "the capture took a frame");
+    for v in [&mut off, &mut on, &mut diff] {
+        v.sort_by(f64::total_cmp);
+    }
+    println!(
+        "capture armed ({dir}, matching nothing): disarmed median {:.1}, armed median {:.1}, \
+         difference in pairs median {:+.1} cycles/packet (21 pairs)",
+        off[10], on[10], diff[10]
+    );
 }
 
 fn route_set() -> Vec<(Ipv4Net, u16)> {

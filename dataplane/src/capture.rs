@@ -126,33 +126,98 @@ impl CaptureRing {
     }
 }
 
+/// A filter as a worker applies it: the filter, and its tests made ready (masks computed)
+/// so that a frame it does not want costs a few instructions.
+#[derive(Clone, Copy, Debug)]
+pub struct Armed {
+    /// The filter.
+    pub filter: CaptureFilter,
+    /// Only the port and direction: every frame there matches.
+    all: bool,
+    /// The IPv4 prefix as (network, mask); `None` with a prefix of the other family.
+    v4: Option<(u32, u32)>,
+}
+
+impl CaptureFilter {
+    /// The filter made ready for a worker.
+    pub fn armed(self) -> Armed {
+        let all = self.prefix.is_none() && self.l4_port.is_none() && self.protocol.is_none();
+        let v4 = match self.prefix {
+            None => Some((0, 0)),
+            Some((IpAddr::V4(n), len)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(len.min(32))).unwrap_or(0);
+                Some((u32::from(n) & mask, mask))
+            }
+            Some((IpAddr::V6(_), _)) => None,
+        };
+        Armed { filter: self, all, v4 }
+    }
+}
+
+impl Armed {
+    /// Whether the filter wants `frame`. Untagged IPv4 is tested here, inline; anything else
+    /// out of line.
+    #[inline(always)]
+    pub fn matches(&self, frame: &[u8]) -> bool {
+        if self.all {
+            return true;
+        }
+        let Some(h) = frame.get(12..34) else { return false };
+        if h[0] != 0x08 || h[1] != 0x00 {
+            return matches_slow(&self.filter, frame);
+        }
+        if self.filter.protocol.is_some_and(|p| p != h[11]) {
+            return false;
+        }
+        let Some((net, mask)) = self.v4 else { return false };
+        let src = u32::from_be_bytes([h[14], h[15], h[16], h[17]]);
+        let dst = u32::from_be_bytes([h[18], h[19], h[20], h[21]]);
+        if src & mask != net && dst & mask != net {
+            return false;
+        }
+        self.filter.l4_port.is_none() || matches_slow(&self.filter, frame)
+    }
+}
+
 /// A worker's view of its ring: the filter it last read, refreshed when it changes.
 #[derive(Default)]
 pub struct CaptureTap {
     seen: u64,
-    filter: Option<CaptureFilter>,
+    armed: Option<Armed>,
 }
 
 impl CaptureTap {
     /// The filter in force for `ring` (worker; locks only when the filter changed, which the
     /// control thread does once per capture).
-    #[cold]
-    pub fn filter(&mut self, ring: &CaptureRing) -> Option<CaptureFilter> {
+    #[inline]
+    pub fn filter(&mut self, ring: &CaptureRing) -> Option<Armed> {
         let g = ring.generation.load(Ordering::Acquire);
         if g != self.seen {
-            if let Ok(f) = ring.filter.try_lock() {
-                self.filter = *f;
-                self.seen = g;
-            }
+            self.refresh(ring, g);
         }
-        self.filter
+        self.armed
+    }
+
+    #[cold]
+    fn refresh(&mut self, ring: &CaptureRing, generation: u64) {
+        if let Ok(f) = ring.filter.try_lock() {
+            self.armed = f.map(CaptureFilter::armed);
+            self.seen = generation;
+        }
     }
 }
 
-/// Copies `frame` into `ring` if it matches `filter` (worker, armed only).
+/// Copies `frame` into `ring` if `armed` wants it (worker, armed only).
+#[inline(always)]
+pub fn offer(ring: &CaptureRing, armed: &Armed, frame: &[u8], reason: Option<u8>) {
+    if armed.matches(frame) {
+        offer_matched(ring, armed.filter.snaplen, frame, reason);
+    }
+}
+
 #[cold]
-pub fn offer(ring: &CaptureRing, filter: &CaptureFilter, frame: &[u8], reason: Option<u8>) {
-    if let Some(mut slot) = hold(ring, filter, frame) {
+fn offer_matched(ring: &CaptureRing, snaplen: u16, frame: &[u8], reason: Option<u8>) {
+    if let Some(mut slot) = copy(ring, snaplen, frame) {
         slot.reason = reason;
         keep(ring, slot);
     }
@@ -170,18 +235,24 @@ fn keep(ring: &CaptureRing, mut slot: Box<Captured>) {
     }
 }
 
-/// For a drop capture: a slot holding a copy of `frame` if it matches, before the pipeline
-/// decides (and changes) it; [`settle`] keeps it if the frame was dropped.
-#[cold]
-pub fn hold(ring: &CaptureRing, filter: &CaptureFilter, frame: &[u8]) -> Option<Box<Captured>> {
-    if !matches(filter, frame) {
+/// For a drop capture: a slot holding a copy of `frame` if `armed` wants it, before the
+/// pipeline decides (and changes) it; [`settle`] keeps it if the frame was dropped.
+#[inline(always)]
+pub fn hold(ring: &CaptureRing, armed: &Armed, frame: &[u8]) -> Option<Box<Captured>> {
+    if !armed.matches(frame) {
         return None;
     }
+    copy(ring, armed.filter.snaplen, frame)
+}
+
+/// A free slot holding the first `snaplen` bytes of `frame`.
+#[cold]
+fn copy(ring: &CaptureRing, snaplen: u16, frame: &[u8]) -> Option<Box<Captured>> {
     let Some(mut slot) = ring.free.pop() else {
         ring.lost.fetch_add(1, Ordering::Relaxed);
         return None;
     };
-    let keep = frame.len().min(usize::from(filter.snaplen)).min(SNAP_MAX);
+    let keep = frame.len().min(usize::from(snaplen)).min(SNAP_MAX);
     slot.data[..keep].copy_from_slice(&frame[..keep]);
     slot.kept = u16::try_from(keep).unwrap_or(0);
     slot.original_len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
@@ -189,9 +260,15 @@ pub fn hold(ring: &CaptureRing, filter: &CaptureFilter, frame: &[u8]) -> Option<
 }
 
 /// Keeps a held frame, with its drop reason, if it was dropped; frees the slot otherwise.
-#[cold]
+#[inline]
 pub fn settle(ring: &CaptureRing, held: Option<Box<Captured>>, dropped: Option<u8>) {
-    let Some(mut slot) = held else { return };
+    if let Some(slot) = held {
+        settle_held(ring, slot, dropped);
+    }
+}
+
+#[cold]
+fn settle_held(ring: &CaptureRing, mut slot: Box<Captured>, dropped: Option<u8>) {
     let Some(reason) = dropped else {
         let _ = ring.free.push(slot);
         return;
@@ -201,8 +278,14 @@ pub fn settle(ring: &CaptureRing, held: Option<Box<Captured>>, dropped: Option<u
 }
 
 /// Whether `frame` passes `filter`'s address, port and protocol tests (untagged IPv4 and IPv6;
-/// anything else passes only a filter without them).
+/// anything else passes only a filter without them). Workers use [`Armed::matches`].
 pub fn matches(filter: &CaptureFilter, frame: &[u8]) -> bool {
+    filter.armed().matches(frame)
+}
+
+/// [`matches`] the long way: every family, the L4 port.
+#[cold]
+fn matches_slow(filter: &CaptureFilter, frame: &[u8]) -> bool {
     if filter.prefix.is_none() && filter.l4_port.is_none() && filter.protocol.is_none() {
         return true;
     }
@@ -292,7 +375,7 @@ mod tests {
         let ring = CaptureRing::new(2);
         let f = echo4_frame([198, 18, 1, 2], [198, 18, 2, 2], false);
         for _ in 0..3 {
-            offer(&ring, &filter(), &f, Some(7));
+            offer(&ring, &filter().armed(), &f, Some(7));
         }
         assert_eq!(ring.lost.load(Ordering::Relaxed), 1);
         let a = ring.take().unwrap();
@@ -303,7 +386,7 @@ mod tests {
         );
         assert_eq!(&a.data[..usize::from(a.kept)], &f[..usize::from(a.kept)]);
         ring.recycle(a);
-        offer(&ring, &filter(), &f, None);
+        offer(&ring, &filter().armed(), &f, None);
         assert_eq!(ring.lost.load(Ordering::Relaxed), 1);
     }
 }

@@ -321,29 +321,18 @@ struct Tx<'a, P: PacketIo, S> {
     /// Every worker's handoff ring, by worker index.
     outboxes: &'a [Arc<HandoffRing<P::Buf>>],
     /// A transmit capture, when one is armed.
-    capture: Option<(&'a crate::capture::CaptureRing, crate::capture::CaptureFilter)>,
-}
-
-impl<P: PacketIo, S> Tx<'_, P, S> {
-    /// Offers the frames about to leave port `i` to an armed transmit capture.
-    #[cold]
-    fn tap(&self, i: usize, batch: &Batch<P::Buf>) {
-        if let Some((ring, f)) = &self.capture {
-            if usize::from(f.port) == i {
-                for b in batch.iter() {
-                    crate::capture::offer(ring, f, b.data(), None);
-                }
-            }
-        }
-    }
+    capture: Option<(&'a crate::capture::CaptureRing, crate::capture::Armed)>,
 }
 
 impl<P: PacketIo, S: BufSource<P::Buf>> Egress<P::Buf> for Tx<'_, P, S> {
     #[inline]
     fn send(&mut self, port: u8, pkt: P::Buf) {
         let i = usize::from(port);
-        if self.capture.is_some() && self.batches.get(i).is_some_and(|b| b.is_full()) {
-            self.tap(i, &self.batches[i]);
+        // An armed transmit capture sees the frame as it leaves, while it is in the cache.
+        if let Some((ring, f)) = &self.capture {
+            if f.filter.port == port {
+                crate::capture::offer(ring, f, pkt.data(), None);
+            }
         }
         let (Some(batch), Some(io)) = (self.batches.get_mut(i), self.ports.get_mut(i)) else {
             return;
@@ -375,9 +364,6 @@ impl<P: PacketIo, S> Tx<'_, P, S> {
         for i in 0..self.ports.len().min(self.batches.len()) {
             if !self.batches[i].is_empty() {
                 n += self.batches[i].len();
-                if self.capture.is_some() {
-                    self.tap(i, &self.batches[i]);
-                }
                 self.ports[i].tx_burst(&mut self.batches[i]);
             }
         }
@@ -494,7 +480,7 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
             batches: &mut self.tx,
             source: &mut self.source,
             outboxes: &self.handoff_out,
-            capture: capture.filter(|f| f.direction == Direction::Tx).map(|f| (ring, f)),
+            capture: capture.filter(|f| f.filter.direction == Direction::Tx).map(|f| (ring, f)),
         };
         self.pipeline.maintain(now_ns, &mut tx);
         let mut received = 0;
@@ -506,13 +492,16 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
             received += n;
             let port = u8::try_from(p).unwrap_or(u8::MAX);
             self.pipeline.prefetch_burst(&self.rx);
-            let here = capture.filter(|f| f.port == port);
-            if let Some(f) = here.filter(|f| f.direction == Direction::Rx) {
-                for pkt in self.rx.iter() {
+            let here = capture.filter(|f| f.filter.port == port);
+            if let Some(f) = here.filter(|f| f.filter.direction == Direction::Rx) {
+                // In the same pass as the pipeline's: the frame's header is in the cache.
+                for pkt in self.rx.drain(..) {
                     crate::capture::offer(ring, &f, pkt.data(), None);
+                    self.pipeline.process(pkt, port, now_ns, &mut tx);
                 }
+                continue;
             }
-            if let Some(f) = here.filter(|f| f.direction == Direction::Dropped) {
+            if let Some(f) = here.filter(|f| f.filter.direction == Direction::Dropped) {
                 for pkt in self.rx.drain(..) {
                     let held = crate::capture::hold(ring, &f, pkt.data());
                     let v = self.pipeline.process(pkt, port, now_ns, &mut tx);
