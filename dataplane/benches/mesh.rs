@@ -140,14 +140,23 @@ fn scenario(services: u32, flows: u32, v6: bool) -> (f64, f64) {
     let mut samples = Vec::new();
     let mut rates = Vec::new();
     let control = std::env::var("WEIR_BENCH_SCRAPE").ok();
+    // With a scraper: pairs of runs, one quiet and one scraped, so that the machine's drift
+    // between runs cancels; the scraper thread lives through all of them and works only while
+    // `scraping` is set.
     let scraping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let scraper = (control.as_deref() == Some("1")).then(|| {
         let stats = std::sync::Arc::clone(worker.stats());
-        let (shared, scraping) = (std::sync::Arc::clone(&shared), std::sync::Arc::clone(&scraping));
-        scraping.store(true, std::sync::atomic::Ordering::Relaxed);
-        std::thread::spawn(move || scrape(&stats, &shared, &scraping))
+        let shared = std::sync::Arc::clone(&shared);
+        let (scraping, done) = (std::sync::Arc::clone(&scraping), std::sync::Arc::clone(&done));
+        std::thread::spawn(move || scrape(&stats, &shared, &scraping, &done))
     });
-    for _ in 0..5 {
+    let runs = if scraper.is_some() { 30 } else { 5 };
+    let mut scraped = Vec::new();
+    let mut diffs = Vec::new();
+    for run in 0..runs {
+        let scrape_this = scraper.is_some() && run % 2 == 1;
+        scraping.store(scrape_this, std::sync::atomic::Ordering::Relaxed);
         let t0 = dataplane::cycles::now();
         let wall = std::time::Instant::now();
         let mut packets = 0u64;
@@ -164,8 +173,14 @@ fn scenario(services: u32, flows: u32, v6: bool) -> (f64, f64) {
                 packets += worker.poll_once() as u64;
             }
         }
-        samples.push((dataplane::cycles::now() - t0) as f64 / packets as f64);
-        rates.push(packets as f64 / wall.elapsed().as_secs_f64() / 1e6);
+        let cpp = (dataplane::cycles::now() - t0) as f64 / packets as f64;
+        if scrape_this {
+            diffs.push(cpp - samples.last().copied().unwrap_or(cpp));
+            scraped.push(cpp);
+        } else {
+            samples.push(cpp);
+            rates.push(packets as f64 / wall.elapsed().as_secs_f64() / 1e6);
+        }
     }
     let c = &worker.pipeline().counters;
     let dropped: u64 = c.drops.iter().sum();
@@ -174,30 +189,47 @@ fn scenario(services: u32, flows: u32, v6: bool) -> (f64, f64) {
         worker.pipeline().mesh().map_or(0, |m| m.flows().len()),
         usize::try_from(flows).unwrap_or(0)
     );
-    scraping.store(false, std::sync::atomic::Ordering::Relaxed);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(s) = scraper {
         let (scrapes, pages) = s.join().expect("scraper");
-        println!("  scraped {scrapes} times, {pages} flow pages answered");
         assert!(scrapes > 0 && pages > 0, "the scraper did nothing");
+        let mid = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (quiet, busy) = (mid(&mut samples.clone()), mid(&mut scraped));
+        println!(
+            "  scraped every 100 ms ({scrapes} scrapes, {pages} flow pages): quiet median \
+             {quiet:.1}, scraped median {busy:.1}, difference in pairs median {:+.1} \
+             cycles/packet ({:+.1}%)",
+            mid(&mut diffs),
+            100.0 * mid(&mut diffs.clone()) / quiet
+        );
     }
     samples.sort_by(f64::total_cmp);
     rates.sort_by(f64::total_cmp);
-    (samples[2], rates[2])
+    (samples[samples.len() / 2], rates[rates.len() / 2])
 }
 
 /// What the admin API does for a client that scrapes `/metrics` and pages `/flows` every
-/// 100 ms, on a core of its own, until `on` goes false: (scrapes, flow pages answered).
+/// 100 ms, on a core of its own, while `on` is set, until `done`: (scrapes, flow pages
+/// answered).
 fn scrape(
     stats: &dataplane::worker::WorkerStats,
     shared: &SharedMesh,
     on: &std::sync::atomic::AtomicBool,
+    done: &std::sync::atomic::AtomicBool,
 ) -> (u64, u64) {
     use std::sync::atomic::Ordering::Relaxed;
     if let Some(core) = core_affinity::get_core_ids().and_then(|ids| ids.into_iter().next()) {
         core_affinity::set_for_current(core);
     }
     let (mut scrapes, mut pages, mut cursor) = (0u64, 0u64, 0u32);
-    while on.load(Relaxed) {
+    while !done.load(Relaxed) {
+        if !on.load(Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            continue;
+        }
         let mut sum = 0u64;
         sum += stats.counters.values().map(|(_, v)| v).sum::<u64>();
         sum += stats.drops.iter().map(|d| d.load(Relaxed)).sum::<u64>();
@@ -214,7 +246,7 @@ fn scrape(
         std::hint::black_box(sum);
         stats.flow_desk.ask(cursor, dataplane::worker::FLOW_PAGE_MAX, Default::default());
         let asked = std::time::Instant::now();
-        while on.load(Relaxed) && asked.elapsed() < std::time::Duration::from_secs(1) {
+        while !done.load(Relaxed) && asked.elapsed() < std::time::Duration::from_secs(1) {
             if let Some((_, next)) = stats.flow_desk.answer() {
                 pages += 1;
                 cursor = next.unwrap_or(0);
@@ -246,7 +278,7 @@ fn main() {
         }
         let (cpp, mpps) = scenario(services, flows, false);
         println!(
-            "mesh services={services} flows={flows} mpps={mpps:.2} cycles_per_packet={cpp:.1} (median of 5)"
+            "mesh services={services} flows={flows} mpps={mpps:.2} cycles_per_packet={cpp:.1} (median)"
         );
         results.push(cpp);
     }
@@ -258,7 +290,7 @@ fn main() {
     if only.is_none_or(|o| o == 4) {
         let (cpp, mpps) = scenario(1, 1, true);
         println!(
-            "mesh ipv6 services=1 flows=1 mpps={mpps:.2} cycles_per_packet={cpp:.1} (median of 5)"
+            "mesh ipv6 services=1 flows=1 mpps={mpps:.2} cycles_per_packet={cpp:.1} (median)"
         );
     }
 }
