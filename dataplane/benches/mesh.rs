@@ -289,8 +289,6 @@ fn main() {
     }
     if only.is_none_or(|o| o == 4) {
         let (cpp, mpps) = scenario(1, 1, true);
-        println!(
-            "mesh ipv6 services=1 flows=1 mpps={mpps:.2} cycles_per_packet={cpp:.1} (median)"
-        );
+        println!("mesh ipv6 services=1 flows=1 mpps={mpps:.2} cycles_per_packet={cpp:.1} (median)");
     }
 }
