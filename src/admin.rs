@@ -793,7 +793,9 @@ async fn logging(
 /// OpenMetrics to a scraper that asks for it (Prometheus does), Prometheus' text format 0.0.4
 /// to anyone else (curl, promtool).
 async fn metrics(State(c): State<Arc<Control>>, headers: HeaderMap) -> Response {
-    let collector = Snapshot { report: stats_json(&c), generation: c.running.generation() };
+    let mut report = stats_json(&c);
+    report["clusters"] = c.running.clusters_json(&c.config())["clusters"].take();
+    let collector = Snapshot { report, generation: c.running.generation() };
     let mut registry = prometheus_client::registry::Registry::default();
     registry.register_collector(Box::new(collector));
     let mut text = String::new();
@@ -945,13 +947,24 @@ impl prometheus_client::collector::Collector for Snapshot {
                 svc["flows_active"].as_f64().unwrap_or(0.0),
             );
         }
-        for e in r["endpoints"].as_array().into_iter().flatten() {
+        // Per cluster, its endpoints (an endpoint in two clusters is in both, with the same
+        // handshake counters: they are the endpoint's).
+        let members = r["clusters"].as_array().into_iter().flatten().flat_map(|c| {
+            let cluster = c["name"].as_str().unwrap_or("?").to_owned();
+            c["endpoints"].as_array().into_iter().flatten().map(move |e| (cluster.clone(), e))
+        });
+        for (cluster, e) in members {
             let endpoint = format!(
                 "{}:{}",
                 e["address"].as_str().unwrap_or("?"),
                 e["port"].as_u64().unwrap_or(0)
             );
-            let l = || vec![("endpoint".to_owned(), endpoint.clone())];
+            let l = || {
+                vec![
+                    ("cluster".to_owned(), cluster.clone()),
+                    ("endpoint".to_owned(), endpoint.clone()),
+                ]
+            };
             let n = |k: &str| e[k].as_f64().unwrap_or(0.0);
             add(
                 "weir_endpoint_connects_ok".into(),

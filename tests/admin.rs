@@ -75,7 +75,10 @@ fn every_endpoint_answers_and_the_counters_match_the_traffic() {
         .find_map(|l| l.strip_prefix("weir_worker_forwarded_total{worker=\"0\"} "))
         .unwrap_or_else(|| panic!("no forwarded counter:\n{metrics}"));
     assert!(forwarded.trim().parse::<u64>().unwrap() >= 10, "{metrics}");
-    assert!(metrics.contains("weir_endpoint_weight{endpoint=\"198.18.2.2:80\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("weir_endpoint_weight{cluster=\"web\",endpoint=\"198.18.2.2:80\"} 1"),
+        "{metrics}"
+    );
     // OpenMetrics for a scraper that asks for it.
     let accept = "Accept: application/openmetrics-text; version=1.0.0";
     let (code, open) = curl(&t, &["-H", accept, &format!("{ADMIN}/metrics")]);

@@ -308,7 +308,8 @@ fn an_endpoint_refusing_connections_is_ejected() {
     }
     let mut rig = MeshRig::build(3).unwrap();
     let extra = format!(
-        "{}mesh: {{ outlier_consecutive_failures: 3, outlier_base_ejection_ms: 60000 }}\n",
+        "{}mesh: {{ outlier_consecutive_failures: 3, outlier_base_ejection_ms: 60000 }}\n\
+         admin: {{ listen: 127.0.0.1:9901 }}\n",
         services_config("nat", "round_robin", &[1, 1, 1])
     );
     let cfg = rig.t.config(1, &extra);
@@ -336,6 +337,32 @@ fn an_endpoint_refusing_connections_is_ejected() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!((3..=6).contains(&run), "consecutive_failures={run}: {line}");
+    // The endpoint table says so while it lasts: ejected, no new flows, back within a minute.
+    let get = |path: &str| {
+        let out =
+            rig.t.weir.run(&["curl", "-sS", "-m", "5", &format!("http://127.0.0.1:9901{path}")]);
+        String::from_utf8_lossy(&out.unwrap().stdout).into_owned()
+    };
+    let clusters: serde_json::Value = serde_json::from_str(&get("/clusters")).unwrap();
+    let e1 = clusters["clusters"][0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["address"] == "198.18.2.11")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (e1["ejected"].as_bool(), e1["takes_new_flows"].as_bool()),
+        (Some(true), Some(false)),
+        "{e1}"
+    );
+    let returns = e1["returns_in_ms"].as_u64().unwrap_or(0);
+    assert!((1..=60_000).contains(&returns), "{e1}");
+    let metrics = get("/metrics");
+    assert!(
+        metrics.contains("weir_endpoint_ejected{cluster=\"web\",endpoint=\"198.18.2.11:80\"} 1"),
+        "{metrics}"
+    );
     let stats = rig.t.stop().unwrap();
     let b1 = stats["endpoints"]
         .as_array()

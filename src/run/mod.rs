@@ -1,0 +1,188 @@
+//! The running dataplane: started from a configuration ([`start`]: the mempool, the ports'
+//! queues, the FIB and one pinned worker per configured core), controlled while it runs
+//! (reload, passive health, drain, stop: here), and reporting on itself ([`report`]: counters,
+//! the endpoint and service views, the log lines that explain the mesh).
+
+pub mod report;
+mod start;
+
+pub use report::{first_difference, mesh_changes, mesh_lines, report_text, RuntimeCounters};
+pub use start::{start, NativeQueue};
+
+use crate::config::Config;
+use crate::translate::mesh_snapshot_with;
+use anyhow::{bail, Result};
+use dataplane::mempool::Mempool;
+use dataplane::mesh::engine::SharedMesh;
+use dataplane::mesh::health::OutlierDetector;
+use dataplane::mesh::model::MeshSnapshot;
+use dataplane::worker::{StopSignal, WorkerStats};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// The buffers the ports receive into.
+enum Buffers {
+    /// weir's own pool (af_packet, TAP).
+    Native(&'static Mempool),
+    /// A DPDK mbuf pool.
+    #[cfg(feature = "dpdk")]
+    Dpdk(&'static dataplane::dpdk::MbufPool),
+}
+
+/// A running dataplane.
+pub struct Running {
+    stop: Arc<StopSignal>,
+    threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// Per-worker counters.
+    pub stats: Vec<Arc<WorkerStats>>,
+    /// Port names, by port number.
+    pub port_names: Vec<String>,
+    buffers: Buffers,
+    /// The mesh configuration the workers share.
+    mesh: Arc<SharedMesh>,
+    /// Passive outlier detection (control thread only).
+    outliers: std::sync::Mutex<OutlierDetector>,
+    /// The locks on the interfaces, held while running.
+    claims: Option<crate::claim::InterfaceClaims>,
+    /// DPDK ports, by port number: stopped and closed when `Running` drops, after the workers.
+    #[cfg(feature = "dpdk")]
+    dpdk_ports: Vec<dataplane::dpdk::Port>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Ports (DPDK's) close after this, with no worker left polling them.
+        self.stop();
+    }
+}
+
+impl Running {
+    /// Applies the mesh part of a new configuration (services, clusters, endpoints): validated
+    /// first, in effect at each worker's next poll; flows keep their endpoints. Anything else
+    /// that differs from the running configuration is refused: it needs a restart.
+    pub fn reload(&self, running: &Config, new: &Config) -> Result<String> {
+        let mut a = running.clone();
+        let mut b = new.clone();
+        for c in [&mut a, &mut b] {
+            c.services.clear();
+            c.clusters.clear();
+        }
+        if a != b {
+            let field = first_difference(
+                &serde_json::to_value(&a).unwrap_or_default(),
+                &serde_json::to_value(&b).unwrap_or_default(),
+            )
+            .unwrap_or_default();
+            bail!(
+                "`{field}` differs from the running configuration: only services and clusters \
+                 change without a restart"
+            );
+        }
+        let previous = self.mesh.load();
+        let outliers = self.outliers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let snap = mesh_snapshot_with(new, Some(&previous), |id| !outliers.is_ejected(id))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let changes = mesh_changes(running, new);
+        let summary = format!(
+            "{} services, {} clusters, {} endpoints (generation {}){}",
+            snap.service_list.len(),
+            snap.clusters.len(),
+            snap.endpoints().count(),
+            snap.generation,
+            if changes.is_empty() {
+                "; no change".to_owned()
+            } else {
+                format!("; {}", changes.join("; "))
+            }
+        );
+        self.mesh.store(snap);
+        Ok(summary)
+    }
+
+    /// Passive health: ejects endpoints whose connects keep failing and brings back those whose
+    /// ejection is over, rebuilding the mesh from `cfg` when that changes who takes new flows.
+    /// Logs each ejection (cluster, endpoint, failures in a row, for how long) and each return.
+    /// Returns whether anything changed.
+    pub fn check_health(&self, cfg: &Config) -> bool {
+        let mut outliers = self.outliers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let previous = self.mesh.load();
+        let clusters = || -> Vec<Vec<u32>> {
+            previous.clusters.iter().map(|c| c.member_ids().collect()).collect()
+        };
+        let before: Vec<(u32, bool, u32)> = previous
+            .endpoints()
+            .map(|e| (e.id, outliers.is_ejected(e.id), self.mesh.health.run(e.id)))
+            .collect();
+        let now = std::time::Instant::now();
+        if !outliers.check(&self.mesh.health, now, clusters) {
+            return false;
+        }
+        let Ok(snap) = mesh_snapshot_with(cfg, Some(&previous), |id| !outliers.is_ejected(id))
+        else {
+            return false;
+        };
+        for (id, was, failures) in before {
+            let Some(e) = previous.endpoint(id) else { continue };
+            let endpoint = format!("{}:{}", e.addr, e.port);
+            let cluster = cfg
+                .clusters
+                .iter()
+                .find(|c| c.endpoints.iter().any(|x| x.address == e.addr && x.port == e.port))
+                .map_or("?", |c| c.name.as_str());
+            match (was, outliers.is_ejected(id)) {
+                (false, true) => tracing::warn!(
+                    cluster,
+                    %endpoint,
+                    consecutive_failures = failures,
+                    ejected_for_ms = outliers
+                        .ejected_until(id)
+                        .map_or(0, |t| t.saturating_duration_since(now).as_millis()),
+                    ejections = outliers.ejections(id),
+                    "endpoint ejected: its connects keep failing"
+                ),
+                (true, false) => tracing::info!(
+                    cluster,
+                    %endpoint,
+                    "endpoint back from ejection: it takes new flows again"
+                ),
+                _ => {}
+            }
+        }
+        self.mesh.store(snap);
+        true
+    }
+
+    /// Stops the workers and waits for them; their final counters are then in `stats`.
+    pub fn stop(&self) {
+        self.stop.stop();
+        let mut threads = self.threads.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for h in threads.drain(..) {
+            let _ = h.join();
+        }
+    }
+
+    /// Starts (or ends) draining: new flows are refused, existing ones carry on.
+    pub fn set_draining(&self, on: bool) {
+        self.mesh.draining.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether weir drains.
+    pub fn draining(&self) -> bool {
+        self.mesh.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Flows in the workers' tables, as last published.
+    pub fn flows(&self) -> u64 {
+        self.stats.iter().map(|w| w.counters.flows.load(std::sync::atomic::Ordering::Relaxed)).sum()
+    }
+
+    /// The mesh the workers use.
+    pub fn mesh_snapshot(&self) -> Arc<MeshSnapshot> {
+        self.mesh.load()
+    }
+
+    /// The generation of the mesh the workers use (each reload and ejection makes one).
+    pub fn generation(&self) -> u64 {
+        self.mesh.load().generation
+    }
+}

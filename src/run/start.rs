@@ -1,0 +1,439 @@
+//! Start-up: each backend's queues and buffers, the FIB and the pinned workers.
+
+use super::{Buffers, Running};
+use crate::config::{Backend, Config, IdlePolicyName, TxModeName};
+use crate::translate::{mesh_engine, mesh_snapshot, outlier_detector};
+use anyhow::{bail, Context, Result};
+use dataplane::fib::{Fib, PortAddrs, StaticRoute};
+use dataplane::io::afpacket::{AfPacketConfig, AfPacketPort, TxMode};
+use dataplane::io::tap::{create_tap, TapConfig, TapQueue};
+use dataplane::io::{PacketIo, PortStats};
+use dataplane::mempool::{Mempool, MempoolConfig, PoolBuf, PoolCache};
+use dataplane::mesh::engine::SharedMesh;
+use dataplane::neigh::{NeighborBus, NeighborTimers};
+use dataplane::pipeline::{Pipeline, PipelineConfig};
+use dataplane::ring::HandoffRing;
+use dataplane::worker::{BufSource, IdlePolicy, StopSignal, Worker, WorkerStats};
+use ipnet::IpNet;
+use std::any::Any;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// One queue of one port, of either native backend.
+pub enum NativeQueue {
+    /// af_packet.
+    AfPacket(AfPacketPort),
+    /// TAP.
+    Tap(TapQueue),
+}
+
+impl PacketIo for NativeQueue {
+    type Buf = PoolBuf;
+
+    #[inline]
+    fn rx_burst(&mut self, batch: &mut dataplane::buf::Batch<PoolBuf>) -> usize {
+        match self {
+            NativeQueue::AfPacket(p) => p.rx_burst(batch),
+            NativeQueue::Tap(p) => p.rx_burst(batch),
+        }
+    }
+
+    #[inline]
+    fn tx_burst(&mut self, batch: &mut dataplane::buf::Batch<PoolBuf>) -> usize {
+        match self {
+            NativeQueue::AfPacket(p) => p.tx_burst(batch),
+            NativeQueue::Tap(p) => p.tx_burst(batch),
+        }
+    }
+
+    fn poll_fd(&self) -> Option<std::os::fd::RawFd> {
+        match self {
+            NativeQueue::AfPacket(p) => p.poll_fd(),
+            NativeQueue::Tap(p) => p.poll_fd(),
+        }
+    }
+
+    fn stats(&self) -> PortStats {
+        match self {
+            NativeQueue::AfPacket(p) => p.stats(),
+            NativeQueue::Tap(p) => p.stats(),
+        }
+    }
+
+    fn check_link(&mut self) -> Option<dataplane::io::LinkEvent> {
+        match self {
+            NativeQueue::AfPacket(p) => p.check_link(),
+            NativeQueue::Tap(p) => p.check_link(),
+        }
+    }
+
+    fn link_up(&self) -> bool {
+        match self {
+            NativeQueue::AfPacket(p) => p.link_up(),
+            NativeQueue::Tap(p) => p.link_up(),
+        }
+    }
+}
+
+/// Starts the workers. Returns once every queue is open and every worker is running. Refuses
+/// to start on an interface another weir holds (see [`crate::claim`]).
+pub fn start(cfg: &Config) -> Result<Running> {
+    let claims = crate::claim::claim(&crate::config::host_interfaces(cfg))?;
+    let mut running = match cfg.ports.first().map(|p| p.backend) {
+        Some(Backend::Dpdk) => start_dpdk(cfg),
+        _ => start_native(cfg),
+    }?;
+    running.claims = Some(claims);
+    Ok(running)
+}
+
+fn start_native(cfg: &Config) -> Result<Running> {
+    let workers = cfg.workers.len();
+    let pool = Mempool::new(MempoolConfig {
+        buffers: cfg.mempool.buffers,
+        data_room: cfg.mempool.buffer_bytes,
+        headroom: cfg.mempool.headroom_bytes,
+    })
+    .context("mempool")?;
+
+    // Open every port's queues: queues[port][worker].
+    let mut queues: Vec<Vec<NativeQueue>> = Vec::new();
+    let mut macs = Vec::new();
+    let fanout_base = u16::try_from(std::process::id() & 0x7fff).unwrap_or(1);
+    for (i, p) in cfg.ports.iter().enumerate() {
+        let iface = p.interface.clone().unwrap_or_else(|| p.name.clone());
+        let (qs, mac) = match p.backend {
+            Backend::AfPacket => {
+                let a = &p.af_packet;
+                let mut qs = Vec::new();
+                for _ in 0..workers {
+                    let ac = AfPacketConfig {
+                        iface: iface.clone(),
+                        block_size: a.block_bytes,
+                        block_count: a.blocks,
+                        block_timeout_ms: a.block_timeout_ms,
+                        tx_frames: a.tx_frames,
+                        tx_mode: match a.tx_mode {
+                            TxModeName::Ring => TxMode::Ring,
+                            TxModeName::Sendmmsg => TxMode::Sendmmsg,
+                        },
+                        fanout: (workers > 1)
+                            .then(|| fanout_base.wrapping_add(u16::try_from(i).unwrap_or(0))),
+                        qdisc_bypass: a.qdisc_bypass,
+                        promiscuous: a.promiscuous,
+                    };
+                    let q = AfPacketPort::open(&ac, pool)
+                        .with_context(|| format!("port `{}`: af_packet on `{iface}`", p.name))?;
+                    qs.push(NativeQueue::AfPacket(q));
+                }
+                let mac = match (p.mac, qs.first()) {
+                    (Some(m), _) => m,
+                    (None, Some(NativeQueue::AfPacket(q))) => q.mac(),
+                    (None, _) => {
+                        bail!("port `{}`: no queue to read the MAC of `{iface}` from", p.name)
+                    }
+                };
+                (qs, mac)
+            }
+            Backend::Tap => {
+                let tc = TapConfig {
+                    name: iface.clone(),
+                    queues: u16::try_from(workers).context("too many workers")?,
+                };
+                let qs = create_tap(&tc, pool)
+                    .with_context(|| format!("port `{}`: creating TAP `{iface}`", p.name))?;
+                let idx = u8::try_from(i).unwrap_or(0);
+                let mac = p.mac.unwrap_or([0x02, 0x77, 0x65, 0x69, 0x72, idx]);
+                (qs.into_iter().map(NativeQueue::Tap).collect(), mac)
+            }
+            Backend::Dpdk => bail!("port `{}`: DPDK and native ports cannot be mixed", p.name),
+        };
+        queues.push(qs);
+        macs.push(mac);
+    }
+    let spawned = spawn_workers(cfg, queues, &macs, move |_| {
+        Ok((PoolCache::new(pool), Box::new(()) as Box<dyn Any>))
+    })?;
+    Ok(Running {
+        stop: spawned.stop,
+        threads: std::sync::Mutex::new(spawned.threads),
+        stats: spawned.stats,
+        port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
+        buffers: Buffers::Native(pool),
+        mesh: spawned.mesh,
+        outliers: std::sync::Mutex::new(outlier_detector(cfg)),
+        claims: None,
+        #[cfg(feature = "dpdk")]
+        dpdk_ports: Vec::new(),
+    })
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn start_dpdk(_cfg: &Config) -> Result<Running> {
+    bail!(
+        "this weir was built without DPDK (cargo feature `dpdk`): rebuild with it (the default) \
+         to use `backend: dpdk`"
+    )
+}
+
+#[cfg(feature = "dpdk")]
+fn start_dpdk(cfg: &Config) -> Result<Running> {
+    use dataplane::dpdk::{mbuf_headroom, Eal, EalConfig, MbufPool, Port, PortSettings, SocketId};
+    let workers = cfg.workers.len();
+    let hugepages = cfg.eal.hugepages.unwrap_or_else(hugepages_free);
+    let headroom = mbuf_headroom();
+    // The control thread (and DPDK's own threads) stay off the cores the workers are pinned to
+    // when there are other cores to run on.
+    let allowed: Vec<usize> =
+        core_affinity::get_core_ids().unwrap_or_default().iter().map(|c| c.id).collect();
+    let pinned: Vec<usize> = cfg.workers.iter().filter_map(|w| w.core).collect();
+    let mut control: Vec<usize> = allowed.iter().copied().filter(|c| !pinned.contains(c)).collect();
+    if control.is_empty() {
+        control = allowed;
+    }
+    let mbuf_bytes = u64::from(cfg.mempool.buffer_bytes) + u64::from(headroom) + 256;
+    let default_mb = u64::from(cfg.mempool.buffers) * mbuf_bytes / (1 << 20) + 128;
+    let eal_cfg = EalConfig {
+        control_cpus: control,
+        pci: cfg.ports.iter().filter(|p| p.is_pci()).filter_map(|p| p.device.clone()).collect(),
+        vdevs: cfg.ports.iter().filter(|p| !p.is_pci()).filter_map(|p| p.device.clone()).collect(),
+        hugepages,
+        memory_mb: cfg
+            .eal
+            .memory_mb
+            .or_else(|| (!hugepages).then(|| u32::try_from(default_mb).unwrap_or(u32::MAX))),
+        file_prefix: cfg.eal.file_prefix.clone(),
+        driver_paths: cfg.eal.driver_paths.clone(),
+        log_level: Some(cfg.eal.log_level.clone().unwrap_or_else(|| "notice".into())),
+        extra: cfg.eal.args.clone(),
+    };
+    let eal = Eal::init(&eal_cfg).context("starting DPDK")?;
+    let data_room = cfg
+        .mempool
+        .buffer_bytes
+        .checked_add(headroom)
+        .context("mempool.buffer_bytes plus DPDK's headroom exceeds 65535")?;
+    let pool = MbufPool::create(
+        eal,
+        "weir",
+        cfg.mempool.buffers,
+        cfg.mempool.cache_buffers,
+        data_room,
+        SocketId::ANY,
+    )
+    .with_context(|| {
+        format!(
+            "mbuf pool on {} (set eal.hugepages, eal.memory_mb or mempool.buffers)",
+            if hugepages { "hugepages" } else { "normal pages" }
+        )
+    })?;
+    tracing::info!(
+        mbufs = cfg.mempool.buffers,
+        bytes_each = data_room,
+        hugepages,
+        "mbuf pool on {}",
+        if hugepages { "hugepages" } else { "normal pages (--no-huge)" }
+    );
+    let mut ports = Vec::new();
+    let mut queues = Vec::new();
+    let mut macs = Vec::new();
+    for p in &cfg.ports {
+        let device = p.device.as_deref().unwrap_or_default();
+        let settings = PortSettings {
+            queues: u16::try_from(workers).context("too many workers")?,
+            rx_descriptors: p.dpdk.rx_descriptors,
+            tx_descriptors: p.dpdk.tx_descriptors,
+            rss: p.dpdk.rss,
+            promiscuous: p.dpdk.promiscuous,
+            mtu: p.mtu_bytes,
+            mac: p.mac,
+        };
+        let (port, qs) = Port::open(eal, device, &settings, pool)
+            .with_context(|| format!("port `{}`", p.name))?;
+        macs.push(port.mac());
+        ports.push(port);
+        queues.push(qs);
+    }
+    let spawned = spawn_workers(cfg, queues, &macs, move |w| {
+        let lcore = eal
+            .register_thread()
+            .with_context(|| format!("worker {w}: registering with the EAL"))?;
+        tracing::debug!(worker = w, lcore = lcore.lcore().0, "registered with the EAL");
+        Ok((pool, Box::new(lcore) as Box<dyn Any>))
+    })?;
+    Ok(Running {
+        stop: spawned.stop,
+        threads: std::sync::Mutex::new(spawned.threads),
+        stats: spawned.stats,
+        port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
+        buffers: Buffers::Dpdk(pool),
+        mesh: spawned.mesh,
+        outliers: std::sync::Mutex::new(outlier_detector(cfg)),
+        claims: None,
+        dpdk_ports: ports,
+    })
+}
+
+/// Whether the system has hugepages reserved and free, of any size.
+#[cfg(feature = "dpdk")]
+fn hugepages_free() -> bool {
+    let Ok(dir) = std::fs::read_dir("/sys/kernel/mm/hugepages") else { return false };
+    dir.flatten().any(|e| {
+        std::fs::read_to_string(e.path().join("free_hugepages"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+    })
+}
+
+/// The workers, started.
+struct Spawned {
+    stop: Arc<StopSignal>,
+    threads: Vec<JoinHandle<()>>,
+    stats: Vec<Arc<WorkerStats>>,
+    mesh: Arc<SharedMesh>,
+}
+
+/// Builds the FIB from the ports' addresses and MACs, then starts one pinned worker per
+/// configured core over `queues[port][worker]`. `init` runs first on each worker's own thread and
+/// gives it its buffer source, and a guard that lives as long as the worker (an EAL
+/// registration, say). Returns once every worker has started, or the first worker's error.
+fn spawn_workers<P, S, F>(
+    cfg: &Config,
+    queues: Vec<Vec<P>>,
+    macs: &[[u8; 6]],
+    init: F,
+) -> Result<Spawned>
+where
+    P: PacketIo + Send + 'static,
+    S: BufSource<P::Buf> + 'static,
+    F: Fn(usize) -> Result<(S, Box<dyn Any>)> + Send + Sync + 'static,
+{
+    let workers = cfg.workers.len();
+    let mut addrs = Vec::new();
+    for (p, mac) in cfg.ports.iter().zip(macs) {
+        let mut pa = PortAddrs {
+            mac: *mac,
+            ipv4: Vec::new(),
+            ipv6: Vec::new(),
+            mtu: p.mtu_bytes,
+            mac_shared: p.device.as_deref().is_some_and(|d| d.starts_with("net_tap")),
+        };
+        for n in &p.addresses {
+            match n {
+                IpNet::V4(n) => pa.ipv4.push(*n),
+                IpNet::V6(n) => pa.ipv6.push(*n),
+            }
+        }
+        addrs.push(pa);
+    }
+    let port_index = |name: &str| -> Result<u8> {
+        match cfg.ports.iter().position(|p| p.name == name) {
+            Some(i) => Ok(u8::try_from(i)?),
+            None => bail!("no port named `{name}`"),
+        }
+    };
+    let mut routes = Vec::new();
+    for r in &cfg.routes {
+        routes.push(StaticRoute { prefix: r.prefix, port: port_index(&r.port)?, via: r.via });
+    }
+    let mut statics: Vec<(IpAddr, u8, [u8; 6])> = Vec::new();
+    for n in &cfg.neighbors {
+        statics.push((n.ip, port_index(&n.port)?, n.mac));
+    }
+    let fib = Arc::new(Fib::build(addrs, &routes).context("building the FIB")?);
+    let snapshot = mesh_snapshot(cfg, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mesh =
+        SharedMesh::new(snapshot, cfg.mesh.max_endpoints, cfg.mesh.max_services, cfg.workers.len());
+    let rings: Arc<[Arc<HandoffRing<P::Buf>>]> = (0..workers)
+        .map(|_| Arc::new(HandoffRing::new(cfg.mesh.handoff_ring_packets)))
+        .collect::<Vec<_>>()
+        .into();
+    let bus = NeighborBus::new(workers, cfg.neighbor.inbox_updates);
+    let ms = 1_000_000u64;
+    let pcfg = PipelineConfig {
+        neighbor_capacity: cfg.neighbor.capacity_entries,
+        pending_capacity: cfg.neighbor.pending_packets,
+        neighbor_timers: NeighborTimers {
+            stale_after_ns: cfg.neighbor.reachable_ms.saturating_mul(ms),
+            expire_after_ns: cfg.neighbor.expire_ms.saturating_mul(ms),
+            probe_timeout_ns: cfg.neighbor.retry_ms.saturating_mul(ms),
+        },
+        resolve_timeout_ns: cfg.neighbor.resolve_timeout_ms.saturating_mul(ms),
+        resolve_retry_ns: cfg.neighbor.retry_ms.saturating_mul(ms),
+        icmp_errors_per_sec: cfg.icmp.errors_per_sec,
+        icmp_error_burst: cfg.icmp.burst,
+    };
+    let idle_of = |w: usize| match cfg.workers[w].idle.unwrap_or(cfg.idle.policy) {
+        IdlePolicyName::BusyPoll => IdlePolicy::BusyPoll,
+        IdlePolicyName::Adaptive => {
+            IdlePolicy::Adaptive { empty_polls: cfg.idle.empty_polls, sleep_ms: cfg.idle.sleep_ms }
+        }
+    };
+
+    // Hand queue w of every port to worker w.
+    let mut per_worker: Vec<Vec<P>> = (0..workers).map(|_| Vec::new()).collect();
+    for qs in queues {
+        for (w, q) in qs.into_iter().enumerate() {
+            per_worker[w].push(q);
+        }
+    }
+    let stop = Arc::new(StopSignal::new().context("the workers' stop signal")?);
+    let init = Arc::new(init);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let mut threads = Vec::new();
+    let mut stats = Vec::new();
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    for (w, ports) in per_worker.into_iter().enumerate() {
+        let st = Arc::new(WorkerStats::new(ports.len()));
+        stats.push(Arc::clone(&st));
+        let pipeline = Pipeline::new(w, Arc::clone(&fib), Arc::clone(&bus), pcfg, &statics)
+            .with_mesh(mesh_engine(cfg, w, &mesh));
+        let rings = Arc::clone(&rings);
+        let core = cfg.workers[w].core;
+        let idle = idle_of(w);
+        let stop = Arc::clone(&stop);
+        let init = Arc::clone(&init);
+        let ready = ready_tx.clone();
+        let core_id = core.and_then(|c| cores.iter().find(|id| id.id == c).copied());
+        let h = std::thread::Builder::new()
+            .name(format!("weir-worker-{w}"))
+            .spawn(move || {
+                if let Some(id) = core_id {
+                    if !core_affinity::set_for_current(id) {
+                        tracing::warn!(worker = w, core = id.id, "could not pin worker");
+                    }
+                }
+                let (source, _guard) = match init(w) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let _ = ready.send(Err(format!("{e:#}")));
+                        return;
+                    }
+                };
+                tracing::info!(worker = w, core = ?core_id.map(|c| c.id), "worker started");
+                let mut worker = Worker::new(w, ports, source, pipeline, idle, st);
+                worker.set_handoff_rings(rings);
+                let _ = ready.send(Ok(()));
+                worker.run(&stop);
+            })
+            .context("spawning a worker")?;
+        threads.push(h);
+    }
+    drop(ready_tx);
+    let mut spawned = Spawned { stop, threads, stats, mesh };
+    for _ in 0..workers {
+        let outcome = ready_rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|_| Err("a worker did not start within 30 s".into()));
+        if let Err(e) = outcome {
+            spawned.stop.stop();
+            for h in spawned.threads.drain(..) {
+                let _ = h.join();
+            }
+            bail!("{e}");
+        }
+    }
+    Ok(spawned)
+}
