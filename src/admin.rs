@@ -244,7 +244,8 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// this long at most between requests.
 pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The longest a connection is served: the longest capture and some.
+/// The longest a connection is served (then it is closed once its response in progress is
+/// done): the longest capture and some.
 const CONNECTION_MAX: std::time::Duration =
     std::time::Duration::from_millis(CAPTURE_MS_MAX + 30_000);
 
@@ -265,7 +266,8 @@ pub async fn serve(
 }
 
 /// The accept loop: HTTP/1.1 with a header read timeout, at most [`MAX_CONNECTIONS`] at once,
-/// each for at most [`CONNECTION_MAX`]; on shutdown, requests in progress are given a second.
+/// each for at most [`CONNECTION_MAX`] (then closed once the response in progress is done); on
+/// shutdown, connections are closed the same way, within a second.
 async fn serve_on<L>(
     mut listener: L,
     control: Arc<Control>,
@@ -278,9 +280,11 @@ where
     use hyper_util::rt::{TokioIo, TokioTimer};
     let app = router(Arc::clone(&control));
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let mut served = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
+        while served.try_join_next().is_some() {}
         // `accept` retries on its own (and backs off on running out of descriptors).
         let (io, _) = tokio::select! {
             () = &mut shutdown => break,
@@ -291,17 +295,28 @@ where
             continue;
         };
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(io), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(CONNECTION_MAX, conn).await;
+        let mut stopping = stopping.clone();
+        served.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(io), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return drop(slot),
+                () = tokio::time::sleep(CONNECTION_MAX) => {}
+                _ = stopping.wait_for(|s| *s) => {}
+            }
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), conn).await;
             drop(slot);
         });
     }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), graceful.shutdown()).await;
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while served.join_next().await.is_some() {}
+    })
+    .await;
     Ok(())
 }
 

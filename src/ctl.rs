@@ -229,37 +229,53 @@ pub fn run(target: &Target, cmd: &Command, json: bool) -> Result<String> {
 /// How long an answer may take.
 const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Streams a capture into `path` (or standard output for `-`) as the API sends it.
+/// Streams a capture into `path` (or standard output for `-`) as the API sends it. A file is
+/// written beside `path` and renamed onto it once the capture ends well: a failed capture
+/// leaves no file and does not clobber one already there.
 fn capture(target: &Target, query: &str, path: &Path, duration_ms: u64) -> Result<String> {
     let to_stdout = path.as_os_str() == "-";
+    let partial = {
+        let mut p = path.as_os_str().to_owned();
+        p.push(".partial");
+        std::path::PathBuf::from(p)
+    };
     let mut out: Box<dyn std::io::Write> = if to_stdout {
         Box::new(std::io::stdout().lock())
     } else {
         Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("{}", path.display()))?,
+            std::fs::File::create(&partial).with_context(|| format!("{}", partial.display()))?,
         ))
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let timeout = std::time::Duration::from_millis(duration_ms) + ANSWER_TIMEOUT;
-    let (status, body) = rt.block_on(request(
-        target,
-        "POST",
-        query,
-        Some(&mut out as &mut dyn std::io::Write),
-        timeout,
-    ))?;
-    if !status.is_success() {
-        if !to_stdout {
-            let _ = std::fs::remove_file(path);
+    let taken = (|| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let timeout = std::time::Duration::from_millis(duration_ms) + ANSWER_TIMEOUT;
+        let sink = Some(&mut out as &mut dyn std::io::Write);
+        let (status, body) = rt.block_on(request(target, "POST", query, sink, timeout))?;
+        if !status.is_success() {
+            let why = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|j| j["error"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| body.trim().to_owned());
+            bail!("POST /capture: {status}: {why}");
         }
-        let why = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|j| j["error"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| body.trim().to_owned());
-        bail!("POST /capture: {status}: {why}");
+        out.flush()?;
+        Ok(body)
+    })();
+    drop(out);
+    if to_stdout {
+        // Only the pcapng goes to standard output.
+        return taken.map(|_| String::new());
     }
-    out.flush()?;
-    Ok(if to_stdout { String::new() } else { format!("{body} written to {}", path.display()) })
+    match taken.and_then(|body| {
+        std::fs::rename(&partial, path).with_context(|| format!("{}", path.display()))?;
+        Ok(body)
+    }) {
+        Ok(body) => Ok(format!("{body} written to {}", path.display())),
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(e)
+        }
+    }
 }
 
 /// Percent-escapes what a query value cannot hold as it is.

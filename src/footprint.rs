@@ -25,6 +25,8 @@ const RING_SLOT_BYTES: u64 = 48;
 const ENDPOINT_BYTES: u64 = 20 + 48 + 32;
 /// Per endpoint id and worker.
 const ENDPOINT_WORKER_BYTES: u64 = 4;
+/// Per service id and worker: its counters (`ServiceCounters`, five 8-byte counters).
+const SERVICE_WORKER_BYTES: u64 = 40;
 /// What a DPDK mbuf costs beyond its data room and headroom (struct rte_mbuf, private area,
 /// mempool header).
 const MBUF_OVERHEAD_BYTES: u64 = 256;
@@ -86,6 +88,10 @@ impl Footprint {
             "mesh.max_endpoints",
             (mesh.max_endpoints as u64)
                 .saturating_mul(ENDPOINT_BYTES + ENDPOINT_WORKER_BYTES.saturating_mul(workers)),
+        );
+        add(
+            "mesh.max_services",
+            (mesh.max_services as u64).saturating_mul(SERVICE_WORKER_BYTES).saturating_mul(workers),
         );
         add(
             "mesh.max_clusters",

@@ -162,7 +162,12 @@ fn main() {
         Cmd::Ctl { config, admin, token_file, json, what } => {
             weir::ctl::Target::find(admin.as_deref(), token_file.as_deref(), config.as_deref())
                 .and_then(|t| weir::ctl::run(&t, &what, json))
-                .map(|out| print_out(&format!("{}\n", out.trim_end())))
+                // Nothing more once a capture went to standard output.
+                .map(|out| {
+                    if !out.is_empty() {
+                        print_out(&format!("{}\n", out.trim_end()))
+                    }
+                })
         }
         Cmd::Man => {
             let mut out = Vec::new();

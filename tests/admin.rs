@@ -220,18 +220,25 @@ print(round(time.time() - t), d[:12])",
     let timeout = weir::admin::HEADER_READ_TIMEOUT.as_secs();
     assert!(said.trim().ends_with("b''"), "{said}");
     assert!((timeout - 1..=timeout + 2).contains(&secs), "closed after {secs} s: {said}");
-    // More connections than the server takes at once, left idle: the excess is closed and
-    // counted, forwarding goes on, and the server answers again once they are gone.
+    // Many connections left idle: the server still answers while it has room; past its cap
+    // the excess is closed and counted, forwarding goes on, and the server answers again once
+    // they are gone.
     let mut idle = Vec::new();
-    for _ in 0..weir::admin::MAX_CONNECTIONS + 16 {
-        idle.push(
-            std::process::Command::new("ip")
-                .args(["netns", "exec", t.weir.name(), "socat", "-u", "-T", "3"])
-                .args(["TCP:127.0.0.1:9901", "/dev/null"])
-                .spawn()
-                .unwrap(),
-        );
-    }
+    let open_idle = |idle: &mut Vec<std::process::Child>, n: usize| {
+        for _ in 0..n {
+            idle.push(
+                std::process::Command::new("ip")
+                    .args(["netns", "exec", t.weir.name(), "socat", "-u", "-T", "3"])
+                    .args(["TCP:127.0.0.1:9901", "/dev/null"])
+                    .spawn()
+                    .unwrap(),
+            );
+        }
+    };
+    open_idle(&mut idle, 50);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(curl(&t, &[&url("/healthz")]).0, 200);
+    open_idle(&mut idle, weir::admin::MAX_CONNECTIONS + 16 - 50);
     std::thread::sleep(std::time::Duration::from_millis(500));
     let ping = t.client.run(&["ping", "-c", "2", "-i", "0.2", "-W", "2", SERVER_V4]).unwrap();
     assert!(ping.status.success(), "{}", t.log());
@@ -361,11 +368,26 @@ fn ctl_asks_over_a_unix_socket_with_tables_json_and_the_token() {
         .unwrap();
     let text = String::from_utf8_lossy(&read.stdout);
     assert_eq!(text.lines().collect::<Vec<_>>(), ["198.18.1.2\t8"; 3], "{text}");
-    // A capture refused says why and leaves no file.
+    // A capture refused says why, leaves no file and does not clobber one already there.
     let bad = t.dir().join("bad.pcapng");
     let (ok, _, err) = ctl(&["capture", "--port", "nope", "-w", bad.to_str().unwrap()]);
     assert!(!ok && err.contains("404") && err.contains("nope"), "{err}");
     assert!(!bad.exists());
+    let (ok, _, _) = ctl(&["capture", "--port", "nope", "-w", file.to_str().unwrap()]);
+    assert!(!ok);
+    let kept = std::process::Command::new("tshark")
+        .args(["-r", file.to_str().unwrap(), "-T", "fields", "-e", "icmp.type"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&kept.stdout).lines().count(), 3, "the file was clobbered");
+    assert_eq!(
+        std::fs::read_dir(t.dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+            .count(),
+        0
+    );
     // Drain: new flows refused, readiness fails.
     let (ok, out, err) = ctl(&["drain"]);
     assert!(ok && out.starts_with("draining:"), "{out}{err}");

@@ -175,5 +175,15 @@ fn sigterm_drain_carries_a_long_transfer_to_its_end() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(started.elapsed() < Duration::from_secs(20), "drained only at the timeout");
-    rig.t.stop().unwrap();
+    // The service's counters saw the transfer: its two connections (control and data), and at
+    // least the bytes iperf3 sent.
+    let stats = rig.t.stop().unwrap();
+    let bulk = &stats["services"][0];
+    let sent = report["end"]["sum_sent"]["bytes"].as_u64().unwrap();
+    assert_eq!(
+        (bulk["name"].as_str(), bulk["flows_opened"].as_u64()),
+        (Some("bulk"), Some(2)),
+        "{bulk}"
+    );
+    assert!(bulk["bytes"].as_u64().unwrap() >= sent, "{bulk} below the {sent} bytes sent");
 }

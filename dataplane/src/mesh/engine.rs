@@ -62,7 +62,8 @@ pub struct SharedMesh {
 crate::counters! {
     /// One service's counters on one worker.
     pub struct ServiceCounters => ServiceTotals {
-        /// Packets of the service's flows translated or encapsulated, both directions.
+        /// Packets of the service's flows translated or encapsulated, both directions (ICMP
+        /// errors about them are counted apart, in the worker's `icmp_translated`).
         Counter packets,
         /// Bytes of those packets (frames as received).
         Counter bytes,
@@ -481,11 +482,17 @@ impl MeshEngine {
             let before = self.snap.generation;
             self.snap = self.shared.load();
             // A service id handed out since may have been another service's: its counters
-            // start again.
-            for s in self.snap.service_list.iter().filter(|s| s.born > before) {
-                if let Some(c) = self.share.service(s.id) {
+            // start again. The snapshot lists the ids it handed out; only a worker that missed
+            // a snapshot looks through every service.
+            let fresh = |id: u32| {
+                if let Some(c) = self.share.service(id) {
                     c.publish(&ServiceTotals::default());
                 }
+            };
+            if self.snap.generation == before + 1 {
+                self.snap.born_services.iter().copied().for_each(fresh);
+            } else {
+                self.snap.service_list.iter().filter(|s| s.born > before).for_each(|s| fresh(s.id));
             }
         }
         let evicted = self.flows.stats.evicted;
@@ -714,15 +721,20 @@ impl MeshEngine {
             // The configuration changed since this flow was last checked: is its endpoint
             // still serving?
             // A removed service drains its flows; a cluster decides for its endpoints.
-            let reset = self
-                .snap
-                .service(flow.forward.dst(), flow.forward.dst_port(), flow.forward.proto())
-                .and_then(|(_, s)| self.snap.cluster(s.cluster))
-                .is_some_and(|c| {
-                    let (addr, port) = (flow.reverse.src(), flow.reverse.src_port());
-                    !c.is_serving_at(flow.endpoint, addr, port)
-                        && c.on_endpoint_gone == OnEndpointGone::Reset
-                });
+            let service = self.snap.service(
+                flow.forward.dst(),
+                flow.forward.dst_port(),
+                flow.forward.proto(),
+            );
+            // Its service removed, and its id perhaps another's since: it counts for none.
+            if service.is_none_or(|(_, s)| s.id != flow.service) {
+                self.flows.set_service(id, super::flow::NO_SERVICE);
+            }
+            let reset = service.and_then(|(_, s)| self.snap.cluster(s.cluster)).is_some_and(|c| {
+                let (addr, port) = (flow.reverse.src(), flow.reverse.src_port());
+                !c.is_serving_at(flow.endpoint, addr, port)
+                    && c.on_endpoint_gone == OnEndpointGone::Reset
+            });
             if reset {
                 let mut cb =
                     on_removed(&self.share, &self.shared.health, &mut self.counters, self.judging);

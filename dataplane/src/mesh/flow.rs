@@ -133,6 +133,9 @@ pub struct Flow {
     pub expires_ns: u64,
 }
 
+/// The service id of a flow whose service is gone: it counts towards none.
+pub const NO_SERVICE: u32 = u32::MAX;
+
 /// A snapshot generation as a flow records it: its low 32 bits, to fit the flow's hot line. A
 /// flow would miss a check only if exactly a multiple of 2^32 snapshots came between two of
 /// its packets.
@@ -475,6 +478,13 @@ impl FlowTable {
         self.hot(id).map(|h| h.service)
     }
 
+    /// Changes the service flow `id` counts towards ([`NO_SERVICE`]: none).
+    pub fn set_service(&mut self, id: u32, service: u32) {
+        if let Some(h) = self.hot.get_mut(usize::try_from(id).unwrap_or(usize::MAX)) {
+            h.service = service;
+        }
+    }
+
     /// Notes that flow `id`'s endpoint was checked against snapshot `generation`.
     #[inline]
     pub fn mark_checked(&mut self, id: u32, generation: u64) {
@@ -516,6 +526,16 @@ impl FlowTable {
                 && flags & tcp_flags::SYN == 0
             {
                 f.state = FlowState::Established;
+            } else if was == FlowState::SynSent
+                && dir == Direction::Forward
+                && flags & tcp_flags::ACK != 0
+                && flags & tcp_flags::SYN == 0
+                && matches!(f.mode, super::model::Mode::Dsr(_))
+            {
+                // DSR: the endpoint answers the client directly. The client acknowledging
+                // after its SYN is the sign that the endpoint answered.
+                f.state = FlowState::Established;
+                t = Transition::Answered;
             }
             if flags & tcp_flags::FIN != 0 {
                 f.state = FlowState::Closing;

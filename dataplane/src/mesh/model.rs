@@ -292,6 +292,8 @@ pub struct MeshSnapshot {
     next_id: usize,
     /// The same for service ids.
     next_service_id: usize,
+    /// The service ids this snapshot handed out (to services new in it).
+    pub born_services: Vec<u32>,
 }
 
 /// A configuration the mesh cannot take, with the field it concerns.
@@ -329,6 +331,7 @@ impl MeshSnapshot {
             generation: 0,
             next_id: 0,
             next_service_id: 0,
+            born_services: Vec::new(),
         }
     }
 
@@ -417,6 +420,8 @@ impl MeshSnapshot {
                         let id = u32::try_from(next_free)
                             .map_err(|_| err(&path, "endpoint ids exhausted"))?;
                         used[next_free] = true;
+                        // On past it, as for services.
+                        next_free = (next_free + 1) % cap.endpoints;
                         ids.insert((e.addr, e.port), id);
                         id
                     }
@@ -479,6 +484,7 @@ impl MeshSnapshot {
             }
         }
         let mut next_service = previous.map_or(0, |p| p.next_service_id) % cap.services.max(1);
+        let mut born = Vec::new();
         let mut map = FxHashMap::default();
         let mut list = Vec::with_capacity(services.len());
         let mut vips = AddrFilter::new();
@@ -537,6 +543,10 @@ impl MeshSnapshot {
                     service_used[next_service] = true;
                     let id = u32::try_from(next_service)
                         .map_err(|_| err(&path, "service ids exhausted"))?;
+                    // The search goes on past it: a service removed next time does not give
+                    // its id straight to the next new one.
+                    next_service = (next_service + 1) % cap.services;
+                    born.push(id);
                     (id, generation)
                 }
             };
@@ -562,6 +572,7 @@ impl MeshSnapshot {
             generation,
             next_id: next_free,
             next_service_id: next_service,
+            born_services: born,
         })
     }
 
@@ -695,11 +706,16 @@ mod tests {
         // s1 goes, s3 comes: s2 keeps its id and birth, s3 takes the next id, not s1's.
         let b = MeshSnapshot::build(&[svc(2), svc(3)], &c, cap, Some(&a), |_| true).unwrap();
         assert_eq!(ids(&b), [(2, 1, 1), (3, 2, 2)]);
-        // Only then does the search come round to the freed id.
-        let d =
-            MeshSnapshot::build(&[svc(2), svc(3), svc(4)], &c, cap, Some(&b), |_| true).unwrap();
-        assert_eq!(ids(&d), [(2, 1, 1), (3, 2, 2), (4, 0, 3)]);
-        assert!(MeshSnapshot::build(&[svc(1), svc(2), svc(3), svc(4)], &c, cap, Some(&d), |_| {
+        assert_eq!(b.born_services, [2]);
+        // s3, the last given an id, goes and s4 comes: s4 does not get s3's id straight away
+        // but the next free one on (s1's old 0); 2 comes round only after that.
+        let d = MeshSnapshot::build(&[svc(2), svc(4)], &c, cap, Some(&b), |_| true).unwrap();
+        assert_eq!(ids(&d), [(2, 1, 1), (4, 0, 3)]);
+        let e =
+            MeshSnapshot::build(&[svc(2), svc(4), svc(5)], &c, cap, Some(&d), |_| true).unwrap();
+        assert_eq!(ids(&e), [(2, 1, 1), (4, 0, 3), (5, 2, 4)]);
+        assert_eq!(e.born_services, [2]);
+        assert!(MeshSnapshot::build(&[svc(1), svc(2), svc(3), svc(4)], &c, cap, Some(&e), |_| {
             true
         })
         .is_err());
