@@ -459,6 +459,11 @@ impl<B: PacketBuf> Pipeline<B> {
         self.mesh.as_ref()
     }
 
+    /// The mesh engine, if there is one, to change.
+    pub fn mesh_mut(&mut self) -> Option<&mut MeshEngine> {
+        self.mesh.as_mut()
+    }
+
     /// The FIB in use.
     pub fn fib(&self) -> &Fib {
         &self.fib

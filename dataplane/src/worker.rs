@@ -324,15 +324,23 @@ struct Tx<'a, P: PacketIo, S> {
     capture: Option<(&'a crate::capture::CaptureRing, crate::capture::Armed)>,
 }
 
+/// Offers a frame about to leave by `port` to an armed transmit capture (out of line: the
+/// frame's send path keeps one test of an `Option` when no capture is armed).
+#[cold]
+#[inline(never)]
+fn tap_sent(ring: &crate::capture::CaptureRing, f: &crate::capture::Armed, port: u8, frame: &[u8]) {
+    if f.filter.port == port {
+        crate::capture::offer(ring, f, frame, None);
+    }
+}
+
 impl<P: PacketIo, S: BufSource<P::Buf>> Egress<P::Buf> for Tx<'_, P, S> {
-    #[inline]
+    #[inline(always)]
     fn send(&mut self, port: u8, pkt: P::Buf) {
         let i = usize::from(port);
         // An armed transmit capture sees the frame as it leaves, while it is in the cache.
         if let Some((ring, f)) = &self.capture {
-            if f.filter.port == port {
-                crate::capture::offer(ring, f, pkt.data(), None);
-            }
+            tap_sent(ring, f, port, pkt.data());
         }
         let (Some(batch), Some(io)) = (self.batches.get_mut(i), self.ports.get_mut(i)) else {
             return;
@@ -724,6 +732,9 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
                     self.counters.sleeps += 1;
                 }
             }
+        }
+        if let Some(m) = self.pipeline.mesh_mut() {
+            m.flush_counts();
         }
         self.publish();
     }

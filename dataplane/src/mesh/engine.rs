@@ -275,6 +275,10 @@ pub struct MeshEngine {
     rr: Vec<u32>,
     /// Per-service counters and flows per endpoint id (least-request) of this worker.
     share: Arc<WorkerShare>,
+    /// (service, packets, bytes) counted but not yet added to that service's counters: a
+    /// burst is mostly one service's, and adding once per run of its packets (and at the
+    /// latest at the next poll) spares two read-modify-writes a packet.
+    pending: (u32, u64, u64),
     rng: Rng,
     snat_first: u16,
     snat_count: u32,
@@ -452,6 +456,7 @@ impl MeshEngine {
             workers: workers.max(1),
             snap: shared.load(),
             share: shared.share(worker),
+            pending: (super::flow::NO_SERVICE, 0, 0),
             shared,
             sweep: SweepPace::new(flows.capacity()),
             flows,
@@ -478,6 +483,7 @@ impl MeshEngine {
     /// evicted meets what the endpoint still holds of the old one. An attacker must not be
     /// able to get healthy endpoints ejected.
     pub fn maintain(&mut self, now_ns: u64) {
+        self.flush_counts();
         if self.shared.generation.load(Ordering::Acquire) != self.snap.generation {
             let before = self.snap.generation;
             self.snap = self.shared.load();
@@ -946,9 +952,27 @@ impl MeshEngine {
             Direction::Forward => self.counters.forward += 1,
             Direction::Reverse => self.counters.reverse += 1,
         }
-        if let Some(c) = self.share.service(service) {
-            bump(&c.packets, 1);
-            bump(&c.bytes, bytes as u64);
+        let p = &mut self.pending;
+        if p.0 == service {
+            p.1 += 1;
+            p.2 += bytes as u64;
+        } else {
+            self.flush_counts();
+            self.pending = (service, 1, bytes as u64);
+        }
+    }
+
+    /// Adds the packets and bytes counted since to their service's counters (done at every
+    /// poll's housekeeping, and when the service changes).
+    #[inline(never)]
+    pub fn flush_counts(&mut self) {
+        let (service, packets, bytes) = self.pending;
+        if packets > 0 {
+            if let Some(c) = self.share.service(service) {
+                bump(&c.packets, packets);
+                bump(&c.bytes, bytes);
+            }
+            self.pending = (service, 0, 0);
         }
     }
 
