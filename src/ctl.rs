@@ -191,11 +191,7 @@ pub fn run(target: &Target, cmd: &Command, json: bool) -> Result<String> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (status, body) = rt.block_on(request(target, method, &path, None, ANSWER_TIMEOUT))?;
     if !status.is_success() {
-        let why = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|j| j["error"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| body.trim().to_owned());
-        bail!("{method} {path}: {status}: {why}");
+        bail!("{method} {path}: {status}: {}", why(&body));
     }
     if json || matches!(cmd, Command::Ready) {
         return Ok(body);
@@ -226,6 +222,14 @@ pub fn run(target: &Target, cmd: &Command, json: bool) -> Result<String> {
     })
 }
 
+/// Why the API refused: its JSON `error`, or the body as it is.
+fn why(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|j| j["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| body.trim().to_owned())
+}
+
 /// How long an answer may take.
 const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -252,11 +256,7 @@ fn capture(target: &Target, query: &str, path: &Path, duration_ms: u64) -> Resul
         let sink = Some(&mut out as &mut dyn std::io::Write);
         let (status, body) = rt.block_on(request(target, "POST", query, sink, timeout))?;
         if !status.is_success() {
-            let why = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|j| j["error"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| body.trim().to_owned());
-            bail!("POST /capture: {status}: {why}");
+            bail!("POST /capture: {status}: {}", why(&body));
         }
         out.flush()?;
         Ok(body)

@@ -109,7 +109,12 @@ macro_rules! counters {
 
 /// A counter's help as one trimmed line (doc comments come with a leading space per line).
 pub fn help_line(info: &Info) -> String {
-    info.help.split_whitespace().collect::<Vec<_>>().join(" ")
+    one_line(info.help)
+}
+
+/// A doc comment's text as one line: its words joined by single spaces.
+pub fn one_line(doc: &str) -> String {
+    doc.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

@@ -169,11 +169,7 @@ impl DropReason {
 
     /// What the reason means: its doc comment, on one line.
     pub fn help(self) -> String {
-        strum::EnumMessage::get_documentation(&self)
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
+        crate::counters::one_line(strum::EnumMessage::get_documentation(&self).unwrap_or_default())
     }
 }
 
