@@ -16,3 +16,4 @@ pub mod meshdemo;
 pub mod netns;
 pub mod run;
 pub mod translate;
+pub mod xds;

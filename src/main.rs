@@ -69,6 +69,20 @@ enum Cmd {
         #[command(subcommand)]
         what: weir::ctl::Command,
     },
+    /// Translate an Envoy /config_dump (Envoy's admin API, `istioctl proxy-config all -o
+    /// json`) as xDS would: a report per resource (accepted, waiting, refused and why) on
+    /// stderr, weir's YAML for the services and clusters accepted on stdout or to --output.
+    Import {
+        /// The config dump (JSON).
+        #[arg(long)]
+        envoy_config_dump: PathBuf,
+        /// Write the YAML here instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print weir's manual page (roff), made from this command line's definition.
     Man,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -102,6 +116,30 @@ enum Backend {
     Dpdk,
     /// DPDK ports: `net_tap` virtual devices.
     DpdkTap,
+}
+
+/// `weir import`: the report on stderr (it is about the input), the YAML on stdout or to a
+/// file. Fails when nothing was accepted.
+fn import(dump: &std::path::Path, output: Option<&std::path::Path>, json: bool) -> Result<()> {
+    let text =
+        std::fs::read_to_string(dump).map_err(|e| anyhow::anyhow!("{}: {e}", dump.display()))?;
+    let import = weir::xds::import::config_dump(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dump.display()))?;
+    let report = if json {
+        format!("{}\n", serde_json::to_string_pretty(&import.verdicts)?)
+    } else {
+        import.report()
+    };
+    eprint!("{report}");
+    match output {
+        Some(path) => std::fs::write(path, &import.yaml)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        None => print_out(&import.yaml),
+    }
+    if import.count("accepted") == 0 {
+        anyhow::bail!("{}: no resource weir can serve", dump.display());
+    }
+    Ok(())
 }
 
 fn load(path: &std::path::Path) -> Result<config::Config> {
@@ -168,6 +206,9 @@ fn main() {
                         print_out(&format!("{}\n", out.trim_end()))
                     }
                 })
+        }
+        Cmd::Import { envoy_config_dump, output, json } => {
+            import(&envoy_config_dump, output.as_deref(), json)
         }
         Cmd::Man => {
             let mut out = Vec::new();

@@ -24,8 +24,8 @@ pub(crate) fn mesh_snapshot_with(
 ) -> Result<MeshSnapshot, dataplane::mesh::model::MeshError> {
     use crate::config::{GoneName, ModeName, PolicyName, ProtocolName};
     use dataplane::mesh::model::{
-        proto, ClusterSpec, Encap, EndpointSpec, MeshCapacity, Mode, OnEndpointGone, Policy,
-        ServiceSpec,
+        proto, Balance, ClusterSpec, Encap, EndpointSpec, MeshCapacity, Mode, OnEndpointGone,
+        Policy, ServiceSpec,
     };
     let services: Vec<ServiceSpec> = cfg
         .services
@@ -49,32 +49,72 @@ pub(crate) fn mesh_snapshot_with(
             },
         })
         .collect();
+    let policy_of = |p: PolicyName| match p {
+        PolicyName::Maglev => Policy::Maglev,
+        PolicyName::RoundRobin => Policy::RoundRobin,
+        PolicyName::Random => Policy::Random,
+        PolicyName::LeastRequest => Policy::LeastRequest,
+    };
+    let endpoint_of = |e: &crate::config::EndpointConfig, group: u32| EndpointSpec {
+        addr: e.address,
+        port: e.port,
+        weight: e.weight,
+        healthy: e.healthy,
+        priority: e.priority,
+        group,
+    };
+    let ms = 1_000_000u64;
     let clusters: Vec<ClusterSpec> = cfg
         .clusters
         .iter()
-        .map(|c| ClusterSpec {
-            name: c.name.clone(),
-            policy: match c.policy {
-                PolicyName::Maglev => Policy::Maglev,
-                PolicyName::RoundRobin => Policy::RoundRobin,
-                PolicyName::Random => Policy::Random,
-                PolicyName::LeastRequest => Policy::LeastRequest,
-            },
-            maglev_table_size: c.maglev_table_size,
-            on_endpoint_gone: match c.on_endpoint_gone {
-                GoneName::Drain => OnEndpointGone::Drain,
-                GoneName::Reset => OnEndpointGone::Reset,
-            },
-            endpoints: c
-                .endpoints
-                .iter()
-                .map(|e| EndpointSpec {
-                    addr: e.address,
-                    port: e.port,
-                    weight: e.weight,
-                    healthy: e.healthy,
-                })
-                .collect(),
+        .map(|c| {
+            let (endpoints, balance) = if c.split.is_empty() {
+                // Localities are groups; validation saw that every endpoint names one.
+                let group = |e: &crate::config::EndpointConfig| {
+                    e.locality
+                        .as_ref()
+                        .and_then(|l| c.localities.iter().position(|x| &x.name == l))
+                        .and_then(|i| u32::try_from(i).ok())
+                        .unwrap_or(0)
+                };
+                (
+                    c.endpoints.iter().map(|e| endpoint_of(e, group(e))).collect(),
+                    Balance {
+                        overprovisioning_percent: c.overprovisioning_percent,
+                        groups: c.localities.iter().map(|l| l.weight).collect(),
+                        groups_follow_health: true,
+                    },
+                )
+            } else {
+                // A split: its clusters' endpoints, a group per cluster.
+                let mut eps = Vec::new();
+                for (g, part) in c.split.iter().enumerate() {
+                    let group = u32::try_from(g).unwrap_or(u32::MAX);
+                    if let Some(member) = cfg.clusters.iter().find(|m| m.name == part.cluster) {
+                        eps.extend(member.endpoints.iter().map(|e| endpoint_of(e, group)));
+                    }
+                }
+                (
+                    eps,
+                    Balance {
+                        overprovisioning_percent: c.overprovisioning_percent,
+                        groups: c.split.iter().map(|p| p.weight).collect(),
+                        groups_follow_health: false,
+                    },
+                )
+            };
+            ClusterSpec {
+                name: c.name.clone(),
+                policy: policy_of(c.policy),
+                maglev_table_size: c.maglev_table_size,
+                on_endpoint_gone: match c.on_endpoint_gone {
+                    GoneName::Drain => OnEndpointGone::Drain,
+                    GoneName::Reset => OnEndpointGone::Reset,
+                },
+                endpoints,
+                balance,
+                connect_timeout_ns: c.connect_timeout_ms.map(|t| t.saturating_mul(ms)),
+            }
         })
         .collect();
     let cap = MeshCapacity {
@@ -85,17 +125,47 @@ pub(crate) fn mesh_snapshot_with(
     MeshSnapshot::build(&services, &clusters, cap, previous, healthy)
 }
 
-pub(crate) fn outlier_detector(cfg: &Config) -> OutlierDetector {
+fn mesh_outlier_settings(cfg: &Config) -> OutlierSettings {
     let m = &cfg.mesh;
-    OutlierDetector::new(
-        OutlierSettings {
-            consecutive_failures: m.outlier_consecutive_failures,
-            base_ejection: std::time::Duration::from_millis(m.outlier_base_ejection_ms),
-            max_ejection: std::time::Duration::from_millis(m.outlier_max_ejection_ms),
-            max_ejection_percent: m.outlier_max_ejection_percent,
-        },
-        m.max_endpoints,
-    )
+    OutlierSettings {
+        consecutive_failures: m.outlier_consecutive_failures,
+        base_ejection: std::time::Duration::from_millis(m.outlier_base_ejection_ms),
+        max_ejection: std::time::Duration::from_millis(m.outlier_max_ejection_ms),
+        max_ejection_percent: m.outlier_max_ejection_percent,
+    }
+}
+
+/// The outlier detector for `cfg`, its clusters' settings taken from `snap` (built from it).
+pub(crate) fn outlier_detector(cfg: &Config, snap: &MeshSnapshot) -> OutlierDetector {
+    let mut d = OutlierDetector::new(mesh_outlier_settings(cfg), cfg.mesh.max_endpoints);
+    d.configure(outlier_settings(cfg, snap));
+    d
+}
+
+/// The outlier settings of each endpoint of `snap` (built from `cfg`): its cluster's, or the
+/// mesh's. An endpoint in two clusters takes the first's; a split's endpoints their own
+/// cluster's.
+pub(crate) fn outlier_settings(cfg: &Config, snap: &MeshSnapshot) -> Vec<(u32, OutlierSettings)> {
+    let mesh = mesh_outlier_settings(cfg);
+    let mut out: Vec<(u32, OutlierSettings)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (c, built) in cfg.clusters.iter().zip(&snap.clusters) {
+        if !c.split.is_empty() {
+            continue;
+        }
+        let settings = c.outlier.as_ref().map_or(mesh, |o| OutlierSettings {
+            consecutive_failures: o.consecutive_failures,
+            base_ejection: std::time::Duration::from_millis(o.base_ejection_ms),
+            max_ejection: std::time::Duration::from_millis(o.max_ejection_ms),
+            max_ejection_percent: o.max_ejection_percent,
+        });
+        for id in built.member_ids() {
+            if seen.insert(id) {
+                out.push((id, settings));
+            }
+        }
+    }
+    out
 }
 
 /// A worker's mesh engine for `cfg`.

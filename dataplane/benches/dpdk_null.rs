@@ -21,8 +21,8 @@ use dataplane::io::{PacketIo, PortStats};
 use dataplane::mesh::engine::{MeshEngine, MeshSettings, SharedMesh};
 use dataplane::mesh::flow::{FlowTimeouts, WhenFull};
 use dataplane::mesh::model::{
-    proto, ClusterSpec, EndpointSpec, MeshCapacity, MeshSnapshot, Mode, OnEndpointGone, Policy,
-    ServiceSpec,
+    proto, Balance, ClusterSpec, EndpointSpec, MeshCapacity, MeshSnapshot, Mode, OnEndpointGone,
+    Policy, ServiceSpec,
 };
 use dataplane::testing::{
     router_over, router_over_with, udp4_frame, udp4_frame_between, udp4_frame_to_client,
@@ -165,11 +165,15 @@ fn main() {
         policy: Policy::Maglev,
         maglev_table_size: None,
         on_endpoint_gone: OnEndpointGone::Drain,
+        balance: Balance::default(),
+        connect_timeout_ns: None,
         endpoints: vec![EndpointSpec {
             addr: IpAddr::from([198, 18, 2, 2]),
             port: 8000,
             weight: 1,
             healthy: true,
+            priority: 0,
+            group: 0,
         }],
     };
     let cap = MeshCapacity { services: 16, clusters: 16, endpoints: 16 };

@@ -22,8 +22,8 @@
 use dataplane::mesh::engine::{MeshEngine, MeshSettings, SharedMesh};
 use dataplane::mesh::flow::{FlowTimeouts, WhenFull};
 use dataplane::mesh::model::{
-    proto, ClusterSpec, EndpointSpec, MeshCapacity, MeshSnapshot, Mode, OnEndpointGone, Policy,
-    ServiceSpec,
+    proto, Balance, ClusterSpec, EndpointSpec, MeshCapacity, MeshSnapshot, Mode, OnEndpointGone,
+    Policy, ServiceSpec,
 };
 use dataplane::testing::{null_router_with, udp4_frame_between, CLIENT_MAC, PORT0_MAC};
 use std::net::{IpAddr, Ipv6Addr};
@@ -71,6 +71,8 @@ fn scenario(services: u32, flows: u32, v6: bool) -> (f64, f64) {
         policy: Policy::Maglev,
         maglev_table_size: None,
         on_endpoint_gone: OnEndpointGone::Drain,
+        balance: Balance::default(),
+        connect_timeout_ns: None,
         endpoints: (0..4)
             .map(|p| EndpointSpec {
                 addr: if v6 {
@@ -81,6 +83,8 @@ fn scenario(services: u32, flows: u32, v6: bool) -> (f64, f64) {
                 port: 8000 + p,
                 weight: 1,
                 healthy: true,
+                priority: 0,
+                group: 0,
             })
             .collect(),
     };

@@ -27,8 +27,8 @@ use crate::mempool::{Mempool, MempoolConfig, PoolBuf};
 use crate::mesh::engine::{MeshCounters, MeshEngine, MeshSettings, SharedMesh};
 use crate::mesh::flow::{FlowTimeouts, WhenFull};
 use crate::mesh::model::{
-    proto, ClusterSpec, Encap, EndpointSpec, MeshCapacity, MeshSnapshot, Mode, OnEndpointGone,
-    Policy, ServiceSpec,
+    proto, Balance, ClusterSpec, Encap, EndpointSpec, MeshCapacity, MeshSnapshot, Mode,
+    OnEndpointGone, Policy, ServiceSpec,
 };
 use crate::neigh::NeighborBus;
 use crate::pipeline::{Egress, Pipeline, PipelineConfig, PipelineCounters, Verdict};
@@ -147,9 +147,18 @@ fn cluster(name: &str, policy: Policy, addrs: &[IpAddr], gone: OnEndpointGone) -
         policy,
         maglev_table_size: None,
         on_endpoint_gone: gone,
+        balance: Balance::default(),
+        connect_timeout_ns: None,
         endpoints: addrs
             .iter()
-            .map(|&addr| EndpointSpec { addr, port: 80, weight: 1, healthy: true })
+            .map(|&addr| EndpointSpec {
+                addr,
+                port: 80,
+                weight: 1,
+                healthy: true,
+                priority: 0,
+                group: 0,
+            })
             .collect(),
     }
 }

@@ -3,8 +3,8 @@
 use dataplane::mesh::engine::{MeshAction, MeshEngine, MeshSettings, Routes, SharedMesh};
 use dataplane::mesh::flow::{FlowTimeouts, WhenFull};
 use dataplane::mesh::model::{
-    proto, ClusterSpec, EndpointSpec, MeshCapacity, MeshSnapshot, Mode, OnEndpointGone, Policy,
-    ServiceSpec,
+    proto, Balance, ClusterSpec, EndpointSpec, MeshCapacity, MeshSnapshot, Mode, OnEndpointGone,
+    Policy, ServiceSpec,
 };
 use dataplane::pipeline::DropReason;
 use dataplane::testing::l4_frame_v4;
@@ -33,7 +33,14 @@ fn tuple(f: &[u8]) -> (IpAddr, u16, IpAddr, u16) {
 }
 
 fn ep(last: u8, weight: u32) -> EndpointSpec {
-    EndpointSpec { addr: IpAddr::from([198, 18, 2, last]), port: 8080, weight, healthy: true }
+    EndpointSpec {
+        addr: IpAddr::from([198, 18, 2, last]),
+        port: 8080,
+        weight,
+        healthy: true,
+        priority: 0,
+        group: 0,
+    }
 }
 
 struct Rig {
@@ -63,6 +70,8 @@ fn mesh(
             maglev_table_size: None,
             endpoints: eps,
             on_endpoint_gone: OnEndpointGone::Drain,
+            balance: Balance::default(),
+            connect_timeout_ns: None,
         }],
     )
 }

@@ -173,13 +173,81 @@ pub struct ClusterConfig {
     pub policy: PolicyName,
     /// Maglev table size, slots (a prime); default the smallest prime at least 100 per
     /// endpoint and at least 1009.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maglev_table_size: Option<u32>,
     /// What happens to flows of an endpoint that is removed or unhealthy: `drain` (kept until
     /// they end) or `reset`.
     #[serde(default = "default_gone")]
     pub on_endpoint_gone: GoneName,
-    /// Endpoints.
+    /// Endpoints (none when the cluster is a `split`).
+    #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
+    /// How long a flow's TCP handshake may take, milliseconds, before it counts as a failed
+    /// connect and is forgotten; default `mesh.tcp_syn_timeout_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_ms: Option<u64>,
+    /// Passive outlier detection for this cluster; default the `mesh.outlier_*` settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<OutlierConfig>,
+    /// Priorities: a priority takes the share of new flows its healthy endpoints can carry
+    /// (healthy fraction × this percentage, capped at 100%), the next priority the rest.
+    #[serde(
+        default = "default_overprovisioning",
+        skip_serializing_if = "is_default_overprovisioning"
+    )]
+    pub overprovisioning_percent: u32,
+    /// Locality weights: when listed, new flows are split between localities by weight
+    /// (scaled by each locality's healthy fraction), then between a locality's endpoints by
+    /// theirs. Every endpoint names one of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub localities: Vec<LocalityConfig>,
+    /// A weighted split over other clusters (instead of endpoints): each takes its weight's
+    /// share of new flows, whatever its health, and picks among its endpoints as it would.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub split: Vec<SplitConfig>,
+}
+
+/// A cluster's passive outlier detection.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierConfig {
+    /// Failed connects in a row that eject an endpoint; 0 turns detection off.
+    pub consecutive_failures: u32,
+    /// First ejection, milliseconds (doubling with each ejection).
+    pub base_ejection_ms: u64,
+    /// Longest ejection, milliseconds.
+    pub max_ejection_ms: u64,
+    /// At most this percentage of the cluster's endpoints ejected at once.
+    pub max_ejection_percent: u32,
+}
+
+/// A locality's weight.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalityConfig {
+    /// Name (Envoy's region/zone/sub_zone).
+    pub name: String,
+    /// Relative weight.
+    pub weight: u32,
+}
+
+/// One cluster of a split.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitConfig {
+    /// The cluster (one with endpoints).
+    pub cluster: String,
+    /// Relative weight.
+    pub weight: u32,
+}
+
+fn default_overprovisioning() -> u32 {
+    140
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_default_overprovisioning(v: &u32) -> bool {
+    *v == default_overprovisioning()
 }
 
 /// Pick policies.
@@ -228,6 +296,17 @@ pub struct EndpointConfig {
     /// `false` takes it out of service (its flows drain or reset as the cluster says).
     #[serde(default = "default_true")]
     pub healthy: bool,
+    /// Priority, 0 the highest: lower ones take flows only as higher ones lose health.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: u32,
+    /// Its locality, one of the cluster's `localities`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<String>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 fn default_weight() -> u32 {

@@ -10,7 +10,7 @@ pub use report::{first_difference, mesh_changes, mesh_lines, report_text, Runtim
 pub use start::{start, NativeQueue};
 
 use crate::config::Config;
-use crate::translate::mesh_snapshot_with;
+use crate::translate::{mesh_snapshot_with, outlier_settings};
 use anyhow::{bail, Result};
 use dataplane::mempool::Mempool;
 use dataplane::mesh::engine::SharedMesh;
@@ -79,9 +79,10 @@ impl Running {
             );
         }
         let previous = self.mesh.load();
-        let outliers = self.outliers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut outliers = self.outliers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let snap = mesh_snapshot_with(new, Some(&previous), |id| !outliers.is_ejected(id))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        outliers.configure(outlier_settings(new, &snap));
         let changes = mesh_changes(running, new);
         let summary = format!(
             "{} services, {} clusters, {} endpoints (generation {}){}",

@@ -161,8 +161,8 @@ fn start_native(cfg: &Config) -> Result<Running> {
         stats: spawned.stats,
         port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
         buffers: Buffers::Native(pool),
+        outliers: std::sync::Mutex::new(outlier_detector(cfg, &spawned.mesh.load())),
         mesh: spawned.mesh,
-        outliers: std::sync::Mutex::new(outlier_detector(cfg)),
         claims: None,
         #[cfg(feature = "dpdk")]
         dpdk_ports: Vec::new(),
@@ -268,8 +268,8 @@ fn start_dpdk(cfg: &Config) -> Result<Running> {
         stats: spawned.stats,
         port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
         buffers: Buffers::Dpdk(pool),
+        outliers: std::sync::Mutex::new(outlier_detector(cfg, &spawned.mesh.load())),
         mesh: spawned.mesh,
-        outliers: std::sync::Mutex::new(outlier_detector(cfg)),
         claims: None,
         dpdk_ports: ports,
     })

@@ -297,6 +297,8 @@ pub struct MeshEngine {
     /// How long after an eviction failures are not judged: a handshake timeout, and the time
     /// the sweep may take to find a flow expired.
     unjudged_ns: u64,
+    /// The mesh's handshake timeout (clusters may set their own).
+    syn_ns: u64,
     /// The expiry sweep's pace.
     sweep: SweepPace,
     /// Counters.
@@ -471,6 +473,7 @@ impl MeshEngine {
             evictions_seen: 0,
             last_eviction_ns: None,
             unjudged_ns: settings.timeouts.syn_ns.saturating_add(2 * SWEEP_PERIOD_NS),
+            syn_ns: settings.timeouts.syn_ns,
             counters: MeshCounters::default(),
         }
     }
@@ -487,6 +490,9 @@ impl MeshEngine {
         if self.shared.generation.load(Ordering::Acquire) != self.snap.generation {
             let before = self.snap.generation;
             self.snap = self.shared.load();
+            let longest =
+                self.snap.clusters.iter().filter_map(|c| c.connect_timeout_ns).max().unwrap_or(0);
+            self.unjudged_ns = self.syn_ns.max(longest).saturating_add(2 * SWEEP_PERIOD_NS);
             // A service id handed out since may have been another service's: its counters
             // start again. The snapshot lists the ids it handed out; only a worker that missed
             // a snapshot looks through every service.
@@ -702,6 +708,10 @@ impl MeshEngine {
             Err(InsertError::Full) => return MeshAction::Drop(DropReason::FlowTableFull),
             Err(InsertError::Exists) => return MeshAction::Drop(DropReason::SnatExhausted),
         };
+        let cluster = self.snap.clusters.get(usize::try_from(cluster_idx).unwrap_or(usize::MAX));
+        if let Some(t) = cluster.and_then(|c| c.connect_timeout_ns) {
+            self.flows.set_expiry(id, now_ns.saturating_add(t));
+        }
         self.share.active_add(ep.id, true);
         if let Some(c) = self.share.service(service) {
             bump(&c.flows_opened, 1);

@@ -505,6 +505,7 @@ impl FlowTable {
             return Transition::None;
         }
         let mut t = Transition::None;
+        let was_state = f.state;
         if f.state != FlowState::Datagram {
             let was = f.state;
             if flags & tcp_flags::RST != 0 {
@@ -541,8 +542,19 @@ impl FlowTable {
                 f.state = FlowState::Closing;
             }
         }
-        f.expires_ns = now_ns.saturating_add(timeouts.of(f.state));
+        // A handshake has until its deadline, set when it began: retransmitted SYNs do not
+        // extend it (that is a connect timeout).
+        if !(f.state.is_handshake() && t == Transition::None && f.state == was_state) {
+            f.expires_ns = now_ns.saturating_add(timeouts.of(f.state));
+        }
         t
+    }
+
+    /// Sets when flow `id` expires (a cluster's own connect timeout, say).
+    pub fn set_expiry(&mut self, id: u32, expires_ns: u64) {
+        if let Some(f) = self.hot.get_mut(usize::try_from(id).unwrap_or(usize::MAX)) {
+            f.expires_ns = expires_ns;
+        }
     }
 
     /// Inserts a flow; its expiry is set from its state and `now_ns`. When the table is full,

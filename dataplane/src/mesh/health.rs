@@ -114,6 +114,8 @@ impl OutlierSettings {
 /// The control thread's view: which endpoints are ejected, until when, and how often they were.
 pub struct OutlierDetector {
     settings: OutlierSettings,
+    /// Per endpoint id: its settings (its cluster's, else `settings`).
+    per_endpoint: Vec<OutlierSettings>,
     /// Per endpoint id: ejected until (if ejected), and ejections so far.
     state: Vec<(Option<Instant>, u32)>,
     /// Ejections held back because their cluster had as many ejected as it may.
@@ -123,7 +125,24 @@ pub struct OutlierDetector {
 impl OutlierDetector {
     /// A detector for `endpoints` endpoint ids.
     pub fn new(settings: OutlierSettings, endpoints: usize) -> OutlierDetector {
-        OutlierDetector { settings, state: vec![(None, 0); endpoints], held_back: 0 }
+        OutlierDetector {
+            settings,
+            per_endpoint: vec![settings; endpoints],
+            state: vec![(None, 0); endpoints],
+            held_back: 0,
+        }
+    }
+
+    /// Sets the settings of these endpoints (their clusters'); all others take the defaults
+    /// given at creation.
+    pub fn configure(&mut self, settings: impl IntoIterator<Item = (u32, OutlierSettings)>) {
+        self.per_endpoint.fill(self.settings);
+        for (id, s) in settings {
+            if let Some(slot) = self.per_endpoint.get_mut(usize::try_from(id).unwrap_or(usize::MAX))
+            {
+                *slot = s;
+            }
+        }
     }
 
     /// Looks at the failure runs: ejects endpoints whose run reached the threshold, returns
@@ -148,12 +167,13 @@ impl OutlierDetector {
                 }
                 Some(_) => {}
                 None => {
-                    let n = self.settings.consecutive_failures;
+                    let settings = self.per_endpoint[i];
+                    let n = settings.consecutive_failures;
                     if n > 0 && table.run(id) >= n {
                         let members = members.get_or_insert_with(&clusters);
                         let room = members.iter().filter(|m| m.contains(&id)).all(|m| {
                             let ejected = m.iter().filter(|&&e| self.is_ejected(e)).count();
-                            ejected < self.settings.ejectable(m.len())
+                            ejected < settings.ejectable(m.len())
                         });
                         if !room {
                             self.held_back += 1;
@@ -162,11 +182,10 @@ impl OutlierDetector {
                         }
                         let (until, count) = &mut self.state[i];
                         *count += 1;
-                        let length = self
-                            .settings
+                        let length = settings
                             .base_ejection
                             .saturating_mul(*count)
-                            .min(self.settings.max_ejection);
+                            .min(settings.max_ejection);
                         *until = Some(now + length);
                         table.reset_run(id);
                         changed = true;

@@ -67,6 +67,31 @@ pub struct EndpointSpec {
     pub weight: u32,
     /// Configured healthy.
     pub healthy: bool,
+    /// Priority, 0 the highest (see [`Balance`]).
+    pub priority: u32,
+    /// Its group (locality, or cluster of a split): an index into [`Balance::groups`].
+    pub group: u32,
+}
+
+/// How a cluster shares new flows out beyond endpoint weights: between priorities as they
+/// lose health, and between weighted groups of endpoints (localities, or the clusters of a
+/// weighted split). With one priority and no groups, an endpoint's share is its weight's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Balance {
+    /// A priority (or locality) whose healthy fraction times this percentage reaches 100
+    /// counts as fully healthy (Envoy's overprovisioning factor).
+    pub overprovisioning_percent: u32,
+    /// Group weights; empty: no groups.
+    pub groups: Vec<u32>,
+    /// Whether a group's share shrinks with its healthy fraction (localities) or holds while
+    /// it has any healthy endpoint (a weighted split).
+    pub groups_follow_health: bool,
+}
+
+impl Default for Balance {
+    fn default() -> Self {
+        Balance { overprovisioning_percent: 140, groups: Vec::new(), groups_follow_health: true }
+    }
 }
 
 /// A cluster as configured.
@@ -82,6 +107,10 @@ pub struct ClusterSpec {
     pub endpoints: Vec<EndpointSpec>,
     /// What happens to flows of an endpoint that goes away.
     pub on_endpoint_gone: OnEndpointGone,
+    /// Priorities and groups.
+    pub balance: Balance,
+    /// How long a TCP handshake may take, ns; `None`: the mesh's `syn` timeout.
+    pub connect_timeout_ns: Option<u64>,
 }
 
 /// A service as configured.
@@ -165,6 +194,8 @@ pub struct Cluster {
     pub policy: Policy,
     /// Flows of departed endpoints.
     pub on_endpoint_gone: OnEndpointGone,
+    /// Handshake timeout of its flows, ns, where the cluster sets one.
+    pub connect_timeout_ns: Option<u64>,
     /// Endpoints that take new flows (healthy, weight above 0), in configuration order.
     pub eligible: Vec<Endpoint>,
     /// Ids of every endpoint configured in the cluster (eligible or not).
@@ -222,6 +253,110 @@ impl Cluster {
     pub fn schedule(&self) -> Option<&Schedule> {
         self.schedule.as_ref()
     }
+}
+
+/// What [`effective_weights`] needs of an endpoint.
+#[derive(Clone, Copy, Debug)]
+struct ShareInput {
+    weight: u32,
+    healthy: bool,
+    priority: u32,
+    group: u32,
+}
+
+/// Total of the weights [`effective_weights`] hands out when priorities or groups are in play:
+/// shares are exact to a millionth.
+const SHARE_SCALE: f64 = 1_000_000.0;
+
+/// Each endpoint's weight for new flows (0: takes none), as Envoy shares load out:
+/// - priorities: a priority's health is its healthy fraction of endpoints times the
+///   overprovisioning factor, capped at 100%; priority 0 takes its health's share of flows,
+///   the next the rest up to its health, and so on; when the healths add up to under 100%
+///   they are scaled up to it;
+/// - groups, within a priority: each group's weight (times its health, for localities; for a
+///   split, whole while any of its endpoints is healthy) shares the priority out, and the
+///   endpoints' weights share their group's out.
+///
+/// With one priority and no groups this is the healthy endpoints' own weights.
+fn effective_weights(eps: &[ShareInput], balance: &Balance) -> Vec<u32> {
+    let plain = balance.groups.is_empty() && eps.iter().all(|e| e.priority == 0);
+    if plain {
+        return eps.iter().map(|e| if e.healthy { e.weight } else { 0 }).collect();
+    }
+    let over = f64::from(balance.overprovisioning_percent) / 100.0;
+    let health_of = |healthy: usize, total: usize| {
+        if total == 0 {
+            0.0
+        } else {
+            (over * healthy as f64 / total as f64).min(1.0)
+        }
+    };
+    let mut priorities: Vec<u32> = eps.iter().map(|e| e.priority).collect();
+    priorities.sort_unstable();
+    priorities.dedup();
+    let health: Vec<f64> = priorities
+        .iter()
+        .map(|&p| {
+            let total = eps.iter().filter(|e| e.priority == p).count();
+            let healthy =
+                eps.iter().filter(|e| e.priority == p && e.healthy && e.weight > 0).count();
+            health_of(healthy, total)
+        })
+        .collect();
+    let total_health: f64 = health.iter().sum::<f64>().min(1.0);
+    let mut out = vec![0u32; eps.len()];
+    if total_health <= 0.0 {
+        return out;
+    }
+    let mut remaining = 1.0f64;
+    for (pi, &p) in priorities.iter().enumerate() {
+        let load = (health[pi] / total_health).min(remaining);
+        remaining -= load;
+        if load <= 0.0 {
+            continue;
+        }
+        let in_p = |e: &ShareInput| e.priority == p;
+        // Group shares within the priority (one implicit group when there are none).
+        let groups = balance.groups.len().max(1);
+        let mut group_weight = vec![0.0f64; groups];
+        let mut group_sum = vec![0u64; groups];
+        for g in 0..groups {
+            let members = eps.iter().filter(|e| in_p(e) && e.group as usize == g);
+            let (mut total, mut healthy) = (0usize, 0usize);
+            for e in members {
+                total += 1;
+                if e.healthy && e.weight > 0 {
+                    healthy += 1;
+                    group_sum[g] += u64::from(e.weight);
+                }
+            }
+            let weight = balance.groups.get(g).map_or(1.0, |&w| f64::from(w));
+            group_weight[g] = if healthy == 0 {
+                0.0
+            } else if balance.groups_follow_health && !balance.groups.is_empty() {
+                weight * health_of(healthy, total)
+            } else {
+                weight
+            };
+        }
+        let all_groups: f64 = group_weight.iter().sum();
+        if all_groups <= 0.0 {
+            continue;
+        }
+        for (i, e) in eps.iter().enumerate() {
+            let g = e.group as usize;
+            if !in_p(e) || !e.healthy || e.weight == 0 || g >= groups || group_sum[g] == 0 {
+                continue;
+            }
+            let share =
+                load * group_weight[g] / all_groups * f64::from(e.weight) / group_sum[g] as f64;
+            // At most SHARE_SCALE, and a positive share keeps at least 1.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let w = (share * SHARE_SCALE).round().max(1.0) as u32;
+            out[i] = w;
+        }
+    }
+    out
 }
 
 /// Key of the service map.
@@ -399,6 +534,14 @@ impl MeshSnapshot {
             let mut identities = FxHashMap::default();
             let mut eligible = Vec::new();
             let mut seen = FxHashSet::default();
+            let mut shares: Vec<ShareInput> = Vec::with_capacity(c.endpoints.len());
+            let mut ids_in_order: Vec<u32> = Vec::with_capacity(c.endpoints.len());
+            if let Some(ei) = c.endpoints.iter().position(|e| {
+                !c.balance.groups.is_empty()
+                    && usize::try_from(e.group).map_or(true, |g| g >= c.balance.groups.len())
+            }) {
+                return Err(err(format!("{path}.endpoints[{ei}]"), "its group is not listed"));
+            }
             for (ei, e) in c.endpoints.iter().enumerate() {
                 if !seen.insert((e.addr, e.port)) {
                     return Err(err(
@@ -430,11 +573,23 @@ impl MeshSnapshot {
                 endpoints[usize::try_from(id).unwrap_or(0)] = Some(ep);
                 members.insert(id);
                 identities.insert(id, (e.addr, e.port));
-                if e.healthy && health(id) {
+                let healthy = e.healthy && health(id);
+                if healthy {
                     serving.insert(id);
-                    if e.weight > 0 {
-                        eligible.push(ep);
-                    }
+                }
+                shares.push(ShareInput {
+                    weight: e.weight,
+                    healthy,
+                    priority: e.priority,
+                    group: e.group,
+                });
+                ids_in_order.push(id);
+            }
+            for ((e, &id), w) in
+                c.endpoints.iter().zip(&ids_in_order).zip(effective_weights(&shares, &c.balance))
+            {
+                if w > 0 {
+                    eligible.push(Endpoint { id, addr: e.addr, port: e.port, weight: w });
                 }
             }
             let maglev_ids: Vec<Vec<u8>> = eligible.iter().map(identity).collect();
@@ -458,6 +613,7 @@ impl MeshSnapshot {
                 name: c.name.clone(),
                 policy: c.policy,
                 on_endpoint_gone: c.on_endpoint_gone,
+                connect_timeout_ns: c.connect_timeout_ns,
                 eligible,
                 members,
                 serving,
@@ -639,7 +795,89 @@ mod tests {
     use super::*;
 
     fn ep(last: u8, weight: u32) -> EndpointSpec {
-        EndpointSpec { addr: IpAddr::from([198, 18, 2, last]), port: 80, weight, healthy: true }
+        EndpointSpec {
+            addr: IpAddr::from([198, 18, 2, last]),
+            port: 80,
+            weight,
+            healthy: true,
+            priority: 0,
+            group: 0,
+        }
+    }
+
+    fn share(weight: u32, healthy: bool, priority: u32, group: u32) -> ShareInput {
+        ShareInput { weight, healthy, priority, group }
+    }
+
+    #[test]
+    fn one_priority_without_groups_keeps_the_weights() {
+        let eps = [share(3, true, 0, 0), share(0, true, 0, 0), share(5, false, 0, 0)];
+        assert_eq!(effective_weights(&eps, &Balance::default()), vec![3, 0, 0]);
+    }
+
+    #[test]
+    fn a_priority_hands_over_as_it_loses_health() {
+        // Four endpoints at priority 0, two at 1; overprovisioning 1.4.
+        let mut eps: Vec<ShareInput> = (0..4).map(|_| share(1, true, 0, 0)).collect();
+        eps.extend((0..2).map(|_| share(1, true, 1, 0)));
+        let p1 = |w: &[u32]| w[4] + w[5];
+        let all = effective_weights(&eps, &Balance::default());
+        assert_eq!(p1(&all), 0, "priority 0 healthy: priority 1 idle");
+        eps[0].healthy = false; // 3/4 × 1.4 = 105%: still all on priority 0
+        assert_eq!(p1(&effective_weights(&eps, &Balance::default())), 0);
+        eps[1].healthy = false; // 2/4 × 1.4 = 70%: 30% spills over
+        let w = effective_weights(&eps, &Balance::default());
+        let total: u32 = w.iter().sum();
+        assert_eq!(total, 1_000_000);
+        assert_eq!(p1(&w), 300_000, "{w:?}");
+        for e in &mut eps[..4] {
+            e.healthy = false;
+        }
+        let w = effective_weights(&eps, &Balance::default());
+        assert_eq!(p1(&w), 1_000_000, "priority 0 gone: all on priority 1");
+    }
+
+    #[test]
+    fn healths_under_100_percent_are_scaled_up() {
+        // Priority 0: 1 of 10 healthy (14%); priority 1: 1 of 10 (14%): half each.
+        let mut eps: Vec<ShareInput> = (0..10).map(|i| share(1, i == 0, 0, 0)).collect();
+        eps.extend((0..10).map(|i| share(1, i == 0, 1, 0)));
+        let w = effective_weights(&eps, &Balance::default());
+        assert_eq!((w[0], w[10]), (500_000, 500_000));
+    }
+
+    #[test]
+    fn localities_share_by_weight_and_health() {
+        // Locality 0 (weight 3): two endpoints; locality 1 (weight 1): two.
+        let eps = [
+            share(1, true, 0, 0),
+            share(1, true, 0, 0),
+            share(1, true, 0, 1),
+            share(1, true, 0, 1),
+        ];
+        let b = Balance { groups: vec![3, 1], ..Balance::default() };
+        assert_eq!(effective_weights(&eps, &b), vec![375_000, 375_000, 125_000, 125_000]);
+        // Half of locality 0 down: its weight × 0.7 (1/2 × 1.4) = 2.1 against 1.
+        let mut down = eps;
+        down[0].healthy = false;
+        let w = effective_weights(&down, &b);
+        assert_eq!(w[0], 0);
+        assert_eq!(w[1], (2.1f64 / 3.1 * 1e6).round() as u32);
+    }
+
+    #[test]
+    fn a_split_holds_its_weights_while_a_cluster_has_any_health() {
+        let eps = [
+            share(1, true, 0, 0),
+            share(1, false, 0, 0),
+            share(2, true, 0, 1),
+            share(2, true, 0, 1),
+        ];
+        let b = Balance { groups: vec![90, 10], groups_follow_health: false, ..Balance::default() };
+        assert_eq!(effective_weights(&eps, &b), vec![900_000, 0, 50_000, 50_000]);
+        let mut none = eps;
+        none[0].healthy = false;
+        assert_eq!(effective_weights(&none, &b), vec![0, 0, 500_000, 500_000]);
     }
 
     fn cluster(name: &str, eps: Vec<EndpointSpec>) -> ClusterSpec {
@@ -649,6 +887,8 @@ mod tests {
             maglev_table_size: None,
             endpoints: eps,
             on_endpoint_gone: OnEndpointGone::Drain,
+            balance: Balance::default(),
+            connect_timeout_ns: None,
         }
     }
 
