@@ -630,6 +630,7 @@ fn check_addresses(cfg: &Config) -> Result<(), ConfigError> {
     // Services and endpoints: addresses of their own, ports above 0.
     let mut endpoints: std::collections::BTreeMap<IpAddr, String> = Default::default();
     for (ci, c) in cfg.clusters.iter().enumerate() {
+        check_balance(cfg, ci)?;
         for (ei, e) in c.endpoints.iter().enumerate() {
             let path = format!("clusters[{ci}].endpoints[{ei}]");
             if let Some(why) = unusable_address(e.address) {
@@ -666,6 +667,91 @@ fn check_addresses(cfg: &Config) -> Result<(), ConfigError> {
         }
         if s.mode == ModeName::Dsr && s.encap == EncapName::Gue && s.gue_port == 0 {
             return Err(err(format!("{path}.gue_port"), "must be above 0"));
+        }
+    }
+    Ok(())
+}
+
+/// A cluster's split, localities, priorities and timeouts.
+fn check_balance(cfg: &Config, ci: usize) -> Result<(), ConfigError> {
+    let c = &cfg.clusters[ci];
+    let at = |f: &str| format!("clusters[{ci}].{f}");
+    if c.overprovisioning_percent == 0 {
+        return Err(err(at("overprovisioning_percent"), "must be above 0"));
+    }
+    if c.connect_timeout_ms == Some(0) {
+        return Err(err(at("connect_timeout_ms"), "must be above 0"));
+    }
+    if let Some(o) = &c.outlier {
+        if o.base_ejection_ms == 0 || o.max_ejection_ms < o.base_ejection_ms {
+            return Err(err(
+                at("outlier"),
+                "base_ejection_ms must be above 0 and at most max_ejection_ms",
+            ));
+        }
+        if o.max_ejection_percent > 100 {
+            return Err(err(at("outlier.max_ejection_percent"), "at most 100"));
+        }
+    }
+    if !c.split.is_empty() {
+        if !c.endpoints.is_empty() || !c.localities.is_empty() {
+            return Err(err(at("split"), "a split has no endpoints or localities of its own"));
+        }
+        for (i, part) in c.split.iter().enumerate() {
+            let path = at(&format!("split[{i}]"));
+            if part.weight == 0 {
+                return Err(err(format!("{path}.weight"), "must be above 0"));
+            }
+            if c.split[..i].iter().any(|p| p.cluster == part.cluster) {
+                return Err(err(format!("{path}.cluster"), "listed twice"));
+            }
+            let Some(member) = cfg.clusters.iter().find(|m| m.name == part.cluster) else {
+                return Err(err(
+                    format!("{path}.cluster"),
+                    format!("no cluster named `{}`", part.cluster),
+                ));
+            };
+            if !member.split.is_empty() {
+                return Err(err(format!("{path}.cluster"), "a split of splits"));
+            }
+            if !member.localities.is_empty() || member.endpoints.iter().any(|e| e.priority > 0) {
+                return Err(err(
+                    format!("{path}.cluster"),
+                    format!(
+                        "`{}` uses localities or priorities, which a split does not combine",
+                        member.name
+                    ),
+                ));
+            }
+            if member.policy != c.policy {
+                return Err(err(
+                    format!("{path}.cluster"),
+                    format!("`{}` picks by another policy than the split", member.name),
+                ));
+            }
+        }
+        return Ok(());
+    }
+    for (i, l) in c.localities.iter().enumerate() {
+        if c.localities[..i].iter().any(|x| x.name == l.name) {
+            return Err(err(at(&format!("localities[{i}].name")), "listed twice"));
+        }
+    }
+    for (ei, e) in c.endpoints.iter().enumerate() {
+        match &e.locality {
+            Some(l) if !c.localities.is_empty() && !c.localities.iter().any(|x| &x.name == l) => {
+                return Err(err(
+                    at(&format!("endpoints[{ei}].locality")),
+                    format!("`{l}` is not one of the cluster's localities"),
+                ))
+            }
+            None if !c.localities.is_empty() => {
+                return Err(err(
+                    at(&format!("endpoints[{ei}].locality")),
+                    "the cluster weighs localities: every endpoint names one",
+                ))
+            }
+            _ => {}
         }
     }
     Ok(())

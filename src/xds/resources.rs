@@ -203,6 +203,23 @@ pub fn all_rules() -> [&'static Rules; 5] {
     [&LISTENER_RULES, &TCP_PROXY_RULES, &UDP_PROXY_RULES, &CLUSTER_RULES, &LOAD_ASSIGNMENT_RULES]
 }
 
+/// The README's tables of what weir reads and ignores, one per message type (a test checks
+/// that the README holds exactly this).
+pub fn rules_markdown() -> String {
+    let mut s = String::new();
+    for rules in all_rules() {
+        s.push_str(&format!("`{}`\n\n| field | weir |\n|---|---|\n", rules.message));
+        for p in rules.read {
+            s.push_str(&format!("| `{p}` | read |\n"));
+        }
+        for (p, why) in rules.ignored {
+            s.push_str(&format!("| `{p}` | ignored: {why} |\n"));
+        }
+        s.push('\n');
+    }
+    s
+}
+
 /// A listener as weir takes it: a service, with the clusters it splits between when its
 /// tcp_proxy names weighted clusters.
 #[derive(Clone, Debug, PartialEq)]
@@ -537,14 +554,15 @@ pub fn cluster(bytes: &[u8]) -> Result<XdsCluster, Refusal> {
     let mut maglev_table_size = None;
     match &c.lb_config {
         None => {}
-        Some(cluster::cluster::LbConfig::LeastRequestLbConfig(lr)) => {
-            if lr.choice_count.as_ref().is_some_and(|n| n.value != 2) {
-                return Err(Refusal::new(
-                    "least_request_lb_config.choice_count",
-                    "weir's least request compares two random choices",
-                ));
-            }
+        Some(cluster::cluster::LbConfig::LeastRequestLbConfig(lr))
+            if lr.choice_count.as_ref().is_some_and(|n| n.value != 2) =>
+        {
+            return Err(Refusal::new(
+                "least_request_lb_config.choice_count",
+                "weir's least request compares two random choices",
+            ));
         }
+        Some(cluster::cluster::LbConfig::LeastRequestLbConfig(_)) => {}
         Some(cluster::cluster::LbConfig::MaglevLbConfig(m)) => {
             maglev_table_size =
                 m.table_size.as_ref().map(|n| u32::try_from(n.value).unwrap_or(u32::MAX));
@@ -737,8 +755,11 @@ fn translate_assignment(
     let mut localities: Vec<LocalityConfig> = Vec::new();
     for (li, group) in a.endpoints.iter().enumerate() {
         let at = format!("endpoints[{li}]");
+        // region/zone/sub_zone, without empty parts at the end.
         let locality = group.locality.as_ref().map_or_else(String::new, |l| {
-            [l.region.as_str(), l.zone.as_str(), l.sub_zone.as_str()].join("/")
+            let parts = [l.region.as_str(), l.zone.as_str(), l.sub_zone.as_str()];
+            let used = parts.iter().rposition(|p| !p.is_empty()).map_or(0, |i| i + 1);
+            parts[..used].join("/")
         });
         let weight = group.load_balancing_weight.as_ref().map_or(0, |w| w.value);
         match localities.iter().find(|l| l.name == locality) {
