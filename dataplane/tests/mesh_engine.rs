@@ -83,7 +83,19 @@ fn rig(
     capacity: usize,
     when_full: WhenFull,
 ) -> Rig {
-    let (s, c) = mesh(mode, policy, eps, proto::TCP);
+    rig_with(mode, policy, eps, capacity, when_full, None)
+}
+
+fn rig_with(
+    mode: Mode,
+    policy: Policy,
+    eps: Vec<EndpointSpec>,
+    capacity: usize,
+    when_full: WhenFull,
+    connect_timeout_ns: Option<u64>,
+) -> Rig {
+    let (s, mut c) = mesh(mode, policy, eps, proto::TCP);
+    c[0].connect_timeout_ns = connect_timeout_ns;
     let cap = MeshCapacity { services: 16, clusters: 16, endpoints: 64 };
     let snap = MeshSnapshot::build(&s, &c, cap, None, |_| true).unwrap();
     let shared = SharedMesh::new(snap, 64, 64, 1);
@@ -449,6 +461,35 @@ fn an_unanswered_syn_is_a_failed_connect_and_an_answer_resets_the_run() {
     assert_eq!(r.send(&mut synack), TRANSLATED);
     assert_eq!(r.engine.counters.connects_ok, 1);
     assert_eq!(runs(&r), 0);
+}
+
+#[test]
+fn a_clusters_connect_timeout_runs_from_the_first_syn() {
+    let mut r = rig_with(
+        Mode::Dnat,
+        Policy::Maglev,
+        vec![ep(10, 1)],
+        64,
+        WhenFull::DropNew,
+        Some(2_000_000_000),
+    );
+    // The snapshot's settings are taken up at the first housekeeping.
+    r.engine.maintain(r.now);
+    let mut syn = l4_frame_v4(CLIENT, 41000, VIP, 80, Some(SYN));
+    assert_eq!(r.send(&mut syn), TRANSLATED);
+    // The client retransmits its SYN 1.5 s on: the deadline stays 2 s from the first.
+    r.now += 1_500_000_000;
+    let mut again = l4_frame_v4(CLIENT, 41000, VIP, 80, Some(SYN));
+    assert_eq!(r.send(&mut again), TRANSLATED);
+    assert_eq!(r.engine.flows().len(), 1, "the same flow");
+    r.now += 400_000_000;
+    r.engine.maintain(r.now);
+    assert_eq!(r.engine.counters.connects_failed, 0, "1.9 s: not yet");
+    // Past 2 s (and the sweep's pace), well before the mesh's 5 s.
+    r.now += 1_000_000_000;
+    r.engine.maintain(r.now);
+    assert_eq!(r.engine.counters.connects_failed, 1);
+    assert!(r.engine.flows().is_empty());
 }
 
 /// The SNAT ports one start hands out: each different from the last until the range has gone

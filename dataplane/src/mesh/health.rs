@@ -254,6 +254,30 @@ mod tests {
     }
 
     #[test]
+    fn an_endpoint_follows_its_clusters_settings() {
+        let t = HealthTable::new(3);
+        let s = |n| OutlierSettings {
+            consecutive_failures: n,
+            base_ejection: Duration::from_secs(1),
+            max_ejection: Duration::from_secs(1),
+            max_ejection_percent: 100,
+        };
+        let mut d = OutlierDetector::new(s(3), 3);
+        d.configure([(1, s(1)), (2, s(0))]);
+        for id in 0..3 {
+            t.failed(id);
+        }
+        assert!(d.check(&t, Instant::now(), Vec::new));
+        assert!(!d.is_ejected(0), "the default: 3 in a row");
+        assert!(d.is_ejected(1), "its cluster's: 1");
+        for _ in 0..10 {
+            t.failed(2);
+        }
+        d.check(&t, Instant::now(), Vec::new);
+        assert!(!d.is_ejected(2), "its cluster turned detection off");
+    }
+
+    #[test]
     fn zero_turns_detection_off() {
         let t = HealthTable::new(1);
         let mut d = OutlierDetector::new(
