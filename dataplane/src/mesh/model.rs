@@ -862,7 +862,7 @@ mod tests {
         down[0].healthy = false;
         let w = effective_weights(&down, &b);
         assert_eq!(w[0], 0);
-        assert_eq!(w[1], (2.1f64 / 3.1 * 1e6).round() as u32);
+        assert_eq!(w[1], 677_419, "2.1 / 3.1 of a million");
     }
 
     #[test]
