@@ -51,8 +51,14 @@ pub type LogControl = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 pub struct Control {
     /// The dataplane.
     pub running: Running,
-    /// The configuration in effect.
+    /// The configuration in effect: the file's, with xDS's services and clusters.
     pub cfg: Mutex<Config>,
+    /// The file's own configuration.
+    file: Mutex<Config>,
+    /// The services and clusters from xDS in effect.
+    xds_part: Mutex<(Vec<crate::config::ServiceConfig>, Vec<crate::config::ClusterConfig>)>,
+    /// The xDS client's state, when `xds` is configured.
+    pub xds: Option<Arc<Mutex<crate::xds::client::XdsStatus>>>,
     /// The configuration file, read again on reload.
     pub path: PathBuf,
     token: Option<String>,
@@ -85,9 +91,13 @@ impl Control {
             Some(f) => Some(read_token(f)?),
         };
         let base = running.runtime_counters();
+        let xds = cfg.xds.as_ref().map(|_| Arc::default());
         Ok(Control {
             running,
+            file: Mutex::new(cfg.clone()),
             cfg: Mutex::new(cfg),
+            xds_part: Mutex::default(),
+            xds,
             path: path.to_owned(),
             token,
             runtime_base: Mutex::new(base),
@@ -123,8 +133,15 @@ impl Control {
             () = stopped => bail!("stopping"),
         };
         let running = self.config();
-        let summary = self.running.reload(&running, &new)?;
-        *self.cfg.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = new;
+        let effective = {
+            let part = self.xds_part.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            crate::xds::merged(&new, &part.0, &part.1)
+        };
+        // The file alone was valid; with xDS's part it must be too.
+        crate::config::validate(&effective).map_err(|e| anyhow::anyhow!("with xDS's part: {e}"))?;
+        let summary = self.running.reload(&running, &effective)?;
+        *self.cfg.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = effective;
+        *self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = new;
         Ok(summary)
     }
 
@@ -473,11 +490,16 @@ async fn services(State(c): State<Arc<Control>>) -> Json<serde_json::Value> {
 }
 
 async fn config_dump(State(c): State<Arc<Control>>) -> Response {
+    let xds = c.xds.as_ref().map(|x| {
+        serde_json::to_value(&*x.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+            .unwrap_or_default()
+    });
     match serde_json::to_value(c.config()) {
         Ok(cfg) => Json(serde_json::json!({
             "generation": c.running.generation(),
             "path": c.path.display().to_string(),
             "config": cfg,
+            "xds": xds,
         }))
         .into_response(),
         Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
@@ -810,6 +832,11 @@ async fn logging(
 async fn metrics(State(c): State<Arc<Control>>, headers: HeaderMap) -> Response {
     let mut report = stats_json(&c);
     report["clusters"] = c.running.clusters_json(&c.config())["clusters"].take();
+    if let Some(x) = &c.xds {
+        report["xds"] =
+            serde_json::to_value(&*x.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+                .unwrap_or_default();
+    }
     let collector = Snapshot { report, generation: c.running.generation() };
     let mut registry = prometheus_client::registry::Registry::default();
     registry.register_collector(Box::new(collector));
@@ -879,6 +906,65 @@ fn describe(key: &str) -> (String, bool) {
     (help.to_owned(), true)
 }
 
+/// The xDS client's state as metrics.
+fn xds_metrics(x: &serde_json::Value, add: &mut impl FnMut(String, String, bool, Labels, f64)) {
+    let n = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    let connected = if x["connected"].as_bool() == Some(true) { 1.0 } else { 0.0 };
+    add(
+        "weir_xds_connected".into(),
+        "1 while the xDS stream is open.".into(),
+        true,
+        vec![],
+        connected,
+    );
+    add("weir_xds_streams".into(), "xDS streams opened.".into(), false, vec![], n(&x["streams"]));
+    for (t, s) in x["types"].as_object().into_iter().flatten() {
+        let l = || vec![("type".to_owned(), t.clone())];
+        add(
+            "weir_xds_updates_accepted".into(),
+            "xDS responses accepted (ACK), by resource type.".into(),
+            false,
+            l(),
+            n(&s["accepted"]),
+        );
+        add(
+            "weir_xds_updates_rejected".into(),
+            "xDS responses refused (NACK), by resource type.".into(),
+            false,
+            l(),
+            n(&s["rejected"]),
+        );
+        add(
+            "weir_xds_resources".into(),
+            "xDS resources held, by type.".into(),
+            true,
+            l(),
+            s["resources"].as_object().map_or(0.0, |m| m.len() as f64),
+        );
+    }
+    add(
+        "weir_xds_waiting".into(),
+        "xDS listeners and clusters held back (a cluster, or endpoints, to come).".into(),
+        true,
+        vec![],
+        x["waiting"].as_array().map_or(0.0, |w| w.len() as f64),
+    );
+    add(
+        "weir_xds_last_apply_seconds".into(),
+        "From the last accepted xDS response's receipt to its configuration in force.".into(),
+        true,
+        vec![],
+        n(&x["last_apply_us"]) / 1e6,
+    );
+    add(
+        "weir_xds_apply_seconds".into(),
+        "From receipt to in force, added over every accepted xDS response.".into(),
+        false,
+        vec![],
+        n(&x["apply_us_total"]) / 1e6,
+    );
+}
+
 impl prometheus_client::collector::Collector for Snapshot {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let mut budget = MAX_SERIES;
@@ -931,6 +1017,9 @@ impl prometheus_client::collector::Collector for Snapshot {
                     );
                 }
             }
+        }
+        if r["xds"].is_object() {
+            xds_metrics(&r["xds"], &mut add);
         }
         for (reason, n) in r["drops"].as_object().into_iter().flatten() {
             if let Some(n) = n.as_f64() {
@@ -1067,5 +1156,23 @@ impl prometheus_client::collector::Collector for Snapshot {
         )?;
         ConstCounter::new(dropped).encode(m)?;
         Ok(())
+    }
+}
+
+impl crate::xds::client::Apply for Control {
+    fn apply(
+        &self,
+        services: Vec<crate::config::ServiceConfig>,
+        clusters: Vec<crate::config::ClusterConfig>,
+    ) -> Result<String> {
+        let file = self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let effective = crate::xds::merged(&file, &services, &clusters);
+        crate::config::validate(&effective).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let running = self.config();
+        let summary = self.running.reload(&running, &effective)?;
+        *self.cfg.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = effective;
+        *self.xds_part.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            (services, clusters);
+        Ok(summary)
     }
 }

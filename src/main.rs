@@ -363,6 +363,15 @@ async fn control(
         tracing::info!(listen = ?listen, "admin API listening");
         tokio::spawn(weir::admin::serve(l, Arc::clone(&ctl), stopped()))
     });
+    // The xDS client shares this thread; it applies what it accepts as a reload does.
+    let xds = match (ctl.config().xds, &ctl.xds) {
+        (Some(x), Some(status)) => {
+            tracing::info!(server = %x.server, node = %x.node.id, "xDS client starting");
+            let apply: Arc<dyn weir::xds::client::Apply> = Arc::clone(&ctl) as _;
+            Some(tokio::spawn(weir::xds::client::run(x, apply, Arc::clone(status), stopped())))
+        }
+        _ => None,
+    };
     tracing::info!(workers, ports, services, "weir running");
     for line in weir::run::mesh_lines(&ctl.config()) {
         tracing::info!("{line}");
@@ -473,6 +482,9 @@ async fn control(
             Ok(_) => {}
             Err(_) => tracing::warn!("admin API: requests still open at exit were cut"),
         }
+    }
+    if let Some(xds) = xds {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), xds).await;
     }
     ctl.running.stop();
     // The file first: it is what a supervisor reads, and standard output may be gone.

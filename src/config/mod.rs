@@ -182,7 +182,8 @@ fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError { path: path.into(), message: message.into() }
 }
 
-fn validate(cfg: &Config) -> Result<(), ConfigError> {
+/// Checks a configuration (as [`parse`] does after reading it).
+pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
     if cfg.ports.is_empty() {
         return Err(err("ports", "at least one port is required"));
     }
@@ -625,6 +626,21 @@ fn check_addresses(cfg: &Config) -> Result<(), ConfigError> {
         }
         if n.mac[0] & 1 != 0 || n.mac == [0; 6] {
             return Err(err(format!("{path}.mac"), "must be a unicast address"));
+        }
+    }
+    if let Some(x) = &cfg.xds {
+        x.server().map_err(|e| err("xds.server", e))?;
+        if x.node.id.is_empty() {
+            return Err(err("xds.node.id", "the server knows this node by it: must not be empty"));
+        }
+        if x.reconnect_base_ms == 0 || x.reconnect_max_ms < x.reconnect_base_ms {
+            return Err(err(
+                "xds.reconnect_base_ms",
+                "must be above 0 and at most reconnect_max_ms",
+            ));
+        }
+        if x.max_message_bytes < 4096 {
+            return Err(err("xds.max_message_bytes", "at least 4096"));
         }
     }
     // Services and endpoints: addresses of their own, ports above 0.

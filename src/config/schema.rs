@@ -54,6 +54,102 @@ pub struct Config {
     /// are refused, ms; weir exits sooner once no flow is left. 0: SIGTERM stops at once.
     #[serde(default)]
     pub drain_timeout_ms: u64,
+    /// A control plane to take services, clusters and endpoints from over xDS (ADS), besides
+    /// those in this file; off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xds: Option<XdsConfig>,
+}
+
+/// The xDS client's bootstrap, as Envoy's: the management server, this node, the protocol.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct XdsConfig {
+    /// The ADS server: `ADDRESS:PORT` or `unix:PATH` (gRPC over HTTP/2, no TLS).
+    pub server: String,
+    /// This node, as the server knows it.
+    pub node: XdsNode,
+    /// `delta` (incremental, Istio's default) or `sotw` (state of the world).
+    #[serde(default = "default_xds_protocol")]
+    pub protocol: XdsProtocol,
+    /// How long an EDS cluster waits for its endpoints before it serves without, ms (Envoy's
+    /// `initial_fetch_timeout`; a cluster's own `eds_config.initial_fetch_timeout` wins).
+    #[serde(default = "default_initial_fetch_timeout")]
+    pub initial_fetch_timeout_ms: u64,
+    /// First wait before connecting again after the stream broke, ms; doubled each failed
+    /// try up to `reconnect_max_ms`, with ±50 % jitter.
+    #[serde(default = "default_reconnect_base")]
+    pub reconnect_base_ms: u64,
+    /// Longest wait between tries, ms.
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max_ms: u64,
+    /// Largest response accepted, bytes; a larger one breaks the stream (and is logged).
+    #[serde(default = "default_xds_max_message")]
+    pub max_message_bytes: usize,
+}
+
+/// The node's identity.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct XdsNode {
+    /// Node id.
+    pub id: String,
+    /// Node cluster.
+    #[serde(default)]
+    pub cluster: String,
+    /// Metadata (strings), sent as the node's metadata struct.
+    #[serde(default)]
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+/// The xDS protocol variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum XdsProtocol {
+    /// Incremental: only what changed, with removals named.
+    Delta,
+    /// State of the world: every listener and cluster in each response.
+    Sotw,
+}
+
+fn default_xds_protocol() -> XdsProtocol {
+    XdsProtocol::Delta
+}
+fn default_initial_fetch_timeout() -> u64 {
+    15_000
+}
+fn default_reconnect_base() -> u64 {
+    500
+}
+fn default_reconnect_max() -> u64 {
+    30_000
+}
+fn default_xds_max_message() -> usize {
+    64 << 20
+}
+
+/// Where the xDS server is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum XdsServer {
+    /// TCP.
+    Tcp(std::net::SocketAddr),
+    /// A Unix socket.
+    Unix(std::path::PathBuf),
+}
+
+impl XdsConfig {
+    /// The server's address.
+    pub fn server(&self) -> Result<XdsServer, String> {
+        if let Some(path) = self.server.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("`unix:` needs a path".into());
+            }
+            return Ok(XdsServer::Unix(path.into()));
+        }
+        self.server
+            .parse()
+            .map(XdsServer::Tcp)
+            .map_err(|_| format!("`{}` is neither ADDRESS:PORT nor unix:PATH", self.server))
+    }
 }
 
 /// The admin API's listener and the token that guards what changes state.

@@ -6,12 +6,15 @@
 //! - [`Resources`]: the resources held, put together into services and clusters, with what
 //!   waits for what (a listener for its cluster, an EDS cluster for its endpoints).
 //! - [`import`]: an Envoy `/config_dump` through the same translation, to weir's YAML.
+//! - [`client`]: the ADS client (state of the world and delta) that keeps them in force.
 
 pub mod audit;
+pub mod client;
 pub mod import;
 pub mod resources;
+pub mod test_server;
 
-use crate::config::{ClusterConfig, ServiceConfig};
+use crate::config::{ClusterConfig, Config, ServiceConfig};
 use resources::{XdsAssignment, XdsCluster, XdsListener};
 use std::collections::BTreeMap;
 
@@ -127,4 +130,12 @@ impl Resources {
         out.clusters.extend(splits);
         out
     }
+}
+
+/// The file's configuration with xDS's services and clusters added to its own.
+pub fn merged(file: &Config, services: &[ServiceConfig], clusters: &[ClusterConfig]) -> Config {
+    let mut cfg = file.clone();
+    cfg.services.extend_from_slice(services);
+    cfg.clusters.extend_from_slice(clusters);
+    cfg
 }

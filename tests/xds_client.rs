@@ -1,0 +1,211 @@
+//! weir driven over xDS: a scripted ADS server (weir::xds::test_server) on a Unix socket,
+//! weir between a client and nginx backends in namespaces, curl through the VIP the server
+//! pushed. Both protocols: push, update, NACKs (a field weir refuses, a wrong type URL,
+//! garbage), the server going away and coming back, withdrawal.
+
+mod common;
+
+use common::{exe, ready};
+use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
+use envoy_types::pb::google::protobuf::Any;
+use std::net::IpAddr;
+use std::time::Duration;
+use weir::meshdemo::{backend_addr, MeshRig, VIP};
+use weir::xds::resources::{CLUSTER, LISTENER, LOAD_ASSIGNMENT};
+use weir::xds::test_server::{build, Received, TestServer};
+
+const ADMIN: &str = "http://127.0.0.1:9901";
+
+struct Rig {
+    rig: MeshRig,
+    server: TestServer,
+    delta: bool,
+    version: u32,
+}
+
+fn backend(i: usize) -> IpAddr {
+    backend_addr(i).parse().unwrap()
+}
+
+impl Rig {
+    fn start(protocol: &str, backends: usize) -> Rig {
+        let mut rig = MeshRig::build(backends).unwrap();
+        let socket = rig.t.dir().join("xds.sock");
+        let server = TestServer::start_unix(&socket).unwrap();
+        let extra = format!(
+            "admin:\n  listen: 127.0.0.1:9901\nxds:\n  server: unix:{}\n  node: {{ id: weir-test, \
+             cluster: gateways, metadata: {{ role: test }} }}\n  protocol: {protocol}\n  \
+             reconnect_base_ms: 100\n  reconnect_max_ms: 400\n",
+            socket.display()
+        );
+        let cfg = rig.t.config(1, &extra);
+        rig.t.start(&exe(), &cfg).unwrap();
+        Rig { rig, server, delta: protocol == "delta", version: 0 }
+    }
+
+    /// Pushes `resources` (named) of `type_url`, and `removed` (delta; state of the world
+    /// sends the whole set instead); returns the reply (ACK or NACK).
+    fn push(&mut self, type_url: &str, resources: Vec<(&str, Any)>, removed: &[&str]) -> Received {
+        self.version += 1;
+        let v = self.version.to_string();
+        let nonce = if self.delta {
+            self.server.push_delta(
+                type_url,
+                &v,
+                resources.into_iter().map(|(n, a)| (n.to_owned(), v.clone(), a)).collect(),
+                removed.iter().map(|s| (*s).to_owned()).collect(),
+            )
+        } else {
+            self.server.push_sotw(type_url, &v, resources.into_iter().map(|(_, a)| a).collect())
+        };
+        self.server
+            .reply_to(&nonce)
+            .unwrap_or_else(|| panic!("no reply to {nonce} ({type_url})\n{}", self.rig.t.log()))
+    }
+
+    fn curl_admin(&self, path: &str) -> serde_json::Value {
+        let out =
+            self.rig.t.weir.run(&["curl", "-sS", "-m", "5", &format!("{ADMIN}{path}")]).unwrap();
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{path}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    fn spread(&self, n: usize) -> (Vec<usize>, usize) {
+        self.rig.curl_loop(&format!("http://{VIP}/"), n).unwrap()
+    }
+}
+
+fn web_listener() -> (&'static str, Any) {
+    ("web", build::any(&build::listener("web", VIP.parse().unwrap(), 80, "web")))
+}
+
+fn web_cluster(policy: LbPolicy) -> (&'static str, Any) {
+    ("web", build::any(&build::eds_cluster("web", policy)))
+}
+
+fn web_endpoints(weights: &[u32]) -> (&'static str, Any) {
+    let eps: Vec<(IpAddr, u16, u32)> =
+        weights.iter().enumerate().map(|(i, &w)| (backend(i), 80, w)).collect();
+    ("web", build::any(&build::load_assignment("web", &eps)))
+}
+
+fn ack(r: &Received) {
+    assert_eq!(r.error(), None, "expected an ACK: {r:?}");
+}
+
+fn nack(r: &Received) -> String {
+    r.error().unwrap_or_else(|| panic!("expected a NACK: {r:?}")).to_owned()
+}
+
+fn scenario(protocol: &str) {
+    if !ready(&["ip", "curl", "nginx"]) {
+        return;
+    }
+    let mut r = Rig::start(protocol, 2);
+    let t = Duration::from_secs(15);
+    // The client opens with clusters and listeners, the node in its first request.
+    let first = r.server.wait_for(t, |q| q.type_url() == CLUSTER).expect("a CDS request");
+    let node = match &first {
+        Received::Sotw(q) => q.node.clone(),
+        Received::Delta(q) => q.node.clone(),
+    };
+    assert_eq!(node.map(|n| (n.id, n.cluster)), Some(("weir-test".into(), "gateways".into())));
+    r.server.wait_for(t, |q| q.type_url() == LISTENER).expect("an LDS request");
+
+    // Push: a cluster (EDS), its listener, its endpoints; then traffic.
+    ack(&r.push(CLUSTER, vec![web_cluster(LbPolicy::RoundRobin)], &[]));
+    let eds = r
+        .server
+        .wait_for(t, |q| match q {
+            Received::Sotw(q) => q.type_url == LOAD_ASSIGNMENT && q.resource_names == ["web"],
+            Received::Delta(q) => {
+                q.type_url == LOAD_ASSIGNMENT && q.resource_names_subscribe == ["web"]
+            }
+        })
+        .expect("the client asks for the cluster's endpoints");
+    assert_eq!(eds.error(), None);
+    ack(&r.push(LISTENER, vec![web_listener()], &[]));
+    let dump = r.curl_admin("/config_dump");
+    let waiting = &dump["xds"]["waiting"];
+    assert!(
+        waiting.to_string().contains("its endpoints (EDS `web`)"),
+        "the cluster warms until its endpoints come: {dump:#}"
+    );
+    ack(&r.push(LOAD_ASSIGNMENT, vec![web_endpoints(&[1, 1])], &[]));
+    let (per, failed) = r.spread(40);
+    assert_eq!((per.as_slice(), failed), ([20, 20].as_slice(), 0), "{}", r.rig.t.log());
+
+    // Update: reweight.
+    ack(&r.push(LOAD_ASSIGNMENT, vec![web_endpoints(&[3, 1])], &[]));
+    let (per, failed) = r.spread(40);
+    assert_eq!((per.as_slice(), failed), ([30, 10].as_slice(), 0));
+
+    // A field weir refuses: NACKed naming resource and field; the old configuration serves.
+    let why = nack(&r.push(CLUSTER, vec![web_cluster(LbPolicy::RingHash)], &[]));
+    assert!(why.contains("`web`") && why.contains("`lb_policy`: RING_HASH"), "{why}");
+    // A type weir does not subscribe to, and garbage.
+    let route = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+    let why = nack(&r.push(route, vec![], &[]));
+    assert!(why.contains(route), "{why}");
+    let garbage = Any { type_url: CLUSTER.into(), value: vec![0xff; 64] };
+    let why = nack(&r.push(CLUSTER, vec![("web", garbage)], &[]));
+    assert!(why.contains("not a valid envoy.config.cluster.v3.Cluster"), "{why}");
+    // Resources of one type inside a response of another.
+    let why = nack(&r.push(CLUSTER, vec![web_listener()], &[]));
+    assert!(why.contains("in a response of"), "{why}");
+    let dump = r.curl_admin("/config_dump");
+    let last = &dump["xds"]["types"]["clusters"]["last_nack"]["reason"];
+    assert!(last.as_str().unwrap_or("").contains("in a response of"), "{dump:#}");
+    assert_eq!(dump["xds"]["types"]["clusters"]["rejected"], 3, "{dump:#}");
+    let (per, failed) = r.spread(40);
+    assert_eq!((per.as_slice(), failed), ([30, 10].as_slice(), 0), "the old configuration serves");
+
+    // The server goes away: forwarding goes on; the client comes back with what it holds.
+    r.server.disconnect();
+    let (per, failed) = r.spread(20);
+    assert_eq!((per.iter().sum::<usize>(), failed), (20, 0));
+    let resumed = r
+        .server
+        .wait_for(t, |q| match q {
+            Received::Sotw(q) => {
+                q.type_url == CLUSTER && q.response_nonce.is_empty() && !q.version_info.is_empty()
+            }
+            Received::Delta(q) => {
+                q.type_url == CLUSTER && q.initial_resource_versions.contains_key("web")
+            }
+        })
+        .unwrap_or_else(|| panic!("no resumed CDS request\n{:?}", r.server.received()));
+    assert!(r.server.streams() >= 2);
+    assert_eq!(resumed.error(), None);
+    // The server sends its state again; the client takes it as no change.
+    ack(&r.push(CLUSTER, vec![web_cluster(LbPolicy::RoundRobin)], &[]));
+    ack(&r.push(LISTENER, vec![web_listener()], &[]));
+    ack(&r.push(LOAD_ASSIGNMENT, vec![web_endpoints(&[1, 3])], &[]));
+    let (per, failed) = r.spread(40);
+    assert_eq!((per.as_slice(), failed), ([10, 30].as_slice(), 0));
+
+    // Withdrawal: the cluster goes; its listener waits for it; the VIP is no longer served.
+    ack(&r.push(CLUSTER, vec![], &["web"]));
+    let dump = r.curl_admin("/config_dump");
+    assert_eq!(dump["config"]["services"], serde_json::json!([]), "{dump:#}");
+    assert!(dump["xds"]["waiting"].to_string().contains("cluster `web`"), "{dump:#}");
+    let metrics = {
+        let out =
+            r.rig.t.weir.run(&["curl", "-sS", "-m", "5", &format!("{ADMIN}/metrics")]).unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(metrics.contains("weir_xds_connected 1"), "{metrics}");
+    assert!(metrics.contains("weir_xds_updates_rejected_total{type=\"clusters\"} 3"), "{metrics}");
+    let stats = r.rig.t.stop().unwrap();
+    assert!(stats.is_object());
+}
+
+#[test]
+fn state_of_the_world_push_update_nack_reconnect_withdraw() {
+    scenario("sotw");
+}
+
+#[test]
+fn delta_push_update_nack_reconnect_withdraw() {
+    scenario("delta");
+}
