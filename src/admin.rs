@@ -51,8 +51,9 @@ pub type LogControl = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 pub struct Control {
     /// The dataplane.
     pub running: Running,
-    /// The configuration in effect: the file's, with xDS's services and clusters.
-    pub cfg: Mutex<Config>,
+    /// The configuration in effect: the file's, with xDS's services and clusters (shared, not
+    /// copied: a control plane's may be large, and the control loop reads it every 100 ms).
+    pub cfg: Mutex<Arc<Config>>,
     /// The file's own configuration.
     file: Mutex<Config>,
     /// The services and clusters from xDS in effect.
@@ -95,7 +96,7 @@ impl Control {
         Ok(Control {
             running,
             file: Mutex::new(cfg.clone()),
-            cfg: Mutex::new(cfg),
+            cfg: Mutex::new(Arc::new(cfg)),
             xds_part: Mutex::default(),
             xds,
             path: path.to_owned(),
@@ -116,9 +117,9 @@ impl Control {
         self.stopping.store(true, Ordering::Relaxed);
     }
 
-    /// The configuration in effect, cloned.
-    pub fn config(&self) -> Config {
-        self.cfg.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    /// The configuration in effect.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.cfg.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// Reloads the configuration file: read on a blocking thread (a large file must not hold
@@ -140,7 +141,7 @@ impl Control {
         // The file alone was valid; with xDS's part it must be too.
         crate::config::validate(&effective).map_err(|e| anyhow::anyhow!("with xDS's part: {e}"))?;
         let summary = self.running.reload(&running, &effective)?;
-        *self.cfg.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = effective;
+        *self.cfg.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(effective);
         *self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = new;
         Ok(summary)
     }
@@ -494,7 +495,7 @@ async fn config_dump(State(c): State<Arc<Control>>) -> Response {
         serde_json::to_value(&*x.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
             .unwrap_or_default()
     });
-    match serde_json::to_value(c.config()) {
+    match serde_json::to_value(&*c.config()) {
         Ok(cfg) => Json(serde_json::json!({
             "generation": c.running.generation(),
             "path": c.path.display().to_string(),
@@ -1170,7 +1171,7 @@ impl crate::xds::client::Apply for Control {
         crate::config::validate(&effective).map_err(|e| anyhow::anyhow!("{e}"))?;
         let running = self.config();
         let summary = self.running.reload(&running, &effective)?;
-        *self.cfg.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = effective;
+        *self.cfg.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(effective);
         *self.xds_part.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
             (services, clusters);
         Ok(summary)

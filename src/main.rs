@@ -364,7 +364,7 @@ async fn control(
         tokio::spawn(weir::admin::serve(l, Arc::clone(&ctl), stopped()))
     });
     // The xDS client shares this thread; it applies what it accepts as a reload does.
-    let xds = match (ctl.config().xds, &ctl.xds) {
+    let xds = match (ctl.config().xds.clone(), &ctl.xds) {
         (Some(x), Some(status)) => {
             tracing::info!(server = %x.server, node = %x.node.id, "xDS client starting");
             let apply: Arc<dyn weir::xds::client::Apply> = Arc::clone(&ctl) as _;

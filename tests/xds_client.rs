@@ -20,7 +20,7 @@ struct Rig {
     rig: MeshRig,
     server: TestServer,
     delta: bool,
-    version: u32,
+    version: std::sync::atomic::AtomicU32,
 }
 
 fn backend(i: usize) -> IpAddr {
@@ -40,14 +40,13 @@ impl Rig {
         );
         let cfg = rig.t.config(1, &extra);
         rig.t.start(&exe(), &cfg).unwrap();
-        Rig { rig, server, delta: protocol == "delta", version: 0 }
+        Rig { rig, server, delta: protocol == "delta", version: Default::default() }
     }
 
     /// Pushes `resources` (named) of `type_url`, and `removed` (delta; state of the world
     /// sends the whole set instead); returns the reply (ACK or NACK).
-    fn push(&mut self, type_url: &str, resources: Vec<(&str, Any)>, removed: &[&str]) -> Received {
-        self.version += 1;
-        let v = self.version.to_string();
+    fn push(&self, type_url: &str, resources: Vec<(&str, Any)>, removed: &[&str]) -> Received {
+        let v = (self.version.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1).to_string();
         let nonce = if self.delta {
             self.server.push_delta(
                 type_url,
@@ -208,4 +207,138 @@ fn state_of_the_world_push_update_nack_reconnect_withdraw() {
 #[test]
 fn delta_push_update_nack_reconnect_withdraw() {
     scenario("delta");
+}
+
+/// Endpoints of `cluster` on these backends, weight 1 each.
+fn endpoints_of(cluster: &'static str, backends: &[usize]) -> (&'static str, Any) {
+    let eps: Vec<(IpAddr, u16, u32)> = backends.iter().map(|&i| (backend(i), 80, 1)).collect();
+    (cluster, build::any(&build::load_assignment(cluster, &eps)))
+}
+
+/// Brings up `web` (EDS, round robin) on `backends` behind the VIP.
+fn serve_web(r: &Rig, backends: &[usize]) {
+    let t = Duration::from_secs(15);
+    r.server.wait_for(t, |q| q.type_url() == LISTENER).expect("an LDS request");
+    ack(&r.push(CLUSTER, vec![web_cluster(LbPolicy::RoundRobin)], &[]));
+    ack(&r.push(LISTENER, vec![web_listener()], &[]));
+    ack(&r.push(LOAD_ASSIGNMENT, vec![endpoints_of("web", backends)], &[]));
+}
+
+#[test]
+fn endpoints_and_clusters_change_under_traffic_without_a_failed_request() {
+    if !ready(&["ip", "curl", "nginx"]) {
+        return;
+    }
+    let r = Rig::start("delta", 3);
+    serve_web(&r, &[0, 1]);
+    let (per, failed) = r.spread(10);
+    assert_eq!((per.iter().sum::<usize>(), failed), (10, 0), "{}", r.rig.t.log());
+    let other_vip: IpAddr = "198.19.0.2".parse().unwrap();
+    std::thread::scope(|s| {
+        let traffic = s.spawn(|| r.spread(300));
+        // Endpoints added, removed, reweighted; a second cluster and listener come and go.
+        let steps: [&[usize]; 6] = [&[0, 1, 2], &[1, 2], &[2], &[0, 2], &[0, 1, 2], &[1]];
+        for (i, backends) in steps.iter().enumerate() {
+            std::thread::sleep(Duration::from_millis(150));
+            ack(&r.push(LOAD_ASSIGNMENT, vec![endpoints_of("web", backends)], &[]));
+            if i == 1 {
+                let other = ("other", build::any(&build::eds_cluster("other", LbPolicy::Random)));
+                ack(&r.push(CLUSTER, vec![other], &[]));
+                ack(&r.push(LOAD_ASSIGNMENT, vec![endpoints_of("other", &[0])], &[]));
+                let l = build::listener("other", other_vip, 80, "other");
+                ack(&r.push(LISTENER, vec![("other", build::any(&l))], &[]));
+            }
+            if i == 4 {
+                ack(&r.push(LISTENER, vec![], &["other"]));
+                ack(&r.push(CLUSTER, vec![], &["other"]));
+            }
+        }
+        let (per, failed) = traffic.join().unwrap();
+        assert_eq!((per.iter().sum::<usize>(), failed), (300, 0), "{per:?}\n{}", r.rig.t.log());
+    });
+    let dump = r.curl_admin("/config_dump");
+    let services: Vec<&str> = dump["config"]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(services, ["web"], "{dump:#}");
+}
+
+#[test]
+fn a_90_10_split_from_xds_holds_over_10000_connections() {
+    if !ready(&["ip", "curl", "nginx", "python3"]) {
+        return;
+    }
+    let r = Rig::start("sotw", 3);
+    let t = Duration::from_secs(15);
+    r.server.wait_for(t, |q| q.type_url() == LISTENER).expect("an LDS request");
+    let stable = ("stable", build::any(&build::eds_cluster("stable", LbPolicy::RoundRobin)));
+    let next = ("next", build::any(&build::eds_cluster("next", LbPolicy::RoundRobin)));
+    ack(&r.push(CLUSTER, vec![stable, next], &[]));
+    ack(&r.push(
+        LOAD_ASSIGNMENT,
+        vec![endpoints_of("stable", &[0, 1]), endpoints_of("next", &[2])],
+        &[],
+    ));
+    let canary =
+        build::weighted_listener("web", VIP.parse().unwrap(), 80, &[("stable", 90), ("next", 10)]);
+    ack(&r.push(LISTENER, vec![("web", build::any(&canary))], &[]));
+    // 10 000 connections, one request each, from a small client (curl would take minutes).
+    let client = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/xds/connect_many.py");
+    let out = r
+        .rig
+        .t
+        .client
+        .run(&["timeout", "300", "python3", client.to_str().unwrap(), VIP, "80", "10000"])
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(report["failed"], 0, "{report}");
+    let n = |b: &str| report["per"][b].as_u64().unwrap_or(0);
+    let (stable, next) = (n("b0") + n("b1"), n("b2"));
+    assert_eq!(stable + next, 10_000, "{report}");
+    let share = next as f64 / 100.0;
+    assert!((9.0..=11.0).contains(&share), "next took {share} % (10 % ± 1 point): {report}");
+}
+
+#[test]
+fn a_restarted_server_finds_weir_serving_and_weir_resyncs() {
+    if !ready(&["ip", "curl", "nginx"]) {
+        return;
+    }
+    let mut r = Rig::start("sotw", 2);
+    serve_web(&r, &[0, 1]);
+    let socket = r.rig.t.dir().join("xds.sock");
+    // The server goes away altogether: weir's connects fail, it backs off and keeps serving.
+    r.server = TestServer::start_unix(&r.rig.t.dir().join("elsewhere.sock")).unwrap();
+    let _ = std::fs::remove_file(&socket);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (per, failed) = r.spread(20);
+    assert_eq!((per.as_slice(), failed), ([10, 10].as_slice(), 0), "{}", r.rig.t.log());
+    let dump = r.curl_admin("/config_dump");
+    assert_eq!(dump["xds"]["connected"], false, "{dump:#}");
+    // A new server on the same socket, knowing nothing: weir tells it what it holds.
+    r.server = TestServer::start_unix(&socket).unwrap();
+    let t = Duration::from_secs(15);
+    let resumed = r
+        .server
+        .wait_for(t, |q| matches!(q, Received::Sotw(q) if q.type_url == CLUSTER))
+        .unwrap_or_else(|| panic!("weir did not come back\n{}", r.rig.t.log()));
+    match resumed {
+        Received::Sotw(q) => assert_eq!(q.version_info, "1", "the version weir holds"),
+        Received::Delta(_) => unreachable!(),
+    }
+    r.server
+        .wait_for(t, |q| matches!(q, Received::Sotw(q) if q.type_url == LOAD_ASSIGNMENT && q.resource_names == ["web"]))
+        .expect("weir asks again for the endpoints it holds");
+    // The new server sends its state: the same, taken as no change; then an update.
+    ack(&r.push(CLUSTER, vec![web_cluster(LbPolicy::RoundRobin)], &[]));
+    ack(&r.push(LISTENER, vec![web_listener()], &[]));
+    ack(&r.push(LOAD_ASSIGNMENT, vec![endpoints_of("web", &[1])], &[]));
+    let (per, failed) = r.spread(10);
+    assert_eq!((per.as_slice(), failed), ([0, 10].as_slice(), 0));
+    assert_eq!(r.curl_admin("/config_dump")["xds"]["connected"], true);
 }

@@ -15,6 +15,10 @@ use std::net::IpAddr;
 /// Largest configuration file weir reads, bytes (a mesh of 100 000 services takes about 20).
 pub const MAX_CONFIG_BYTES: usize = 64 << 20;
 
+/// Most scalar bytes a file may amount to with every alias expanded: what a parse can hold at
+/// once before it refuses an alias bomb (a mesh of 100 000 services holds about 8 MB).
+pub const MAX_SCALAR_BYTES: usize = 32 << 20;
+
 /// Deepest nesting of YAML collections accepted (weir's own schema needs 4).
 pub const MAX_CONFIG_DEPTH: usize = 16;
 
@@ -32,7 +36,7 @@ fn yaml_options() -> serde_saphyr::Options {
             max_aliases: 16_384,
             max_nodes: 8_000_000,
             max_events: 16_000_000,
-            max_total_scalar_bytes: MAX_CONFIG_BYTES,
+            max_total_scalar_bytes: MAX_SCALAR_BYTES,
             enforce_alias_anchor_ratio: false,
         },
         alias_limits: serde_saphyr::alias_limits! {

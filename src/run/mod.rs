@@ -20,6 +20,9 @@ use dataplane::worker::{StopSignal, WorkerStats};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+/// Changes a reload's summary names one by one; more are counted.
+const MAX_CHANGES_LOGGED: usize = 20;
+
 /// The buffers the ports receive into.
 enum Buffers {
     /// weir's own pool (af_packet, TAP).
@@ -92,6 +95,12 @@ impl Running {
             snap.generation,
             if changes.is_empty() {
                 "; no change".to_owned()
+            } else if changes.len() > MAX_CHANGES_LOGGED {
+                format!(
+                    "; {}; and {} more changes",
+                    changes[..MAX_CHANGES_LOGGED].join("; "),
+                    changes.len() - MAX_CHANGES_LOGGED
+                )
             } else {
                 format!("; {}", changes.join("; "))
             }

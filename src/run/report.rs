@@ -43,6 +43,7 @@ pub fn first_difference(a: &serde_json::Value, b: &serde_json::Value) -> Option<
 /// What a reload from `old` to `new` changes in the mesh, for the log: services added, removed
 /// or changed; endpoints added, removed, reweighted or their health changed, by cluster.
 pub fn mesh_changes(old: &Config, new: &Config) -> Vec<String> {
+    use std::collections::HashMap;
     let mut out = Vec::new();
     let svc = |s: &crate::config::ServiceConfig| {
         format!(
@@ -55,25 +56,39 @@ pub fn mesh_changes(old: &Config, new: &Config) -> Vec<String> {
             lower(&s.mode)
         )
     };
+    // By name: a control plane's push may hold tens of thousands of each.
+    let old_services: HashMap<&str, &crate::config::ServiceConfig> =
+        old.services.iter().map(|s| (s.name.as_str(), s)).collect();
+    let new_services: HashMap<&str, &crate::config::ServiceConfig> =
+        new.services.iter().map(|s| (s.name.as_str(), s)).collect();
     for s in &new.services {
-        match old.services.iter().find(|o| o.name == s.name) {
+        match old_services.get(s.name.as_str()) {
             None => out.push(format!("service added: {}", svc(s))),
-            Some(o) if o != s => out.push(format!("service changed: {} (was {})", svc(s), svc(o))),
+            Some(o) if *o != s => out.push(format!("service changed: {} (was {})", svc(s), svc(o))),
             Some(_) => {}
         }
     }
-    for o in old.services.iter().filter(|o| !new.services.iter().any(|s| s.name == o.name)) {
+    for o in old.services.iter().filter(|o| !new_services.contains_key(o.name.as_str())) {
         out.push(format!("service removed: {}", svc(o)));
     }
+    let old_clusters: HashMap<&str, &crate::config::ClusterConfig> =
+        old.clusters.iter().map(|c| (c.name.as_str(), c)).collect();
+    let new_clusters: HashMap<&str, &crate::config::ClusterConfig> =
+        new.clusters.iter().map(|c| (c.name.as_str(), c)).collect();
     for c in &new.clusters {
-        let before = old.clusters.iter().find(|o| o.name == c.name);
+        let before = old_clusters.get(c.name.as_str()).copied();
+        if before == Some(c) {
+            continue;
+        }
         if before.is_none() {
             out.push(format!("cluster added: {} ({} endpoints)", c.name, c.endpoints.len()));
         }
-        let old_eps = before.map(|b| b.endpoints.as_slice()).unwrap_or_default();
+        let old_eps: HashMap<(std::net::IpAddr, u16), &crate::config::EndpointConfig> = before
+            .map(|b| b.endpoints.iter().map(|e| ((e.address, e.port), e)).collect())
+            .unwrap_or_default();
         for e in &c.endpoints {
             let addr = std::net::SocketAddr::new(e.address, e.port);
-            match old_eps.iter().find(|o| o.address == e.address && o.port == e.port) {
+            match old_eps.get(&(e.address, e.port)) {
                 None if before.is_some() => {
                     out.push(format!("{}: endpoint added: {addr} weight {}", c.name, e.weight));
                 }
@@ -89,14 +104,16 @@ pub fn mesh_changes(old: &Config, new: &Config) -> Vec<String> {
                 _ => {}
             }
         }
-        for o in old_eps {
-            if !c.endpoints.iter().any(|e| e.address == o.address && e.port == o.port) {
+        if let Some(b) = before {
+            let now: std::collections::HashSet<(std::net::IpAddr, u16)> =
+                c.endpoints.iter().map(|e| (e.address, e.port)).collect();
+            for o in b.endpoints.iter().filter(|o| !now.contains(&(o.address, o.port))) {
                 let addr = std::net::SocketAddr::new(o.address, o.port);
                 out.push(format!("{}: endpoint removed: {addr}", c.name));
             }
         }
     }
-    for o in old.clusters.iter().filter(|o| !new.clusters.iter().any(|c| c.name == o.name)) {
+    for o in old.clusters.iter().filter(|o| !new_clusters.contains_key(o.name.as_str())) {
         out.push(format!("cluster removed: {}", o.name));
     }
     out
