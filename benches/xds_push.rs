@@ -47,8 +47,11 @@ fn usage(pid: u32) -> (u64, u64, Duration) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat")).unwrap_or_default();
     // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
     let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = after.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
+    // After the parenthesis: state, then numbers (tpgid may be -1); utime and stime are the
+    // 14th and 15th fields of the line, the 12th and 13th after it.
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = field(11) + field(12);
     (kib("VmRSS:"), kib("VmHWM:"), Duration::from_millis(ticks * 10))
 }
 
@@ -153,6 +156,11 @@ fn run(protocol: &str, clusters: usize, per: usize, rounds: usize) {
             ms(times[0]),
             ms(times[times.len() - 1])
         );
+    }
+    if std::env::var_os("XDS_PUSH_LOG").is_some() {
+        for line in t.log().lines().filter(|l| l.contains("xDS")) {
+            println!("  {line}");
+        }
     }
     drop(server);
     t.stop().ok();

@@ -1168,7 +1168,8 @@ impl crate::xds::client::Apply for Control {
     ) -> Result<String> {
         let file = self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let effective = crate::xds::merged(&file, &services, &clusters);
-        crate::config::validate(&effective).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // The rest is the file's, validated; the mesh is built (and checked) by the reload.
+        crate::config::validate_mesh_fields(&effective).map_err(|e| anyhow::anyhow!("{e}"))?;
         let running = self.config();
         let summary = self.running.reload(&running, &effective)?;
         *self.cfg.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(effective);

@@ -360,6 +360,22 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
     check_memory(cfg, crate::footprint::available())
 }
 
+/// The services and clusters of a configuration whose other parts were validated: every check
+/// of [`validate`] on them but building the mesh, which applying them does anyway.
+pub fn validate_mesh_fields(cfg: &Config) -> Result<(), ConfigError> {
+    check_addresses(cfg)?;
+    let mut names = BTreeSet::new();
+    for (i, s) in cfg.services.iter().enumerate() {
+        if !names.insert(s.name.as_str()) {
+            return Err(err(
+                format!("services[{i}].name"),
+                format!("another service is named `{}`", s.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Upper bounds of what a configuration may ask for. Each is far beyond any real deployment
 /// and below what would make the arithmetic overflow or a start-up allocation absurd; what the
 /// machine can actually hold is checked against its memory as a whole ([`check_memory`]).

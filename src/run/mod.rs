@@ -20,6 +20,41 @@ use dataplane::worker::{StopSignal, WorkerStats};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+/// Whether two configurations differ in their services and clusters only. (Compared in place:
+/// a control plane's mesh is too large to copy for this at every update.)
+fn same_apart_from_mesh(a: &Config, b: &Config) -> bool {
+    let Config {
+        workers,
+        idle,
+        mempool,
+        ports,
+        routes,
+        neighbors,
+        neighbor,
+        icmp,
+        eal,
+        services: _,
+        clusters: _,
+        mesh,
+        admin,
+        drain_timeout_ms,
+        xds,
+    } = a;
+    *workers == b.workers
+        && *idle == b.idle
+        && *mempool == b.mempool
+        && *ports == b.ports
+        && *routes == b.routes
+        && *neighbors == b.neighbors
+        && *neighbor == b.neighbor
+        && *icmp == b.icmp
+        && *eal == b.eal
+        && *mesh == b.mesh
+        && *admin == b.admin
+        && *drain_timeout_ms == b.drain_timeout_ms
+        && *xds == b.xds
+}
+
 /// Changes a reload's summary names one by one; more are counted.
 const MAX_CHANGES_LOGGED: usize = 20;
 
@@ -64,13 +99,13 @@ impl Running {
     /// first, in effect at each worker's next poll; flows keep their endpoints. Anything else
     /// that differs from the running configuration is refused: it needs a restart.
     pub fn reload(&self, running: &Config, new: &Config) -> Result<String> {
-        let mut a = running.clone();
-        let mut b = new.clone();
-        for c in [&mut a, &mut b] {
-            c.services.clear();
-            c.clusters.clear();
-        }
-        if a != b {
+        if !same_apart_from_mesh(running, new) {
+            let mut a = running.clone();
+            let mut b = new.clone();
+            for c in [&mut a, &mut b] {
+                c.services.clear();
+                c.clusters.clear();
+            }
             let field = first_difference(
                 &serde_json::to_value(&a).unwrap_or_default(),
                 &serde_json::to_value(&b).unwrap_or_default(),

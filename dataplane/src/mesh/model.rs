@@ -242,13 +242,13 @@ impl Cluster {
         self.eligible.iter().any(|e| e.id == id)
     }
 
-    /// The Maglev table (built for every cluster with an eligible endpoint).
+    /// The Maglev table (built for a Maglev cluster with an eligible endpoint).
     #[inline]
     pub fn maglev(&self) -> Option<&MaglevTable> {
         self.maglev.as_ref()
     }
 
-    /// The weighted schedule (built for every cluster with an eligible endpoint).
+    /// The weighted schedule (built for any other cluster with an eligible endpoint).
     #[inline]
     pub fn schedule(&self) -> Option<&Schedule> {
         self.schedule.as_ref()
@@ -592,10 +592,12 @@ impl MeshSnapshot {
                     eligible.push(Endpoint { id, addr: e.addr, port: e.port, weight: w });
                 }
             }
-            let maglev_ids: Vec<Vec<u8>> = eligible.iter().map(identity).collect();
+            // Only the table the policy picks from: a Maglev table is a thousand slots or more,
+            // and a control plane's mesh may have tens of thousands of clusters.
             let mut maglev = None;
             let mut schedule = None;
-            if !eligible.is_empty() {
+            if !eligible.is_empty() && c.policy == Policy::Maglev {
+                let maglev_ids: Vec<Vec<u8>> = eligible.iter().map(identity).collect();
                 let eps: Vec<MaglevEndpoint> = maglev_ids
                     .iter()
                     .zip(&eligible)
@@ -606,6 +608,7 @@ impl MeshSnapshot {
                     MaglevTable::build(&eps, size)
                         .map_err(|e| err(format!("{path}.maglev_table_size"), e.to_string()))?,
                 );
+            } else if !eligible.is_empty() {
                 let weights: Vec<u32> = eligible.iter().map(|e| e.weight).collect();
                 schedule = Schedule::build(&weights);
             }
