@@ -73,7 +73,11 @@ pub(crate) fn mesh_snapshot_with(
                 let group = |e: &crate::config::EndpointConfig| {
                     e.locality
                         .as_ref()
-                        .and_then(|l| c.localities.iter().position(|x| &x.name == l))
+                        .and_then(|l| {
+                            c.localities
+                                .iter()
+                                .position(|x| &x.name == l && x.priority == e.priority)
+                        })
                         .and_then(|i| u32::try_from(i).ok())
                         .unwrap_or(0)
                 };

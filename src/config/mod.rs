@@ -769,16 +769,22 @@ fn check_balance(cfg: &Config, ci: usize) -> Result<(), ConfigError> {
         return Ok(());
     }
     for (i, l) in c.localities.iter().enumerate() {
-        if c.localities[..i].iter().any(|x| x.name == l.name) {
-            return Err(err(at(&format!("localities[{i}].name")), "listed twice"));
+        if c.localities[..i].iter().any(|x| x.name == l.name && x.priority == l.priority) {
+            return Err(err(at(&format!("localities[{i}].name")), "listed twice at its priority"));
         }
     }
     for (ei, e) in c.endpoints.iter().enumerate() {
         match &e.locality {
-            Some(l) if !c.localities.is_empty() && !c.localities.iter().any(|x| &x.name == l) => {
+            Some(l)
+                if !c.localities.is_empty()
+                    && !c.localities.iter().any(|x| &x.name == l && x.priority == e.priority) =>
+            {
                 return Err(err(
                     at(&format!("endpoints[{ei}].locality")),
-                    format!("`{l}` is not one of the cluster's localities"),
+                    format!(
+                        "`{l}` is not one of the cluster's localities at priority {}",
+                        e.priority
+                    ),
                 ))
             }
             None if !c.localities.is_empty() => {

@@ -317,12 +317,15 @@ pub struct OutlierConfig {
     pub max_ejection_percent: u32,
 }
 
-/// A locality's weight.
+/// A locality's weight at a priority.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocalityConfig {
     /// Name (Envoy's region/zone/sub_zone).
     pub name: String,
+    /// The priority its weight is for (a locality may have endpoints at several).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: u32,
     /// Relative weight.
     pub weight: u32,
 }

@@ -213,8 +213,15 @@ impl Session {
         self.node_sent = false;
         let mut out = Vec::new();
         for t in TYPES {
+            // A fresh stream: nonces of the last one mean nothing to the server.
+            self.types.get_mut(t).expect("every type has a state").nonce.clear();
             let names = if t == LOAD_ASSIGNMENT {
                 let names = self.eds_names();
+                self.types
+                    .get_mut(t)
+                    .expect("every type has a state")
+                    .subscribed
+                    .clone_from(&names);
                 if names.is_empty() {
                     continue;
                 }
@@ -224,8 +231,6 @@ impl Session {
             };
             let state = self.types.get_mut(t).expect("every type has a state");
             state.subscribed.clone_from(&names);
-            // A fresh stream: the server answers with a new nonce.
-            state.nonce.clear();
             out.push(match self.protocol {
                 XdsProtocol::Sotw => Outgoing::Sotw(DiscoveryRequest {
                     version_info: state.version.clone(),
@@ -346,6 +351,9 @@ impl Session {
         }
         for (i, any) in resources.iter().enumerate() {
             match translate(t, any, &mut next) {
+                Ok(name) if versions.contains_key(&name) => {
+                    refusals.push(format!("resource {i} `{name}`: a second resource of that name"));
+                }
                 Ok(name) => {
                     versions.insert(name, version.to_owned());
                 }
@@ -408,7 +416,9 @@ impl Session {
             match t {
                 LISTENER => drop(next.listeners.remove(name)),
                 CLUSTER => drop(next.clusters.remove(name)),
-                _ => drop(next.assignments.remove(name)),
+                // As Envoy: a cluster's endpoints go with the cluster, not on their own (a
+                // cluster left without them would stop serving until they came back).
+                _ => continue,
             }
             versions.remove(name);
         }
@@ -451,7 +461,7 @@ impl Session {
         }
         let now = Instant::now();
         let (warming, timed_out) = self.warming_after(&next, now);
-        let assembled = next.assemble(|c| timed_out.contains(c));
+        let assembled = self.assemble(&next, &timed_out);
         if self.applied.as_ref() != Some(&assembled) {
             apply
                 .apply(assembled.services.clone(), assembled.clusters.clone())
@@ -522,12 +532,11 @@ impl Session {
     pub fn on_timer(&mut self, apply: &dyn Apply) {
         let (warming, timed_out) = self.warming_after(&self.held, Instant::now());
         let newly: Vec<String> = timed_out.difference(&self.timed_out).cloned().collect();
-        self.warming = warming;
-        self.timed_out = timed_out;
         if newly.is_empty() {
+            self.warming = warming;
             return;
         }
-        let assembled = self.held.assemble(|c| self.timed_out.contains(c));
+        let assembled = self.assemble(&self.held, &timed_out);
         match apply.apply(assembled.services.clone(), assembled.clusters.clone()) {
             Ok(summary) => {
                 tracing::warn!(
@@ -535,11 +544,35 @@ impl Session {
                     "xDS: no endpoints within the initial fetch timeout: serving without \
                      ({summary})"
                 );
+                self.warming = warming;
+                self.timed_out = timed_out;
                 self.publish_waiting(&assembled.waiting);
                 self.applied = Some(assembled);
             }
-            Err(e) => tracing::error!("xDS: applying after an initial fetch timeout: {e:#}"),
+            Err(e) => {
+                // They keep waiting (for their endpoints, or for the next response to make a
+                // configuration that holds); the deadline is not tried again.
+                for c in &newly {
+                    self.warming.remove(c);
+                }
+                tracing::error!(
+                    clusters = ?newly,
+                    "xDS: serving after an initial fetch timeout refused: {e:#}"
+                );
+            }
         }
+    }
+
+    /// Puts `held` together: clusters whose wait is over serve without endpoints; a cluster
+    /// in force that waits again (its EDS name changed) keeps serving as it was meanwhile.
+    fn assemble(&self, held: &Resources, timed_out: &BTreeSet<String>) -> Assembled {
+        let previous: BTreeMap<&str, &ClusterConfig> = self
+            .applied
+            .iter()
+            .flat_map(|a| a.clusters.iter())
+            .map(|c| (c.name.as_str(), c))
+            .collect();
+        held.assemble_with(|c| timed_out.contains(c), |c| previous.get(c).map(|x| (*x).clone()))
     }
 
     /// EDS names of the clusters held.
@@ -736,9 +769,27 @@ pub async fn run(
                 "xDS: {e:#}; the last accepted configuration keeps serving"
             ),
         }
+        let backing_off = tokio::time::sleep(wait);
         tokio::select! {
-            () = tokio::time::sleep(wait) => {}
+            () = with_timers(backing_off, &mut session, &*apply) => {}
             () = &mut stopped => return,
+        }
+    }
+}
+
+/// Runs `fut` to its end, acting on initial fetch timeouts that fall due meanwhile (while
+/// connecting, opening the stream, or waiting to connect again).
+async fn with_timers<F: std::future::Future>(
+    fut: F,
+    session: &mut Session,
+    apply: &dyn Apply,
+) -> F::Output {
+    tokio::pin!(fut);
+    loop {
+        let deadline = session.next_deadline();
+        tokio::select! {
+            out = &mut fut => return out,
+            () = sleep_until(deadline) => session.on_timer(apply),
         }
     }
 }
@@ -812,7 +863,9 @@ async fn stream(
     status: &Mutex<XdsStatus>,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
-    let channel = connect(cfg).await.with_context(|| format!("connecting to {}", cfg.server))?;
+    let channel = with_timers(connect(cfg), session, apply)
+        .await
+        .with_context(|| format!("connecting to {}", cfg.server))?;
     let mut client = AggregatedDiscoveryServiceClient::new(channel)
         .max_decoding_message_size(cfg.max_message_bytes);
     let first = session.start();
@@ -828,13 +881,11 @@ async fn stream(
         send(o);
     }
     if sotw {
-        let mut inbound = client
-            .stream_aggregated_resources(tokio_stream::wrappers::UnboundedReceiverStream::new(
-                sotw_rx,
-            ))
-            .await
-            .context("opening the ADS stream")?
-            .into_inner();
+        let open = client.stream_aggregated_resources(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(sotw_rx),
+        );
+        let mut inbound =
+            with_timers(open, session, apply).await.context("opening the ADS stream")?.into_inner();
         opened(status);
         loop {
             let deadline = session.next_deadline();
@@ -847,10 +898,10 @@ async fn stream(
             }
         }
     } else {
-        let mut inbound = client
-            .delta_aggregated_resources(tokio_stream::wrappers::UnboundedReceiverStream::new(
-                delta_rx,
-            ))
+        let open = client.delta_aggregated_resources(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(delta_rx),
+        );
+        let mut inbound = with_timers(open, session, apply)
             .await
             .context("opening the delta ADS stream")?
             .into_inner();
@@ -885,6 +936,140 @@ async fn sleep_until(deadline: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::xds::test_server::build;
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
+
+    /// Records what it is asked to apply; refuses while `refuse` is set.
+    #[derive(Default)]
+    struct Recorder {
+        applied: Mutex<Vec<(Vec<ServiceConfig>, Vec<ClusterConfig>)>>,
+        refuse: std::sync::atomic::AtomicBool,
+    }
+
+    impl Apply for Recorder {
+        fn apply(
+            &self,
+            services: Vec<ServiceConfig>,
+            clusters: Vec<ClusterConfig>,
+        ) -> anyhow::Result<String> {
+            if self.refuse.load(std::sync::atomic::Ordering::Relaxed) {
+                anyhow::bail!("refused");
+            }
+            lock(&self.applied).push((services, clusters));
+            Ok(String::new())
+        }
+    }
+
+    fn session(protocol: XdsProtocol, fetch_ms: u64) -> Session {
+        let cfg = XdsConfig {
+            server: "unix:/nonexistent".into(),
+            node: crate::config::XdsNode {
+                id: "n".into(),
+                cluster: String::new(),
+                metadata: BTreeMap::new(),
+            },
+            protocol,
+            initial_fetch_timeout_ms: fetch_ms,
+            reconnect_base_ms: 100,
+            reconnect_max_ms: 1000,
+            max_message_bytes: 1 << 20,
+        };
+        Session::new(&cfg, Arc::default())
+    }
+
+    fn sotw(t: &str, version: &str, resources: Vec<Any>) -> DiscoveryResponse {
+        DiscoveryResponse {
+            version_info: version.into(),
+            resources,
+            type_url: t.into(),
+            nonce: format!("nonce-{version}"),
+            ..DiscoveryResponse::default()
+        }
+    }
+
+    fn error_of(out: &[Outgoing]) -> Option<String> {
+        match out.first()? {
+            Outgoing::Sotw(r) => r.error_detail.as_ref().map(|e| e.message.clone()),
+            Outgoing::Delta(r) => r.error_detail.as_ref().map(|e| e.message.clone()),
+        }
+    }
+
+    #[test]
+    fn two_resources_of_one_name_in_a_response_are_refused() {
+        let mut s = session(XdsProtocol::Sotw, 15_000);
+        let apply = Recorder::default();
+        let c = build::any(&build::eds_cluster("web", LbPolicy::RoundRobin));
+        let out = s.on_sotw(sotw(CLUSTER, "1", vec![c.clone(), c]), &apply);
+        assert!(error_of(&out).is_some_and(|e| e.contains("a second resource")), "{out:?}");
+        assert!(lock(&apply.applied).is_empty());
+    }
+
+    #[test]
+    fn the_bootstrap_timeout_applies_unless_the_cluster_sets_its_own() {
+        let mut s = session(XdsProtocol::Sotw, 15_000);
+        let apply = Recorder::default();
+        let c = build::any(&build::eds_cluster("web", LbPolicy::RoundRobin));
+        let out = s.on_sotw(sotw(CLUSTER, "1", vec![c]), &apply);
+        assert_eq!(error_of(&out), None);
+        assert_eq!(s.fetch_timeout("web"), Some(Duration::from_secs(15)));
+        // `initial_fetch_timeout: 0s` waits as long as it takes.
+        let mut forever = build::eds_cluster("web", LbPolicy::RoundRobin);
+        if let Some(e) = forever.eds_cluster_config.as_mut().and_then(|e| e.eds_config.as_mut()) {
+            e.initial_fetch_timeout = Some(envoy_types::pb::google::protobuf::Duration::default());
+        }
+        let out = s.on_sotw(sotw(CLUSTER, "2", vec![build::any(&forever)]), &apply);
+        assert_eq!(error_of(&out), None);
+        assert_eq!(s.fetch_timeout("web"), None);
+        assert_eq!(s.next_deadline(), None, "nothing to time out");
+    }
+
+    #[test]
+    fn a_refused_timeout_apply_leaves_the_cluster_waiting_and_does_not_spin() {
+        let mut s = session(XdsProtocol::Sotw, 1);
+        let apply = Recorder::default();
+        let c = build::any(&build::eds_cluster("web", LbPolicy::RoundRobin));
+        assert_eq!(error_of(&s.on_sotw(sotw(CLUSTER, "1", vec![c]), &apply)), None);
+        std::thread::sleep(Duration::from_millis(5));
+        apply.refuse.store(true, std::sync::atomic::Ordering::Relaxed);
+        s.on_timer(&apply);
+        assert!(s.timed_out.is_empty(), "not serving: the apply was refused");
+        assert_eq!(s.next_deadline(), None, "the deadline is not tried again at once");
+    }
+
+    #[test]
+    fn a_delta_removal_of_endpoints_alone_changes_nothing() {
+        let mut s = session(XdsProtocol::Delta, 15_000);
+        let apply = Recorder::default();
+        let delta =
+            |t: &str, items: Vec<(&str, Any)>, removed: Vec<String>| DeltaDiscoveryResponse {
+                type_url: t.into(),
+                nonce: "n".into(),
+                resources: items
+                    .into_iter()
+                    .map(|(n, a)| envoy_types::pb::envoy::service::discovery::v3::Resource {
+                        name: n.into(),
+                        version: "1".into(),
+                        resource: Some(a),
+                        ..Default::default()
+                    })
+                    .collect(),
+                removed_resources: removed,
+                ..DeltaDiscoveryResponse::default()
+            };
+        let c = build::any(&build::eds_cluster("web", LbPolicy::RoundRobin));
+        let ip: std::net::IpAddr = "198.18.2.2".parse().unwrap();
+        let a = build::any(&build::load_assignment("web", &[(ip, 80, 1)]));
+        assert_eq!(error_of(&s.on_delta(delta(CLUSTER, vec![("web", c)], vec![]), &apply)), None);
+        assert_eq!(
+            error_of(&s.on_delta(delta(LOAD_ASSIGNMENT, vec![("web", a)], vec![]), &apply)),
+            None
+        );
+        let before = lock(&apply.applied).len();
+        let out = s.on_delta(delta(LOAD_ASSIGNMENT, vec![], vec!["web".into()]), &apply);
+        assert_eq!(error_of(&out), None);
+        assert_eq!(lock(&apply.applied).len(), before, "nothing to apply");
+        assert!(s.held.assignments.contains_key("web"));
+    }
 
     #[test]
     fn backoff_doubles_to_its_cap_with_jitter() {

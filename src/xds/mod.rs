@@ -56,6 +56,16 @@ impl Resources {
     /// unless `serve_without_endpoints(cluster)` (its initial fetch timed out; it then serves
     /// with none); a listener waits for its clusters.
     pub fn assemble(&self, serve_without_endpoints: impl Fn(&str) -> bool) -> Assembled {
+        self.assemble_with(serve_without_endpoints, |_| None)
+    }
+
+    /// [`Resources::assemble`], with `in_force(cluster)` giving what an EDS cluster without its
+    /// load assignment served as before, if it did: it serves so until its endpoints come.
+    pub fn assemble_with(
+        &self,
+        serve_without_endpoints: impl Fn(&str) -> bool,
+        in_force: impl Fn(&str) -> Option<ClusterConfig>,
+    ) -> Assembled {
         let mut out = Assembled::default();
         let mut ready: BTreeMap<&str, &ClusterConfig> = BTreeMap::new();
         let mut built: Vec<ClusterConfig> = Vec::with_capacity(self.clusters.len());
@@ -65,6 +75,11 @@ impl Resources {
                 match self.assignments.get(eds) {
                     Some(a) => resources::apply_assignment(&mut config, a, c.locality_weighted),
                     None if serve_without_endpoints(name) => {}
+                    None if in_force(name).is_some() => {
+                        if let Some(before) = in_force(name) {
+                            config = before;
+                        }
+                    }
                     None => {
                         out.waiting.push(Waiting {
                             kind: "cluster",

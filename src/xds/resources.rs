@@ -116,7 +116,10 @@ pub static CLUSTER_RULES: Rules = Rules {
         "outlier_detection.enforcing_consecutive_5xx",
         "outlier_detection.enforcing_success_rate",
         "outlier_detection.enforcing_failure_percentage",
-        "circuit_breakers",
+        "circuit_breakers.thresholds.max_connections",
+        "circuit_breakers.thresholds.max_pending_requests",
+        "circuit_breakers.thresholds.max_requests",
+        "circuit_breakers.thresholds.max_retries",
         "transport_socket",
     ],
     ignored: &[
@@ -140,6 +143,8 @@ pub static CLUSTER_RULES: Rules = Rules {
         ("track_cluster_stats", "statistics"),
         ("lrs_server", "load reports; weir sends none"),
         ("common_lb_config.update_merge_window", "weir applies each update at once"),
+        ("circuit_breakers.thresholds.priority", "weir's thresholds limit nothing at any priority"),
+        ("circuit_breakers.thresholds.track_remaining", "statistics"),
         ("outlier_detection.interval", "weir checks outliers every 100 ms"),
         (
             "outlier_detection.success_rate_minimum_hosts",
@@ -237,8 +242,8 @@ pub struct XdsCluster {
     pub config: ClusterConfig,
     /// EDS: the name of the ClusterLoadAssignment it waits for.
     pub eds: Option<String>,
-    /// How long an EDS cluster waits for its endpoints before it serves without (None: as
-    /// long as it takes).
+    /// How long an EDS cluster waits for its endpoints before it serves without, as its
+    /// `eds_config` sets it (zero: as long as it takes); `None`: the bootstrap's.
     pub initial_fetch_timeout: Option<StdDuration>,
     /// Locality weights apply (`common_lb_config.locality_weighted_lb_config`).
     pub locality_weighted: bool,
@@ -623,7 +628,7 @@ pub fn cluster(bytes: &[u8]) -> Result<XdsCluster, Refusal> {
         split: Vec::new(),
     };
     let mut eds = None;
-    let mut initial_fetch_timeout = Some(StdDuration::from_secs(15));
+    let mut initial_fetch_timeout = None;
     match kind {
         DiscoveryType::Static => {
             let Some(la) = &c.load_assignment else {
@@ -655,9 +660,8 @@ pub fn cluster(bytes: &[u8]) -> Result<XdsCluster, Refusal> {
                     }
                 }
                 if let Some(t) = &src.initial_fetch_timeout {
-                    let ms = millis(t);
                     // 0 waits as long as it takes, as in Envoy.
-                    initial_fetch_timeout = (ms > 0).then(|| StdDuration::from_millis(ms));
+                    initial_fetch_timeout = Some(StdDuration::from_millis(millis(t)));
                 }
             }
             eds = Some(if e.service_name.is_empty() { c.name.clone() } else { e.service_name });
@@ -762,15 +766,24 @@ fn translate_assignment(
             parts[..used].join("/")
         });
         let weight = group.load_balancing_weight.as_ref().map_or(0, |w| w.value);
-        match localities.iter().find(|l| l.name == locality) {
+        // Envoy weighs a locality within its priority: the same one may come again at another.
+        let same = |l: &&LocalityConfig| l.name == locality && l.priority == group.priority;
+        match localities.iter().find(same) {
             Some(l) if l.weight != weight => {
                 return Err(Refusal::new(
                     format!("{at}.load_balancing_weight"),
-                    format!("locality `{locality}` is listed again with another weight"),
+                    format!(
+                        "locality `{locality}` is listed again at priority {} with another weight",
+                        group.priority
+                    ),
                 ))
             }
             Some(_) => {}
-            None => localities.push(LocalityConfig { name: locality.clone(), weight }),
+            None => localities.push(LocalityConfig {
+                name: locality.clone(),
+                priority: group.priority,
+                weight,
+            }),
         }
         for (ei, lb) in group.lb_endpoints.iter().enumerate() {
             let at = format!("{at}.lb_endpoints[{ei}]");
@@ -781,12 +794,15 @@ fn translate_assignment(
             let (address, port, _) = socket_address(e.address.as_ref())
                 .map_err(|r| r.under(&format!("{at}.endpoint.address")))?;
             if endpoints.iter().any(|x: &EndpointConfig| x.address == address && x.port == port) {
-                return Err(Refusal::new(at, format!("{address}:{port} is listed twice")));
+                // Envoy keeps the first.
+                continue;
             }
             use core::HealthStatus as H;
+            // DEGRADED: Envoy sends new flows there only when healthy endpoints fall short;
+            // weir never does.
             let healthy = match H::try_from(lb.health_status) {
-                Ok(H::Unknown | H::Healthy | H::Degraded) => true,
-                Ok(H::Unhealthy | H::Draining | H::Timeout) => false,
+                Ok(H::Unknown | H::Healthy) => true,
+                Ok(H::Unhealthy | H::Draining | H::Timeout | H::Degraded) => false,
                 Err(_) => {
                     return Err(Refusal::new(
                         format!("{at}.health_status"),
@@ -794,10 +810,17 @@ fn translate_assignment(
                     ))
                 }
             };
+            let weight = lb.load_balancing_weight.as_ref().map_or(1, |w| w.value);
+            if weight == 0 {
+                return Err(Refusal::new(
+                    format!("{at}.load_balancing_weight"),
+                    "0: Envoy's API takes 1 or more",
+                ));
+            }
             endpoints.push(EndpointConfig {
                 address,
                 port,
-                weight: lb.load_balancing_weight.as_ref().map_or(1, |w| w.value),
+                weight,
                 healthy,
                 priority: group.priority,
                 locality: Some(locality.clone()),
