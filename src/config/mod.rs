@@ -343,17 +343,7 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
         return Err(err("mesh", "max_endpoints (1..=1048576) and max_clusters must be positive"));
     }
     check_ranges(cfg)?;
-    check_addresses(cfg)?;
-    // Services are known by name in the logs, `/services` and `/metrics`.
-    let mut names = BTreeSet::new();
-    for (i, s) in cfg.services.iter().enumerate() {
-        if !names.insert(s.name.as_str()) {
-            return Err(err(
-                format!("services[{i}].name"),
-                format!("another service is named `{}`", s.name),
-            ));
-        }
-    }
+    validate_mesh_fields(cfg)?;
     if let Err(e) = crate::translate::mesh_snapshot(cfg, None) {
         return Err(err(e.path, e.message));
     }
@@ -364,6 +354,7 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
 /// of [`validate`] on them but building the mesh, which applying them does anyway.
 pub fn validate_mesh_fields(cfg: &Config) -> Result<(), ConfigError> {
     check_addresses(cfg)?;
+    // Services are known by name in the logs, `/services` and `/metrics`.
     let mut names = BTreeSet::new();
     for (i, s) in cfg.services.iter().enumerate() {
         if !names.insert(s.name.as_str()) {

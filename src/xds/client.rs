@@ -884,37 +884,41 @@ async fn stream(
         let open = client.stream_aggregated_resources(
             tokio_stream::wrappers::UnboundedReceiverStream::new(sotw_rx),
         );
-        let mut inbound =
+        let inbound =
             with_timers(open, session, apply).await.context("opening the ADS stream")?.into_inner();
         opened(status);
-        loop {
-            let deadline = session.next_deadline();
-            tokio::select! {
-                m = inbound.message() => match m.context("the ADS stream")? {
-                    Some(r) => session.on_sotw(r, apply).into_iter().for_each(|o| { send(o); }),
-                    None => return Ok(()),
-                },
-                () = sleep_until(deadline) => session.on_timer(apply),
-            }
-        }
+        answer(inbound, session, apply, Session::on_sotw, send).await
     } else {
         let open = client.delta_aggregated_resources(
             tokio_stream::wrappers::UnboundedReceiverStream::new(delta_rx),
         );
-        let mut inbound = with_timers(open, session, apply)
+        let inbound = with_timers(open, session, apply)
             .await
             .context("opening the delta ADS stream")?
             .into_inner();
         opened(status);
-        loop {
-            let deadline = session.next_deadline();
-            tokio::select! {
-                m = inbound.message() => match m.context("the delta ADS stream")? {
-                    Some(r) => session.on_delta(r, apply).into_iter().for_each(|o| { send(o); }),
-                    None => return Ok(()),
-                },
-                () = sleep_until(deadline) => session.on_timer(apply),
-            }
+        answer(inbound, session, apply, Session::on_delta, send).await
+    }
+}
+
+/// Answers each response of an open stream (and acts on initial fetch timeouts) until the
+/// server ends it (`Ok`) or it breaks.
+async fn answer<R>(
+    mut inbound: tonic::Streaming<R>,
+    session: &mut Session,
+    apply: &dyn Apply,
+    on_response: fn(&mut Session, R, &dyn Apply) -> Vec<Outgoing>,
+    send: impl Fn(Outgoing) -> bool,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    loop {
+        let deadline = session.next_deadline();
+        tokio::select! {
+            m = inbound.message() => match m.context("the ADS stream")? {
+                Some(r) => on_response(session, r, apply).into_iter().for_each(|o| { send(o); }),
+                None => return Ok(()),
+            },
+            () = sleep_until(deadline) => session.on_timer(apply),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! refuses the resource, naming the field; the README's xDS table lists what is read and what
 //! is ignored (the test `readme_lists_every_rule` keeps it true).
 
-use super::audit::{message_for_type_url, Refusal, Rules};
+use super::audit::{Refusal, Rules};
 use crate::config::{
     ClusterConfig, EncapName, EndpointConfig, GoneName, LocalityConfig, ModeName, OutlierConfig,
     PolicyName, ProtocolName, ServiceConfig, SplitConfig,
@@ -840,11 +840,6 @@ fn millis(d: &Duration) -> u64 {
 
 fn decode_refusal<T: Name>(e: &prost::DecodeError) -> Refusal {
     Refusal::new("", format!("not a valid {}: {e}", T::full_name()))
-}
-
-/// The resource an `Any` carries, by its type URL, for messages that name it.
-pub fn type_known(type_url: &str) -> bool {
-    message_for_type_url(type_url).is_some()
 }
 
 #[cfg(test)]

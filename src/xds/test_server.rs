@@ -78,36 +78,41 @@ impl AggregatedDiscoveryService for Service {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        *lock(&self.0.sotw) = Some(tx);
-        self.0.streams.fetch_add(1, Ordering::SeqCst);
-        let inner = Arc::clone(&self.0);
-        let mut inbound = request.into_inner();
-        tokio::spawn(async move {
-            while let Ok(Some(r)) = inbound.message().await {
-                lock(&inner.received).push(Received::Sotw(r));
-                inner.arrived.notify_all();
-            }
-        });
-        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+        Ok(Response::new(self.open(&self.0.sotw, request.into_inner(), Received::Sotw)))
     }
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Ok(Response::new(self.open(&self.0.delta, request.into_inner(), Received::Delta)))
+    }
+}
+
+impl Service {
+    /// A new stream of either protocol: its sender becomes the one pushes go to, and what the
+    /// client sends on it is recorded as `received`.
+    fn open<Q, R>(
+        &self,
+        sender: &Mutex<Option<UnboundedSender<Result<R, Status>>>>,
+        mut inbound: Streaming<Q>,
+        received: fn(Q) -> Received,
+    ) -> Boxed<R>
+    where
+        Q: Send + 'static,
+        R: Send + 'static,
+    {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        *lock(&self.0.delta) = Some(tx);
+        *lock(sender) = Some(tx);
         self.0.streams.fetch_add(1, Ordering::SeqCst);
         let inner = Arc::clone(&self.0);
-        let mut inbound = request.into_inner();
         tokio::spawn(async move {
             while let Ok(Some(r)) = inbound.message().await {
-                lock(&inner.received).push(Received::Delta(r));
+                lock(&inner.received).push(received(r));
                 inner.arrived.notify_all();
             }
         });
-        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+        Box::pin(UnboundedReceiverStream::new(rx))
     }
 }
 
