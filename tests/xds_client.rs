@@ -29,13 +29,18 @@ fn backend(i: usize) -> IpAddr {
 
 impl Rig {
     fn start(protocol: &str, backends: usize) -> Rig {
+        Rig::start_with(protocol, backends, "")
+    }
+
+    /// [`Rig::start`], with more lines for the `xds` section.
+    fn start_with(protocol: &str, backends: usize, more_xds: &str) -> Rig {
         let mut rig = MeshRig::build(backends).unwrap();
         let socket = rig.t.dir().join("xds.sock");
         let server = TestServer::start_unix(&socket).unwrap();
         let extra = format!(
             "admin:\n  listen: 127.0.0.1:9901\nxds:\n  server: unix:{}\n  node: {{ id: weir-test, \
              cluster: gateways, metadata: {{ role: test }} }}\n  protocol: {protocol}\n  \
-             reconnect_base_ms: 100\n  reconnect_max_ms: 400\n",
+             reconnect_base_ms: 100\n  reconnect_max_ms: 400\n{more_xds}",
             socket.display()
         );
         let cfg = rig.t.config(1, &extra);
@@ -341,4 +346,62 @@ fn a_restarted_server_finds_weir_serving_and_weir_resyncs() {
     let (per, failed) = r.spread(10);
     assert_eq!((per.as_slice(), failed), ([0, 10].as_slice(), 0));
     assert_eq!(r.curl_admin("/config_dump")["xds"]["connected"], true);
+}
+
+#[test]
+fn a_slow_server_and_an_oversized_response_leave_weir_serving() {
+    if !ready(&["ip", "curl", "nginx"]) {
+        return;
+    }
+    let r = Rig::start_with(
+        "delta",
+        2,
+        "  initial_fetch_timeout_ms: 1000\n  max_message_bytes: 65536\n",
+    );
+    let t = Duration::from_secs(15);
+    r.server.wait_for(t, |q| q.type_url() == LISTENER).expect("an LDS request");
+    ack(&r.push(CLUSTER, vec![web_cluster(LbPolicy::RoundRobin)], &[]));
+    ack(&r.push(LISTENER, vec![web_listener()], &[]));
+    // The server is slow with the endpoints: the cluster warms, and the listener with it...
+    let waiting = r.curl_admin("/config_dump")["xds"]["waiting"].to_string();
+    assert!(waiting.contains("its endpoints (EDS `web`)"), "{waiting}");
+    // ...until the initial fetch timeout: then both serve, the cluster with no endpoint yet.
+    let started = std::time::Instant::now();
+    let dump = loop {
+        let dump = r.curl_admin("/config_dump");
+        if dump["xds"]["waiting"] == serde_json::json!([]) {
+            break dump;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "still warming: {dump:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(dump["config"]["services"][0]["name"], "web", "{dump:#}");
+    // Late endpoints are taken all the same, on the same stream: slowness is not a failure.
+    ack(&r.push(LOAD_ASSIGNMENT, vec![endpoints_of("web", &[0, 1])], &[]));
+    let (per, failed) = r.spread(20);
+    assert_eq!((per.as_slice(), failed), ([10, 10].as_slice(), 0), "{}", r.rig.t.log());
+    assert_eq!(r.server.streams(), 1, "a slow server kept its stream");
+
+    // A response over max_message_bytes (64 KiB here): the stream breaks, weir keeps serving
+    // what it holds, reconnects and resumes with its versions.
+    let huge = Any { type_url: CLUSTER.into(), value: vec![0; 100 * 1024] };
+    r.server.push_delta(CLUSTER, "huge", vec![("web".into(), "huge".into(), huge)], vec![]);
+    let (per, failed) = r.spread(20);
+    assert_eq!((per.as_slice(), failed), ([10, 10].as_slice(), 0), "{}", r.rig.t.log());
+    let resumed = r
+        .server
+        .wait_for(t, |q| {
+            matches!(q, Received::Delta(q) if q.type_url == CLUSTER
+                && q.initial_resource_versions.get("web").map(String::as_str) == Some("1"))
+        })
+        .unwrap_or_else(|| panic!("weir did not resume\n{}", r.rig.t.log()));
+    assert_eq!(resumed.error(), None);
+    assert!(r.server.streams() >= 2);
+    let dump = r.curl_admin("/config_dump");
+    let why = dump["xds"]["last_stream_error"].as_str().unwrap_or_default();
+    assert!(why.contains("message length too large"), "{dump:#}");
+    // The new stream takes updates.
+    ack(&r.push(LOAD_ASSIGNMENT, vec![endpoints_of("web", &[1])], &[]));
+    let (per, failed) = r.spread(10);
+    assert_eq!((per.as_slice(), failed), ([0, 10].as_slice(), 0), "{}", r.rig.t.log());
 }

@@ -70,6 +70,8 @@ pub struct XdsStatus {
     pub last_apply_us: u64,
     /// The same, added over every accepted response, µs.
     pub apply_us_total: u64,
+    /// Why the last stream ended or could not open, if one did.
+    pub last_stream_error: Option<String>,
 }
 
 /// One resource type's state.
@@ -757,6 +759,10 @@ pub async fn run(
             backoff.reset();
         }
         let wait = backoff.next();
+        lock(&status).last_stream_error = Some(match &outcome {
+            Ok(()) => "the server ended the stream".to_owned(),
+            Err(e) => format!("{e:#}"),
+        });
         match outcome {
             Ok(()) => tracing::warn!(
                 server = %cfg.server,
