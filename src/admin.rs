@@ -1177,4 +1177,34 @@ impl crate::xds::client::Apply for Control {
             (services, clusters);
         Ok(summary)
     }
+
+    fn apply_clusters(&self, clusters: Vec<crate::config::ClusterConfig>) -> Result<String> {
+        use std::sync::PoisonError;
+        let first = self.file.lock().unwrap_or_else(PoisonError::into_inner).clusters.len();
+        let mut part = self.xds_part.lock().unwrap_or_else(PoisonError::into_inner);
+        let running = self.config();
+        let mut changed = Vec::with_capacity(clusters.len());
+        for c in clusters {
+            // xDS's clusters follow the file's in the configuration in effect.
+            let Some(i) = part.1.iter().position(|x| x.name == c.name) else {
+                bail!("cluster `{}` is not in force", c.name);
+            };
+            if running.clusters.get(first + i).map(|x| &x.name) != Some(&c.name) {
+                bail!("cluster `{}` is not where xDS's clusters are", c.name);
+            }
+            changed.push((first + i, c));
+        }
+        crate::config::validate_cluster_updates(&running, &changed)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let summary = self.running.reload_clusters(&running, &changed)?;
+        drop(running);
+        let mut cfg = self.cfg.lock().unwrap_or_else(PoisonError::into_inner);
+        // In place unless a reader holds the configuration just now.
+        let effective = Arc::make_mut(&mut cfg);
+        for (i, c) in changed {
+            part.1[i - first] = c.clone();
+            effective.clusters[i] = c;
+        }
+        Ok(summary)
+    }
 }

@@ -1,11 +1,11 @@
 //! From the configuration to the dataplane's terms: the mesh snapshot, the workers' mesh
 //! settings and the outlier detector.
 
-use crate::config::Config;
+use crate::config::{ClusterConfig, Config};
 use anyhow::Result;
 use dataplane::mesh::engine::{MeshEngine, MeshSettings, SharedMesh};
 use dataplane::mesh::health::{OutlierDetector, OutlierSettings};
-use dataplane::mesh::model::MeshSnapshot;
+use dataplane::mesh::model::{ClusterSpec, MeshCapacity, MeshSnapshot};
 use std::sync::Arc;
 
 /// The mesh snapshot a configuration describes; endpoint ids carry over from `previous`.
@@ -22,11 +22,8 @@ pub(crate) fn mesh_snapshot_with(
     previous: Option<&MeshSnapshot>,
     healthy: impl Fn(u32) -> bool,
 ) -> Result<MeshSnapshot, dataplane::mesh::model::MeshError> {
-    use crate::config::{GoneName, ModeName, PolicyName, ProtocolName};
-    use dataplane::mesh::model::{
-        proto, Balance, ClusterSpec, Encap, EndpointSpec, MeshCapacity, Mode, OnEndpointGone,
-        Policy, ServiceSpec,
-    };
+    use crate::config::{ModeName, ProtocolName};
+    use dataplane::mesh::model::{proto, Encap, Mode, ServiceSpec};
     let services: Vec<ServiceSpec> = cfg
         .services
         .iter()
@@ -49,12 +46,27 @@ pub(crate) fn mesh_snapshot_with(
             },
         })
         .collect();
-    let policy_of = |p: PolicyName| match p {
-        PolicyName::Maglev => Policy::Maglev,
-        PolicyName::RoundRobin => Policy::RoundRobin,
-        PolicyName::Random => Policy::Random,
-        PolicyName::LeastRequest => Policy::LeastRequest,
-    };
+    let find = |name: &str| cfg.clusters.iter().find(|m| m.name == name);
+    let clusters: Vec<ClusterSpec> = cfg.clusters.iter().map(|c| cluster_spec(c, find)).collect();
+    MeshSnapshot::build(&services, &clusters, mesh_capacity(cfg), previous, healthy)
+}
+
+/// The mesh's fixed sizes.
+pub(crate) fn mesh_capacity(cfg: &Config) -> MeshCapacity {
+    MeshCapacity {
+        services: cfg.mesh.max_services,
+        clusters: cfg.mesh.max_clusters,
+        endpoints: cfg.mesh.max_endpoints,
+    }
+}
+
+/// A cluster in the mesh's terms; `find(name)` gives the clusters a split is made of.
+pub(crate) fn cluster_spec<'a>(
+    c: &ClusterConfig,
+    find: impl Fn(&str) -> Option<&'a ClusterConfig>,
+) -> ClusterSpec {
+    use crate::config::{GoneName, PolicyName};
+    use dataplane::mesh::model::{Balance, EndpointSpec, OnEndpointGone, Policy};
     let endpoint_of = |e: &crate::config::EndpointConfig, group: u32| EndpointSpec {
         addr: e.address,
         port: e.port,
@@ -63,70 +75,60 @@ pub(crate) fn mesh_snapshot_with(
         priority: e.priority,
         group,
     };
-    let ms = 1_000_000u64;
-    let clusters: Vec<ClusterSpec> = cfg
-        .clusters
-        .iter()
-        .map(|c| {
-            let (endpoints, balance) = if c.split.is_empty() {
-                // Localities are groups; validation saw that every endpoint names one.
-                let group = |e: &crate::config::EndpointConfig| {
-                    e.locality
-                        .as_ref()
-                        .and_then(|l| {
-                            c.localities
-                                .iter()
-                                .position(|x| &x.name == l && x.priority == e.priority)
-                        })
-                        .and_then(|i| u32::try_from(i).ok())
-                        .unwrap_or(0)
-                };
-                (
-                    c.endpoints.iter().map(|e| endpoint_of(e, group(e))).collect(),
-                    Balance {
-                        overprovisioning_percent: c.overprovisioning_percent,
-                        groups: c.localities.iter().map(|l| l.weight).collect(),
-                        groups_follow_health: true,
-                    },
-                )
-            } else {
-                // A split: its clusters' endpoints, a group per cluster.
-                let mut eps = Vec::new();
-                for (g, part) in c.split.iter().enumerate() {
-                    let group = u32::try_from(g).unwrap_or(u32::MAX);
-                    if let Some(member) = cfg.clusters.iter().find(|m| m.name == part.cluster) {
-                        eps.extend(member.endpoints.iter().map(|e| endpoint_of(e, group)));
-                    }
-                }
-                (
-                    eps,
-                    Balance {
-                        overprovisioning_percent: c.overprovisioning_percent,
-                        groups: c.split.iter().map(|p| p.weight).collect(),
-                        groups_follow_health: false,
-                    },
-                )
-            };
-            ClusterSpec {
-                name: c.name.clone(),
-                policy: policy_of(c.policy),
-                maglev_table_size: c.maglev_table_size,
-                on_endpoint_gone: match c.on_endpoint_gone {
-                    GoneName::Drain => OnEndpointGone::Drain,
-                    GoneName::Reset => OnEndpointGone::Reset,
-                },
-                endpoints,
-                balance,
-                connect_timeout_ns: c.connect_timeout_ms.map(|t| t.saturating_mul(ms)),
+    let (endpoints, balance) = if c.split.is_empty() {
+        // Localities are groups; validation saw that every endpoint names one.
+        let group = |e: &crate::config::EndpointConfig| {
+            e.locality
+                .as_ref()
+                .and_then(|l| {
+                    c.localities.iter().position(|x| &x.name == l && x.priority == e.priority)
+                })
+                .and_then(|i| u32::try_from(i).ok())
+                .unwrap_or(0)
+        };
+        (
+            c.endpoints.iter().map(|e| endpoint_of(e, group(e))).collect(),
+            Balance {
+                overprovisioning_percent: c.overprovisioning_percent,
+                groups: c.localities.iter().map(|l| l.weight).collect(),
+                groups_follow_health: true,
+            },
+        )
+    } else {
+        // A split: its clusters' endpoints, a group per cluster.
+        let mut eps = Vec::new();
+        for (g, part) in c.split.iter().enumerate() {
+            let group = u32::try_from(g).unwrap_or(u32::MAX);
+            if let Some(member) = find(&part.cluster) {
+                eps.extend(member.endpoints.iter().map(|e| endpoint_of(e, group)));
             }
-        })
-        .collect();
-    let cap = MeshCapacity {
-        services: cfg.mesh.max_services,
-        clusters: cfg.mesh.max_clusters,
-        endpoints: cfg.mesh.max_endpoints,
+        }
+        (
+            eps,
+            Balance {
+                overprovisioning_percent: c.overprovisioning_percent,
+                groups: c.split.iter().map(|p| p.weight).collect(),
+                groups_follow_health: false,
+            },
+        )
     };
-    MeshSnapshot::build(&services, &clusters, cap, previous, healthy)
+    ClusterSpec {
+        name: c.name.clone(),
+        policy: match c.policy {
+            PolicyName::Maglev => Policy::Maglev,
+            PolicyName::RoundRobin => Policy::RoundRobin,
+            PolicyName::Random => Policy::Random,
+            PolicyName::LeastRequest => Policy::LeastRequest,
+        },
+        maglev_table_size: c.maglev_table_size,
+        on_endpoint_gone: match c.on_endpoint_gone {
+            GoneName::Drain => OnEndpointGone::Drain,
+            GoneName::Reset => OnEndpointGone::Reset,
+        },
+        endpoints,
+        balance,
+        connect_timeout_ns: c.connect_timeout_ms.map(|t| t.saturating_mul(1_000_000)),
+    }
 }
 
 fn mesh_outlier_settings(cfg: &Config) -> OutlierSettings {
@@ -150,10 +152,19 @@ pub(crate) fn outlier_detector(cfg: &Config, snap: &MeshSnapshot) -> OutlierDete
 /// mesh's. An endpoint in two clusters takes the first's; a split's endpoints their own
 /// cluster's.
 pub(crate) fn outlier_settings(cfg: &Config, snap: &MeshSnapshot) -> Vec<(u32, OutlierSettings)> {
+    cluster_outlier_settings(cfg, cfg.clusters.iter().zip(snap.clusters.iter().map(|c| &**c)))
+}
+
+/// The outlier settings of the endpoints of these clusters (as configured, and as built), as
+/// [`outlier_settings`] gives them.
+pub(crate) fn cluster_outlier_settings<'a>(
+    cfg: &Config,
+    clusters: impl Iterator<Item = (&'a ClusterConfig, &'a dataplane::mesh::model::Cluster)>,
+) -> Vec<(u32, OutlierSettings)> {
     let mesh = mesh_outlier_settings(cfg);
     let mut out: Vec<(u32, OutlierSettings)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for (c, built) in cfg.clusters.iter().zip(&snap.clusters) {
+    for (c, built) in clusters {
         if !c.split.is_empty() {
             continue;
         }

@@ -658,21 +658,9 @@ fn check_addresses(cfg: &Config) -> Result<(), ConfigError> {
     let mut endpoints: std::collections::BTreeMap<IpAddr, String> = Default::default();
     for (ci, c) in cfg.clusters.iter().enumerate() {
         check_balance(cfg, ci)?;
+        check_endpoints(c, ci, |a| own.contains_key(&a) || broadcast(a))?;
         for (ei, e) in c.endpoints.iter().enumerate() {
-            let path = format!("clusters[{ci}].endpoints[{ei}]");
-            if let Some(why) = unusable_address(e.address) {
-                return Err(err(format!("{path}.address"), format!("{} is {why}", e.address)));
-            }
-            if own.contains_key(&e.address) || broadcast(e.address) {
-                return Err(err(
-                    format!("{path}.address"),
-                    format!("{} is weir's own or a broadcast address", e.address),
-                ));
-            }
-            if e.port == 0 {
-                return Err(err(format!("{path}.port"), "must be above 0"));
-            }
-            endpoints.entry(e.address).or_insert(path);
+            endpoints.entry(e.address).or_insert_with(|| format!("clusters[{ci}].endpoints[{ei}]"));
         }
     }
     for (si, s) in cfg.services.iter().enumerate() {
@@ -699,9 +687,92 @@ fn check_addresses(cfg: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// A cluster's endpoints: usable addresses not weir's own (`own_or_broadcast`), ports above 0.
+fn check_endpoints(
+    c: &ClusterConfig,
+    ci: usize,
+    own_or_broadcast: impl Fn(IpAddr) -> bool,
+) -> Result<(), ConfigError> {
+    for (ei, e) in c.endpoints.iter().enumerate() {
+        let path = format!("clusters[{ci}].endpoints[{ei}]");
+        if let Some(why) = unusable_address(e.address) {
+            return Err(err(format!("{path}.address"), format!("{} is {why}", e.address)));
+        }
+        if own_or_broadcast(e.address) {
+            return Err(err(
+                format!("{path}.address"),
+                format!("{} is weir's own or a broadcast address", e.address),
+            ));
+        }
+        if e.port == 0 {
+            return Err(err(format!("{path}.port"), "must be above 0"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks new forms of some of `cfg`'s clusters (by index; names unchanged, `cfg` otherwise
+/// valid) as [`validate`] would check the configuration with them in place: their balance
+/// (and that of the splits made of them), their endpoints' addresses and ports, and that no
+/// endpoint is a service's VIP. The cost follows the clusters changed and the services.
+pub fn validate_cluster_updates(
+    cfg: &Config,
+    changed: &[(usize, ClusterConfig)],
+) -> Result<(), ConfigError> {
+    let find = |name: &str| {
+        changed
+            .iter()
+            .map(|(_, c)| c)
+            .find(|c| c.name == name)
+            .or_else(|| cfg.clusters.iter().find(|m| m.name == name))
+    };
+    let own_or_broadcast = |a: IpAddr| {
+        cfg.ports.iter().flat_map(|p| &p.addresses).any(|n| {
+            n.addr() == a
+                || match (n, a) {
+                    (IpNet::V4(n), IpAddr::V4(a)) => n.prefix_len() <= 30 && n.broadcast() == a,
+                    _ => false,
+                }
+        })
+    };
+    let mut addresses = std::collections::BTreeMap::new();
+    for (ci, c) in changed {
+        if cfg.clusters.get(*ci).map(|x| &x.name) != Some(&c.name) {
+            return Err(err(format!("clusters[{ci}].name"), "an update does not rename"));
+        }
+        check_balance_of(c, *ci, find)?;
+        check_endpoints(c, *ci, own_or_broadcast)?;
+        for (ei, e) in c.endpoints.iter().enumerate() {
+            addresses.entry(e.address).or_insert_with(|| format!("clusters[{ci}].endpoints[{ei}]"));
+        }
+    }
+    for (si, s) in cfg.services.iter().enumerate() {
+        if let Some(at) = addresses.get(&s.vip) {
+            return Err(err(
+                format!("services[{si}].vip"),
+                format!("{} is also the endpoint {at}", s.vip),
+            ));
+        }
+    }
+    for (ci, c) in cfg.clusters.iter().enumerate() {
+        if c.split.iter().any(|p| changed.iter().any(|(_, x)| x.name == p.cluster)) {
+            check_balance_of(c, ci, find)?;
+        }
+    }
+    Ok(())
+}
+
 /// A cluster's split, localities, priorities and timeouts.
 fn check_balance(cfg: &Config, ci: usize) -> Result<(), ConfigError> {
-    let c = &cfg.clusters[ci];
+    check_balance_of(&cfg.clusters[ci], ci, |name| cfg.clusters.iter().find(|m| m.name == name))
+}
+
+/// [`check_balance`] of cluster `c` at index `ci`, `find(name)` giving the clusters of a split.
+fn check_balance_of<'a>(
+    c: &ClusterConfig,
+    ci: usize,
+    find: impl Fn(&str) -> Option<&'a ClusterConfig>,
+) -> Result<(), ConfigError> {
     let at = |f: &str| format!("clusters[{ci}].{f}");
     if c.overprovisioning_percent == 0 {
         return Err(err(at("overprovisioning_percent"), "must be above 0"));
@@ -732,7 +803,7 @@ fn check_balance(cfg: &Config, ci: usize) -> Result<(), ConfigError> {
             if c.split[..i].iter().any(|p| p.cluster == part.cluster) {
                 return Err(err(format!("{path}.cluster"), "listed twice"));
             }
-            let Some(member) = cfg.clusters.iter().find(|m| m.name == part.cluster) else {
+            let Some(member) = find(&part.cluster) else {
                 return Err(err(
                     format!("{path}.cluster"),
                     format!("no cluster named `{}`", part.cluster),

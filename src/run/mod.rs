@@ -67,6 +67,28 @@ enum Buffers {
     Dpdk(&'static dataplane::dpdk::MbufPool),
 }
 
+/// A reload's line for the log: what the mesh holds now, and what changed.
+fn summary(snap: &MeshSnapshot, changes: &[String]) -> String {
+    format!(
+        "{} services, {} clusters, {} endpoints (generation {}){}",
+        snap.service_list.len(),
+        snap.clusters.len(),
+        snap.endpoint_count(),
+        snap.generation,
+        if changes.is_empty() {
+            "; no change".to_owned()
+        } else if changes.len() > MAX_CHANGES_LOGGED {
+            format!(
+                "; {}; and {} more changes",
+                changes[..MAX_CHANGES_LOGGED].join("; "),
+                changes.len() - MAX_CHANGES_LOGGED
+            )
+        } else {
+            format!("; {}", changes.join("; "))
+        }
+    )
+}
+
 /// A running dataplane.
 pub struct Running {
     stop: Arc<StopSignal>,
@@ -121,25 +143,57 @@ impl Running {
         let snap = mesh_snapshot_with(new, Some(&previous), |id| !outliers.is_ejected(id))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         outliers.configure(outlier_settings(new, &snap));
-        let changes = mesh_changes(running, new);
-        let summary = format!(
-            "{} services, {} clusters, {} endpoints (generation {}){}",
-            snap.service_list.len(),
-            snap.clusters.len(),
-            snap.endpoints().count(),
-            snap.generation,
-            if changes.is_empty() {
-                "; no change".to_owned()
-            } else if changes.len() > MAX_CHANGES_LOGGED {
-                format!(
-                    "; {}; and {} more changes",
-                    changes[..MAX_CHANGES_LOGGED].join("; "),
-                    changes.len() - MAX_CHANGES_LOGGED
-                )
-            } else {
-                format!("; {}", changes.join("; "))
+        let summary = summary(&snap, &mesh_changes(running, new));
+        self.mesh.store(snap);
+        Ok(summary)
+    }
+
+    /// Applies new forms of some of `running`'s clusters, each with its index in
+    /// `running.clusters` (names unchanged, and validated by
+    /// [`crate::config::validate_cluster_updates`]): only they, and the splits made of them,
+    /// are built again; the rest of the mesh is shared with the snapshot in use. This is how a
+    /// control plane's endpoint updates are applied, at a cost that follows what they change.
+    pub fn reload_clusters(
+        &self,
+        running: &Config,
+        changed: &[(usize, crate::config::ClusterConfig)],
+    ) -> Result<String> {
+        use crate::translate::{cluster_spec, mesh_capacity};
+        let find = |name: &str| {
+            changed
+                .iter()
+                .map(|(_, c)| c)
+                .find(|c| c.name == name)
+                .or_else(|| running.clusters.iter().find(|m| m.name == name))
+        };
+        let mut specs = Vec::with_capacity(changed.len());
+        for (i, c) in changed {
+            let at = u32::try_from(*i).map_err(|_| anyhow::anyhow!("clusters[{i}]: too many"))?;
+            specs.push((at, cluster_spec(c, find)));
+        }
+        for (i, c) in running.clusters.iter().enumerate() {
+            if c.split.iter().any(|p| changed.iter().any(|(_, x)| x.name == p.cluster)) {
+                let at =
+                    u32::try_from(i).map_err(|_| anyhow::anyhow!("clusters[{i}]: too many"))?;
+                specs.push((at, cluster_spec(c, find)));
             }
-        );
+        }
+        let previous = self.mesh.load();
+        let mut outliers = self.outliers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let snap = previous
+            .with_clusters(&specs, mesh_capacity(running), |id| !outliers.is_ejected(id))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut changes = Vec::new();
+        for (i, c) in changed {
+            report::cluster_changes(running.clusters.get(*i), c, &mut changes);
+        }
+        // The changed clusters' endpoints take their settings (those of other clusters keep
+        // theirs).
+        outliers.configure_some(crate::translate::cluster_outlier_settings(
+            running,
+            changed.iter().filter_map(|(i, c)| Some((c, &**snap.clusters.get(*i)?))),
+        ));
+        let summary = summary(&snap, &changes);
         self.mesh.store(snap);
         Ok(summary)
     }

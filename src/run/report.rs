@@ -76,47 +76,56 @@ pub fn mesh_changes(old: &Config, new: &Config) -> Vec<String> {
     let new_clusters: HashMap<&str, &crate::config::ClusterConfig> =
         new.clusters.iter().map(|c| (c.name.as_str(), c)).collect();
     for c in &new.clusters {
-        let before = old_clusters.get(c.name.as_str()).copied();
-        if before == Some(c) {
-            continue;
-        }
-        if before.is_none() {
-            out.push(format!("cluster added: {} ({} endpoints)", c.name, c.endpoints.len()));
-        }
-        let old_eps: HashMap<(std::net::IpAddr, u16), &crate::config::EndpointConfig> = before
-            .map(|b| b.endpoints.iter().map(|e| ((e.address, e.port), e)).collect())
-            .unwrap_or_default();
-        for e in &c.endpoints {
-            let addr = std::net::SocketAddr::new(e.address, e.port);
-            match old_eps.get(&(e.address, e.port)) {
-                None if before.is_some() => {
-                    out.push(format!("{}: endpoint added: {addr} weight {}", c.name, e.weight));
-                }
-                Some(o) if o.weight != e.weight => out.push(format!(
-                    "{}: endpoint {addr} reweighted {} -> {}",
-                    c.name, o.weight, e.weight
-                )),
-                Some(o) if o.healthy != e.healthy => out.push(format!(
-                    "{}: endpoint {addr} {}",
-                    c.name,
-                    if e.healthy { "healthy" } else { "unhealthy (out of service)" }
-                )),
-                _ => {}
-            }
-        }
-        if let Some(b) = before {
-            let now: std::collections::HashSet<(std::net::IpAddr, u16)> =
-                c.endpoints.iter().map(|e| (e.address, e.port)).collect();
-            for o in b.endpoints.iter().filter(|o| !now.contains(&(o.address, o.port))) {
-                let addr = std::net::SocketAddr::new(o.address, o.port);
-                out.push(format!("{}: endpoint removed: {addr}", c.name));
-            }
-        }
+        cluster_changes(old_clusters.get(c.name.as_str()).copied(), c, &mut out);
     }
     for o in old.clusters.iter().filter(|o| !new_clusters.contains_key(o.name.as_str())) {
         out.push(format!("cluster removed: {}", o.name));
     }
     out
+}
+
+/// What changed in a cluster (`before`: its last form, if it had one), for the log.
+pub fn cluster_changes(
+    before: Option<&crate::config::ClusterConfig>,
+    c: &crate::config::ClusterConfig,
+    out: &mut Vec<String>,
+) {
+    use std::collections::HashMap;
+    if before == Some(c) {
+        return;
+    }
+    if before.is_none() {
+        out.push(format!("cluster added: {} ({} endpoints)", c.name, c.endpoints.len()));
+    }
+    let old_eps: HashMap<(std::net::IpAddr, u16), &crate::config::EndpointConfig> = before
+        .map(|b| b.endpoints.iter().map(|e| ((e.address, e.port), e)).collect())
+        .unwrap_or_default();
+    for e in &c.endpoints {
+        let addr = std::net::SocketAddr::new(e.address, e.port);
+        match old_eps.get(&(e.address, e.port)) {
+            None if before.is_some() => {
+                out.push(format!("{}: endpoint added: {addr} weight {}", c.name, e.weight));
+            }
+            Some(o) if o.weight != e.weight => out.push(format!(
+                "{}: endpoint {addr} reweighted {} -> {}",
+                c.name, o.weight, e.weight
+            )),
+            Some(o) if o.healthy != e.healthy => out.push(format!(
+                "{}: endpoint {addr} {}",
+                c.name,
+                if e.healthy { "healthy" } else { "unhealthy (out of service)" }
+            )),
+            _ => {}
+        }
+    }
+    if let Some(b) = before {
+        let now: std::collections::HashSet<(std::net::IpAddr, u16)> =
+            c.endpoints.iter().map(|e| (e.address, e.port)).collect();
+        for o in b.endpoints.iter().filter(|o| !now.contains(&(o.address, o.port))) {
+            let addr = std::net::SocketAddr::new(o.address, o.port);
+            out.push(format!("{}: endpoint removed: {addr}", c.name));
+        }
+    }
 }
 
 /// A configuration enum as the file spells it.
@@ -261,7 +270,7 @@ impl Running {
         let ids: std::collections::HashMap<(IpAddr, u16), u32> =
             snap.endpoints().map(|x| ((x.addr, x.port), x.id)).collect();
         let live: std::collections::HashMap<&str, &dataplane::mesh::model::Cluster> =
-            snap.clusters.iter().map(|l| (l.name.as_str(), l)).collect();
+            snap.clusters.iter().map(|l| (l.name.as_str(), &**l)).collect();
         let clusters: Vec<_> = cfg
             .clusters
             .iter()
@@ -303,7 +312,7 @@ impl Running {
         use serde_json::json;
         let snap = self.mesh.load();
         let live: std::collections::HashMap<&str, &dataplane::mesh::model::Service> =
-            snap.service_list.iter().map(|x| (x.name.as_str(), x)).collect();
+            snap.service_list.iter().map(|x| (&*x.name, x)).collect();
         let services: Vec<_> = cfg
             .services
             .iter()
@@ -432,7 +441,7 @@ impl Running {
             .iter()
             .map(|s| {
                 let mut j = json!({
-                    "name": s.name, "vip": s.vip.to_string(), "port": s.port,
+                    "name": &*s.name, "vip": s.vip.to_string(), "port": s.port,
                     "protocol": dataplane::mesh::model::proto_name(s.proto),
                 });
                 service_counters(&mut j, &self.mesh.service_totals(s.id));

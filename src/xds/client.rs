@@ -13,7 +13,7 @@
 //! jitter, and resumes from the versions it holds.
 
 use super::audit::Refusal;
-use super::resources::{self, CLUSTER, LISTENER, LOAD_ASSIGNMENT};
+use super::resources::{self, XdsAssignment, CLUSTER, LISTENER, LOAD_ASSIGNMENT};
 use super::{Assembled, Resources, Waiting};
 use crate::config::{ClusterConfig, ServiceConfig, XdsConfig, XdsProtocol, XdsServer};
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -37,6 +37,10 @@ const INVALID_ARGUMENT: i32 = 3;
 /// Refusals named in one NACK, at most (the count says how many more).
 const NACK_REFUSALS: usize = 16;
 
+/// Most clusters an endpoint update changes for it to be applied in place (cluster by
+/// cluster); beyond, the whole configuration is put together again, which costs about the same.
+const MOST_IN_PLACE: usize = 64;
+
 /// Puts the services and clusters from xDS in force beside the file's own.
 pub trait Apply: Send + Sync {
     /// Validates and applies them: the summary for the log, or why not (the NACK's reason).
@@ -45,6 +49,10 @@ pub trait Apply: Send + Sync {
         services: Vec<ServiceConfig>,
         clusters: Vec<ClusterConfig>,
     ) -> anyhow::Result<String>;
+
+    /// Applies new forms of clusters in force (the same names; their endpoints changed),
+    /// everything else as it is: only they are built again.
+    fn apply_clusters(&self, clusters: Vec<ClusterConfig>) -> anyhow::Result<String>;
 }
 
 /// What the client shows: `/config_dump` and the metrics.
@@ -145,6 +153,14 @@ struct TypeState {
     versions: BTreeMap<String, String>,
     /// EDS: the names asked for (as last sent).
     subscribed: BTreeSet<String>,
+}
+
+/// The versions a response leaves held.
+enum Versions {
+    /// These and no others.
+    All(BTreeMap<String, String>),
+    /// These added or changed, and those removed.
+    Changes { set: BTreeMap<String, String>, removed: Vec<String> },
 }
 
 /// The protocol's state, apart from the stream: what is held, what was asked for, what is
@@ -311,7 +327,10 @@ impl Session {
                 }));
             }
         }
-        out.extend(self.resubscribe());
+        // The endpoints to ask for follow the clusters held.
+        if t == CLUSTER {
+            out.extend(self.resubscribe());
+        }
         for o in &mut out {
             self.stamp(o);
         }
@@ -341,7 +360,10 @@ impl Session {
         version: &str,
         apply: &dyn Apply,
     ) -> Result<(), Vec<String>> {
-        let mut next = self.held.clone();
+        // Endpoints are taken on their own (see `take_endpoints`); anything else with a copy
+        // of what is held.
+        let endpoints = t == LOAD_ASSIGNMENT;
+        let mut next = if endpoints { Resources::default() } else { self.held.clone() };
         let mut refusals = Vec::new();
         let mut versions = BTreeMap::new();
         match t {
@@ -365,7 +387,17 @@ impl Session {
         if !refusals.is_empty() {
             return Err(refusals);
         }
-        self.commit(t, next, versions, false, apply)
+        // State of the world: the listeners and clusters are these; endpoints not in the
+        // response stay as they were.
+        let versions = if endpoints {
+            Versions::Changes { set: versions, removed: Vec::new() }
+        } else {
+            Versions::All(versions)
+        };
+        if endpoints {
+            return self.take_endpoints(next.assignments, versions, apply);
+        }
+        self.commit(t, next, versions, apply)
     }
 
     /// A delta response: ACK or NACK, and EDS subscription changes.
@@ -398,7 +430,10 @@ impl Session {
             error_detail,
             ..DeltaDiscoveryRequest::default()
         }));
-        out.extend(self.resubscribe());
+        // The endpoints to ask for follow the clusters held.
+        if t == CLUSTER {
+            out.extend(self.resubscribe());
+        }
         for o in &mut out {
             self.stamp(o);
         }
@@ -411,9 +446,11 @@ impl Session {
         r: &DeltaDiscoveryResponse,
         apply: &dyn Apply,
     ) -> Result<(), Vec<String>> {
-        let mut next = self.held.clone();
+        let endpoints = t == LOAD_ASSIGNMENT;
+        let mut next = if endpoints { Resources::default() } else { self.held.clone() };
         let mut refusals = Vec::new();
-        let mut versions = self.types.get(t).map(|s| s.versions.clone()).unwrap_or_default();
+        let mut versions = BTreeMap::new();
+        let mut removed = Vec::new();
         for name in &r.removed_resources {
             match t {
                 LISTENER => drop(next.listeners.remove(name)),
@@ -422,7 +459,7 @@ impl Session {
                 // cluster left without them would stop serving until they came back).
                 _ => continue,
             }
-            versions.remove(name);
+            removed.push(name.clone());
         }
         for (i, res) in r.resources.iter().enumerate() {
             let Some(any) = &res.resource else {
@@ -443,7 +480,73 @@ impl Session {
         if !refusals.is_empty() {
             return Err(refusals);
         }
-        self.commit(t, next, versions, true, apply)
+        let versions = Versions::Changes { set: versions, removed };
+        if endpoints {
+            return self.take_endpoints(next.assignments, versions, apply);
+        }
+        self.commit(t, next, versions, apply)
+    }
+
+    /// Load assignments taken in: when they change only the endpoints of clusters in force
+    /// (and of no more than [`MOST_IN_PLACE`] clusters), only those clusters are applied and
+    /// what is held is updated in place, at a cost that follows the change; otherwise (a
+    /// cluster that waited for them starts serving, or many change) the whole way.
+    fn take_endpoints(
+        &mut self,
+        incoming: BTreeMap<String, XdsAssignment>,
+        versions: Versions,
+        apply: &dyn Apply,
+    ) -> Result<(), Vec<String>> {
+        // What the server sent again as it was changes nothing.
+        let incoming: BTreeMap<String, XdsAssignment> =
+            incoming.into_iter().filter(|(n, a)| self.held.assignments.get(n) != Some(a)).collect();
+        let Some(changed) = self.clusters_changed_by(&incoming) else {
+            let mut next = self.held.clone();
+            next.assignments.extend(incoming);
+            return self.commit(LOAD_ASSIGNMENT, next, versions, apply);
+        };
+        if !changed.is_empty() {
+            apply
+                .apply_clusters(changed.iter().map(|(_, c)| c.clone()).collect())
+                .map_err(|e| vec![format!("the configuration it makes: {e:#}")])?;
+            if let Some(applied) = &mut self.applied {
+                for (at, c) in changed {
+                    applied.clusters[at] = c;
+                }
+            }
+        }
+        self.held.assignments.extend(incoming);
+        self.keep_versions(LOAD_ASSIGNMENT, versions);
+        Ok(())
+    }
+
+    /// The clusters in force that these load assignments change, with their place in what
+    /// was applied last and their new form; `None` when the assignments do more than that.
+    fn clusters_changed_by(
+        &self,
+        incoming: &BTreeMap<String, XdsAssignment>,
+    ) -> Option<Vec<(usize, ClusterConfig)>> {
+        let applied = self.applied.as_ref()?;
+        let mut changed = Vec::new();
+        if incoming.is_empty() {
+            return Some(changed);
+        }
+        for (name, c) in &self.held.clusters {
+            let Some(eds) = &c.eds else { continue };
+            let Some(a) = incoming.get(eds) else { continue };
+            // A cluster without its endpoints waits, or serves without them or as it was: its
+            // getting them changes more than endpoints.
+            if !self.held.assignments.contains_key(eds) || changed.len() == MOST_IN_PLACE {
+                return None;
+            }
+            let at = applied.clusters.iter().position(|x| &x.name == name)?;
+            let mut config = c.config.clone();
+            resources::apply_assignment(&mut config, a, c.locality_weighted);
+            if config != applied.clusters[at] {
+                changed.push((at, config));
+            }
+        }
+        Some(changed)
     }
 
     /// Applies `next` (the held resources with a response taken in) and keeps it if that
@@ -452,8 +555,7 @@ impl Session {
         &mut self,
         t: &'static str,
         mut next: Resources,
-        versions: BTreeMap<String, String>,
-        delta: bool,
+        versions: Versions,
         apply: &dyn Apply,
     ) -> Result<(), Vec<String>> {
         // Endpoints of clusters no longer held go with them.
@@ -472,13 +574,31 @@ impl Session {
         self.held = next;
         self.warming = warming;
         self.timed_out = timed_out;
+        self.keep_versions(t, versions);
+        self.publish_waiting(&assembled.waiting);
+        self.applied = Some(assembled);
+        Ok(())
+    }
+
+    /// Keeps the versions of the resources of type `t` once a response is taken, and shows
+    /// them in the status; changes are made in place, so that a small update costs little.
+    fn keep_versions(&mut self, t: &'static str, versions: Versions) {
         let state = self.types.get_mut(t).expect("every type has a state");
-        if delta || t != LOAD_ASSIGNMENT {
-            state.versions = versions;
-        } else {
-            state.versions.extend(versions);
-            let held = &self.held.assignments;
-            state.versions.retain(|k, _| held.contains_key(k));
+        let mut status = lock(&self.status);
+        let shown = &mut status.types.entry(short_name(t).to_owned()).or_default().resources;
+        match versions {
+            Versions::All(all) => {
+                shown.clone_from(&all);
+                state.versions = all;
+            }
+            Versions::Changes { set, removed } => {
+                for name in &removed {
+                    state.versions.remove(name);
+                    shown.remove(name);
+                }
+                shown.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+                state.versions.extend(set);
+            }
         }
         if t == CLUSTER {
             // Their endpoints' versions went with them.
@@ -486,10 +606,10 @@ impl Session {
             if let Some(eds) = self.types.get_mut(LOAD_ASSIGNMENT) {
                 eds.versions.retain(|k, _| held.contains_key(k));
             }
+            if let Some(eds) = status.types.get_mut(short_name(LOAD_ASSIGNMENT)) {
+                eds.resources.retain(|k, _| held.contains_key(k));
+            }
         }
-        self.publish_waiting(&assembled.waiting);
-        self.applied = Some(assembled);
-        Ok(())
     }
 
     /// EDS clusters without their endpoints once `next` is taken: those waiting (since when)
@@ -623,9 +743,6 @@ impl Session {
         ts.version = version.to_owned();
         ts.nonce = nonce.to_owned();
         ts.accepted += 1;
-        if let Some(state) = self.types.get(t) {
-            ts.resources = state.versions.clone();
-        }
         tracing::info!(resource = short_name(t), version, apply_us = took, "xDS: update accepted");
     }
 
@@ -954,6 +1071,8 @@ mod tests {
     struct Recorder {
         applied: Mutex<Vec<(Vec<ServiceConfig>, Vec<ClusterConfig>)>>,
         refuse: std::sync::atomic::AtomicBool,
+        /// Updates applied cluster by cluster.
+        in_place: std::sync::atomic::AtomicUsize,
     }
 
     impl Apply for Recorder {
@@ -966,6 +1085,23 @@ mod tests {
                 anyhow::bail!("refused");
             }
             lock(&self.applied).push((services, clusters));
+            Ok(String::new())
+        }
+
+        fn apply_clusters(&self, clusters: Vec<ClusterConfig>) -> anyhow::Result<String> {
+            if self.refuse.load(std::sync::atomic::Ordering::Relaxed) {
+                anyhow::bail!("refused");
+            }
+            let mut applied = lock(&self.applied);
+            let (services, mut all) = applied.last().cloned().unwrap_or_default();
+            for c in clusters {
+                match all.iter_mut().find(|x| x.name == c.name) {
+                    Some(x) => *x = c,
+                    None => anyhow::bail!("`{}` is not in force", c.name),
+                }
+            }
+            applied.push((services, all));
+            self.in_place.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Ok(String::new())
         }
     }
@@ -1079,6 +1215,52 @@ mod tests {
         assert_eq!(error_of(&out), None);
         assert_eq!(lock(&apply.applied).len(), before, "nothing to apply");
         assert!(s.held.assignments.contains_key("web"));
+    }
+
+    #[test]
+    fn endpoints_of_clusters_in_force_are_applied_cluster_by_cluster() {
+        let mut s = session(XdsProtocol::Sotw, 15_000);
+        let apply = Recorder::default();
+        let ip = |last: u8| std::net::IpAddr::from([198, 18, 2, last]);
+        let clusters: Vec<Any> = ["a", "b", "c"]
+            .iter()
+            .map(|n| build::any(&build::eds_cluster(n, LbPolicy::RoundRobin)))
+            .collect();
+        assert_eq!(error_of(&s.on_sotw(sotw(CLUSTER, "1", clusters), &apply)), None);
+        let cla = |n: &str, last: u8, w: u32| {
+            build::any(&build::load_assignment(n, &[(ip(last), 80, w)]))
+        };
+        // `c` gets no endpoints: it waits.
+        let out =
+            s.on_sotw(sotw(LOAD_ASSIGNMENT, "1", vec![cla("a", 1, 1), cla("b", 2, 1)]), &apply);
+        assert_eq!(error_of(&out), None);
+        assert_eq!(apply.in_place.load(std::sync::atomic::Ordering::Relaxed), 0);
+        let names = || -> Vec<String> {
+            let applied = lock(&apply.applied);
+            applied.last().map(|a| a.1.iter().map(|c| c.name.clone()).collect()).unwrap_or_default()
+        };
+        assert_eq!(names(), ["a", "b"]);
+        // `b` reweighted, `a` sent again as it was: `b` alone is applied.
+        let out =
+            s.on_sotw(sotw(LOAD_ASSIGNMENT, "2", vec![cla("a", 1, 1), cla("b", 2, 5)]), &apply);
+        assert_eq!(error_of(&out), None);
+        assert_eq!(apply.in_place.load(std::sync::atomic::Ordering::Relaxed), 1);
+        let last = lock(&apply.applied).last().cloned().unwrap();
+        assert_eq!(last.1[1].endpoints[0].weight, 5);
+        assert_eq!(s.types[LOAD_ASSIGNMENT].version, "2");
+        // What is held and applied is what the whole way would make.
+        assert_eq!(s.applied, Some(s.assemble(&s.held, &s.timed_out)));
+        // `c`'s endpoints make it serve: the whole way.
+        let out = s.on_sotw(sotw(LOAD_ASSIGNMENT, "3", vec![cla("c", 3, 1)]), &apply);
+        assert_eq!(error_of(&out), None);
+        assert_eq!(apply.in_place.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(names(), ["a", "b", "c"]);
+        // Refused in place: NACKed, nothing held changes.
+        apply.refuse.store(true, std::sync::atomic::Ordering::Relaxed);
+        let out = s.on_sotw(sotw(LOAD_ASSIGNMENT, "4", vec![cla("a", 9, 1)]), &apply);
+        assert!(error_of(&out).is_some_and(|e| e.contains("refused")), "{out:?}");
+        assert_eq!(s.held.assignments["a"].endpoints[0].address, ip(1));
+        assert_eq!(s.types[LOAD_ASSIGNMENT].version, "3");
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub struct SharedMesh {
     pub workers: Box<[Arc<WorkerShare>]>,
     endpoints: usize,
     services: usize,
+    /// Snapshots swapped out that a worker may still hold: kept (by the control thread
+    /// alone) so that the last reference, and with it the freeing of a large snapshot, is
+    /// never a worker's.
+    retired: std::sync::Mutex<Vec<Arc<MeshSnapshot>>>,
 }
 
 crate::counters! {
@@ -134,6 +138,7 @@ impl SharedMesh {
                 .collect(),
             endpoints,
             services,
+            retired: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -170,11 +175,16 @@ impl SharedMesh {
         self.snapshot.load_full()
     }
 
-    /// Replaces the snapshot; workers pick it up at their next poll.
+    /// Replaces the snapshot; workers pick it up at their next poll. (Control thread only:
+    /// workers never take the lock.)
     pub fn store(&self, snapshot: MeshSnapshot) {
         let g = snapshot.generation;
-        self.snapshot.store(Arc::new(snapshot));
+        let old = self.snapshot.swap(Arc::new(snapshot));
         self.generation.store(g, Ordering::Release);
+        let mut retired = self.retired.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Those no worker holds any more are freed here.
+        retired.retain(|s| Arc::strong_count(s) > 1);
+        retired.push(old);
     }
 }
 

@@ -137,6 +137,11 @@ impl OutlierDetector {
     /// given at creation.
     pub fn configure(&mut self, settings: impl IntoIterator<Item = (u32, OutlierSettings)>) {
         self.per_endpoint.fill(self.settings);
+        self.configure_some(settings);
+    }
+
+    /// Sets these endpoints' settings; the others keep theirs.
+    pub fn configure_some(&mut self, settings: impl IntoIterator<Item = (u32, OutlierSettings)>) {
         for (id, s) in settings {
             if let Some(slot) = self.per_endpoint.get_mut(usize::try_from(id).unwrap_or(usize::MAX))
             {

@@ -10,6 +10,7 @@ use super::maglev::{default_size, MaglevEndpoint, MaglevTable};
 use super::schedule::Schedule;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// IP protocol numbers of the services weir balances.
 pub mod proto {
@@ -158,8 +159,8 @@ pub struct Service {
     /// newer than its last zeroes the counters of services born since (their id may have
     /// been another service's).
     pub born: u64,
-    /// Name.
-    pub name: String,
+    /// Name (shared: a snapshot made from another copies its services).
+    pub name: Arc<str>,
     /// Virtual address.
     pub vip: IpAddr,
     /// Port.
@@ -411,8 +412,9 @@ pub struct MeshSnapshot {
     services: FxHashMap<ServiceKey, u32>,
     /// Services, by index.
     pub service_list: Vec<Service>,
-    /// Clusters, by index.
-    pub clusters: Vec<Cluster>,
+    /// Clusters, by index; shared with the snapshot this one was made from where unchanged
+    /// (see [`MeshSnapshot::with_clusters`]).
+    pub clusters: Vec<Arc<Cluster>>,
     /// Every endpoint, by stable id (`None` for unused ids).
     endpoints: Vec<Option<Endpoint>>,
     vips: AddrFilter,
@@ -429,6 +431,10 @@ pub struct MeshSnapshot {
     next_service_id: usize,
     /// The service ids this snapshot handed out (to services new in it).
     pub born_services: Vec<u32>,
+    /// Every endpoint's id, by address and port.
+    ids: FxHashMap<(IpAddr, u16), u32>,
+    /// How many clusters list each endpoint, by id.
+    holders: Vec<u32>,
 }
 
 /// A configuration the mesh cannot take, with the field it concerns.
@@ -467,6 +473,8 @@ impl MeshSnapshot {
             next_id: 0,
             next_service_id: 0,
             born_services: Vec::new(),
+            ids: FxHashMap::default(),
+            holders: Vec::new(),
         }
     }
 
@@ -518,8 +526,12 @@ impl MeshSnapshot {
                 *u = true;
             }
         }
-        let mut next_free = previous.map_or(0, |p| p.next_id) % cap.endpoints.max(1);
-        let mut handed_out = 0usize;
+        let mut space = IdSpace {
+            ids,
+            used,
+            holders: vec![0; cap.endpoints],
+            next_free: previous.map_or(0, |p| p.next_id) % cap.endpoints.max(1),
+        };
         let mut endpoints: Vec<Option<Endpoint>> = vec![None; cap.endpoints];
         let mut cluster_index: FxHashMap<&str, u32> = FxHashMap::default();
         let mut built = Vec::with_capacity(clusters.len());
@@ -529,101 +541,7 @@ impl MeshSnapshot {
             if cluster_index.insert(c.name.as_str(), idx).is_some() {
                 return Err(err(format!("{path}.name"), format!("duplicate cluster `{}`", c.name)));
             }
-            let mut members = FxHashSet::default();
-            let mut serving = FxHashSet::default();
-            let mut identities = FxHashMap::default();
-            let mut eligible = Vec::new();
-            let mut seen = FxHashSet::default();
-            let mut shares: Vec<ShareInput> = Vec::with_capacity(c.endpoints.len());
-            let mut ids_in_order: Vec<u32> = Vec::with_capacity(c.endpoints.len());
-            if let Some(ei) = c.endpoints.iter().position(|e| {
-                !c.balance.groups.is_empty()
-                    && usize::try_from(e.group).map_or(true, |g| g >= c.balance.groups.len())
-            }) {
-                return Err(err(format!("{path}.endpoints[{ei}]"), "its group is not listed"));
-            }
-            for (ei, e) in c.endpoints.iter().enumerate() {
-                if !seen.insert((e.addr, e.port)) {
-                    return Err(err(
-                        format!("{path}.endpoints[{ei}]"),
-                        format!("{}:{} is listed twice", e.addr, e.port),
-                    ));
-                }
-                let id = match ids.get(&(e.addr, e.port)) {
-                    Some(&id) => id,
-                    None => {
-                        // A free id exists: at most cap.endpoints distinct endpoints (checked).
-                        while used[next_free] {
-                            next_free = (next_free + 1) % cap.endpoints;
-                            handed_out += 1;
-                            if handed_out > cap.endpoints {
-                                return Err(err(&path, "endpoint ids exhausted"));
-                            }
-                        }
-                        let id = u32::try_from(next_free)
-                            .map_err(|_| err(&path, "endpoint ids exhausted"))?;
-                        used[next_free] = true;
-                        // On past it, as for services.
-                        next_free = (next_free + 1) % cap.endpoints;
-                        ids.insert((e.addr, e.port), id);
-                        id
-                    }
-                };
-                let ep = Endpoint { id, addr: e.addr, port: e.port, weight: e.weight };
-                endpoints[usize::try_from(id).unwrap_or(0)] = Some(ep);
-                members.insert(id);
-                identities.insert(id, (e.addr, e.port));
-                let healthy = e.healthy && health(id);
-                if healthy {
-                    serving.insert(id);
-                }
-                shares.push(ShareInput {
-                    weight: e.weight,
-                    healthy,
-                    priority: e.priority,
-                    group: e.group,
-                });
-                ids_in_order.push(id);
-            }
-            for ((e, &id), w) in
-                c.endpoints.iter().zip(&ids_in_order).zip(effective_weights(&shares, &c.balance))
-            {
-                if w > 0 {
-                    eligible.push(Endpoint { id, addr: e.addr, port: e.port, weight: w });
-                }
-            }
-            // Only the table the policy picks from: a Maglev table is a thousand slots or more,
-            // and a control plane's mesh may have tens of thousands of clusters.
-            let mut maglev = None;
-            let mut schedule = None;
-            if !eligible.is_empty() && c.policy == Policy::Maglev {
-                let maglev_ids: Vec<Vec<u8>> = eligible.iter().map(identity).collect();
-                let eps: Vec<MaglevEndpoint> = maglev_ids
-                    .iter()
-                    .zip(&eligible)
-                    .map(|(id, e)| MaglevEndpoint { identity: id, weight: e.weight })
-                    .collect();
-                let size = c.maglev_table_size.unwrap_or_else(|| default_size(eligible.len()));
-                maglev = Some(
-                    MaglevTable::build(&eps, size)
-                        .map_err(|e| err(format!("{path}.maglev_table_size"), e.to_string()))?,
-                );
-            } else if !eligible.is_empty() {
-                let weights: Vec<u32> = eligible.iter().map(|e| e.weight).collect();
-                schedule = Schedule::build(&weights);
-            }
-            built.push(Cluster {
-                name: c.name.clone(),
-                policy: c.policy,
-                on_endpoint_gone: c.on_endpoint_gone,
-                connect_timeout_ns: c.connect_timeout_ns,
-                eligible,
-                members,
-                serving,
-                identities,
-                maglev,
-                schedule,
-            });
+            built.push(Arc::new(build_cluster(c, &path, &mut space, &mut endpoints, &health)?));
         }
         // Stable service ids, as for endpoints.
         let generation = previous.map_or(1, |p| p.generation + 1);
@@ -661,17 +579,7 @@ impl MeshSnapshot {
                 return Err(err(format!("{path}.protocol"), "tcp or udp"));
             }
             let c = &clusters[usize::try_from(cluster).unwrap_or(0)];
-            if let Some(e) = c.endpoints.iter().find(|e| e.addr.is_ipv4() != s.vip.is_ipv4()) {
-                if !matches!(s.mode, Mode::Dsr(_)) {
-                    return Err(err(
-                        format!("{path}.vip"),
-                        format!(
-                            "{} and endpoint {} are of different families (only DSR mixes them)",
-                            s.vip, e.addr
-                        ),
-                    ));
-                }
-            }
+            check_families(&path, s.vip, s.mode, c.endpoints.iter().map(|e| e.addr))?;
             let idx = u32::try_from(si).map_err(|_| err(&path, "too many services"))?;
             if map.insert((s.vip, s.port, s.proto), idx).is_some() {
                 return Err(err(
@@ -712,7 +620,7 @@ impl MeshSnapshot {
             list.push(Service {
                 id,
                 born,
-                name: s.name.clone(),
+                name: Arc::from(s.name.as_str()),
                 vip: s.vip,
                 port: s.port,
                 proto: s.proto,
@@ -729,9 +637,97 @@ impl MeshSnapshot {
             vip_set,
             dnat_endpoints,
             generation,
-            next_id: next_free,
+            next_id: space.next_free,
             next_service_id: next_service,
             born_services: born,
+            ids: space.ids,
+            holders: space.holders,
+        })
+    }
+
+    /// This snapshot with the clusters at these indices built again from their specs (the
+    /// same names; services unchanged): every other cluster is shared with it, so what an
+    /// endpoint update costs follows what it changes, not the size of the mesh. Endpoint ids
+    /// carry over as in [`MeshSnapshot::build`]; the services on a changed cluster are checked
+    /// again. (The filter of DNAT endpoints' addresses only grows here: an address that left
+    /// costs a lookup, never a wrong answer, until the next whole build.)
+    pub fn with_clusters(
+        &self,
+        changed: &[(u32, ClusterSpec)],
+        cap: MeshCapacity,
+        health: impl Fn(u32) -> bool,
+    ) -> Result<MeshSnapshot, MeshError> {
+        let mut endpoints = self.endpoints.clone();
+        endpoints.resize(cap.endpoints, None);
+        let mut space = IdSpace {
+            ids: self.ids.clone(),
+            // Ids of endpoints about to leave stay taken too: not handed out again at once.
+            used: endpoints.iter().map(Option::is_some).collect(),
+            holders: self.holders.clone(),
+            next_free: self.next_id % cap.endpoints.max(1),
+        };
+        space.holders.resize(cap.endpoints, 0);
+        let mut clusters = self.clusters.clone();
+        let mut touched: FxHashSet<u32> = FxHashSet::default();
+        let mut leaving: Vec<((IpAddr, u16), u32)> = Vec::new();
+        for (i, spec) in changed {
+            let path = format!("clusters[{i}]");
+            let Some(old) = usize::try_from(*i).ok().and_then(|i| self.clusters.get(i)) else {
+                return Err(err(path, "no such cluster"));
+            };
+            if old.name != spec.name {
+                return Err(err(format!("{path}.name"), format!("is `{}`", old.name)));
+            }
+            if !touched.insert(*i) {
+                return Err(err(path, "changed twice"));
+            }
+            for (&id, &identity) in &old.identities {
+                if let Some(h) = space.holders.get_mut(usize::try_from(id).unwrap_or(usize::MAX)) {
+                    *h = h.saturating_sub(1);
+                }
+                leaving.push((identity, id));
+            }
+        }
+        for (i, spec) in changed {
+            let path = format!("clusters[{i}]");
+            let c = build_cluster(spec, &path, &mut space, &mut endpoints, &health)?;
+            clusters[usize::try_from(*i).unwrap_or(0)] = Arc::new(c);
+        }
+        for (identity, id) in leaving {
+            let slot = usize::try_from(id).unwrap_or(usize::MAX);
+            if space.holders.get(slot) == Some(&0) && space.ids.get(&identity) == Some(&id) {
+                space.ids.remove(&identity);
+                if let Some(e) = endpoints.get_mut(slot) {
+                    *e = None;
+                }
+            }
+        }
+        let mut dnat_endpoints = self.dnat_endpoints.clone();
+        for (si, s) in self.service_list.iter().enumerate() {
+            if !touched.contains(&s.cluster) {
+                continue;
+            }
+            let c = &clusters[usize::try_from(s.cluster).unwrap_or(0)];
+            let addrs = || c.identities.values().map(|&(a, _)| a);
+            check_families(&format!("services[{si}]"), s.vip, s.mode, addrs())?;
+            if s.mode == Mode::Dnat {
+                addrs().for_each(|a| dnat_endpoints.insert(&a));
+            }
+        }
+        Ok(MeshSnapshot {
+            services: self.services.clone(),
+            service_list: self.service_list.clone(),
+            clusters,
+            endpoints,
+            vips: self.vips.clone(),
+            vip_set: self.vip_set.clone(),
+            dnat_endpoints,
+            generation: self.generation + 1,
+            next_id: space.next_free,
+            next_service_id: self.next_service_id,
+            born_services: Vec::new(),
+            ids: space.ids,
+            holders: space.holders,
         })
     }
 
@@ -765,12 +761,155 @@ impl MeshSnapshot {
     /// The cluster at an index.
     #[inline]
     pub fn cluster(&self, i: u32) -> Option<&Cluster> {
-        self.clusters.get(usize::try_from(i).ok()?)
+        self.clusters.get(usize::try_from(i).ok()?).map(|c| &**c)
+    }
+
+    /// How many endpoints the snapshot has.
+    pub fn endpoint_count(&self) -> usize {
+        self.ids.len()
     }
 
     /// Every endpoint in the snapshot.
     pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
         self.endpoints.iter().flatten()
+    }
+}
+
+/// Endpoint ids as a build hands them out: kept for endpoints that stay, the lowest free one
+/// from where the last search ended for new ones, so ids go round the whole id space before
+/// one is reused (a draining flow's endpoint id is not soon another endpoint's).
+struct IdSpace {
+    ids: FxHashMap<(IpAddr, u16), u32>,
+    used: Vec<bool>,
+    /// How many clusters list each endpoint, by id.
+    holders: Vec<u32>,
+    next_free: usize,
+}
+
+impl IdSpace {
+    fn id(&mut self, addr: IpAddr, port: u16, path: &str) -> Result<u32, MeshError> {
+        if let Some(&id) = self.ids.get(&(addr, port)) {
+            return Ok(id);
+        }
+        let cap = self.used.len();
+        let mut tries = 0usize;
+        while self.used.get(self.next_free).copied().unwrap_or(true) {
+            self.next_free = (self.next_free + 1) % cap.max(1);
+            tries += 1;
+            if tries > cap {
+                return Err(err(path, "endpoint ids exhausted"));
+            }
+        }
+        let id = u32::try_from(self.next_free).map_err(|_| err(path, "endpoint ids exhausted"))?;
+        self.used[self.next_free] = true;
+        // On past it, as for services.
+        self.next_free = (self.next_free + 1) % cap;
+        self.ids.insert((addr, port), id);
+        Ok(id)
+    }
+}
+
+/// A cluster from its spec: ids for its endpoints (entered in `endpoints`), who takes new
+/// flows, and the table to pick them from.
+fn build_cluster(
+    c: &ClusterSpec,
+    path: &str,
+    space: &mut IdSpace,
+    endpoints: &mut [Option<Endpoint>],
+    health: impl Fn(u32) -> bool,
+) -> Result<Cluster, MeshError> {
+    let mut members = FxHashSet::default();
+    let mut serving = FxHashSet::default();
+    let mut identities = FxHashMap::default();
+    let mut eligible = Vec::new();
+    let mut shares: Vec<ShareInput> = Vec::with_capacity(c.endpoints.len());
+    let mut ids_in_order: Vec<u32> = Vec::with_capacity(c.endpoints.len());
+    if let Some(ei) = c.endpoints.iter().position(|e| {
+        !c.balance.groups.is_empty()
+            && usize::try_from(e.group).map_or(true, |g| g >= c.balance.groups.len())
+    }) {
+        return Err(err(format!("{path}.endpoints[{ei}]"), "its group is not listed"));
+    }
+    for (ei, e) in c.endpoints.iter().enumerate() {
+        let id = space.id(e.addr, e.port, path)?;
+        if identities.insert(id, (e.addr, e.port)).is_some() {
+            return Err(err(
+                format!("{path}.endpoints[{ei}]"),
+                format!("{}:{} is listed twice", e.addr, e.port),
+            ));
+        }
+        let slot = usize::try_from(id).unwrap_or(usize::MAX);
+        if let Some(h) = space.holders.get_mut(slot) {
+            *h += 1;
+        }
+        if let Some(x) = endpoints.get_mut(slot) {
+            *x = Some(Endpoint { id, addr: e.addr, port: e.port, weight: e.weight });
+        }
+        members.insert(id);
+        let healthy = e.healthy && health(id);
+        if healthy {
+            serving.insert(id);
+        }
+        shares.push(ShareInput { weight: e.weight, healthy, priority: e.priority, group: e.group });
+        ids_in_order.push(id);
+    }
+    for ((e, &id), w) in
+        c.endpoints.iter().zip(&ids_in_order).zip(effective_weights(&shares, &c.balance))
+    {
+        if w > 0 {
+            eligible.push(Endpoint { id, addr: e.addr, port: e.port, weight: w });
+        }
+    }
+    // Only the table the policy picks from: a Maglev table is a thousand slots or more, and a
+    // control plane's mesh may have tens of thousands of clusters.
+    let mut maglev = None;
+    let mut schedule = None;
+    if !eligible.is_empty() && c.policy == Policy::Maglev {
+        let maglev_ids: Vec<Vec<u8>> = eligible.iter().map(identity).collect();
+        let eps: Vec<MaglevEndpoint> = maglev_ids
+            .iter()
+            .zip(&eligible)
+            .map(|(id, e)| MaglevEndpoint { identity: id, weight: e.weight })
+            .collect();
+        let size = c.maglev_table_size.unwrap_or_else(|| default_size(eligible.len()));
+        maglev = Some(
+            MaglevTable::build(&eps, size)
+                .map_err(|e| err(format!("{path}.maglev_table_size"), e.to_string()))?,
+        );
+    } else if !eligible.is_empty() {
+        let weights: Vec<u32> = eligible.iter().map(|e| e.weight).collect();
+        schedule = Schedule::build(&weights);
+    }
+    Ok(Cluster {
+        name: c.name.clone(),
+        policy: c.policy,
+        on_endpoint_gone: c.on_endpoint_gone,
+        connect_timeout_ns: c.connect_timeout_ns,
+        eligible,
+        members,
+        serving,
+        identities,
+        maglev,
+        schedule,
+    })
+}
+
+/// Refuses a service whose endpoints are of another family than its VIP, unless DSR.
+fn check_families(
+    path: &str,
+    vip: IpAddr,
+    mode: Mode,
+    mut addrs: impl Iterator<Item = IpAddr>,
+) -> Result<(), MeshError> {
+    if matches!(mode, Mode::Dsr(_)) {
+        return Ok(());
+    }
+    match addrs.find(|a| a.is_ipv4() != vip.is_ipv4()) {
+        Some(a) => Err(err(
+            format!("{path}.vip"),
+            format!("{vip} and endpoint {a} are of different families (only DSR mixes them)"),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -1054,5 +1193,65 @@ mod tests {
             |_| true
         )
         .is_err());
+    }
+
+    /// What a worker sees of a snapshot: each cluster's eligible endpoints (id, address,
+    /// weight), members and the endpoint table.
+    fn view(s: &MeshSnapshot) -> Vec<(String, Vec<Endpoint>, Vec<u32>)> {
+        s.clusters
+            .iter()
+            .map(|c| {
+                let mut m: Vec<u32> = c.member_ids().collect();
+                m.sort_unstable();
+                (c.name.clone(), c.eligible.clone(), m)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn changing_some_clusters_in_place_is_a_whole_build_that_shares_the_rest() {
+        let cap = MeshCapacity { services: 16, clusters: 16, endpoints: 16 };
+        let services = [service(1, "a", Mode::Nat), service(2, "b", Mode::Dnat)];
+        let mut clusters = vec![
+            cluster("a", vec![ep(10, 1), ep(11, 2)]),
+            cluster("b", vec![ep(11, 1), ep(12, 1)]),
+            cluster("c", vec![ep(13, 1)]),
+        ];
+        let first = MeshSnapshot::build(&services, &clusters, cap, None, |_| true).unwrap();
+        // `a` loses .10 and reweights .11 (which `b` keeps); `b` gains .14.
+        clusters[0].endpoints = vec![ep(11, 5)];
+        clusters[1].endpoints.push(ep(14, 1));
+        let changed = [(0, clusters[0].clone()), (1, clusters[1].clone())];
+        let patched = first.with_clusters(&changed, cap, |_| true).unwrap();
+        let whole = MeshSnapshot::build(&services, &clusters, cap, Some(&first), |_| true).unwrap();
+        assert_eq!(view(&patched), view(&whole));
+        let table = |s: &MeshSnapshot| {
+            let mut e: Vec<(u32, IpAddr)> = s.endpoints().map(|e| (e.id, e.addr)).collect();
+            e.sort_unstable();
+            e
+        };
+        assert_eq!(table(&patched), table(&whole));
+        assert!(patched.endpoint(first.ids[&(ep(10, 1).addr, 80)]).is_none(), "gone with `a`");
+        assert!(Arc::ptr_eq(&first.clusters[2], &patched.clusters[2]), "`c` is shared");
+        assert_eq!(patched.generation, first.generation + 1);
+        // The DNAT service's new endpoint is known as one.
+        assert!(patched.may_concern(&ep(14, 1).addr, &IpAddr::from([198, 18, 9, 9])));
+        // A new endpoint takes an id not just given up.
+        let mut again = clusters.clone();
+        again[2].endpoints.push(ep(15, 1));
+        let next = patched.with_clusters(&[(2, again[2].clone())], cap, |_| true).unwrap();
+        let gone = first.ids[&(ep(10, 1).addr, 80)];
+        assert_ne!(next.ids[&(ep(15, 1).addr, 80)], gone);
+        // Refused: a family mix on a NAT service, a rename, an index out of range.
+        let mut v6 = ep(10, 1);
+        v6.addr = "2001:db8:2::10".parse().unwrap();
+        let e = next.with_clusters(&[(0, cluster("a", vec![v6]))], cap, |_| true).unwrap_err();
+        assert_eq!(e.path, "services[0].vip");
+        let e = next.with_clusters(&[(0, cluster("z", vec![]))], cap, |_| true).unwrap_err();
+        assert_eq!(e.path, "clusters[0].name");
+        assert!(next.with_clusters(&[(7, cluster("a", vec![]))], cap, |_| true).is_err());
+        // Out of ids.
+        let many: Vec<EndpointSpec> = (20..40).map(|i| ep(i, 1)).collect();
+        assert!(next.with_clusters(&[(2, cluster("c", many))], cap, |_| true).is_err());
     }
 }
