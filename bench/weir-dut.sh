@@ -7,11 +7,15 @@
 # BACKEND=dpdk runs weir on DPDK's net_af_packet vdevs instead (the ports testpmd uses in
 # `fwd-rig.sh testpmd`, with the same default vdev arguments). SERVICES=N makes DST_IP:9/udp an
 # L4 service (DNAT to 198.19.0.2:9, the sink) among N services, as `fwd-rig.sh -r N kernel`
-# puts its DNAT rule behind N-1 others.
+# puts its DNAT rule behind N-1 others. XDS_UPDATES_PER_S=R takes those N services from xDS
+# instead: target/release/examples/xds_churn (XDS_CHURN) serves them over ADS and then sends R
+# updates a second (see its header), its report at the end of the DUT's log. CONTROL_CORE: below.
 set -euo pipefail
 WEIR=${WEIR:-target/release/weir}
 CFG=$(mktemp --suffix=.yaml)
-trap 'rm -f "$CFG"' EXIT
+SOCK=$(mktemp -u --suffix=.xds.sock)
+trap 'rm -f "$CFG" "$SOCK"' EXIT
+RATE=${XDS_UPDATES_PER_S:-0}
 cat >"$CFG" <<YAML
 workers:
   - core: ${DUT_CORE:-1}
@@ -42,7 +46,10 @@ ports:
     af_packet: { tx_mode: ${TX_MODE:-sendmmsg} }
 PORTS
 fi)
-$(if [ "${SERVICES:-0}" -gt 0 ]; then
+$(if [ "$RATE" -gt 0 ]; then
+  echo "mesh: { flows_per_worker: 262144, udp_timeout_ms: 30000 }"
+  echo "xds: { server: \"unix:$SOCK\", node: { id: rig }, protocol: delta }"
+elif [ "${SERVICES:-0}" -gt 0 ]; then
   echo "mesh: { flows_per_worker: 262144, udp_timeout_ms: 30000 }"
   echo "clusters:"
   echo "  - { name: sink, policy: maglev, endpoints: [ { address: 198.19.0.2, port: 9 } ] }"
@@ -63,7 +70,21 @@ YAML
 # Keep this namespace's kernel off the DUT's ports.
 for d in "$DUT_IN" "$DUT_OUT"; do sysctl -qw "net.ipv6.conf.$d.disable_ipv6=1" || true; done
 # Not exec: bash forwards SIGTERM to weir and waits, so the rig sees the final counters.
+churn=""
+if [ "$RATE" -gt 0 ]; then
+  # The control plane is not the DUT: it runs on the generator's core.
+  taskset -c "${XDS_CORE:-0}" "${XDS_CHURN:-target/release/examples/xds_churn}" "$SOCK" "$DST_IP" 198.19.0.2 \
+    "${SERVICES:-1}" "$RATE" "${XDS_SECONDS:-300}" &
+  churn=$!
+fi
 "$WEIR" run -c "$CFG" &
 pid=$!
-trap 'kill -TERM $pid 2>/dev/null; wait $pid; rm -f "$CFG"' TERM INT
+# CONTROL_CORE=C moves weir's control thread (xDS, admin) off the worker's core, as a gateway
+# keeps a housekeeping core; the workers pin themselves to theirs.
+if [ -n "${CONTROL_CORE:-}" ]; then
+  # Once the workers run (weir checks their cores against its own affinity first).
+  for _ in $(seq 100); do grep -qs worker /proc/"$pid"/task/*/comm && break; sleep 0.05; done
+  taskset -p -c "$CONTROL_CORE" "$pid" >/dev/null
+fi
+trap 'kill -TERM $pid $churn 2>/dev/null; wait $pid; [ -z "$churn" ] || wait $churn; rm -f "$CFG" "$SOCK"' TERM INT
 wait $pid

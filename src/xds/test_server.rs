@@ -348,6 +348,45 @@ pub mod build {
         }
     }
 
+    /// A UDP listener on `vip:port` with udp_proxy to `cluster`, forwarding by weir's `mode`
+    /// (`nat`, `dnat`, `dsr`: the listener's `weir` metadata).
+    pub fn udp_listener(name: &str, vip: IpAddr, port: u16, cluster: &str, mode: &str) -> Listener {
+        use envoy_types::pb::envoy::config::core::v3::Metadata;
+        use envoy_types::pb::envoy::config::listener::v3::{listener_filter, ListenerFilter};
+        use envoy_types::pb::envoy::extensions::filters::udp::udp_proxy::v3::{
+            udp_proxy_config::RouteSpecifier, UdpProxyConfig,
+        };
+        use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+        #[allow(deprecated)]
+        let proxy = UdpProxyConfig {
+            stat_prefix: name.to_owned(),
+            route_specifier: Some(RouteSpecifier::Cluster(cluster.to_owned())),
+            ..UdpProxyConfig::default()
+        };
+        let mut address = socket(vip, port);
+        if let Some(address::Address::SocketAddress(a)) = &mut address.address {
+            a.protocol = socket_address::Protocol::Udp as i32;
+        }
+        let weir = Struct {
+            fields: [("mode".to_owned(), Value { kind: Some(Kind::StringValue(mode.to_owned())) })]
+                .into(),
+        };
+        Listener {
+            name: name.to_owned(),
+            address: Some(address),
+            listener_filters: vec![ListenerFilter {
+                name: "envoy.filters.udp_listener.udp_proxy".into(),
+                config_type: Some(listener_filter::ConfigType::TypedConfig(any(&proxy))),
+                ..ListenerFilter::default()
+            }],
+            metadata: Some(Metadata {
+                filter_metadata: [("weir".to_owned(), weir)].into(),
+                ..Metadata::default()
+            }),
+            ..Listener::default()
+        }
+    }
+
     /// An EDS cluster (endpoints over ADS) picking by `policy`.
     pub fn eds_cluster(name: &str, policy: cluster::LbPolicy) -> Cluster {
         Cluster {

@@ -415,8 +415,8 @@ pub struct MeshSnapshot {
     /// Clusters, by index; shared with the snapshot this one was made from where unchanged
     /// (see [`MeshSnapshot::with_clusters`]).
     pub clusters: Vec<Arc<Cluster>>,
-    /// Every endpoint, by stable id (`None` for unused ids).
-    endpoints: Vec<Option<Endpoint>>,
+    /// Every endpoint, by stable id, with the number of clusters that list it.
+    endpoints: FxHashMap<u32, Slot>,
     vips: AddrFilter,
     vip_set: FxHashSet<IpAddr>,
     /// Addresses of endpoints of DNAT services: their replies pass weir as transit traffic.
@@ -433,8 +433,14 @@ pub struct MeshSnapshot {
     pub born_services: Vec<u32>,
     /// Every endpoint's id, by address and port.
     ids: FxHashMap<(IpAddr, u16), u32>,
-    /// How many clusters list each endpoint, by id.
-    holders: Vec<u32>,
+}
+
+/// An endpoint in the table of a snapshot.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    endpoint: Endpoint,
+    /// How many clusters list it.
+    holders: u32,
 }
 
 /// A configuration the mesh cannot take, with the field it concerns.
@@ -465,7 +471,7 @@ impl MeshSnapshot {
             services: FxHashMap::default(),
             service_list: Vec::new(),
             clusters: Vec::new(),
-            endpoints: Vec::new(),
+            endpoints: FxHashMap::default(),
             vips: AddrFilter::new(),
             vip_set: FxHashSet::default(),
             dnat_endpoints: AddrFilter::new(),
@@ -474,7 +480,6 @@ impl MeshSnapshot {
             next_service_id: 0,
             born_services: Vec::new(),
             ids: FxHashMap::default(),
-            holders: Vec::new(),
         }
     }
 
@@ -503,9 +508,7 @@ impl MeshSnapshot {
         // Stable ids: keep the previous snapshot's, give new endpoints the lowest free ones.
         let mut ids: FxHashMap<(IpAddr, u16), u32> = FxHashMap::default();
         if let Some(p) = previous {
-            for e in p.endpoints.iter().flatten() {
-                ids.insert((e.addr, e.port), e.id);
-            }
+            ids.clone_from(&p.ids);
         }
         let mut wanted: FxHashSet<(IpAddr, u16)> = FxHashSet::default();
         for c in clusters {
@@ -520,19 +523,21 @@ impl MeshSnapshot {
                 format!("{} distinct endpoints, capacity {}", wanted.len(), cap.endpoints),
             ));
         }
-        let mut used = vec![false; cap.endpoints];
-        for &id in ids.values() {
-            if let Some(u) = used.get_mut(usize::try_from(id).unwrap_or(usize::MAX)) {
-                *u = true;
+        // Those kept hold their ids from the start; each is in a cluster again (wanted).
+        let mut by_id: FxHashMap<u32, Slot> = FxHashMap::default();
+        if let Some(p) = previous {
+            for &id in ids.values() {
+                if let Some(slot) = p.endpoints.get(&id) {
+                    by_id.insert(id, Slot { holders: 0, ..*slot });
+                }
             }
         }
         let mut space = IdSpace {
             ids,
-            used,
-            holders: vec![0; cap.endpoints],
+            by_id,
+            cap: cap.endpoints,
             next_free: previous.map_or(0, |p| p.next_id) % cap.endpoints.max(1),
         };
-        let mut endpoints: Vec<Option<Endpoint>> = vec![None; cap.endpoints];
         let mut cluster_index: FxHashMap<&str, u32> = FxHashMap::default();
         let mut built = Vec::with_capacity(clusters.len());
         for (ci, c) in clusters.iter().enumerate() {
@@ -541,7 +546,7 @@ impl MeshSnapshot {
             if cluster_index.insert(c.name.as_str(), idx).is_some() {
                 return Err(err(format!("{path}.name"), format!("duplicate cluster `{}`", c.name)));
             }
-            built.push(Arc::new(build_cluster(c, &path, &mut space, &mut endpoints, &health)?));
+            built.push(Arc::new(build_cluster(c, &path, &mut space, &health)?));
         }
         // Stable service ids, as for endpoints.
         let generation = previous.map_or(1, |p| p.generation + 1);
@@ -632,7 +637,7 @@ impl MeshSnapshot {
             services: map,
             service_list: list,
             clusters: built,
-            endpoints,
+            endpoints: space.by_id,
             vips,
             vip_set,
             dnat_endpoints,
@@ -641,7 +646,6 @@ impl MeshSnapshot {
             next_service_id: next_service,
             born_services: born,
             ids: space.ids,
-            holders: space.holders,
         })
     }
 
@@ -657,16 +661,14 @@ impl MeshSnapshot {
         cap: MeshCapacity,
         health: impl Fn(u32) -> bool,
     ) -> Result<MeshSnapshot, MeshError> {
-        let mut endpoints = self.endpoints.clone();
-        endpoints.resize(cap.endpoints, None);
+        // Ids of endpoints about to leave stay taken until the end: not handed out again at
+        // once.
         let mut space = IdSpace {
             ids: self.ids.clone(),
-            // Ids of endpoints about to leave stay taken too: not handed out again at once.
-            used: endpoints.iter().map(Option::is_some).collect(),
-            holders: self.holders.clone(),
+            by_id: self.endpoints.clone(),
+            cap: cap.endpoints,
             next_free: self.next_id % cap.endpoints.max(1),
         };
-        space.holders.resize(cap.endpoints, 0);
         let mut clusters = self.clusters.clone();
         let mut touched: FxHashSet<u32> = FxHashSet::default();
         let mut leaving: Vec<((IpAddr, u16), u32)> = Vec::new();
@@ -682,24 +684,21 @@ impl MeshSnapshot {
                 return Err(err(path, "changed twice"));
             }
             for (&id, &identity) in &old.identities {
-                if let Some(h) = space.holders.get_mut(usize::try_from(id).unwrap_or(usize::MAX)) {
-                    *h = h.saturating_sub(1);
+                if let Some(slot) = space.by_id.get_mut(&id) {
+                    slot.holders = slot.holders.saturating_sub(1);
                 }
                 leaving.push((identity, id));
             }
         }
         for (i, spec) in changed {
             let path = format!("clusters[{i}]");
-            let c = build_cluster(spec, &path, &mut space, &mut endpoints, &health)?;
+            let c = build_cluster(spec, &path, &mut space, &health)?;
             clusters[usize::try_from(*i).unwrap_or(0)] = Arc::new(c);
         }
         for (identity, id) in leaving {
-            let slot = usize::try_from(id).unwrap_or(usize::MAX);
-            if space.holders.get(slot) == Some(&0) && space.ids.get(&identity) == Some(&id) {
+            if space.by_id.get(&id).is_some_and(|s| s.holders == 0) {
                 space.ids.remove(&identity);
-                if let Some(e) = endpoints.get_mut(slot) {
-                    *e = None;
-                }
+                space.by_id.remove(&id);
             }
         }
         let mut dnat_endpoints = self.dnat_endpoints.clone();
@@ -718,7 +717,7 @@ impl MeshSnapshot {
             services: self.services.clone(),
             service_list: self.service_list.clone(),
             clusters,
-            endpoints,
+            endpoints: space.by_id,
             vips: self.vips.clone(),
             vip_set: self.vip_set.clone(),
             dnat_endpoints,
@@ -727,7 +726,6 @@ impl MeshSnapshot {
             next_service_id: self.next_service_id,
             born_services: Vec::new(),
             ids: space.ids,
-            holders: space.holders,
         })
     }
 
@@ -755,7 +753,7 @@ impl MeshSnapshot {
     /// The endpoint with a stable id, if it is in this snapshot.
     #[inline]
     pub fn endpoint(&self, id: u32) -> Option<&Endpoint> {
-        self.endpoints.get(usize::try_from(id).ok()?)?.as_ref()
+        self.endpoints.get(&id).map(|s| &s.endpoint)
     }
 
     /// The cluster at an index.
@@ -769,9 +767,11 @@ impl MeshSnapshot {
         self.ids.len()
     }
 
-    /// Every endpoint in the snapshot.
+    /// Every endpoint in the snapshot, by id.
     pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
-        self.endpoints.iter().flatten()
+        let mut all: Vec<&Endpoint> = self.endpoints.values().map(|s| &s.endpoint).collect();
+        all.sort_unstable_by_key(|e| e.id);
+        all.into_iter()
     }
 }
 
@@ -780,31 +780,39 @@ impl MeshSnapshot {
 /// one is reused (a draining flow's endpoint id is not soon another endpoint's).
 struct IdSpace {
     ids: FxHashMap<(IpAddr, u16), u32>,
-    used: Vec<bool>,
-    /// How many clusters list each endpoint, by id.
-    holders: Vec<u32>,
+    /// The endpoints by id; an id here is taken.
+    by_id: FxHashMap<u32, Slot>,
+    /// Ids are below this.
+    cap: usize,
     next_free: usize,
 }
 
 impl IdSpace {
-    fn id(&mut self, addr: IpAddr, port: u16, path: &str) -> Result<u32, MeshError> {
-        if let Some(&id) = self.ids.get(&(addr, port)) {
-            return Ok(id);
-        }
-        let cap = self.used.len();
-        let mut tries = 0usize;
-        while self.used.get(self.next_free).copied().unwrap_or(true) {
-            self.next_free = (self.next_free + 1) % cap.max(1);
-            tries += 1;
-            if tries > cap {
-                return Err(err(path, "endpoint ids exhausted"));
+    /// The endpoint's id (new ones get theirs), counted as listed once more.
+    fn take(&mut self, e: Endpoint, path: &str) -> Result<u32, MeshError> {
+        let id = match self.ids.get(&(e.addr, e.port)) {
+            Some(&id) => id,
+            None => {
+                let exhausted = || err(path, "endpoint ids exhausted");
+                let mut tries = 0usize;
+                loop {
+                    let id = u32::try_from(self.next_free).map_err(|_| exhausted())?;
+                    if tries >= self.cap {
+                        return Err(exhausted());
+                    }
+                    tries += 1;
+                    // On past it whether taken or not, as for services.
+                    self.next_free = (self.next_free + 1) % self.cap;
+                    if !self.by_id.contains_key(&id) {
+                        break id;
+                    }
+                }
             }
-        }
-        let id = u32::try_from(self.next_free).map_err(|_| err(path, "endpoint ids exhausted"))?;
-        self.used[self.next_free] = true;
-        // On past it, as for services.
-        self.next_free = (self.next_free + 1) % cap;
-        self.ids.insert((addr, port), id);
+        };
+        self.ids.insert((e.addr, e.port), id);
+        let slot = self.by_id.entry(id).or_insert(Slot { endpoint: e, holders: 0 });
+        slot.endpoint = Endpoint { id, ..e };
+        slot.holders += 1;
         Ok(id)
     }
 }
@@ -815,7 +823,6 @@ fn build_cluster(
     c: &ClusterSpec,
     path: &str,
     space: &mut IdSpace,
-    endpoints: &mut [Option<Endpoint>],
     health: impl Fn(u32) -> bool,
 ) -> Result<Cluster, MeshError> {
     let mut members = FxHashSet::default();
@@ -831,19 +838,13 @@ fn build_cluster(
         return Err(err(format!("{path}.endpoints[{ei}]"), "its group is not listed"));
     }
     for (ei, e) in c.endpoints.iter().enumerate() {
-        let id = space.id(e.addr, e.port, path)?;
+        let id =
+            space.take(Endpoint { id: 0, addr: e.addr, port: e.port, weight: e.weight }, path)?;
         if identities.insert(id, (e.addr, e.port)).is_some() {
             return Err(err(
                 format!("{path}.endpoints[{ei}]"),
                 format!("{}:{} is listed twice", e.addr, e.port),
             ));
-        }
-        let slot = usize::try_from(id).unwrap_or(usize::MAX);
-        if let Some(h) = space.holders.get_mut(slot) {
-            *h += 1;
-        }
-        if let Some(x) = endpoints.get_mut(slot) {
-            *x = Some(Endpoint { id, addr: e.addr, port: e.port, weight: e.weight });
         }
         members.insert(id);
         let healthy = e.healthy && health(id);
