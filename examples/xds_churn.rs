@@ -92,7 +92,7 @@ fn main() {
         if services > 1 {
             let other = 1 + n % (services - 1);
             let eps: &[(IpAddr, u16, u32)] =
-                if n % 2 == 0 { &[(sink, 9, 1), (spare, 9, 1)] } else { &[(sink, 9, 1)] };
+                if n.is_multiple_of(2) { &[(sink, 9, 1), (spare, 9, 1)] } else { &[(sink, 9, 1)] };
             items.push(endpoints(other, eps));
         }
         acks.push(push(LOAD_ASSIGNMENT, items, Vec::new()));

@@ -245,7 +245,8 @@ impl Running {
         let snap = self.mesh.load();
         let outliers = self.outliers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let list: Vec<_> = snap
-            .endpoints()
+            .endpoints_by_id()
+            .into_iter()
             .map(|e| {
                 let (failures, successes) = self.mesh.health.totals(e.id);
                 json!({

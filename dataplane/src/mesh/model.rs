@@ -767,11 +767,16 @@ impl MeshSnapshot {
         self.ids.len()
     }
 
-    /// Every endpoint in the snapshot, by id.
+    /// Every endpoint in the snapshot, in no particular order.
     pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
-        let mut all: Vec<&Endpoint> = self.endpoints.values().map(|s| &s.endpoint).collect();
+        self.endpoints.values().map(|s| &s.endpoint)
+    }
+
+    /// Every endpoint in the snapshot, by id (for reports).
+    pub fn endpoints_by_id(&self) -> Vec<&Endpoint> {
+        let mut all: Vec<&Endpoint> = self.endpoints().collect();
         all.sort_unstable_by_key(|e| e.id);
-        all.into_iter()
+        all
     }
 }
 
