@@ -14,7 +14,8 @@ set -euo pipefail
 WEIR=${WEIR:-target/release/weir}
 CFG=$(mktemp --suffix=.yaml)
 SOCK=$(mktemp -u --suffix=.xds.sock)
-trap 'rm -f "$CFG" "$SOCK"' EXIT
+churn=""
+trap 'rm -f "$CFG" "$SOCK"; [ -z "$churn" ] || kill -TERM $churn 2>/dev/null' EXIT
 RATE=${XDS_UPDATES_PER_S:-0}
 cat >"$CFG" <<YAML
 workers:
@@ -70,7 +71,6 @@ YAML
 # Keep this namespace's kernel off the DUT's ports.
 for d in "$DUT_IN" "$DUT_OUT"; do sysctl -qw "net.ipv6.conf.$d.disable_ipv6=1" || true; done
 # Not exec: bash forwards SIGTERM to weir and waits, so the rig sees the final counters.
-churn=""
 if [ "$RATE" -gt 0 ]; then
   # The control plane is not the DUT: it runs on the generator's core.
   taskset -c "${XDS_CORE:-0}" "${XDS_CHURN:-target/release/examples/xds_churn}" "$SOCK" "$DST_IP" 198.19.0.2 \
@@ -84,7 +84,8 @@ pid=$!
 if [ -n "${CONTROL_CORE:-}" ]; then
   # Once the workers run (weir checks their cores against its own affinity first).
   for _ in $(seq 100); do grep -qs worker /proc/"$pid"/task/*/comm && break; sleep 0.05; done
-  taskset -p -c "$CONTROL_CORE" "$pid" >/dev/null
+  # (A reload would then see only that core; the bench does not reload.)
+  taskset -p -c "$CONTROL_CORE" "$pid" >/dev/null || true
 fi
 trap 'kill -TERM $pid $churn 2>/dev/null; wait $pid; [ -z "$churn" ] || wait $churn; rm -f "$CFG" "$SOCK"' TERM INT
 wait $pid

@@ -91,14 +91,22 @@ fn main() {
         let mut items = vec![endpoints(0, &[(sink, 9, weight)])];
         if services > 1 {
             let other = 1 + n % (services - 1);
-            let eps: &[(IpAddr, u16, u32)] =
-                if n.is_multiple_of(2) { &[(sink, 9, 1), (spare, 9, 1)] } else { &[(sink, 9, 1)] };
+            // Each time round the other clusters, the second endpoint comes or goes.
+            let eps: &[(IpAddr, u16, u32)] = if (n / (services - 1)).is_multiple_of(2) {
+                &[(sink, 9, 1), (spare, 9, 1)]
+            } else {
+                &[(sink, 9, 1)]
+            };
             items.push(endpoints(other, eps));
         }
         acks.push(push(LOAD_ASSIGNMENT, items, Vec::new()));
         n += 1;
     }
     let took = start.elapsed().as_secs_f64();
+    if acks.is_empty() {
+        println!("updates=0");
+        return;
+    }
     acks.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(

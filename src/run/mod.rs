@@ -187,12 +187,26 @@ impl Running {
         for (i, c) in changed {
             report::cluster_changes(running.clusters.get(*i), c, &mut changes);
         }
-        // The changed clusters' endpoints take their settings (those of other clusters keep
-        // theirs).
-        outliers.configure_some(crate::translate::cluster_outlier_settings(
-            running,
-            changed.iter().filter_map(|(i, c)| Some((c, &**snap.clusters.get(*i)?))),
-        ));
+        // The changed clusters' endpoints take their settings, those of other clusters keep
+        // theirs; an endpoint also in another cluster takes the first's, as in a whole build,
+        // which is then what this costs.
+        let shared = changed
+            .iter()
+            .filter_map(|(i, _)| snap.clusters.get(*i))
+            .any(|c| c.member_ids().any(|id| snap.holders(id) > 1));
+        if shared {
+            let now =
+                running.clusters.iter().enumerate().map(|(i, c)| {
+                    changed.iter().find(|(at, _)| *at == i).map_or(c, |(_, new)| new)
+                });
+            let built = snap.clusters.iter().map(|c| &**c);
+            outliers.configure(crate::translate::cluster_outlier_settings(running, now.zip(built)));
+        } else {
+            outliers.configure_some(crate::translate::cluster_outlier_settings(
+                running,
+                changed.iter().filter_map(|(i, c)| Some((c, &**snap.clusters.get(*i)?))),
+            ));
+        }
         let summary = summary(&snap, &changes);
         self.mesh.store(snap);
         Ok(summary)

@@ -506,9 +506,14 @@ impl Session {
             return self.commit(LOAD_ASSIGNMENT, next, versions, apply);
         };
         if !changed.is_empty() {
-            apply
-                .apply_clusters(changed.iter().map(|(_, c)| c.clone()).collect())
-                .map_err(|e| vec![format!("the configuration it makes: {e:#}")])?;
+            if let Err(e) = apply.apply_clusters(changed.iter().map(|(_, c)| c.clone()).collect()) {
+                // The whole way decides: a difference between the two costs time, never a
+                // refusal the whole configuration would not make.
+                tracing::debug!("xDS: endpoints not applied in place ({e:#}): the whole way");
+                let mut next = self.held.clone();
+                next.assignments.extend(incoming);
+                return self.commit(LOAD_ASSIGNMENT, next, versions, apply);
+            }
             if let Some(applied) = &mut self.applied {
                 for (at, c) in changed {
                     applied.clusters[at] = c;

@@ -653,8 +653,7 @@ impl MeshSnapshot {
     /// same names; services unchanged): every other cluster is shared with it, so what an
     /// endpoint update costs follows what it changes, not the size of the mesh. Endpoint ids
     /// carry over as in [`MeshSnapshot::build`]; the services on a changed cluster are checked
-    /// again. (The filter of DNAT endpoints' addresses only grows here: an address that left
-    /// costs a lookup, never a wrong answer, until the next whole build.)
+    /// again.
     pub fn with_clusters(
         &self,
         changed: &[(u32, ClusterSpec)],
@@ -690,6 +689,18 @@ impl MeshSnapshot {
                 leaving.push((identity, id));
             }
         }
+        // Endpoints no cluster lists any more give their ids up before new ones are handed out
+        // (as a whole build does), so that an update near capacity fits as it would there.
+        let staying: FxHashSet<(IpAddr, u16)> = changed
+            .iter()
+            .flat_map(|(_, c)| c.endpoints.iter().map(|e| (e.addr, e.port)))
+            .collect();
+        for (identity, id) in &leaving {
+            if !staying.contains(identity) && space.by_id.get(id).is_some_and(|s| s.holders == 0) {
+                space.ids.remove(identity);
+                space.by_id.remove(id);
+            }
+        }
         for (i, spec) in changed {
             let path = format!("clusters[{i}]");
             let c = build_cluster(spec, &path, &mut space, &health)?;
@@ -701,18 +712,29 @@ impl MeshSnapshot {
                 space.by_id.remove(&id);
             }
         }
-        let mut dnat_endpoints = self.dnat_endpoints.clone();
+        let mut dnat_touched = false;
         for (si, s) in self.service_list.iter().enumerate() {
             if !touched.contains(&s.cluster) {
                 continue;
             }
             let c = &clusters[usize::try_from(s.cluster).unwrap_or(0)];
-            let addrs = || c.identities.values().map(|&(a, _)| a);
-            check_families(&format!("services[{si}]"), s.vip, s.mode, addrs())?;
-            if s.mode == Mode::Dnat {
-                addrs().for_each(|a| dnat_endpoints.insert(&a));
-            }
+            let addrs = c.identities.values().map(|&(a, _)| a);
+            check_families(&format!("services[{si}]"), s.vip, s.mode, addrs)?;
+            dnat_touched |= s.mode == Mode::Dnat;
         }
+        // Built again from every DNAT service's endpoints (a cost that follows those alone):
+        // addresses that left must not linger and send transit traffic the slow way.
+        let dnat_endpoints = if dnat_touched {
+            let mut f = AddrFilter::new();
+            for s in self.service_list.iter().filter(|s| s.mode == Mode::Dnat) {
+                if let Some(c) = clusters.get(usize::try_from(s.cluster).unwrap_or(usize::MAX)) {
+                    c.identities.values().for_each(|(a, _)| f.insert(a));
+                }
+            }
+            f
+        } else {
+            self.dnat_endpoints.clone()
+        };
         Ok(MeshSnapshot {
             services: self.services.clone(),
             service_list: self.service_list.clone(),
@@ -760,6 +782,11 @@ impl MeshSnapshot {
     #[inline]
     pub fn cluster(&self, i: u32) -> Option<&Cluster> {
         self.clusters.get(usize::try_from(i).ok()?).map(|c| &**c)
+    }
+
+    /// How many clusters list the endpoint with this id.
+    pub fn holders(&self, id: u32) -> u32 {
+        self.endpoints.get(&id).map_or(0, |s| s.holders)
     }
 
     /// How many endpoints the snapshot has.
@@ -1256,6 +1283,26 @@ mod tests {
         let e = next.with_clusters(&[(0, cluster("z", vec![]))], cap, |_| true).unwrap_err();
         assert_eq!(e.path, "clusters[0].name");
         assert!(next.with_clusters(&[(7, cluster("a", vec![]))], cap, |_| true).is_err());
+        // Near capacity, an endpoint replaced by another fits as in a whole build.
+        let tight = MeshCapacity { endpoints: 4, ..cap };
+        let two =
+            [cluster("a", vec![ep(10, 1), ep(11, 1)]), cluster("b", vec![ep(12, 1), ep(13, 1)])];
+        let full = MeshSnapshot::build(&services, &two, tight, None, |_| true).unwrap();
+        let swapped = cluster("a", vec![ep(10, 1), ep(14, 1)]);
+        let s = full.with_clusters(&[(0, swapped)], tight, |_| true).unwrap();
+        assert_eq!(s.endpoint_count(), 4);
+        assert_eq!(
+            s.endpoints().find(|e| e.addr == ep(10, 1).addr).map(|e| e.id),
+            full.ids.get(&(ep(10, 1).addr, 80)).copied(),
+            "a staying endpoint keeps its id"
+        );
+        // An address that left a DNAT service's cluster is no longer taken for one.
+        assert!(full.may_concern(&ep(12, 1).addr, &IpAddr::from([198, 18, 9, 9])));
+        let s = full.with_clusters(&[(1, cluster("b", vec![ep(13, 1)]))], tight, |_| true).unwrap();
+        assert!(
+            !s.dnat_endpoints.may_contain(&ep(12, 1).addr)
+                || AddrFilter::bit(&ep(12, 1).addr) == AddrFilter::bit(&ep(13, 1).addr)
+        );
         // Out of ids.
         let many: Vec<EndpointSpec> = (20..40).map(|i| ep(i, 1)).collect();
         assert!(next.with_clusters(&[(2, cluster("c", many))], cap, |_| true).is_err());
