@@ -77,6 +77,8 @@ pub struct Control {
     health_failed: AtomicBool,
     /// Admin connections closed at once for the cap on connections.
     pub connections_refused: std::sync::atomic::AtomicU64,
+    /// Set once a new weir took over: the admin listener (and its Unix path) is its now.
+    pub handed_over: AtomicBool,
 }
 
 impl Control {
@@ -108,6 +110,7 @@ impl Control {
             capturing: Arc::new(AtomicBool::new(false)),
             health_failed: AtomicBool::new(false),
             connections_refused: std::sync::atomic::AtomicU64::new(0),
+            handed_over: AtomicBool::new(false),
         })
     }
 
@@ -246,6 +249,41 @@ pub async fn bind(listen: &AdminListen) -> Result<Listener> {
     }
 }
 
+/// The admin listener the weir this one took over from served on, if it listens where
+/// `listen` says (else `None`: bind anew).
+pub fn adopt(listen: &AdminListen, fd: std::os::fd::OwnedFd) -> Result<Option<Listener>> {
+    match listen {
+        AdminListen::Tcp(addr) => {
+            let l = std::net::TcpListener::from(fd);
+            if l.local_addr().ok().as_ref() != Some(addr) {
+                return Ok(None);
+            }
+            l.set_nonblocking(true)?;
+            Ok(Some(Listener::Tcp(tokio::net::TcpListener::from_std(l)?)))
+        }
+        AdminListen::Unix(path) => {
+            let l = std::os::unix::net::UnixListener::from(fd);
+            let at = l.local_addr().ok().and_then(|a| a.as_pathname().map(Path::to_path_buf));
+            if at.as_ref() != Some(path) {
+                return Ok(None);
+            }
+            l.set_nonblocking(true)?;
+            Ok(Some(Listener::Unix(tokio::net::UnixListener::from_std(l)?, path.clone())))
+        }
+    }
+}
+
+impl Listener {
+    /// A duplicate of the listening socket, to hand to a weir that takes over.
+    pub fn duplicate(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        match self {
+            Listener::Tcp(l) => l.as_fd().try_clone_to_owned(),
+            Listener::Unix(l, _) => l.as_fd().try_clone_to_owned(),
+        }
+    }
+}
+
 /// A bound admin listener.
 pub enum Listener {
     /// TCP.
@@ -276,8 +314,10 @@ pub async fn serve(
     match listener {
         Listener::Tcp(l) => serve_on(l, control, shutdown).await,
         Listener::Unix(l, path) => {
-            let served = serve_on(l, control, shutdown).await;
-            let _ = std::fs::remove_file(path);
+            let served = serve_on(l, Arc::clone(&control), shutdown).await;
+            if !control.handed_over.load(Ordering::Relaxed) {
+                let _ = std::fs::remove_file(path);
+            }
             served
         }
     }

@@ -92,6 +92,25 @@ pub fn claim(names: &[(String, bool)]) -> Result<InterfaceClaims> {
     Ok(InterfaceClaims { _files: files })
 }
 
+impl InterfaceClaims {
+    /// The lock files, to hand to the weir that takes over (a lock belongs to the open file,
+    /// so it stays held while either process has it open).
+    pub fn fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        self._files.iter().map(std::os::fd::AsFd::as_fd).collect()
+    }
+
+    /// The locks a weir that is going away handed over: held from now on by this process,
+    /// whose pid they then name.
+    pub fn adopt(fds: Vec<std::os::fd::OwnedFd>) -> InterfaceClaims {
+        let mut files: Vec<File> = fds.into_iter().map(File::from).collect();
+        for f in &mut files {
+            let pid = std::process::id();
+            let _ = f.set_len(0).and_then(|()| f.rewind()).and_then(|()| writeln!(f, "{pid}"));
+        }
+        InterfaceClaims { _files: files }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

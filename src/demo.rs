@@ -164,20 +164,11 @@ impl Topology {
         std::fs::write(&cfg, config)?;
         let stats = self.stats_path();
         let _ = std::fs::remove_file(&stats);
-        let log = std::fs::File::create(self.dir.join("weir.log"))?;
-        let child = std::process::Command::new("ip")
-            .args(["netns", "exec", self.weir.name()])
-            .arg(exe)
-            .args(["run", "-c"])
-            .arg(&cfg)
-            .arg("--stats-json")
-            .arg(&stats)
-            .envs(env.iter().copied())
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting weir")?;
+        // Appended to, not written at an offset: a successor (a hot restart) writes to it too.
+        let path = self.dir.join("weir.log");
+        std::fs::File::create(&path)?;
+        let log = std::fs::OpenOptions::new().append(true).open(&path)?;
+        let child = self.spawn(exe, &cfg, log, env)?;
         self.child = Some(child);
         // Ready when weir says so: every port open and every worker polling. (A TAP device
         // exists a little earlier, but DPDK's net_tap opens its queues on it afterwards, so it
@@ -196,6 +187,80 @@ impl Topology {
             self.hosts()?;
         }
         self.check_alive()
+    }
+
+    /// `exe run -c cfg` in weir's namespace, its output appended to `log`.
+    fn spawn(
+        &self,
+        exe: &Path,
+        cfg: &Path,
+        log: std::fs::File,
+        env: &[(&str, &str)],
+    ) -> Result<Child> {
+        let stats = self.stats_path();
+        std::process::Command::new("ip")
+            .args(["netns", "exec", self.weir.name()])
+            .arg(exe)
+            .args(["run", "-c"])
+            .arg(cfg)
+            .arg("--stats-json")
+            .arg(&stats)
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting weir")
+    }
+
+    /// Starts a new weir with `config` (which names the handover socket of the one running)
+    /// beside the running one, without waiting: it takes over, and the running one exits.
+    /// Its output goes to the same log. Returns the new process; [`took_over`] waits for it.
+    ///
+    /// [`took_over`]: Self::took_over
+    pub fn start_successor(&mut self, exe: &Path, config: &str) -> Result<Child> {
+        let cfg = self.dir.join("weir.yaml");
+        // Written whole, then renamed: the running weir never reads half a file.
+        let tmp = self.dir.join("weir.yaml.tmp");
+        std::fs::write(&tmp, config)?;
+        std::fs::rename(&tmp, &cfg)?;
+        let log = std::fs::OpenOptions::new().append(true).open(self.dir.join("weir.log"))?;
+        self.spawn(exe, &cfg, log, &[])
+    }
+
+    /// Waits until `successor` has taken over from the running weir and that one has exited;
+    /// `successor` is then the running weir. Returns how long the takeover took.
+    pub fn took_over(&mut self, mut successor: Child) -> Result<Duration> {
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(60);
+        let Some(mut old) = self.child.take() else { bail!("no weir running to take over from") };
+        loop {
+            if let Some(status) = successor.try_wait()? {
+                self.child = Some(old);
+                bail!("the new weir exited ({status}): {}", self.log());
+            }
+            if old.try_wait()?.is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = successor.kill();
+                let _ = successor.wait();
+                self.child = Some(old);
+                bail!("no takeover within 60 s: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.child = Some(successor);
+        self.check_alive()?;
+        Ok(started.elapsed())
+    }
+
+    /// Kills the running weir at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) -> Result<()> {
+        let Some(mut c) = self.child.take() else { bail!("weir is not running") };
+        c.kill()?;
+        c.wait()?;
+        Ok(())
     }
 
     fn check_alive(&mut self) -> Result<()> {

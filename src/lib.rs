@@ -11,6 +11,7 @@ pub mod ctl;
 pub mod demo;
 pub mod footprint;
 pub mod fuzzing;
+pub mod handover;
 pub mod host;
 pub mod meshdemo;
 pub mod netns;

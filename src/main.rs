@@ -331,18 +331,63 @@ async fn control(
     signals: Signals,
     log: Option<LogControl>,
 ) -> Result<()> {
-    // Bound before the workers start, so a taken address stops nothing that ran.
-    let listener = match cfg.admin.as_ref().map(config::AdminConfig::listen) {
-        Some(Ok(listen)) => Some((weir::admin::bind(&listen).await?, listen)),
+    // A weir already running on this configuration's handover socket is taken over from.
+    let mut taker = weir::handover::Taker::connect(&cfg)?;
+    // Bound before the workers start, so a taken address stops nothing that ran (a takeover
+    // receives the running weir's listener instead).
+    let admin_listen = match cfg.admin.as_ref().map(config::AdminConfig::listen) {
+        Some(Ok(listen)) => Some(listen),
         Some(Err(e)) => anyhow::bail!("admin.listen: {e}"),
         None => None,
+    };
+    let mut listener = match (&admin_listen, &taker) {
+        (Some(listen), None) => Some((weir::admin::bind(listen).await?, listen.clone())),
+        _ => None,
     };
     let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut seen = mtime(path);
     for f in weir::host::check(&cfg).iter().filter(|f| f.severity > weir::host::Severity::Ok) {
         tracing::warn!(subject = %f.subject, "host check: {}", f.message);
     }
-    let running = weir::run::start(&cfg)?;
+    let running = match taker.as_mut().map(|t| weir::run::start_taking_over(&cfg, t)) {
+        None => weir::run::start(&cfg)?,
+        Some(Ok(r)) => r,
+        Some(Err(weir::handover::TakeoverError::OldGone(why))) => {
+            tracing::warn!(
+                "the running weir went away during the takeover ({why}): starting cold; the \
+                 flows it held are lost"
+            );
+            taker = None;
+            if let Some(listen) = &admin_listen {
+                listener = Some((weir::admin::bind(listen).await?, listen.clone()));
+            }
+            weir::run::start(&cfg)?
+        }
+        Some(Err(weir::handover::TakeoverError::Failed(e))) => {
+            return Err(e.context("taking over from the running weir (it goes on forwarding)"))
+        }
+    };
+    if let (Some(t), Some(listen), None) = (taker.as_mut(), &admin_listen, &listener) {
+        let adopted = match t.admin.take() {
+            Some(fd) => weir::admin::adopt(listen, fd)?,
+            None => None,
+        };
+        listener = match adopted {
+            Some(l) => Some((l, listen.clone())),
+            None => Some((weir::admin::bind(listen).await?, listen.clone())),
+        };
+    }
+    // Where the next weir will find this one.
+    let handover = match &cfg.handover {
+        None => None,
+        Some(h) => Some(match taker.as_mut().and_then(|t| t.listener.take()) {
+            Some(fd) => std::os::unix::net::UnixListener::from(fd),
+            None => bind_handover(&h.socket)?,
+        }),
+    };
+    if let Some(l) = &handover {
+        l.set_nonblocking(true).context("handover.socket")?;
+    }
     let workers = cfg.workers.len();
     let (ports, services) = (cfg.ports.len(), cfg.services.len());
     let ctl = Arc::new(weir::admin::Control::new(running, cfg, path, log)?);
@@ -359,10 +404,16 @@ async fn control(
             }
         }
     };
+    let admin_fd = match &listener {
+        Some((l, _)) if handover.is_some() => Some(l.duplicate().context("the admin listener")?),
+        _ => None,
+    };
     let server = listener.map(|(l, listen)| {
         tracing::info!(listen = ?listen, "admin API listening");
         tokio::spawn(weir::admin::serve(l, Arc::clone(&ctl), stopped()))
     });
+    let mut giving: Option<std::sync::mpsc::Receiver<Result<u32>>> = None;
+    let mut handed_to = None;
     // The xDS client shares this thread; it applies what it accepts as a reload does.
     let xds = match (ctl.config().xds.clone(), &ctl.xds) {
         (Some(x), Some(status)) => {
@@ -376,6 +427,11 @@ async fn control(
     for line in weir::run::mesh_lines(&ctl.config()) {
         tracing::info!("{line}");
     }
+    if taker.is_some() {
+        // Under systemd, this process is the service's main one from now on.
+        notify(&[sd_notify::NotifyState::MainPid(std::process::id())]);
+    }
+    drop(taker);
     notify(&[sd_notify::NotifyState::Ready]);
     let watchdog = watchdog_interval();
     let mut petted = std::time::Instant::now();
@@ -386,6 +442,29 @@ async fn control(
     loop {
         if signals.stop.load(Ordering::Relaxed) {
             break;
+        }
+        // A new weir asking to take over: answered on a thread of its own (the copy goes on
+        // while this loop runs); one at a time.
+        if let (Some(l), None) = (&handover, &giving) {
+            if let Ok((stream, _)) = l.accept() {
+                giving = Some(give_in_background(stream, &ctl, admin_fd.as_ref(), l)?);
+            }
+        }
+        if let Some(rx) = &giving {
+            match rx.try_recv() {
+                Ok(Ok(pid)) => {
+                    handed_to = Some(pid);
+                    ctl.handed_over.store(true, Ordering::Relaxed);
+                    tracing::info!(pid, "handed over to the new weir: stopping");
+                    break;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!("{e:#}");
+                    giving = None;
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => {}
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => giving = None,
+            }
         }
         if signals.term.swap(false, Ordering::Relaxed) {
             let drain_ms = ctl.config().drain_timeout_ms;
@@ -487,10 +566,47 @@ async fn control(
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), xds).await;
     }
     ctl.running.stop();
+    if let (Some(h), None) = (&ctl.config().handover, handed_to) {
+        let _ = std::fs::remove_file(&h.socket);
+    }
     // The file first: it is what a supervisor reads, and standard output may be gone.
     let written = stats_json.as_deref().map(|p| write_stats(p, &ctl.running));
     print_out(&format!("{}\n", ctl.running.report_text()));
     written.transpose().map(|_| ())
+}
+
+/// Listens on the handover socket: a path left by a weir that ended is replaced; one where a
+/// weir listens is not (that one is taken over from before this is reached).
+fn bind_handover(path: &Path) -> Result<std::os::unix::net::UnixListener> {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        anyhow::bail!("handover.socket {}: another process is listening there", path.display());
+    }
+    let _ = std::fs::remove_file(path);
+    std::os::unix::net::UnixListener::bind(path)
+        .with_context(|| format!("handover.socket {}", path.display()))
+}
+
+/// Hands over to the new weir on `stream`, on a thread of its own; the outcome (its pid once
+/// it took over) comes on the channel returned.
+fn give_in_background(
+    stream: std::os::unix::net::UnixStream,
+    ctl: &Arc<weir::admin::Control>,
+    admin: Option<&std::os::fd::OwnedFd>,
+    listener: &std::os::unix::net::UnixListener,
+) -> Result<std::sync::mpsc::Receiver<Result<u32>>> {
+    use std::os::fd::AsFd;
+    let handing = weir::handover::Handing {
+        admin: admin.map(std::os::fd::OwnedFd::try_clone).transpose()?,
+        listener: listener.as_fd().try_clone_to_owned()?,
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ctl = Arc::clone(ctl);
+    std::thread::Builder::new().name("weir-handover".into()).spawn(move || {
+        let _ = stream.set_nonblocking(false);
+        let cfg = ctl.config();
+        let _ = tx.send(weir::handover::give(stream, &ctl.running, &cfg, &handing));
+    })?;
+    Ok(rx)
 }
 
 /// Tells systemd (when weir runs under it, `Type=notify`) how weir is doing.

@@ -61,6 +61,14 @@ macro_rules! counters {
             pub fn add(&mut self, other: &$plain) {
                 $( self.$field += other.$field; )*
             }
+
+            /// Sets the counter named `name`; false if the set has none of that name.
+            pub fn set(&mut self, name: &str, v: u64) -> bool {
+                match name {
+                    $( stringify!($field) => { self.$field = v; true } )*
+                    _ => false,
+                }
+            }
         }
 
         impl $shared {
@@ -145,5 +153,9 @@ mod tests {
         let mut p = s.snapshot();
         p.add(&Plain { seen: 1, held: 1 });
         assert_eq!(p.values().map(|(_, v)| v).collect::<Vec<_>>(), [4, 3]);
+        // Set by name, as another process's counters arrive (a hot restart).
+        assert!(p.set("held", 9));
+        assert!(!p.set("nothing", 1));
+        assert_eq!(p, Plain { seen: 4, held: 9 });
     }
 }

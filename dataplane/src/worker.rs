@@ -175,6 +175,129 @@ pub struct WorkerStats {
     pub flow_desk: FlowDesk,
     /// Where this worker copies the frames a capture wants.
     pub capture: crate::capture::CaptureRing,
+    /// Where the control thread takes this worker's flows and queues in a hot restart.
+    pub handover: HandoverDesk,
+}
+
+/// Flows one page of a hot restart's copy holds.
+pub const HANDOVER_PAGE: usize = 4096;
+
+/// Flow records a worker looks at per poll while it copies its table out (a few tens of
+/// microseconds: the worker keeps forwarding meanwhile).
+const HANDOVER_LOOK_PER_POLL: usize = 8192;
+
+/// How long a paused worker sleeps between looks at its desk.
+const PAUSED_NAP: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// What the control thread asks of a worker in a hot restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum HandoverAsk {
+    /// Nothing (or: done with what was asked).
+    Nothing = 0,
+    /// Copy the flow table out, page by page, while forwarding, and note what changes.
+    Copy = 1,
+    /// Stop receiving, hand out what changed since the copy began, then each queue's
+    /// descriptor and position, and wait.
+    Pause = 2,
+    /// Back to forwarding as before (the restart failed); changes are no longer noted.
+    Resume = 3,
+}
+
+/// Where a worker is in a hot restart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum HandoverStage {
+    /// Forwarding, no restart under way.
+    #[default]
+    Serving,
+    /// Copying its table out, forwarding.
+    Copying,
+    /// The whole table copied; forwarding, noting changes.
+    Copied,
+    /// Not receiving; handing out the changes.
+    Pausing,
+    /// Not receiving; everything handed out (the page's `queues` say where the queues stand).
+    Paused,
+}
+
+/// One page of a worker's part in a hot restart, as the worker fills it.
+#[derive(Debug, Default)]
+pub struct HandoverPage {
+    /// Flows, by their id in the worker's table, as [`FlowTable::carried`] gives them
+    /// (capacity [`HANDOVER_PAGE`], reserved: the worker fills it without allocating).
+    ///
+    /// [`FlowTable::carried`]: crate::mesh::flow::FlowTable::carried
+    pub flows: Vec<(u32, crate::mesh::flow::Flow)>,
+    /// Ids whose flows left the table after they were copied (capacity [`HANDOVER_PAGE`]).
+    pub gone: Vec<u32>,
+    /// Once paused: each port's queue, by port number.
+    pub queues: Vec<Option<crate::io::QueueHandover>>,
+    /// The stage the worker was in when it filled the page.
+    pub stage: HandoverStage,
+    /// The worker filled the page and the control thread has not taken it yet.
+    pub full: bool,
+}
+
+impl HandoverPage {
+    /// An empty page with its room reserved.
+    pub fn new() -> HandoverPage {
+        HandoverPage {
+            flows: Vec::with_capacity(HANDOVER_PAGE),
+            gone: Vec::with_capacity(HANDOVER_PAGE),
+            ..HandoverPage::default()
+        }
+    }
+}
+
+/// A worker's desk for a hot restart: the control thread leaves a [`HandoverAsk`]; the worker
+/// sees it between bursts (one relaxed load a loop while nothing is asked), fills pages and
+/// leaves them here; the control thread takes each ([`HandoverDesk::take`]), which frees the
+/// desk for the next. The worker never waits for the lock.
+pub struct HandoverDesk {
+    ask: std::sync::atomic::AtomicU8,
+    page: std::sync::Mutex<HandoverPage>,
+}
+
+impl Default for HandoverDesk {
+    fn default() -> Self {
+        HandoverDesk {
+            ask: std::sync::atomic::AtomicU8::new(HandoverAsk::Nothing as u8),
+            page: std::sync::Mutex::new(HandoverPage::new()),
+        }
+    }
+}
+
+impl HandoverDesk {
+    /// Asks the worker for `ask`.
+    pub fn ask(&self, ask: HandoverAsk) {
+        self.ask.store(ask as u8, Ordering::Release);
+    }
+
+    /// Takes the page the worker left, if it left one: its contents are swapped into `into`
+    /// (whose own vectors, cleared, go back to the desk). Returns the stage it was filled in.
+    pub fn take(&self, into: &mut HandoverPage) -> Option<HandoverStage> {
+        let mut page = self.page.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !page.full {
+            return None;
+        }
+        into.flows.clear();
+        into.gone.clear();
+        std::mem::swap(&mut page.flows, &mut into.flows);
+        std::mem::swap(&mut page.gone, &mut into.gone);
+        into.queues = std::mem::take(&mut page.queues);
+        into.stage = page.stage;
+        page.full = false;
+        Some(page.stage)
+    }
+
+    fn asked(&self) -> HandoverAsk {
+        match self.ask.load(Ordering::Acquire) {
+            1 => HandoverAsk::Copy,
+            2 => HandoverAsk::Pause,
+            3 => HandoverAsk::Resume,
+            _ => HandoverAsk::Nothing,
+        }
+    }
 }
 
 /// Frames a worker's capture ring holds ([`crate::capture::SNAP_MAX`] bytes each: 2 MiB).
@@ -263,6 +386,7 @@ impl WorkerStats {
             ports: (0..ports).map(|_| SharedPortStats::default()).collect(),
             flow_desk: FlowDesk::default(),
             capture: crate::capture::CaptureRing::new(CAPTURE_SLOTS),
+            handover: HandoverDesk::default(),
         }
     }
 
@@ -399,6 +523,9 @@ pub struct Worker<P: PacketIo, S> {
     /// The pipeline clock as last read, and the polls since then.
     clock_ns: u64,
     clock_age: u32,
+    /// Where this worker is in a hot restart, and how far its copy or its changes went.
+    handover: HandoverStage,
+    handover_cursor: usize,
 }
 
 impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
@@ -429,6 +556,8 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
             epoch: Instant::now(),
             clock_ns: 0,
             clock_age: u32::MAX,
+            handover: HandoverStage::Serving,
+            handover_cursor: 0,
         }
     }
 
@@ -681,6 +810,15 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
         let mut nap_us = NAP_MIN_US;
         let mut links_checked_ns = 0u64;
         while !stop.is_set() {
+            if self.handover >= HandoverStage::Pausing {
+                // A hot restart: the next weir takes over these queues; nothing is received
+                // until it has, or until it failed and this worker is asked to resume.
+                self.serve_handover();
+                if self.handover == HandoverStage::Paused {
+                    std::thread::sleep(PAUSED_NAP);
+                }
+                continue;
+            }
             let n = self.poll_once();
             self.serve_requests();
             if self.clock_ns.saturating_sub(links_checked_ns) >= LINK_CHECK_NS {
@@ -746,6 +884,101 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
         if self.stats.flow_desk.pending.load(Ordering::Acquire) {
             self.answer_flow_listing();
         }
+        if self.handover != HandoverStage::Serving
+            || self.stats.handover.ask.load(Ordering::Relaxed) != HandoverAsk::Nothing as u8
+        {
+            self.serve_handover();
+        }
+    }
+
+    /// This worker's part in a hot restart (see [`HandoverAsk`]): takes up what is asked, and
+    /// fills the next page if the control thread took the last one.
+    #[cold]
+    fn serve_handover(&mut self) {
+        let desk = &self.stats.handover;
+        match (desk.asked(), self.handover) {
+            (HandoverAsk::Copy, HandoverStage::Serving) => {
+                if let Some(m) = self.pipeline.mesh_mut() {
+                    m.flows_mut().track_changes(true);
+                }
+                self.handover = HandoverStage::Copying;
+                self.handover_cursor = 0;
+            }
+            (HandoverAsk::Pause, HandoverStage::Copying | HandoverStage::Copied) => {
+                self.handover = HandoverStage::Pausing;
+                self.handover_cursor = 0;
+            }
+            (HandoverAsk::Resume, stage) => {
+                if let Some(m) = self.pipeline.mesh_mut() {
+                    m.flows_mut().track_changes(false);
+                }
+                if stage != HandoverStage::Serving {
+                    tracing::info!(worker = self.id, "hot restart abandoned: forwarding again");
+                }
+                self.handover = HandoverStage::Serving;
+                desk.ask(HandoverAsk::Nothing);
+                let mut page = desk.page.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                page.full = false;
+                page.stage = HandoverStage::Serving;
+                return;
+            }
+            _ => {}
+        }
+        if !matches!(self.handover, HandoverStage::Copying | HandoverStage::Pausing) {
+            return;
+        }
+        let Ok(mut page) = desk.page.try_lock() else { return };
+        if page.full {
+            return;
+        }
+        let now = self.now_ns();
+        let cursor = &mut self.handover_cursor;
+        let mut walked = true;
+        if let Some(m) = self.pipeline.mesh_mut() {
+            let table = m.flows_mut();
+            let page = &mut *page;
+            if self.handover == HandoverStage::Copying {
+                let end = (*cursor + HANDOVER_LOOK_PER_POLL).min(table.capacity());
+                while *cursor < end && page.flows.len() < HANDOVER_PAGE {
+                    let id = u32::try_from(*cursor).unwrap_or(u32::MAX);
+                    if let Some(f) = table.carried(id, now) {
+                        page.flows.push((id, f));
+                    }
+                    *cursor += 1;
+                }
+                walked = *cursor >= table.capacity();
+            } else {
+                // Room for both lists whatever the changes are: at most a page each.
+                let room = HANDOVER_PAGE.min(page.flows.capacity() - page.flows.len());
+                walked =
+                    table.drain_changes(
+                        cursor,
+                        room.saturating_sub(64),
+                        now,
+                        &mut |id, f| match f {
+                            Some(f) if page.flows.len() < page.flows.capacity() => {
+                                page.flows.push((id, f));
+                            }
+                            None if page.gone.len() < page.gone.capacity() => page.gone.push(id),
+                            _ => {}
+                        },
+                    );
+            }
+        }
+        if !walked && page.flows.is_empty() && page.gone.is_empty() {
+            return;
+        }
+        if walked {
+            self.handover = match self.handover {
+                HandoverStage::Copying => HandoverStage::Copied,
+                _ => {
+                    page.queues = self.ports.iter().map(PacketIo::handover).collect();
+                    HandoverStage::Paused
+                }
+            };
+        }
+        page.stage = self.handover;
+        page.full = true;
     }
 
     /// The pipeline (for tests and stats).

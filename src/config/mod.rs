@@ -434,6 +434,12 @@ fn check_ranges(cfg: &Config) -> Result<(), ConfigError> {
     within("mempool.buffers", m.buffers, 64, l::BUFFERS, "buffers")?;
     within("mempool.headroom_bytes", m.headroom_bytes, 0, l::HEADROOM_BYTES, "bytes")?;
     within("drain_timeout_ms", cfg.drain_timeout_ms, 0, l::DRAIN_MS, "ms")?;
+    if let Some(h) = &cfg.handover {
+        within("handover.timeout_ms", h.timeout_ms, 100, l::RESOLVE_MS * 10, "ms")?;
+        if h.socket.as_os_str().is_empty() {
+            return Err(err("handover.socket", "a Unix socket path: must not be empty"));
+        }
+    }
     let idle = &cfg.idle;
     within("idle.sleep_ms", idle.sleep_ms, 1, l::SLEEP_MS, "ms")?;
     let n = &cfg.neighbor;

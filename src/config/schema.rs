@@ -58,6 +58,27 @@ pub struct Config {
     /// those in this file; off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xds: Option<XdsConfig>,
+    /// Hot restart: the Unix socket where this weir waits for the next one to take over its
+    /// ports, flows and admin listener, and where a new weir looks for one to take over
+    /// from; off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<HandoverConfig>,
+}
+
+/// Hot restart (see [`Config::handover`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandoverConfig {
+    /// The Unix socket's path.
+    pub socket: std::path::PathBuf,
+    /// The longest a takeover may take, from the first message to the new weir forwarding,
+    /// ms; past it, the old weir goes on forwarding and the new one stops.
+    #[serde(default = "default_handover_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_handover_timeout() -> u64 {
+    30_000
 }
 
 /// The xDS client's bootstrap, as Envoy's: the management server, this node, the protocol.

@@ -7,7 +7,7 @@ pub mod report;
 mod start;
 
 pub use report::{first_difference, mesh_changes, mesh_lines, report_text, RuntimeCounters};
-pub use start::{start, NativeQueue};
+pub use start::{start, start_taking_over, NativeQueue};
 
 use crate::config::Config;
 use crate::translate::{mesh_snapshot_with, outlier_settings};
@@ -39,6 +39,7 @@ fn same_apart_from_mesh(a: &Config, b: &Config) -> bool {
         admin,
         drain_timeout_ms,
         xds,
+        handover,
     } = a;
     *workers == b.workers
         && *idle == b.idle
@@ -53,6 +54,7 @@ fn same_apart_from_mesh(a: &Config, b: &Config) -> bool {
         && *admin == b.admin
         && *drain_timeout_ms == b.drain_timeout_ms
         && *xds == b.xds
+        && *handover == b.handover
 }
 
 /// Changes a reload's summary names one by one; more are counted.
@@ -292,6 +294,11 @@ impl Running {
     /// The mesh the workers use.
     pub fn mesh_snapshot(&self) -> Arc<MeshSnapshot> {
         self.mesh.load()
+    }
+
+    /// The interface locks this weir holds, to hand to the one that takes over.
+    pub fn claim_fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        self.claims.as_ref().map(crate::claim::InterfaceClaims::fds).unwrap_or_default()
     }
 
     /// The generation of the mesh the workers use (each reload and ejection makes one).

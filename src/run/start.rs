@@ -74,6 +74,13 @@ impl PacketIo for NativeQueue {
             NativeQueue::Tap(p) => p.link_up(),
         }
     }
+
+    fn handover(&self) -> Option<dataplane::io::QueueHandover> {
+        match self {
+            NativeQueue::AfPacket(p) => p.handover(),
+            NativeQueue::Tap(p) => p.handover(),
+        }
+    }
 }
 
 /// Starts the workers. Returns once every queue is open and every worker is running. Refuses
@@ -88,14 +95,39 @@ pub fn start(cfg: &Config) -> Result<Running> {
     Ok(running)
 }
 
-fn start_native(cfg: &Config) -> Result<Running> {
-    let workers = cfg.workers.len();
-    let pool = Mempool::new(MempoolConfig {
+/// The af_packet settings of port `i` of `cfg` on `iface`, for `workers` workers whose fanout
+/// groups are numbered from `fanout_base`.
+fn af_packet_config(cfg: &Config, i: usize, iface: &str, fanout_base: u16) -> AfPacketConfig {
+    let a = &cfg.ports[i].af_packet;
+    AfPacketConfig {
+        iface: iface.to_owned(),
+        block_size: a.block_bytes,
+        block_count: a.blocks,
+        block_timeout_ms: a.block_timeout_ms,
+        tx_frames: a.tx_frames,
+        tx_mode: match a.tx_mode {
+            TxModeName::Ring => TxMode::Ring,
+            TxModeName::Sendmmsg => TxMode::Sendmmsg,
+        },
+        fanout: (cfg.workers.len() > 1)
+            .then(|| fanout_base.wrapping_add(u16::try_from(i).unwrap_or(0))),
+        qdisc_bypass: a.qdisc_bypass,
+        promiscuous: a.promiscuous,
+    }
+}
+
+fn native_pool(cfg: &Config) -> Result<&'static Mempool> {
+    Mempool::new(MempoolConfig {
         buffers: cfg.mempool.buffers,
         data_room: cfg.mempool.buffer_bytes,
         headroom: cfg.mempool.headroom_bytes,
     })
-    .context("mempool")?;
+    .context("mempool")
+}
+
+fn start_native(cfg: &Config) -> Result<Running> {
+    let workers = cfg.workers.len();
+    let pool = native_pool(cfg)?;
 
     // Open every port's queues: queues[port][worker].
     let mut queues: Vec<Vec<NativeQueue>> = Vec::new();
@@ -105,24 +137,9 @@ fn start_native(cfg: &Config) -> Result<Running> {
         let iface = p.interface.clone().unwrap_or_else(|| p.name.clone());
         let (qs, mac) = match p.backend {
             Backend::AfPacket => {
-                let a = &p.af_packet;
                 let mut qs = Vec::new();
                 for _ in 0..workers {
-                    let ac = AfPacketConfig {
-                        iface: iface.clone(),
-                        block_size: a.block_bytes,
-                        block_count: a.blocks,
-                        block_timeout_ms: a.block_timeout_ms,
-                        tx_frames: a.tx_frames,
-                        tx_mode: match a.tx_mode {
-                            TxModeName::Ring => TxMode::Ring,
-                            TxModeName::Sendmmsg => TxMode::Sendmmsg,
-                        },
-                        fanout: (workers > 1)
-                            .then(|| fanout_base.wrapping_add(u16::try_from(i).unwrap_or(0))),
-                        qdisc_bypass: a.qdisc_bypass,
-                        promiscuous: a.promiscuous,
-                    };
+                    let ac = af_packet_config(cfg, i, &iface, fanout_base);
                     let q = AfPacketPort::open(&ac, pool)
                         .with_context(|| format!("port `{}`: af_packet on `{iface}`", p.name))?;
                     qs.push(NativeQueue::AfPacket(q));
@@ -152,9 +169,8 @@ fn start_native(cfg: &Config) -> Result<Running> {
         queues.push(qs);
         macs.push(mac);
     }
-    let spawned = spawn_workers(cfg, queues, &macs, move |_| {
-        Ok((PoolCache::new(pool), Box::new(()) as Box<dyn Any>))
-    })?;
+    let spawned = prepare_workers(cfg, &macs)?
+        .spawn(cfg, queues, move |_| Ok((PoolCache::new(pool), Box::new(()) as Box<dyn Any>)))?;
     Ok(Running {
         stop: spawned.stop,
         threads: std::sync::Mutex::new(spawned.threads),
@@ -164,6 +180,92 @@ fn start_native(cfg: &Config) -> Result<Running> {
         outliers: std::sync::Mutex::new(outlier_detector(cfg, &spawned.mesh.load())),
         mesh: spawned.mesh,
         claims: None,
+        #[cfg(feature = "dpdk")]
+        dpdk_ports: Vec::new(),
+    })
+}
+
+/// Starts by taking over from the running weir `taker` speaks to: the flows it copies go into
+/// the new workers' tables before they start, and the queues it hands over (its af_packet
+/// sockets and TAP queues) are where the new workers go on from. The interface locks come
+/// with them. Returns once the new workers run and the old weir was told.
+pub fn start_taking_over(
+    cfg: &Config,
+    taker: &mut crate::handover::Taker,
+) -> Result<Running, crate::handover::TakeoverError> {
+    use dataplane::io::tap::adopt_tap;
+    let workers = cfg.workers.len();
+    let pool = native_pool(cfg)?;
+    let mut macs = Vec::new();
+    for (i, p) in cfg.ports.iter().enumerate() {
+        let iface = p.interface.clone().unwrap_or_else(|| p.name.clone());
+        let mac = match (p.mac, p.backend) {
+            (Some(m), _) => m,
+            (None, Backend::AfPacket) => dataplane::io::sys::if_mac(&iface)
+                .with_context(|| format!("port `{}`: the MAC of `{iface}`", p.name))?,
+            (None, _) => [0x02, 0x77, 0x65, 0x69, 0x72, u8::try_from(i).unwrap_or(0)],
+        };
+        macs.push(mac);
+    }
+    let mut prepared = prepare_workers::<PoolBuf>(cfg, &macs)?;
+    let received = taker.receive(&mut prepared.pipelines)?;
+    // By port, then worker, as the ports are opened.
+    let mut by_port: Vec<Vec<crate::handover::ReceivedQueue>> =
+        cfg.ports.iter().map(|_| Vec::new()).collect();
+    for qs in received {
+        if qs.len() != by_port.len() {
+            return Err(anyhow::anyhow!("a worker's queues do not match the ports").into());
+        }
+        for (p, q) in qs.into_iter().enumerate() {
+            by_port[p].push(q);
+        }
+    }
+    let mut queues: Vec<Vec<NativeQueue>> = Vec::new();
+    for (i, (p, qs)) in cfg.ports.iter().zip(by_port).enumerate() {
+        if qs.len() != workers {
+            return Err(anyhow::anyhow!("port `{}`: a queue per worker is missing", p.name).into());
+        }
+        let iface = p.interface.clone().unwrap_or_else(|| p.name.clone());
+        let opened = match p.backend {
+            Backend::AfPacket => {
+                let ac = af_packet_config(cfg, i, &iface, 0);
+                qs.into_iter()
+                    .map(|q| {
+                        AfPacketPort::adopt(&ac, pool, q.fd, q.position, q.stats)
+                            .map(NativeQueue::AfPacket)
+                    })
+                    .collect::<std::io::Result<Vec<_>>>()
+            }
+            Backend::Tap => adopt_tap(qs.into_iter().map(|q| (q.fd, q.stats)).collect(), pool)
+                .map(|v| v.into_iter().map(NativeQueue::Tap).collect()),
+            Backend::Dpdk => {
+                return Err(
+                    anyhow::anyhow!("port `{}`: DPDK ports are not handed over", p.name).into()
+                )
+            }
+        };
+        queues.push(opened.with_context(|| format!("port `{}`: taking over", p.name))?);
+    }
+    let spawned = prepared
+        .spawn(cfg, queues, move |_| Ok((PoolCache::new(pool), Box::new(()) as Box<dyn Any>)))?;
+    let claims = crate::claim::InterfaceClaims::adopt(std::mem::take(&mut taker.locks));
+    let cut = taker.took()?;
+    tracing::info!(
+        from_pid = taker.old_pid,
+        flows = taker.carried,
+        flows_not_taken = taker.refused,
+        cut_over_ms = format!("{:.1}", cut.as_secs_f64() * 1000.0),
+        "took over: the old weir's flows and queues are this one's"
+    );
+    Ok(Running {
+        stop: spawned.stop,
+        threads: std::sync::Mutex::new(spawned.threads),
+        stats: spawned.stats,
+        port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
+        buffers: Buffers::Native(pool),
+        outliers: std::sync::Mutex::new(outlier_detector(cfg, &spawned.mesh.load())),
+        mesh: spawned.mesh,
+        claims: Some(claims),
         #[cfg(feature = "dpdk")]
         dpdk_ports: Vec::new(),
     })
@@ -255,7 +357,7 @@ fn start_dpdk(cfg: &Config) -> Result<Running> {
         ports.push(port);
         queues.push(qs);
     }
-    let spawned = spawn_workers(cfg, queues, &macs, move |w| {
+    let spawned = prepare_workers(cfg, &macs)?.spawn(cfg, queues, move |w| {
         let lcore = eal
             .register_thread()
             .with_context(|| format!("worker {w}: registering with the EAL"))?;
@@ -295,22 +397,19 @@ struct Spawned {
     mesh: Arc<SharedMesh>,
 }
 
-/// Builds the FIB from the ports' addresses and MACs, then starts one pinned worker per
-/// configured core over `queues[port][worker]`. `init` runs first on each worker's own thread and
-/// gives it its buffer source, and a guard that lives as long as the worker (an EAL
-/// registration, say). Returns once every worker has started, or the first worker's error.
-fn spawn_workers<P, S, F>(
+/// The workers' pipelines, built and not yet running: a hot restart fills their flow tables
+/// before they start.
+pub(crate) struct Prepared<B: dataplane::buf::PacketBuf> {
+    /// One per worker.
+    pub pipelines: Vec<Pipeline<B>>,
+    mesh: Arc<SharedMesh>,
+}
+
+/// Builds the FIB from the ports' addresses and MACs, the mesh, and one pipeline per worker.
+pub(crate) fn prepare_workers<B: dataplane::buf::PacketBuf>(
     cfg: &Config,
-    queues: Vec<Vec<P>>,
     macs: &[[u8; 6]],
-    init: F,
-) -> Result<Spawned>
-where
-    P: PacketIo + Send + 'static,
-    S: BufSource<P::Buf> + 'static,
-    F: Fn(usize) -> Result<(S, Box<dyn Any>)> + Send + Sync + 'static,
-{
-    let workers = cfg.workers.len();
+) -> Result<Prepared<B>> {
     let mut addrs = Vec::new();
     for (p, mac) in cfg.ports.iter().zip(macs) {
         let mut pa = PortAddrs {
@@ -346,11 +445,7 @@ where
     let snapshot = mesh_snapshot(cfg, None).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mesh =
         SharedMesh::new(snapshot, cfg.mesh.max_endpoints, cfg.mesh.max_services, cfg.workers.len());
-    let rings: Arc<[Arc<HandoffRing<P::Buf>>]> = (0..workers)
-        .map(|_| Arc::new(HandoffRing::new(cfg.mesh.handoff_ring_packets)))
-        .collect::<Vec<_>>()
-        .into();
-    let bus = NeighborBus::new(workers, cfg.neighbor.inbox_updates);
+    let bus = NeighborBus::new(cfg.workers.len(), cfg.neighbor.inbox_updates);
     let ms = 1_000_000u64;
     let pcfg = PipelineConfig {
         neighbor_capacity: cfg.neighbor.capacity_entries,
@@ -365,75 +460,102 @@ where
         icmp_errors_per_sec: cfg.icmp.errors_per_sec,
         icmp_error_burst: cfg.icmp.burst,
     };
-    let idle_of = |w: usize| match cfg.workers[w].idle.unwrap_or(cfg.idle.policy) {
-        IdlePolicyName::BusyPoll => IdlePolicy::BusyPoll,
-        IdlePolicyName::Adaptive => {
-            IdlePolicy::Adaptive { empty_polls: cfg.idle.empty_polls, sleep_ms: cfg.idle.sleep_ms }
-        }
-    };
+    let pipelines = (0..cfg.workers.len())
+        .map(|w| {
+            Pipeline::new(w, Arc::clone(&fib), Arc::clone(&bus), pcfg, &statics)
+                .with_mesh(mesh_engine(cfg, w, &mesh))
+        })
+        .collect();
+    Ok(Prepared { pipelines, mesh })
+}
 
-    // Hand queue w of every port to worker w.
-    let mut per_worker: Vec<Vec<P>> = (0..workers).map(|_| Vec::new()).collect();
-    for qs in queues {
-        for (w, q) in qs.into_iter().enumerate() {
-            per_worker[w].push(q);
-        }
-    }
-    let stop = Arc::new(StopSignal::new().context("the workers' stop signal")?);
-    let init = Arc::new(init);
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-    let mut threads = Vec::new();
-    let mut stats = Vec::new();
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
-    for (w, ports) in per_worker.into_iter().enumerate() {
-        let st = Arc::new(WorkerStats::new(ports.len()));
-        stats.push(Arc::clone(&st));
-        let pipeline = Pipeline::new(w, Arc::clone(&fib), Arc::clone(&bus), pcfg, &statics)
-            .with_mesh(mesh_engine(cfg, w, &mesh));
-        let rings = Arc::clone(&rings);
-        let core = cfg.workers[w].core;
-        let idle = idle_of(w);
-        let stop = Arc::clone(&stop);
-        let init = Arc::clone(&init);
-        let ready = ready_tx.clone();
-        let core_id = core.and_then(|c| cores.iter().find(|id| id.id == c).copied());
-        let h = std::thread::Builder::new()
-            .name(format!("weir-worker-{w}"))
-            .spawn(move || {
-                if let Some(id) = core_id {
-                    if !core_affinity::set_for_current(id) {
-                        tracing::warn!(worker = w, core = id.id, "could not pin worker");
-                    }
+impl<B: dataplane::buf::PacketBuf + Send + 'static> Prepared<B> {
+    /// Starts one pinned worker per configured core over `queues[port][worker]`. `init` runs
+    /// first on each worker's own thread and gives it its buffer source, and a guard that lives
+    /// as long as the worker (an EAL registration, say). Returns once every worker has started,
+    /// or the first worker's error.
+    fn spawn<P, S, F>(self, cfg: &Config, queues: Vec<Vec<P>>, init: F) -> Result<Spawned>
+    where
+        P: PacketIo<Buf = B> + Send + 'static,
+        S: BufSource<B> + 'static,
+        F: Fn(usize) -> Result<(S, Box<dyn Any>)> + Send + Sync + 'static,
+    {
+        let workers = cfg.workers.len();
+        let Prepared { pipelines, mesh } = self;
+        let rings: Arc<[Arc<HandoffRing<B>>]> = (0..workers)
+            .map(|_| Arc::new(HandoffRing::new(cfg.mesh.handoff_ring_packets)))
+            .collect::<Vec<_>>()
+            .into();
+        let idle_of = |w: usize| match cfg.workers[w].idle.unwrap_or(cfg.idle.policy) {
+            IdlePolicyName::BusyPoll => IdlePolicy::BusyPoll,
+            IdlePolicyName::Adaptive => IdlePolicy::Adaptive {
+                empty_polls: cfg.idle.empty_polls,
+                sleep_ms: cfg.idle.sleep_ms,
+            },
+        };
+        // Hand queue w of every port to worker w.
+        let mut per_worker: Vec<Vec<P>> = (0..workers).map(|_| Vec::new()).collect();
+        for qs in queues {
+            for (w, q) in qs.into_iter().enumerate() {
+                if let Some(mine) = per_worker.get_mut(w) {
+                    mine.push(q);
                 }
-                let (source, _guard) = match init(w) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        let _ = ready.send(Err(format!("{e:#}")));
-                        return;
-                    }
-                };
-                tracing::info!(worker = w, core = ?core_id.map(|c| c.id), "worker started");
-                let mut worker = Worker::new(w, ports, source, pipeline, idle, st);
-                worker.set_handoff_rings(rings);
-                let _ = ready.send(Ok(()));
-                worker.run(&stop);
-            })
-            .context("spawning a worker")?;
-        threads.push(h);
-    }
-    drop(ready_tx);
-    let mut spawned = Spawned { stop, threads, stats, mesh };
-    for _ in 0..workers {
-        let outcome = ready_rx
-            .recv_timeout(std::time::Duration::from_secs(30))
-            .unwrap_or_else(|_| Err("a worker did not start within 30 s".into()));
-        if let Err(e) = outcome {
-            spawned.stop.stop();
-            for h in spawned.threads.drain(..) {
-                let _ = h.join();
             }
-            bail!("{e}");
         }
+        let stop = Arc::new(StopSignal::new().context("the workers' stop signal")?);
+        let init = Arc::new(init);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let mut threads = Vec::new();
+        let mut stats = Vec::new();
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        for (w, (ports, pipeline)) in per_worker.into_iter().zip(pipelines).enumerate() {
+            let st = Arc::new(WorkerStats::new(ports.len()));
+            stats.push(Arc::clone(&st));
+            let rings = Arc::clone(&rings);
+            let core = cfg.workers[w].core;
+            let idle = idle_of(w);
+            let stop = Arc::clone(&stop);
+            let init = Arc::clone(&init);
+            let ready = ready_tx.clone();
+            let core_id = core.and_then(|c| cores.iter().find(|id| id.id == c).copied());
+            let h = std::thread::Builder::new()
+                .name(format!("weir-worker-{w}"))
+                .spawn(move || {
+                    if let Some(id) = core_id {
+                        if !core_affinity::set_for_current(id) {
+                            tracing::warn!(worker = w, core = id.id, "could not pin worker");
+                        }
+                    }
+                    let (source, _guard) = match init(w) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            let _ = ready.send(Err(format!("{e:#}")));
+                            return;
+                        }
+                    };
+                    tracing::info!(worker = w, core = ?core_id.map(|c| c.id), "worker started");
+                    let mut worker = Worker::new(w, ports, source, pipeline, idle, st);
+                    worker.set_handoff_rings(rings);
+                    let _ = ready.send(Ok(()));
+                    worker.run(&stop);
+                })
+                .context("spawning a worker")?;
+            threads.push(h);
+        }
+        drop(ready_tx);
+        let mut spawned = Spawned { stop, threads, stats, mesh };
+        for _ in 0..workers {
+            let outcome = ready_rx
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .unwrap_or_else(|_| Err("a worker did not start within 30 s".into()));
+            if let Err(e) = outcome {
+                spawned.stop.stop();
+                for h in spawned.threads.drain(..) {
+                    let _ = h.join();
+                }
+                bail!("{e}");
+            }
+        }
+        Ok(spawned)
     }
-    Ok(spawned)
 }

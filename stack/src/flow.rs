@@ -174,6 +174,19 @@ impl FlowKey {
         })
     }
 
+    /// A key from its parts; `None` when the two addresses are of different families.
+    pub fn new(
+        src: IpAddr,
+        src_port: u16,
+        dst: IpAddr,
+        dst_port: u16,
+        proto: u8,
+    ) -> Option<FlowKey> {
+        let family = if src.is_ipv4() { Family::V4 } else { Family::V6 };
+        let base = FlowKey { src: [0; 16], dst: [0; 16], src_port, dst_port, proto, family };
+        base.rewritten(src, src_port, dst, dst_port)
+    }
+
     /// Source address.
     pub fn src(&self) -> IpAddr {
         self.addr(&self.src)

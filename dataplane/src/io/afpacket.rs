@@ -454,6 +454,70 @@ enum Tx {
     Mmsg(Box<MmsgState>),
 }
 
+/// The rings' sizes, as a configuration asks for them.
+struct Geometry {
+    block_size: usize,
+    blocks: usize,
+    rx_len: usize,
+    rx_frames: u32,
+    /// TX ring block size and slots per block.
+    tx_block: usize,
+    frames_per_block: usize,
+    /// TX ring slots (a whole number of blocks), when there is a TX ring.
+    tx_frames: Option<usize>,
+    tx_len: usize,
+}
+
+impl Geometry {
+    /// The geometry of `cfg`'s rings, or what is wrong with it.
+    fn of(cfg: &AfPacketConfig) -> Result<Geometry, String> {
+        let page = sys::page_size();
+        let block_size = usize::try_from(cfg.block_size).map_err(|_| "block_size")?;
+        if !block_size.is_power_of_two() || block_size < page {
+            return Err("block_size must be a power of two of at least one page".into());
+        }
+        if cfg.block_count == 0 {
+            return Err("block_count must be at least 1".into());
+        }
+        let blocks = usize::try_from(cfg.block_count).map_err(|_| "block_count")?;
+        let rx_len = block_size.checked_mul(blocks).ok_or("RX ring size overflows")?;
+        let rx_frames = (cfg.block_size / RX_NOMINAL_FRAME)
+            .checked_mul(cfg.block_count)
+            .ok_or("RX ring size overflows")?;
+        // TX ring: blocks of one page (or one slot if pages are smaller than a slot).
+        let tx_block = page.max(TX_FRAME_SIZE);
+        let frames_per_block = tx_block / TX_FRAME_SIZE;
+        let (tx_frames, tx_len) = match cfg.tx_mode {
+            TxMode::Sendmmsg => (None, 0),
+            TxMode::Ring => {
+                if cfg.tx_frames == 0 {
+                    return Err("tx_frames must be at least 1".into());
+                }
+                let frames = usize::try_from(cfg.tx_frames).map_err(|_| "tx_frames")?;
+                let tx_blocks = frames.div_ceil(frames_per_block);
+                let tx_len = tx_blocks.checked_mul(tx_block).ok_or("TX ring overflows")?;
+                u32::try_from(tx_blocks * frames_per_block).map_err(|_| "TX ring size")?;
+                (Some(tx_blocks * frames_per_block), tx_len)
+            }
+        };
+        rx_len.checked_add(tx_len).ok_or("ring size overflows")?;
+        Ok(Geometry {
+            block_size,
+            blocks,
+            rx_len,
+            rx_frames,
+            tx_block,
+            frames_per_block,
+            tx_frames,
+            tx_len,
+        })
+    }
+
+    fn map_len(&self) -> usize {
+        self.rx_len + self.tx_len
+    }
+}
+
 /// One `AF_PACKET` socket on one interface, with its mapped rings. See the module docs.
 pub struct AfPacketPort {
     // Field order is drop order: unmap the rings, then close the socket. Held for its `Drop`;
@@ -502,24 +566,8 @@ impl AfPacketPort {
             io::Error::new(io::ErrorKind::InvalidInput, format!("{subject}: config: {msg}"))
         };
 
-        let page = sys::page_size();
-        let block_size = usize::try_from(cfg.block_size).map_err(|_| invalid("block_size"))?;
-        if !block_size.is_power_of_two() || block_size < page {
-            return Err(invalid("block_size must be a power of two of at least one page"));
-        }
-        if cfg.block_count == 0 {
-            return Err(invalid("block_count must be at least 1"));
-        }
-        let blocks = usize::try_from(cfg.block_count).map_err(|_| invalid("block_count"))?;
-        let rx_len =
-            block_size.checked_mul(blocks).ok_or_else(|| invalid("RX ring size overflows"))?;
-        let rx_frames = (cfg.block_size / RX_NOMINAL_FRAME)
-            .checked_mul(cfg.block_count)
-            .ok_or_else(|| invalid("RX ring size overflows"))?;
-
+        let g = Geometry::of(cfg).map_err(|m| invalid(&m))?;
         let ifindex = sys::if_index(&cfg.iface).map_err(ctx("SIOCGIFINDEX"))?;
-        let mac = sys::if_mac(&cfg.iface).map_err(ctx("SIOCGIFHWADDR"))?;
-        let mtu = sys::if_mtu(&cfg.iface).map_err(ctx("SIOCGIFMTU"))?;
         let ifindex_c = libc::c_int::try_from(ifindex).map_err(|_| invalid("ifindex"))?;
 
         // Protocol 0: receive nothing until bound to the interface, so the ring never holds
@@ -548,64 +596,33 @@ impl AfPacketPort {
         // sll_pkttype in rx_burst.
         let _ = set(libc::PACKET_IGNORE_OUTGOING, 1);
 
+        let u32_of = |v: usize| u32::try_from(v).map_err(|_| invalid("ring size"));
         let rx_req = libc::tpacket_req3 {
             tp_block_size: cfg.block_size,
             tp_block_nr: cfg.block_count,
             tp_frame_size: RX_NOMINAL_FRAME,
-            tp_frame_nr: rx_frames,
+            tp_frame_nr: g.rx_frames,
             tp_retire_blk_tov: cfg.block_timeout_ms,
             tp_sizeof_priv: 0,
             tp_feature_req_word: 0,
         };
         sys::setsockopt(sfd, libc::SOL_PACKET, libc::PACKET_RX_RING, &rx_req)
             .map_err(ctx("PACKET_RX_RING"))?;
-
-        // TX ring: blocks of one page (or one slot if pages are smaller than a slot).
-        let tx_block = page.max(TX_FRAME_SIZE);
-        let frames_per_block = tx_block / TX_FRAME_SIZE;
-        let (tx_len, tx_geometry) = match cfg.tx_mode {
-            TxMode::Sendmmsg => (0, None),
-            TxMode::Ring => {
-                if cfg.tx_frames == 0 {
-                    return Err(invalid("tx_frames must be at least 1"));
-                }
-                let frames = usize::try_from(cfg.tx_frames).map_err(|_| invalid("tx_frames"))?;
-                let tx_blocks = frames.div_ceil(frames_per_block);
-                let frames = tx_blocks * frames_per_block;
-                let tx_len =
-                    tx_blocks.checked_mul(tx_block).ok_or_else(|| invalid("TX ring overflows"))?;
-                let u32_of = |v: usize| u32::try_from(v).map_err(|_| invalid("TX ring size"));
-                let tx_req = libc::tpacket_req3 {
-                    tp_block_size: u32_of(tx_block)?,
-                    tp_block_nr: u32_of(tx_blocks)?,
-                    tp_frame_size: u32_of(TX_FRAME_SIZE)?,
-                    tp_frame_nr: u32_of(frames)?,
-                    // Must be zero for a TX ring.
-                    tp_retire_blk_tov: 0,
-                    tp_sizeof_priv: 0,
-                    tp_feature_req_word: 0,
-                };
-                sys::setsockopt(sfd, libc::SOL_PACKET, libc::PACKET_TX_RING, &tx_req)
-                    .map_err(ctx("PACKET_TX_RING"))?;
-                (tx_len, Some(frames))
-            }
-        };
-
-        let map_len = rx_len.checked_add(tx_len).ok_or_else(|| invalid("ring size overflows"))?;
-        let map = Mapping::new(sfd, map_len).map_err(ctx("mmap rings"))?;
-        let rx = RxRing { base: map.ptr, block_size, blocks };
-        let tx = match tx_geometry {
-            None => Tx::Mmsg(MmsgState::new()),
-            Some(frames) => Tx::Ring(TxRing {
-                // In bounds: rx_len < map_len when a TX ring exists.
-                base: NonNull::new(map.ptr.as_ptr().wrapping_add(rx_len))
-                    .ok_or_else(|| invalid("ring address"))?,
-                block_size: tx_block,
-                frames_per_block,
-                frames,
-                head: 0,
-            }),
-        };
+        if let Some(frames) = g.tx_frames {
+            let tx_req = libc::tpacket_req3 {
+                tp_block_size: u32_of(g.tx_block)?,
+                tp_block_nr: u32_of(frames / g.frames_per_block)?,
+                tp_frame_size: u32_of(TX_FRAME_SIZE)?,
+                tp_frame_nr: u32_of(frames)?,
+                // Must be zero for a TX ring.
+                tp_retire_blk_tov: 0,
+                tp_sizeof_priv: 0,
+                tp_feature_req_word: 0,
+            };
+            sys::setsockopt(sfd, libc::SOL_PACKET, libc::PACKET_TX_RING, &tx_req)
+                .map_err(ctx("PACKET_TX_RING"))?;
+        }
+        let map = Mapping::new(sfd, g.map_len()).map_err(ctx("mmap rings"))?;
 
         let sll = libc::sockaddr_ll {
             sll_family: u16::try_from(libc::AF_PACKET).map_err(|_| invalid("AF_PACKET"))?,
@@ -647,21 +664,86 @@ impl AfPacketPort {
                     .map_err(ctx("PACKET_FANOUT"))?;
             }
         }
-
-        let max_tx_len = usize::try_from(mtu)
-            .ok()
-            .and_then(|m| m.checked_add(ETH_HLEN + VLAN_HLEN))
-            .map_or(TX_MAX_FRAME_LEN, |m| m.min(TX_MAX_FRAME_LEN));
-
+        let port = Self::attach(cfg, pool, fd, map, &g, ifindex)?;
         tracing::info!(
             iface = %cfg.iface,
             ifindex,
-            rx_ring_bytes = rx_len,
-            tx_ring_bytes = tx_len,
+            rx_ring_bytes = g.rx_len,
+            tx_ring_bytes = g.tx_len,
             tx_mode = ?cfg.tx_mode,
             fanout = ?cfg.fanout,
             "af_packet port open"
         );
+        Ok(port)
+    }
+
+    /// Goes on with a socket another process opened with the same `cfg` and handed over (a
+    /// hot restart): its rings are mapped again and read from `position`, where that process
+    /// stopped; `stats` are the counters it had. The socket stays bound, in its fanout group,
+    /// with the frames its ring holds.
+    pub fn adopt(
+        cfg: &AfPacketConfig,
+        pool: &'static Mempool,
+        fd: OwnedFd,
+        position: super::QueuePosition,
+        stats: PortStats,
+    ) -> io::Result<Self> {
+        let subject = format!("af_packet {}", cfg.iface);
+        let g = Geometry::of(cfg).map_err(|m| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("{subject}: config: {m}"))
+        })?;
+        let ifindex =
+            sys::if_index(&cfg.iface).map_err(|e| sys::context(e, &subject, "SIOCGIFINDEX"))?;
+        let map = Mapping::new(fd.as_raw_fd(), g.map_len())
+            .map_err(|e| sys::context(e, &subject, "mmap handed-over rings"))?;
+        let mut port = Self::attach(cfg, pool, fd, map, &g, ifindex)?;
+        if let super::QueuePosition::AfPacket { block, open, remaining, offset, tx_head } = position
+        {
+            port.pos = RxPos {
+                block: usize::try_from(block).unwrap_or(0) % g.blocks,
+                open,
+                remaining,
+                off: usize::try_from(offset).unwrap_or(usize::MAX),
+            };
+            if let Tx::Ring(r) = &mut port.tx {
+                r.head = usize::try_from(tx_head).unwrap_or(0) % r.frames;
+            }
+        }
+        port.stats = stats;
+        tracing::info!(iface = %cfg.iface, ifindex, "af_packet port taken over");
+        Ok(port)
+    }
+
+    /// The port over a socket whose rings are set up and mapped as `g` says.
+    fn attach(
+        cfg: &AfPacketConfig,
+        pool: &'static Mempool,
+        fd: OwnedFd,
+        map: Mapping,
+        g: &Geometry,
+        ifindex: u32,
+    ) -> io::Result<Self> {
+        let subject = format!("af_packet {}", cfg.iface);
+        let mac =
+            sys::if_mac(&cfg.iface).map_err(|e| sys::context(e, &subject, "SIOCGIFHWADDR"))?;
+        let mtu = sys::if_mtu(&cfg.iface).map_err(|e| sys::context(e, &subject, "SIOCGIFMTU"))?;
+        let rx = RxRing { base: map.ptr, block_size: g.block_size, blocks: g.blocks };
+        let tx = match g.tx_frames {
+            None => Tx::Mmsg(MmsgState::new()),
+            Some(frames) => Tx::Ring(TxRing {
+                // In bounds: rx_len < map_len when a TX ring exists.
+                base: NonNull::new(map.ptr.as_ptr().wrapping_add(g.rx_len))
+                    .ok_or_else(|| io::Error::other(format!("{subject}: TX ring address")))?,
+                block_size: g.tx_block,
+                frames_per_block: g.frames_per_block,
+                frames,
+                head: 0,
+            }),
+        };
+        let max_tx_len = usize::try_from(mtu)
+            .ok()
+            .and_then(|m| m.checked_add(ETH_HLEN + VLAN_HLEN))
+            .map_or(TX_MAX_FRAME_LEN, |m| m.min(TX_MAX_FRAME_LEN));
         Ok(AfPacketPort {
             _map: map,
             fd,
@@ -862,6 +944,24 @@ impl PacketIo for AfPacketPort {
 
     fn link_up(&self) -> bool {
         !self.down
+    }
+
+    fn handover(&self) -> Option<super::QueueHandover> {
+        let tx_head = match &self.tx {
+            Tx::Ring(r) => u32::try_from(r.head).ok()?,
+            Tx::Mmsg(_) => 0,
+        };
+        Some(super::QueueHandover {
+            fd: self.fd.try_clone().ok()?,
+            position: super::QueuePosition::AfPacket {
+                block: u32::try_from(self.pos.block).ok()?,
+                open: self.pos.open,
+                remaining: self.pos.remaining,
+                offset: u32::try_from(self.pos.off).unwrap_or(u32::MAX),
+                tx_head,
+            },
+            stats: self.stats(),
+        })
     }
 
     /// Clears the socket's pending error (ENETDOWN when the device went down or away, which

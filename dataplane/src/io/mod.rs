@@ -66,6 +66,45 @@ pub trait PacketIo {
     fn link_up(&self) -> bool {
         true
     }
+
+    /// What another process needs to go on with this queue where this one stopped (a hot
+    /// restart): its descriptor, where it stands and its counters. `None`: this queue cannot
+    /// be handed over. Only meaningful while nothing polls the queue.
+    fn handover(&self) -> Option<QueueHandover> {
+        None
+    }
+}
+
+/// A queue as a hot restart hands it to the next process (see [`PacketIo::handover`]).
+#[derive(Debug)]
+pub struct QueueHandover {
+    /// A duplicate of its descriptor, to send to the next process over a Unix socket.
+    pub fd: std::os::fd::OwnedFd,
+    /// Where reading and writing stand.
+    pub position: QueuePosition,
+    /// Its counters so far.
+    pub stats: PortStats,
+}
+
+/// Where a queue's reading and writing stand, for the process that goes on with it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum QueuePosition {
+    /// Nothing to carry: each read and write is a system call (TAP).
+    #[default]
+    Stateless,
+    /// An af_packet socket's mapped rings.
+    AfPacket {
+        /// The RX block to read next, or being read.
+        block: u32,
+        /// Whether that block's header was read (it is partly consumed).
+        open: bool,
+        /// Its frames not yet read.
+        remaining: u32,
+        /// The offset of its next frame.
+        offset: u32,
+        /// The next TX slot to fill.
+        tx_head: u32,
+    },
 }
 
 /// A change of a port's link, as [`PacketIo::check_link`] found it.

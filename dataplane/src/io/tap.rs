@@ -108,12 +108,48 @@ fn attach(name: &str, flags: libc::c_short, q: u16) -> io::Result<(OwnedFd, Stri
 
 /// Whether the descriptor is still attached to a device (`TUNGETIFF`): once the device is
 /// deleted, it fails with `EBADFD`, as reads do, and `poll(2)` reports an error.
-fn attached(fd: &OwnedFd) -> io::Result<()> {
+fn attached(fd: &OwnedFd) -> io::Result<(String, libc::c_short)> {
     let mut req = sys::ifreq("")?;
     // SAFETY: TUNGETIFF writes one `struct ifreq` (name and flags) into `req`, a valid,
     // exclusively borrowed `ifreq` for the duration of the call; `fd` is open.
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETIFF, std::ptr::from_mut(&mut req)) };
-    sys::cvt(r).map(|_| ())
+    sys::cvt(r)?;
+    // SAFETY: TUNGETIFF filled the flags member of the union.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    Ok((sys::ifreq_name(&req), flags))
+}
+
+/// Goes on with the queues of a TAP device another process created and handed over (a hot
+/// restart): `queues` are their descriptors, in queue order, with the counters each had. The
+/// device lives on as long as one of them is open.
+pub fn adopt_tap(
+    queues: Vec<(OwnedFd, PortStats)>,
+    pool: &'static Mempool,
+) -> io::Result<Vec<TapQueue>> {
+    let mut out = Vec::with_capacity(queues.len());
+    for (q, (fd, stats)) in queues.into_iter().enumerate() {
+        let (name, got) = attached(&fd)
+            .map_err(|e| sys::context(e, "tap", &format!("TUNGETIFF on handed-over queue {q}")))?;
+        // TUNGETIFF reports the device's flags with IFF_TUN_EXCL and friends: keep what
+        // TUNSETIFF takes to attach again.
+        let keep = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE;
+        let flags = got & libc::c_short::try_from(keep).unwrap_or(0);
+        out.push(TapQueue {
+            fd,
+            name,
+            flags,
+            queue: u16::try_from(q).unwrap_or(u16::MAX),
+            down: false,
+            detached: false,
+            cache: PoolCache::new(pool),
+            spare: None,
+            stats,
+        });
+    }
+    if let Some(q) = out.first() {
+        tracing::info!(name = %q.name, queues = out.len(), "tap device taken over");
+    }
+    Ok(out)
 }
 
 /// One queue of a TAP device: frames the kernel sends to the device are received here, frames
@@ -249,6 +285,14 @@ impl PacketIo for TapQueue {
     /// The queue's descriptor: polls readable when a frame waits.
     fn poll_fd(&self) -> Option<RawFd> {
         Some(self.fd.as_raw_fd())
+    }
+
+    fn handover(&self) -> Option<super::QueueHandover> {
+        Some(super::QueueHandover {
+            fd: self.fd.try_clone().ok()?,
+            position: super::QueuePosition::Stateless,
+            stats: self.stats,
+        })
     }
 
     fn stats(&self) -> PortStats {

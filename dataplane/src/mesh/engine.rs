@@ -43,6 +43,10 @@ const SWEEP_MAX_PER_POLL: u64 = 1024;
 /// SNAT ports tried for one new flow before giving up.
 const SNAT_TRIES: u32 = 16;
 
+/// The endpoint id of a flow whose endpoint this configuration does not know (a flow taken
+/// over from another weir whose configuration had it).
+pub const NO_ENDPOINT: u32 = u32::MAX;
+
 /// The mesh configuration as all workers share it: the current snapshot and a generation
 /// number that changes with every swap (one relaxed load tells a worker whether to reload).
 pub struct SharedMesh {
@@ -550,6 +554,40 @@ impl MeshEngine {
     /// The flow table (for statistics).
     pub fn flows(&self) -> &FlowTable {
         &self.flows
+    }
+
+    /// The flow table, writable (a hot restart copies it out while it serves: see
+    /// [`FlowTable::track_changes`]).
+    pub fn flows_mut(&mut self) -> &mut FlowTable {
+        &mut self.flows
+    }
+
+    /// Takes over a flow another weir held (see [`FlowTable::carried`]). Its endpoint and
+    /// service are looked up again in this weir's snapshot, by the endpoint's address and port
+    /// and by the service's VIP, port and protocol (ids are each process's own); an endpoint
+    /// or service this configuration lacks is [`NO_ENDPOINT`] or [`NO_SERVICE`], and the
+    /// flow's first packet checks it against the configuration as after a reload.
+    ///
+    /// [`NO_SERVICE`]: super::flow::NO_SERVICE
+    pub fn import(&mut self, mut flow: Flow, now_ns: u64) -> Result<u32, InsertError> {
+        let (f, r) = (flow.forward, flow.reverse);
+        flow.endpoint = self.snap.endpoint_id(r.src(), r.src_port()).unwrap_or(NO_ENDPOINT);
+        flow.service = self
+            .snap
+            .service(f.dst(), f.dst_port(), f.proto())
+            .map_or(super::flow::NO_SERVICE, |(_, s)| s.id);
+        // Never this snapshot's tag, nor a later one's: the first packet checks.
+        flow.checked = super::flow::generation_tag(self.snap.generation.wrapping_sub(1));
+        let id = self.flows.import(flow, now_ns)?;
+        self.share.active_add(flow.endpoint, true);
+        Ok(id)
+    }
+
+    /// Removes flow `id`, imported or not, counting it nowhere but its endpoint's active flows
+    /// (a hot restart's flow that ended in the old weir after it was copied).
+    pub fn forget(&mut self, id: u32) {
+        let share = &self.share;
+        self.flows.remove(id, &mut |f: &Flow, _| share.active_add(f.endpoint, false));
     }
 
     /// Per-service counters and active flows per endpoint id of this worker.

@@ -279,6 +279,10 @@ pub struct FlowTable {
     len: usize,
     /// The index's hash seed, random per table: packets' senders cannot aim at one probe run.
     seed: u64,
+    /// One bit per record: changed since [`FlowTable::track_changes`] turned tracking on
+    /// (a hot restart copies the table while it serves, then sends what changed meanwhile).
+    changed: Box<[u64]>,
+    tracking: bool,
     /// Counters.
     pub stats: FlowStats,
 }
@@ -312,8 +316,79 @@ impl FlowTable {
             when_full,
             len: 0,
             seed: std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), capacity),
+            changed: vec![0; capacity.div_ceil(64)].into_boxed_slice(),
+            tracking: false,
             stats: FlowStats::default(),
         }
+    }
+
+    /// Notes that record `id` changed, while changes are tracked.
+    #[inline(always)]
+    fn note_change(&mut self, id: u32) {
+        if self.tracking {
+            let i = usize::try_from(id).unwrap_or(usize::MAX);
+            if let Some(w) = self.changed.get_mut(i >> 6) {
+                *w |= 1 << (i & 63);
+            }
+        }
+    }
+
+    /// Starts (forgetting what was noted before) or stops noting which records change: flows
+    /// inserted, removed, or moved on by a packet.
+    pub fn track_changes(&mut self, on: bool) {
+        self.changed.fill(0);
+        self.tracking = on;
+    }
+
+    /// Hands each record changed since tracking began, from word `*cursor` of the change map
+    /// on, to `out`: its id and the flow it holds now (`None`: it holds none, the flow left),
+    /// with [`Flow::expires_ns`] as the nanoseconds it has left at `now_ns`. Stops after about
+    /// `max` records; returns whether the whole map was walked. Handed records are unmarked.
+    pub fn drain_changes(
+        &mut self,
+        cursor: &mut usize,
+        max: usize,
+        now_ns: u64,
+        out: &mut impl FnMut(u32, Option<Flow>),
+    ) -> bool {
+        let mut n = 0;
+        while *cursor < self.changed.len() {
+            if n >= max {
+                return false;
+            }
+            let word = std::mem::take(&mut self.changed[*cursor]);
+            let mut bits = word;
+            while bits != 0 {
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let Ok(id) = u32::try_from(*cursor * 64 + b) else { continue };
+                out(id, self.carried(id, now_ns));
+                n += 1;
+            }
+            *cursor += 1;
+        }
+        true
+    }
+
+    /// Flow `id` as another process takes it over: [`Flow::expires_ns`] is the nanoseconds it
+    /// has left at `now_ns` (the two processes' clocks differ).
+    pub fn carried(&self, id: u32, now_ns: u64) -> Option<Flow> {
+        self.hot(id)?;
+        let mut f = self.get(id)?;
+        f.expires_ns = f.expires_ns.saturating_sub(now_ns);
+        Some(f)
+    }
+
+    /// Takes over a flow another process held: inserted as [`insert`](Self::insert) would,
+    /// never evicting one, to expire `flow.expires_ns` after `now_ns`.
+    pub fn import(&mut self, flow: Flow, now_ns: u64) -> Result<u32, InsertError> {
+        if self.free.is_empty() {
+            self.stats.refused_full += 1;
+            return Err(InsertError::Full);
+        }
+        let id = self.insert(flow, now_ns, &mut |_, _| {})?;
+        self.set_expiry(id, now_ns.saturating_add(flow.expires_ns));
+        Ok(id)
     }
 
     /// Flows in the table.
@@ -483,6 +558,7 @@ impl FlowTable {
         if let Some(h) = self.hot.get_mut(usize::try_from(id).unwrap_or(usize::MAX)) {
             h.service = service;
         }
+        self.note_change(id);
     }
 
     /// Notes that flow `id`'s endpoint was checked against snapshot `generation`.
@@ -547,6 +623,7 @@ impl FlowTable {
         if !(f.state.is_handshake() && t == Transition::None && f.state == was_state) {
             f.expires_ns = now_ns.saturating_add(timeouts.of(f.state));
         }
+        self.note_change(id);
         t
     }
 
@@ -555,6 +632,7 @@ impl FlowTable {
         if let Some(f) = self.hot.get_mut(usize::try_from(id).unwrap_or(usize::MAX)) {
             f.expires_ns = expires_ns;
         }
+        self.note_change(id);
     }
 
     /// Inserts a flow; its expiry is set from its state and `now_ns`. When the table is full,
@@ -617,6 +695,7 @@ impl FlowTable {
             Some(ColdFlow { keys: [flow.forward, flow.reverse], endpoint: flow.endpoint });
         self.len += 1;
         self.stats.inserted += 1;
+        self.note_change(id);
         Ok(id)
     }
 
@@ -718,6 +797,7 @@ impl FlowTable {
         self.hot[idx] = FREE_HOT;
         self.free.push(id);
         self.len -= 1;
+        self.note_change(id);
         Some(f)
     }
 

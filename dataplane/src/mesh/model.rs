@@ -778,6 +778,11 @@ impl MeshSnapshot {
         self.endpoints.get(&id).map(|s| &s.endpoint)
     }
 
+    /// The stable id of the endpoint at this address and port, if it is in this snapshot.
+    pub fn endpoint_id(&self, addr: IpAddr, port: u16) -> Option<u32> {
+        self.ids.get(&(addr, port)).copied()
+    }
+
     /// The cluster at an index.
     #[inline]
     pub fn cluster(&self, i: u32) -> Option<&Cluster> {

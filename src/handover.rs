@@ -1,0 +1,903 @@
+//! Hot restart: a new weir takes over from the running one, and every flow survives.
+//!
+//! The running weir waits on the Unix socket `handover.socket` names. A new weir started with
+//! a configuration that names the same socket finds it there, and the two speak this protocol:
+//!
+//! 1. `hello` (new → old): the protocol version, and what must not differ between the two
+//!    configurations (the workers, the ports, the SNAT range: queues and flows go to the
+//!    worker of the same number). The old one answers `welcome`, or `refuse` with the reason
+//!    and changes nothing.
+//! 2. The copy: each old worker copies its flow table out a page at a time between bursts,
+//!    forwarding all the while, and notes which records change from then on. Pages go over as
+//!    `flows` frames (binary records: keys, mode, state, nanoseconds left) and the new weir
+//!    puts them into its own workers' tables, which are not running yet. `copied` ends it.
+//! 3. The cut-over: the new weir sends `cut_over`; the old workers stop receiving (frames wait
+//!    in the queues' rings), hand out what changed since the copy (flows again, and the ids of
+//!    those that left), then each queue's position. The old weir sends `queues` and, over
+//!    `SCM_RIGHTS`, the queues' descriptors (the same af_packet sockets and TAP queues), the
+//!    interface locks, the admin listener and this socket's listener; then `paused`.
+//! 4. The new weir maps the rings, starts its workers where the old ones stopped, and sends
+//!    `took`. The old weir stops and exits; nothing it owned is closed for the new one.
+//!
+//! If the new weir goes away or times out before `took`, the old workers resume receiving
+//! where they stopped: the frames that arrived meanwhile are in the rings. If the old weir goes
+//! away before `paused`, the new one starts cold and says so.
+//!
+//! Control messages are JSON; every frame is a kind byte, a 32-bit little-endian length and
+//! the body. A version this weir does not speak is refused from the `version` field alone.
+
+use crate::config::Config;
+use anyhow::{anyhow, bail, Context, Result};
+use dataplane::io::{PortStats, QueuePosition};
+use dataplane::mesh::flow::{Flow, FlowState};
+use dataplane::mesh::model::{Encap, Mode};
+use dataplane::worker::{HandoverAsk, HandoverDesk, HandoverPage, HandoverStage};
+use serde::{Deserialize, Serialize};
+use stack::FlowKey;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::IpAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+/// The protocol version this weir speaks.
+pub const VERSION: u32 = 1;
+
+/// Largest frame accepted, bytes (a page of flows is under 400 KiB).
+const MAX_FRAME: usize = 16 << 20;
+
+/// Frame kinds.
+const FRAME_JSON: u8 = 0;
+const FRAME_FLOWS: u8 = 1;
+
+/// Bytes of one flow record: id, family, protocol, both keys' addresses and ports, mode, GUE
+/// port, state, nanoseconds left.
+const RECORD_BYTES: usize = 4 + 1 + 1 + 36 + 36 + 1 + 2 + 1 + 8;
+
+/// Descriptors per `SCM_RIGHTS` message (the kernel takes at most 253).
+const FDS_PER_MESSAGE: usize = 200;
+
+/// No record in the new table (in the map from the old worker's ids).
+const NONE: u32 = u32::MAX;
+
+/// A control message.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "message", rename_all = "snake_case")]
+enum Message {
+    Hello {
+        version: u32,
+        pid: u32,
+        workers: usize,
+        /// The `ports` section, as JSON.
+        ports: serde_json::Value,
+        snat_ports: (u16, u16),
+    },
+    Refuse {
+        reason: String,
+    },
+    Welcome {
+        version: u32,
+        pid: u32,
+        flows: u64,
+    },
+    Copied,
+    CutOver,
+    Queues {
+        /// By worker, then port.
+        queues: Vec<Vec<HandedQueue>>,
+        /// Descriptors that follow the queues': interface locks, then the admin listener if
+        /// `admin`, then this socket's listener.
+        locks: usize,
+        admin: bool,
+    },
+    Paused,
+    Took {
+        /// From `cut_over` to the new workers running, microseconds.
+        cut_over_us: u64,
+    },
+}
+
+/// One queue's position and counters.
+#[derive(Debug, Serialize, Deserialize)]
+struct HandedQueue {
+    position: Position,
+    stats: BTreeMap<String, u64>,
+}
+
+/// [`QueuePosition`] on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Position {
+    Stateless,
+    AfPacket { block: u32, open: bool, remaining: u32, offset: u32, tx_head: u32 },
+}
+
+impl From<QueuePosition> for Position {
+    fn from(p: QueuePosition) -> Position {
+        match p {
+            QueuePosition::Stateless => Position::Stateless,
+            QueuePosition::AfPacket { block, open, remaining, offset, tx_head } => {
+                Position::AfPacket { block, open, remaining, offset, tx_head }
+            }
+        }
+    }
+}
+
+impl From<Position> for QueuePosition {
+    fn from(p: Position) -> QueuePosition {
+        match p {
+            Position::Stateless => QueuePosition::Stateless,
+            Position::AfPacket { block, open, remaining, offset, tx_head } => {
+                QueuePosition::AfPacket { block, open, remaining, offset, tx_head }
+            }
+        }
+    }
+}
+
+/// A frame as received.
+enum Frame {
+    Message(Message),
+    Flows { worker: usize, flows: Vec<(u32, Flow)>, gone: Vec<u32> },
+}
+
+/// The Unix socket between the two processes, with the deadline of the whole handover.
+struct Channel {
+    stream: UnixStream,
+    deadline: Instant,
+}
+
+/// The peer closed the socket or reset it: it went away.
+fn is_gone(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(e.kind(), K::UnexpectedEof | K::ConnectionReset | K::BrokenPipe)
+}
+
+impl Channel {
+    fn new(stream: UnixStream, timeout: Duration) -> Channel {
+        Channel { stream, deadline: Instant::now() + timeout }
+    }
+
+    /// Bounds the next read or write by what is left of the deadline.
+    fn arm(&self) -> Result<()> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!("the handover took longer than handover.timeout_ms");
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.set_write_timeout(Some(left))?;
+        Ok(())
+    }
+
+    fn send_frame(&mut self, kind: u8, body: &[u8]) -> Result<()> {
+        self.arm()?;
+        let len = u32::try_from(body.len()).context("frame too long")?;
+        let mut head = [0u8; 5];
+        head[0] = kind;
+        head[1..].copy_from_slice(&len.to_le_bytes());
+        self.stream.write_all(&head)?;
+        self.stream.write_all(body)?;
+        Ok(())
+    }
+
+    fn recv_frame(&mut self) -> std::io::Result<(u8, Vec<u8>)> {
+        self.arm().map_err(std::io::Error::other)?;
+        let mut head = [0u8; 5];
+        self.stream.read_exact(&mut head)?;
+        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        if len > MAX_FRAME {
+            return Err(std::io::Error::other(format!("a frame of {len} bytes: too long")));
+        }
+        let mut body = vec![0u8; len];
+        self.stream.read_exact(&mut body)?;
+        Ok((head[0], body))
+    }
+
+    fn send(&mut self, m: &Message) -> Result<()> {
+        self.send_frame(FRAME_JSON, &serde_json::to_vec(m)?)
+    }
+
+    /// The next frame, decoded.
+    fn recv(&mut self) -> std::io::Result<Frame> {
+        let (kind, body) = self.recv_frame()?;
+        let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        match kind {
+            FRAME_JSON => serde_json::from_slice(&body)
+                .map(Frame::Message)
+                .map_err(|e| bad(format!("a message that does not parse: {e}"))),
+            FRAME_FLOWS => decode_flows(&body).map_err(bad),
+            k => Err(bad(format!("a frame of unknown kind {k}"))),
+        }
+    }
+
+    fn send_flows(&mut self, worker: usize, page: &HandoverPage) -> Result<()> {
+        let mut body =
+            Vec::with_capacity(10 + page.flows.len() * RECORD_BYTES + page.gone.len() * 4);
+        body.extend_from_slice(&u16::try_from(worker)?.to_le_bytes());
+        body.extend_from_slice(&u32::try_from(page.flows.len())?.to_le_bytes());
+        body.extend_from_slice(&u32::try_from(page.gone.len())?.to_le_bytes());
+        for (id, f) in &page.flows {
+            encode_flow(&mut body, *id, f);
+        }
+        for id in &page.gone {
+            body.extend_from_slice(&id.to_le_bytes());
+        }
+        self.send_frame(FRAME_FLOWS, &body)
+    }
+
+    /// Sends descriptors, a group per message, each with one byte of data.
+    fn send_fds(&mut self, fds: &[BorrowedFd<'_>]) -> Result<()> {
+        use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+        for group in fds.chunks(FDS_PER_MESSAGE) {
+            self.arm()?;
+            let mut space =
+                vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(group.len()))];
+            let mut control = SendAncillaryBuffer::new(&mut space);
+            if !control.push(SendAncillaryMessage::ScmRights(group)) {
+                bail!("descriptors do not fit their control message");
+            }
+            let sent = sendmsg(
+                self.stream.as_fd(),
+                &[std::io::IoSlice::new(&[1])],
+                &mut control,
+                SendFlags::NOSIGNAL,
+            )
+            .context("sending descriptors")?;
+            if sent != 1 {
+                bail!("sending descriptors: the byte with them was not sent");
+            }
+        }
+        Ok(())
+    }
+
+    /// Receives `n` descriptors sent by [`send_fds`](Self::send_fds).
+    fn recv_fds(&mut self, n: usize) -> std::io::Result<Vec<OwnedFd>> {
+        use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+        let mut fds = Vec::with_capacity(n);
+        while fds.len() < n {
+            self.arm().map_err(std::io::Error::other)?;
+            let want = (n - fds.len()).min(FDS_PER_MESSAGE);
+            let mut space =
+                vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(want))];
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let mut byte = [0u8; 1];
+            let got = recvmsg(
+                self.stream.as_fd(),
+                &mut [std::io::IoSliceMut::new(&mut byte)],
+                &mut control,
+                RecvFlags::CMSG_CLOEXEC,
+            )?;
+            if got.bytes == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let before = fds.len();
+            for m in control.drain() {
+                if let RecvAncillaryMessage::ScmRights(r) = m {
+                    fds.extend(r);
+                }
+            }
+            if fds.len() == before {
+                return Err(std::io::Error::other("a descriptor message without descriptors"));
+            }
+        }
+        Ok(fds)
+    }
+}
+
+fn put_addr(out: &mut Vec<u8>, a: IpAddr) {
+    let mut o = [0u8; 16];
+    match a {
+        IpAddr::V4(v4) => o[..4].copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => o = v6.octets(),
+    }
+    out.extend_from_slice(&o);
+}
+
+fn encode_flow(out: &mut Vec<u8>, id: u32, f: &Flow) {
+    let (fw, rv) = (&f.forward, &f.reverse);
+    out.extend_from_slice(&id.to_le_bytes());
+    out.push(if fw.src().is_ipv4() { 4 } else { 6 });
+    out.push(fw.proto());
+    for k in [fw, rv] {
+        put_addr(out, k.src());
+        put_addr(out, k.dst());
+        out.extend_from_slice(&k.src_port().to_le_bytes());
+        out.extend_from_slice(&k.dst_port().to_le_bytes());
+    }
+    let (mode, gue) = match f.mode {
+        Mode::Nat => (0, 0),
+        Mode::Dnat => (1, 0),
+        Mode::Dsr(Encap::IpIp) => (2, 0),
+        Mode::Dsr(Encap::Gue { port }) => (3, port),
+    };
+    out.push(mode);
+    out.extend_from_slice(&gue.to_le_bytes());
+    out.push(match f.state {
+        FlowState::SynSent => 0,
+        FlowState::SynReceived => 1,
+        FlowState::Established => 2,
+        FlowState::Closing => 3,
+        FlowState::Datagram => 4,
+    });
+    out.extend_from_slice(&f.expires_ns.to_le_bytes());
+}
+
+/// Reads little-endian fields off the front of a slice.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let (head, rest) = self.0.split_first_chunk::<N>().ok_or("a flows frame cut short")?;
+        self.0 = rest;
+        Ok(*head)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take::<1>()?[0])
+    }
+    fn u16(&mut self) -> Result<u16, String> {
+        Ok(u16::from_le_bytes(self.take()?))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take()?))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.take()?))
+    }
+    fn addr(&mut self, v4: bool) -> Result<IpAddr, String> {
+        let o: [u8; 16] = self.take()?;
+        Ok(if v4 { IpAddr::from([o[0], o[1], o[2], o[3]]) } else { IpAddr::from(o) })
+    }
+}
+
+fn decode_flow(r: &mut Reader<'_>) -> Result<(u32, Flow), String> {
+    let id = r.u32()?;
+    let v4 = match r.u8()? {
+        4 => true,
+        6 => false,
+        f => return Err(format!("flow {id}: address family {f}")),
+    };
+    let proto = r.u8()?;
+    let mut keys = [None, None];
+    for k in &mut keys {
+        let (src, dst) = (r.addr(v4)?, r.addr(v4)?);
+        let (sp, dp) = (r.u16()?, r.u16()?);
+        *k = FlowKey::new(src, sp, dst, dp, proto);
+    }
+    let [Some(forward), Some(reverse)] = keys else {
+        return Err(format!("flow {id}: keys of two families"));
+    };
+    let (mode, gue) = (r.u8()?, r.u16()?);
+    let mode = match mode {
+        0 => Mode::Nat,
+        1 => Mode::Dnat,
+        2 => Mode::Dsr(Encap::IpIp),
+        3 => Mode::Dsr(Encap::Gue { port: gue }),
+        m => return Err(format!("flow {id}: mode {m}")),
+    };
+    let state = match r.u8()? {
+        0 => FlowState::SynSent,
+        1 => FlowState::SynReceived,
+        2 => FlowState::Established,
+        3 => FlowState::Closing,
+        4 => FlowState::Datagram,
+        s => return Err(format!("flow {id}: state {s}")),
+    };
+    let expires_ns = r.u64()?;
+    let flow =
+        Flow { forward, reverse, endpoint: 0, mode, service: 0, checked: 0, state, expires_ns };
+    Ok((id, flow))
+}
+
+fn decode_flows(body: &[u8]) -> Result<Frame, String> {
+    let mut r = Reader(body);
+    let worker = usize::from(r.u16()?);
+    let n = usize::try_from(r.u32()?).map_err(|_| "flow count")?;
+    let g = usize::try_from(r.u32()?).map_err(|_| "id count")?;
+    if n.saturating_mul(RECORD_BYTES).saturating_add(g.saturating_mul(4)) != r.0.len() {
+        return Err(format!("a flows frame of {} bytes for {n} flows and {g} ids", body.len()));
+    }
+    let mut flows = Vec::with_capacity(n);
+    for _ in 0..n {
+        flows.push(decode_flow(&mut r)?);
+    }
+    let mut gone = Vec::with_capacity(g);
+    for _ in 0..g {
+        gone.push(r.u32()?);
+    }
+    Ok(Frame::Flows { worker, flows, gone })
+}
+
+/// What must not differ between the running configuration and the one taking over, or why
+/// it does.
+fn compatible(
+    cfg: &Config,
+    workers: usize,
+    ports: &serde_json::Value,
+    snat_ports: (u16, u16),
+) -> Result<(), String> {
+    if cfg.ports.iter().any(|p| p.backend == crate::config::Backend::Dpdk) {
+        return Err("DPDK ports are not handed over: restart cold (stop, then start)".into());
+    }
+    if workers != cfg.workers.len() {
+        return Err(format!(
+            "{workers} workers against {} running: each worker's queues and flows go to the \
+             worker of the same number",
+            cfg.workers.len()
+        ));
+    }
+    if serde_json::to_value(&cfg.ports).ok().as_ref() != Some(ports) {
+        return Err("`ports` differs from the running configuration: the queues handed over \
+                    are those ports'"
+            .into());
+    }
+    let running = (cfg.mesh.snat_port_first, cfg.mesh.snat_port_last);
+    if snat_ports != running {
+        return Err(format!(
+            "mesh.snat_port_first..last {}..{} against {}..{} running: NAT flows' replies find \
+             their worker by the SNAT port",
+            snat_ports.0, snat_ports.1, running.0, running.1
+        ));
+    }
+    Ok(())
+}
+
+/// What the old weir hands over besides its workers' queues.
+pub struct Handing {
+    /// The admin listener.
+    pub admin: Option<OwnedFd>,
+    /// The handover socket's listener, for the next restart.
+    pub listener: OwnedFd,
+}
+
+/// The old side: answers a new weir on `stream` and hands everything over. Returns the new
+/// weir's pid once it has taken over (this weir then stops without closing anything the new
+/// one uses); on any failure the workers forward again where they stopped, and the error
+/// says why.
+pub fn give(
+    stream: UnixStream,
+    running: &crate::run::Running,
+    cfg: &Config,
+    handing: &Handing,
+) -> Result<u32> {
+    let timeout = cfg.handover.as_ref().map_or(30_000, |h| h.timeout_ms);
+    let mut ch = Channel::new(stream, Duration::from_millis(timeout));
+    let (kind, body) = ch.recv_frame().context("reading the new weir's hello")?;
+    let hello: serde_json::Value = serde_json::from_slice(&body)
+        .ok()
+        .filter(|_| kind == FRAME_JSON)
+        .ok_or_else(|| anyhow!("the first frame is not a hello"))?;
+    let version = hello.get("version").and_then(serde_json::Value::as_u64);
+    if version != Some(u64::from(VERSION)) {
+        let reason = format!(
+            "handover protocol version {} is not this weir's ({VERSION})",
+            version.map_or_else(|| "(none)".to_owned(), |v| v.to_string())
+        );
+        let _ = ch.send(&Message::Refuse { reason: reason.clone() });
+        bail!("refused a takeover: {reason}");
+    }
+    let Ok(Message::Hello { pid, workers, ports, snat_ports, .. }) = serde_json::from_value(hello)
+    else {
+        let reason = "a hello that does not parse".to_owned();
+        let _ = ch.send(&Message::Refuse { reason: reason.clone() });
+        bail!("refused a takeover: {reason}");
+    };
+    if let Err(reason) = compatible(cfg, workers, &ports, snat_ports) {
+        let _ = ch.send(&Message::Refuse { reason: reason.clone() });
+        bail!("refused the takeover by pid {pid}: {reason}");
+    }
+    tracing::info!(pid, flows = running.flows(), "a new weir takes over: copying the flows");
+    ch.send(&Message::Welcome {
+        version: VERSION,
+        pid: std::process::id(),
+        flows: running.flows(),
+    })?;
+    let desks: Vec<&HandoverDesk> = running.stats.iter().map(|s| &s.handover).collect();
+    let handed = hand_over(&mut ch, running, &desks, handing);
+    if let Err(e) = &handed {
+        for d in &desks {
+            d.ask(HandoverAsk::Resume);
+        }
+        tracing::warn!(pid, "takeover failed, forwarding again: {e:#}");
+    }
+    handed.map(|()| pid)
+}
+
+fn hand_over(
+    ch: &mut Channel,
+    running: &crate::run::Running,
+    desks: &[&HandoverDesk],
+    handing: &Handing,
+) -> Result<()> {
+    for d in desks {
+        d.ask(HandoverAsk::Copy);
+    }
+    pump(ch, desks, HandoverStage::Copied)?;
+    ch.send(&Message::Copied)?;
+    match ch.recv().context("waiting for the cut-over")? {
+        Frame::Message(Message::CutOver) => {}
+        _ => bail!("expected the cut-over"),
+    }
+    let paused_at = Instant::now();
+    for d in desks {
+        d.ask(HandoverAsk::Pause);
+    }
+    let queues = pump(ch, desks, HandoverStage::Paused)?;
+    let mut handed = Vec::new();
+    let mut fds = Vec::new();
+    for (w, qs) in queues.into_iter().enumerate() {
+        let mut mine = Vec::new();
+        for (p, q) in qs.into_iter().enumerate() {
+            let q =
+                q.ok_or_else(|| anyhow!("worker {w}'s queue of port {p} cannot be handed over"))?;
+            mine.push(HandedQueue {
+                position: q.position.into(),
+                stats: q.stats.values().map(|(i, v)| (i.name.to_owned(), v)).collect(),
+            });
+            fds.push(q.fd);
+        }
+        handed.push(mine);
+    }
+    let locks = running.claim_fds();
+    ch.send(&Message::Queues {
+        queues: handed,
+        locks: locks.len(),
+        admin: handing.admin.is_some(),
+    })?;
+    let mut all: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+    all.extend(locks);
+    all.extend(handing.admin.as_ref().map(AsFd::as_fd));
+    all.push(handing.listener.as_fd());
+    ch.send_fds(&all)?;
+    ch.send(&Message::Paused)?;
+    match ch.recv().context("waiting for the new weir to take over")? {
+        Frame::Message(Message::Took { cut_over_us }) => {
+            tracing::info!(
+                cut_over_us,
+                paused_ms = paused_at.elapsed().as_millis(),
+                "the new weir took over"
+            );
+            Ok(())
+        }
+        _ => bail!("expected `took`"),
+    }
+}
+
+/// Takes the workers' pages and sends them until every worker has reached `stage`; returns
+/// the queues of each worker's last page.
+fn pump(
+    ch: &mut Channel,
+    desks: &[&HandoverDesk],
+    stage: HandoverStage,
+) -> Result<Vec<Vec<Option<dataplane::io::QueueHandover>>>> {
+    let mut page = HandoverPage::new();
+    let mut done = vec![false; desks.len()];
+    let mut queues: Vec<_> = desks.iter().map(|_| Vec::new()).collect();
+    while done.iter().any(|d| !d) {
+        let mut took = false;
+        for (w, d) in desks.iter().enumerate() {
+            if done[w] {
+                continue;
+            }
+            let Some(reached) = d.take(&mut page) else { continue };
+            took = true;
+            if !page.flows.is_empty() || !page.gone.is_empty() {
+                ch.send_flows(w, &page)?;
+            }
+            if reached >= stage {
+                done[w] = true;
+                queues[w] = std::mem::take(&mut page.queues);
+            }
+        }
+        if !took {
+            if Instant::now() >= ch.deadline {
+                bail!("the workers did not hand out their flows within handover.timeout_ms");
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+    Ok(queues)
+}
+
+/// Why a takeover did not happen.
+#[derive(Debug)]
+pub enum TakeoverError {
+    /// The running weir went away (or stopped answering) before it handed its queues over:
+    /// start cold.
+    OldGone(String),
+    /// Anything else: this weir stops, the running one goes on forwarding.
+    Failed(anyhow::Error),
+}
+
+impl std::fmt::Display for TakeoverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TakeoverError::OldGone(why) => write!(f, "the running weir went away: {why}"),
+            TakeoverError::Failed(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for TakeoverError {}
+
+impl From<anyhow::Error> for TakeoverError {
+    fn from(e: anyhow::Error) -> Self {
+        TakeoverError::Failed(e)
+    }
+}
+
+/// An error on the socket: the old weir gone if it closed it, failed otherwise.
+fn on_socket(e: std::io::Error, doing: &str) -> TakeoverError {
+    if is_gone(&e)
+        || matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+    {
+        TakeoverError::OldGone(format!("{doing}: {e}"))
+    } else {
+        TakeoverError::Failed(anyhow!("{doing}: {e}"))
+    }
+}
+
+/// One queue as the new weir receives it.
+pub struct ReceivedQueue {
+    /// Its descriptor.
+    pub fd: OwnedFd,
+    /// Where the old worker stopped.
+    pub position: QueuePosition,
+    /// Its counters so far.
+    pub stats: PortStats,
+}
+
+/// The new side of a takeover, from the old weir's welcome to `took`.
+pub struct Taker {
+    ch: Channel,
+    /// The old weir's pid.
+    pub old_pid: u32,
+    /// By worker: the old table's ids to the new table's.
+    ids: Vec<Vec<u32>>,
+    cut_over: Option<Instant>,
+    /// Flows taken over, and flows that could not be (the new table was full).
+    pub carried: u64,
+    /// Flows that could not be taken over (the new table was full).
+    pub refused: u64,
+    /// The interface locks, the admin listener and the handover listener, once received.
+    pub locks: Vec<OwnedFd>,
+    /// The admin listener.
+    pub admin: Option<OwnedFd>,
+    /// The handover socket's listener.
+    pub listener: Option<OwnedFd>,
+}
+
+impl Taker {
+    /// Looks for a running weir on `cfg`'s handover socket and asks it to hand over. `None`
+    /// when none listens there (nothing to take over: start as usual); an error when one
+    /// refuses.
+    pub fn connect(cfg: &Config) -> Result<Option<Taker>> {
+        let Some(h) = &cfg.handover else { return Ok(None) };
+        let stream = match UnixStream::connect(&h.socket) {
+            Ok(s) => s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("handover.socket {}", h.socket.display()))
+            }
+        };
+        let mut ch = Channel::new(stream, Duration::from_millis(h.timeout_ms));
+        ch.send(&Message::Hello {
+            version: VERSION,
+            pid: std::process::id(),
+            workers: cfg.workers.len(),
+            ports: serde_json::to_value(&cfg.ports)?,
+            snat_ports: (cfg.mesh.snat_port_first, cfg.mesh.snat_port_last),
+        })?;
+        match ch.recv().context("waiting for the running weir's welcome")? {
+            Frame::Message(Message::Welcome { pid, flows, .. }) => {
+                tracing::info!(pid, flows, "taking over from the running weir");
+                Ok(Some(Taker {
+                    ch,
+                    old_pid: pid,
+                    ids: vec![Vec::new(); cfg.workers.len()],
+                    cut_over: None,
+                    carried: 0,
+                    refused: 0,
+                    locks: Vec::new(),
+                    admin: None,
+                    listener: None,
+                }))
+            }
+            Frame::Message(Message::Refuse { reason }) => {
+                bail!("the running weir refused the takeover, and goes on forwarding: {reason}")
+            }
+            _ => bail!("the running weir answered the hello with something else"),
+        }
+    }
+
+    /// Receives the flows into `pipelines` (one per worker, not running yet) and then, after
+    /// the cut-over, the queues: `[worker][port]`.
+    pub fn receive<B: dataplane::buf::PacketBuf>(
+        &mut self,
+        pipelines: &mut [dataplane::pipeline::Pipeline<B>],
+    ) -> Result<Vec<Vec<ReceivedQueue>>, TakeoverError> {
+        let copy_began = Instant::now();
+        loop {
+            match self.ch.recv().map_err(|e| on_socket(e, "copying the flows"))? {
+                Frame::Flows { worker, flows, gone } => {
+                    self.apply(pipelines, worker, flows, &gone)?;
+                }
+                Frame::Message(Message::Copied) => break,
+                _ => return Err(anyhow!("unexpected message during the copy").into()),
+            }
+        }
+        tracing::info!(
+            flows = self.carried,
+            ms = copy_began.elapsed().as_millis(),
+            "flows copied; cutting over"
+        );
+        self.ch.send(&Message::CutOver)?;
+        self.cut_over = Some(Instant::now());
+        let (queues, locks, admin) = loop {
+            match self.ch.recv().map_err(|e| on_socket(e, "cutting over"))? {
+                Frame::Flows { worker, flows, gone } => {
+                    self.apply(pipelines, worker, flows, &gone)?;
+                }
+                Frame::Message(Message::Queues { queues, locks, admin }) => {
+                    break (queues, locks, admin)
+                }
+                _ => return Err(anyhow!("unexpected message during the cut-over").into()),
+            }
+        };
+        let count: usize = queues.iter().map(Vec::len).sum();
+        let mut fds = self
+            .ch
+            .recv_fds(count + locks + usize::from(admin) + 1)
+            .map_err(|e| on_socket(e, "receiving the descriptors"))?
+            .into_iter();
+        let mut out = Vec::new();
+        for qs in queues {
+            let mut mine = Vec::new();
+            for q in qs {
+                let mut stats = PortStats::default();
+                for (name, v) in q.stats {
+                    stats.set(&name, v);
+                }
+                let fd = fds.next().ok_or_else(|| anyhow!("a queue's descriptor is missing"))?;
+                mine.push(ReceivedQueue { fd, position: q.position.into(), stats });
+            }
+            out.push(mine);
+        }
+        self.locks = fds.by_ref().take(locks).collect();
+        self.admin = if admin { fds.next() } else { None };
+        self.listener = fds.next();
+        match self.ch.recv().map_err(|e| on_socket(e, "waiting for `paused`"))? {
+            Frame::Message(Message::Paused) => Ok(out),
+            _ => Err(anyhow!("expected `paused`").into()),
+        }
+    }
+
+    /// Puts a page of old worker `worker`'s flows into the new worker's table: each replaces
+    /// what the old id held before; `gone` ids' flows are removed.
+    fn apply<B: dataplane::buf::PacketBuf>(
+        &mut self,
+        pipelines: &mut [dataplane::pipeline::Pipeline<B>],
+        worker: usize,
+        flows: Vec<(u32, Flow)>,
+        gone: &[u32],
+    ) -> Result<()> {
+        let (Some(p), Some(ids)) = (pipelines.get_mut(worker), self.ids.get_mut(worker)) else {
+            bail!("flows of worker {worker}, which this weir does not have");
+        };
+        let Some(engine) = p.mesh_mut() else { return Ok(()) };
+        let slot = |ids: &mut Vec<u32>, old: u32| -> usize {
+            let i = usize::try_from(old).unwrap_or(usize::MAX);
+            if i >= ids.len() && i < (1 << 30) {
+                ids.resize(i + 1, NONE);
+            }
+            i
+        };
+        for old in gone.iter().copied().chain(flows.iter().map(|(id, _)| *id)) {
+            let i = slot(ids, old);
+            if let Some(new) = ids.get_mut(i).filter(|n| **n != NONE) {
+                engine.forget(*new);
+                *new = NONE;
+                self.carried = self.carried.saturating_sub(1);
+            }
+        }
+        for (old, flow) in flows {
+            let i = slot(ids, old);
+            match engine.import(flow, 0) {
+                Ok(new) => {
+                    if let Some(s) = ids.get_mut(i) {
+                        *s = new;
+                    }
+                    self.carried += 1;
+                }
+                Err(_) => self.refused += 1,
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells the old weir its workers' successors run. Returns the cut-over time: from the
+    /// old workers' pause to now.
+    pub fn took(&mut self) -> Result<Duration> {
+        let cut = self.cut_over.map_or(Duration::ZERO, |t| t.elapsed());
+        let cut_over_us = u64::try_from(cut.as_micros()).unwrap_or(u64::MAX);
+        self.ch.send(&Message::Took { cut_over_us })?;
+        Ok(cut)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(s: &str, sp: u16, d: &str, dp: u16, proto: u8) -> FlowKey {
+        FlowKey::new(s.parse().unwrap(), sp, d.parse().unwrap(), dp, proto).unwrap()
+    }
+
+    #[test]
+    fn flow_records_round_trip_and_bad_ones_are_refused() {
+        let flows = [
+            Flow {
+                forward: key("198.18.0.2", 40000, "198.18.100.1", 80, 6),
+                reverse: key("198.18.1.2", 8080, "198.18.1.1", 20001, 6),
+                endpoint: 7,
+                mode: Mode::Nat,
+                service: 3,
+                checked: 9,
+                state: FlowState::Established,
+                expires_ns: 3_599_000_000_000,
+            },
+            Flow {
+                forward: key("2001:db8::2", 5000, "2001:db8:100::1", 53, 17),
+                reverse: key("2001:db8:1::2", 53, "2001:db8::2", 5000, 17),
+                endpoint: 1,
+                mode: Mode::Dsr(Encap::Gue { port: 6080 }),
+                service: 0,
+                checked: 0,
+                state: FlowState::Datagram,
+                expires_ns: 12,
+            },
+        ];
+        let mut page = HandoverPage::new();
+        page.flows = vec![(5, flows[0]), (70_000, flows[1])];
+        page.gone = vec![1, 2, 3];
+        let mut body = Vec::new();
+        body.extend_from_slice(&3u16.to_le_bytes());
+        body.extend_from_slice(&2u32.to_le_bytes());
+        body.extend_from_slice(&3u32.to_le_bytes());
+        for (id, f) in &page.flows {
+            encode_flow(&mut body, *id, f);
+        }
+        for id in &page.gone {
+            body.extend_from_slice(&id.to_le_bytes());
+        }
+        assert_eq!(body.len(), 10 + 2 * RECORD_BYTES + 12);
+        let Ok(Frame::Flows { worker, flows: got, gone }) = decode_flows(&body) else {
+            panic!("does not decode");
+        };
+        assert_eq!((worker, gone), (3, vec![1, 2, 3]));
+        // Ids of endpoints, services and generations are each process's own: not carried.
+        for ((id, f), (want_id, want)) in got.iter().zip(&page.flows) {
+            assert_eq!(id, want_id);
+            assert_eq!((f.forward, f.reverse, f.mode), (want.forward, want.reverse, want.mode));
+            assert_eq!((f.state, f.expires_ns), (want.state, want.expires_ns));
+        }
+        // Cut short, a byte too many, an unknown mode: refused, never a panic.
+        assert!(decode_flows(&body[..body.len() - 1]).is_err());
+        let mut longer = body.clone();
+        longer.push(0);
+        assert!(decode_flows(&longer).is_err());
+        let mut bad = body.clone();
+        bad[10 + 4 + 2 + 72] = 9;
+        assert!(decode_flows(&bad).is_err());
+        for n in 0..body.len() {
+            let _ = decode_flows(&body[..n]);
+        }
+    }
+}
