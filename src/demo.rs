@@ -255,6 +255,15 @@ impl Topology {
         Ok(started.elapsed())
     }
 
+    /// Makes `child` (a successor whose predecessor is gone) the running weir.
+    pub fn adopt(&mut self, child: Child) -> Result<()> {
+        if self.child.is_some() {
+            bail!("a weir is running already");
+        }
+        self.child = Some(child);
+        Ok(())
+    }
+
     /// Kills the running weir at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) -> Result<()> {
         let Some(mut c) = self.child.take() else { bail!("weir is not running") };

@@ -90,12 +90,64 @@ enum Message {
         /// `admin`, then this socket's listener.
         locks: usize,
         admin: bool,
+        /// Each worker's counters, by worker.
+        tallies: Vec<WorkerTally>,
+        /// The neighbors each worker learned (address, MAC, port), by worker.
+        neighbors: Vec<Vec<(IpAddr, [u8; 6], u8)>>,
     },
     Paused,
     Took {
         /// From `cut_over` to the new workers running, microseconds.
         cut_over_us: u64,
     },
+}
+
+/// One worker's counters, by name, and its services' by VIP, port and protocol.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct WorkerTally {
+    /// [`dataplane::worker::WorkerCounters`], by name.
+    pub counters: BTreeMap<String, u64>,
+    /// Drops, by reason.
+    pub drops: BTreeMap<String, u64>,
+    /// Each service's counters on this worker.
+    pub services: Vec<ServiceTally>,
+}
+
+/// One service's counters on one worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ServiceTally {
+    /// The service's VIP, port and protocol.
+    pub vip: IpAddr,
+    /// Its port.
+    pub port: u16,
+    /// Its IP protocol.
+    pub proto: u8,
+    /// [`dataplane::mesh::engine::ServiceCounters`], by name.
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// Worker `w`'s counters as it last published them.
+fn tally(running: &crate::run::Running, w: usize) -> WorkerTally {
+    let Some(st) = running.stats.get(w) else { return WorkerTally::default() };
+    let names = |it: &mut dyn Iterator<Item = (&'static dataplane::counters::Info, u64)>| {
+        it.map(|(i, v)| (i.name.to_owned(), v)).collect()
+    };
+    let drops = dataplane::pipeline::DropReason::ALL
+        .iter()
+        .zip(&st.drops)
+        .map(|(r, v)| (r.as_str().to_owned(), v.load(std::sync::atomic::Ordering::Relaxed)))
+        .collect();
+    let services = running
+        .service_counters(w)
+        .into_iter()
+        .map(|(vip, port, proto, t)| ServiceTally {
+            vip,
+            port,
+            proto,
+            counters: names(&mut t.values()),
+        })
+        .collect();
+    WorkerTally { counters: names(&mut st.counters.values()), drops, services }
 }
 
 /// One queue's position and counters.
@@ -522,7 +574,7 @@ fn hand_over(
     for d in desks {
         d.ask(HandoverAsk::Pause);
     }
-    let queues = pump(ch, desks, HandoverStage::Paused)?;
+    let (queues, neighbors) = pump(ch, desks, HandoverStage::Paused)?;
     let mut handed = Vec::new();
     let mut fds = Vec::new();
     for (w, qs) in queues.into_iter().enumerate() {
@@ -539,10 +591,13 @@ fn hand_over(
         handed.push(mine);
     }
     let locks = running.claim_fds();
+    let tallies = (0..desks.len()).map(|w| tally(running, w)).collect();
     ch.send(&Message::Queues {
         queues: handed,
         locks: locks.len(),
         admin: handing.admin.is_some(),
+        tallies,
+        neighbors,
     })?;
     let mut all: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
     all.extend(locks);
@@ -563,16 +618,16 @@ fn hand_over(
     }
 }
 
+/// Each worker's queues (by port) and learned neighbors, as its last page gave them.
+type Paused = (Vec<Vec<Option<dataplane::io::QueueHandover>>>, Vec<Vec<(IpAddr, [u8; 6], u8)>>);
+
 /// Takes the workers' pages and sends them until every worker has reached `stage`; returns
-/// the queues of each worker's last page.
-fn pump(
-    ch: &mut Channel,
-    desks: &[&HandoverDesk],
-    stage: HandoverStage,
-) -> Result<Vec<Vec<Option<dataplane::io::QueueHandover>>>> {
+/// what each worker's last page held besides flows.
+fn pump(ch: &mut Channel, desks: &[&HandoverDesk], stage: HandoverStage) -> Result<Paused> {
     let mut page = HandoverPage::new();
     let mut done = vec![false; desks.len()];
     let mut queues: Vec<_> = desks.iter().map(|_| Vec::new()).collect();
+    let mut neighbors: Vec<_> = desks.iter().map(|_| Vec::new()).collect();
     while done.iter().any(|d| !d) {
         let mut took = false;
         for (w, d) in desks.iter().enumerate() {
@@ -587,6 +642,8 @@ fn pump(
             if reached >= stage {
                 done[w] = true;
                 queues[w] = std::mem::take(&mut page.queues);
+                neighbors[w] =
+                    page.neighbors.drain(..).map(|(ip, mac, port, _)| (ip, mac, port)).collect();
             }
         }
         if !took {
@@ -596,7 +653,7 @@ fn pump(
             std::thread::sleep(Duration::from_micros(100));
         }
     }
-    Ok(queues)
+    Ok((queues, neighbors))
 }
 
 /// Why a takeover did not happen.
@@ -665,6 +722,10 @@ pub struct Taker {
     pub admin: Option<OwnedFd>,
     /// The handover socket's listener.
     pub listener: Option<OwnedFd>,
+    /// The old workers' counters, by worker.
+    pub tallies: Vec<WorkerTally>,
+    /// The neighbors the old workers learned, by worker.
+    pub neighbors: Vec<Vec<(IpAddr, [u8; 6], u8)>>,
 }
 
 impl Taker {
@@ -695,7 +756,19 @@ impl Taker {
             ports: serde_json::to_value(&cfg.ports)?,
             snat_ports: (cfg.mesh.snat_port_first, cfg.mesh.snat_port_last),
         })?;
-        match ch.recv().context("waiting for the running weir's welcome")? {
+        let welcome = match ch.recv() {
+            Ok(f) => f,
+            Err(e) if is_gone(&e) => {
+                tracing::warn!(
+                    "the weir on handover.socket {} went away before answering ({e}): \
+                     starting cold",
+                    h.socket.display()
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(e).context("waiting for the running weir's welcome"),
+        };
+        match welcome {
             Frame::Message(Message::Welcome { pid, flows, .. }) => {
                 tracing::info!(pid, flows, "taking over from the running weir");
                 Ok(Some(Taker {
@@ -708,6 +781,8 @@ impl Taker {
                     locks: Vec::new(),
                     admin: None,
                     listener: None,
+                    tallies: Vec::new(),
+                    neighbors: Vec::new(),
                 }))
             }
             Frame::Message(Message::Refuse { reason }) => {
@@ -745,8 +820,10 @@ impl Taker {
                 Frame::Flows { worker, flows, gone } => {
                     self.apply(pipelines, worker, flows, &gone)?;
                 }
-                Frame::Message(Message::Queues { queues, locks, admin }) => {
-                    break (queues, locks, admin)
+                Frame::Message(Message::Queues { queues, locks, admin, tallies, neighbors }) => {
+                    self.tallies = tallies;
+                    self.neighbors = neighbors;
+                    break (queues, locks, admin);
                 }
                 _ => return Err(anyhow!("unexpected message during the cut-over").into()),
             }

@@ -349,8 +349,11 @@ async fn control(
     for f in weir::host::check(&cfg).iter().filter(|f| f.severity > weir::host::Severity::Ok) {
         tracing::warn!(subject = %f.subject, "host check: {}", f.message);
     }
+    // With a handover socket, a weir that went away just before it answered may still be
+    // letting its interfaces go.
+    let patience = std::time::Duration::from_secs(if cfg.handover.is_some() { 2 } else { 0 });
     let running = match taker.as_mut().map(|t| weir::run::start_taking_over(&cfg, t)) {
-        None => weir::run::start(&cfg)?,
+        None => weir::run::start_within(&cfg, patience)?,
         Some(Ok(r)) => r,
         Some(Err(weir::handover::TakeoverError::OldGone(why))) => {
             tracing::warn!(
@@ -361,7 +364,7 @@ async fn control(
             if let Some(listen) = &admin_listen {
                 listener = Some((weir::admin::bind(listen).await?, listen.clone()));
             }
-            weir::run::start(&cfg)?
+            weir::run::start_within(&cfg, patience)?
         }
         Some(Err(weir::handover::TakeoverError::Failed(e))) => {
             return Err(e.context("taking over from the running weir (it goes on forwarding)"))

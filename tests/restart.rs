@@ -4,17 +4,18 @@
 mod common;
 
 use common::{exe, ready, worker_sum};
-use std::time::Duration;
-use weir::meshdemo::{services_config, MeshRig, VIP};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+use weir::meshdemo::{backend_addr, services_config, Decap, MeshRig, VIP};
 
-/// The rig's configuration with `services` and the handover socket in the rig's directory.
+/// The rig's configuration with `services`, the handover socket and a Unix admin socket in
+/// the rig's directory.
 fn config(rig: &MeshRig, workers: usize, services: &str) -> String {
-    let socket = rig.t.dir().join("handover.sock");
     rig.t.config(
         workers,
         &format!(
-            "handover: {{ socket: {} }}\nadmin: {{ listen: 'unix:{}' }}\n{services}",
-            socket.display(),
+            "handover: {{ socket: {}, timeout_ms: 5000 }}\nadmin: {{ listen: 'unix:{}' }}\n{services}",
+            rig.t.dir().join("handover.sock").display(),
             rig.t.dir().join("admin.sock").display()
         ),
     )
@@ -24,6 +25,21 @@ fn config(rig: &MeshRig, workers: usize, services: &str) -> String {
 fn restart(rig: &mut MeshRig, cfg: &str) -> Duration {
     let next = rig.t.start_successor(&exe(), cfg).unwrap();
     rig.t.took_over(next).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// The running weir's counters, through its admin API.
+fn live_stats(rig: &MeshRig) -> serde_json::Value {
+    let admin = rig.t.dir().join("admin.sock");
+    let out = std::process::Command::new(exe())
+        .args(["ctl", "--admin", &format!("unix:{}", admin.display()), "--json", "stats"])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// How many takeovers the log reports.
+fn takeovers(rig: &MeshRig) -> usize {
+    rig.t.log().matches("took over: the old weir's flows").count()
 }
 
 #[test]
@@ -39,8 +55,11 @@ fn a_curl_loop_across_ten_restarts_loses_no_request() {
          || echo FAIL; done"
     );
     let load = rig.t.client.spawn(&["timeout", "200", "sh", "-c", &script]).unwrap();
-    for _ in 0..10 {
-        std::thread::sleep(Duration::from_millis(300));
+    for i in 0..10 {
+        // The last four back to back: a successor takes over from one that just took over.
+        if i < 6 {
+            std::thread::sleep(Duration::from_millis(400));
+        }
         restart(&mut rig, &cfg);
     }
     let out = load.wait_with_output().unwrap();
@@ -48,7 +67,454 @@ fn a_curl_loop_across_ten_restarts_loses_no_request() {
     let answered = text.lines().filter(|l| l.starts_with('b')).count();
     let log = rig.t.log();
     assert_eq!(answered, 600, "requests lost across restarts\n{text}\n{log}");
-    assert_eq!(log.matches("took over: the old weir's flows").count(), 10, "{log}");
+    assert_eq!(takeovers(&rig), 10, "{log}");
+    // The admin API moved with each: the last weir answers on the same socket.
+    let admin = rig.t.dir().join("admin.sock");
+    let out = std::process::Command::new(exe())
+        .args(["ctl", "--admin", &format!("unix:{}", admin.display()), "stats"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stats = rig.t.stop().unwrap();
-    assert!(worker_sum(&stats, "mesh_forward") > 0, "{stats}");
+    // The counters went on from each predecessor's: every request's flow counted once.
+    assert_eq!(worker_sum(&stats, "flows_opened"), 600, "{stats}");
+}
+
+/// iperf3's JSON report: each interval's bytes, and the error if the test failed.
+fn iperf_intervals(json: &str) -> (Vec<u64>, Option<String>) {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+    let bytes = v["intervals"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|i| i["sum"]["bytes"].as_u64()).collect())
+        .unwrap_or_default();
+    (bytes, v["error"].as_str().map(str::to_owned))
+}
+
+fn check_iperf_across_restarts(mode: &str, dsr: bool) {
+    if !ready(&["ip", "nginx", "iperf3"]) {
+        return;
+    }
+    let mut rig = MeshRig::build(1).unwrap();
+    if dsr {
+        rig.dsr_endpoints(VIP, Decap::IpIp).unwrap();
+    }
+    let services = format!(
+        "services:
+  - {{ name: bulk, vip: {VIP}, port: 5201, protocol: tcp, cluster: bulk, mode: {mode} }}
+clusters:
+  - name: bulk
+    endpoints:
+      - {{ address: {}, port: 5201 }}
+",
+        backend_addr(0)
+    );
+    let cfg = config(&rig, 1, &services);
+    rig.t.start(&exe(), &cfg).unwrap();
+    let mut server = rig.backends[0].ns.spawn(&["iperf3", "-s", "-1"]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let client =
+        rig.t.client.spawn(&["timeout", "40", "iperf3", "-c", VIP, "-t", "20", "-J"]).unwrap();
+    // Two restarts in the middle of the transfer.
+    for at in [5, 12] {
+        std::thread::sleep(Duration::from_secs(if at == 5 { 5 } else { 7 }));
+        restart(&mut rig, &cfg);
+    }
+    let out = client.wait_with_output().unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let json = String::from_utf8_lossy(&out.stdout);
+    let (bytes, error) = iperf_intervals(&json);
+    let log = rig.t.log();
+    assert_eq!(error, None, "{mode}: iperf3 failed\n{log}");
+    assert!(bytes.len() >= 20, "{mode}: {} intervals\n{json}", bytes.len());
+    assert!(bytes.iter().all(|b| *b > 0), "{mode}: an interval without a byte: {bytes:?}\n{log}");
+    assert_eq!(takeovers(&rig), 2, "{log}");
+    let stats = rig.t.stop().unwrap();
+    // The successors carried the connection on without opening it again (the counters go on
+    // from their predecessors').
+    assert!(worker_sum(&stats, "mesh_forward") > 1000, "{stats}");
+    // iperf3's control and data connections, opened once each.
+    assert_eq!(worker_sum(&stats, "flows_opened"), 2, "{mode}: a flow was opened again: {stats}");
+    // Nothing waited for a next hop the old weir had resolved already.
+    assert_eq!(common::drop_count(&stats, "neighbor_queue_full"), 0, "{stats}");
+}
+
+#[test]
+fn iperf3_through_a_nat_service_runs_on_across_restarts() {
+    check_iperf_across_restarts("nat", false);
+}
+
+#[test]
+fn iperf3_through_a_dsr_service_runs_on_across_restarts() {
+    check_iperf_across_restarts("dsr", true);
+}
+
+/// A Python client holding `n` keep-alive HTTP sessions to the VIP: a request on each, then,
+/// once the file `go` exists, another on the same connection. Prints `1 i backend` and
+/// `2 i backend` (or `2 i ERR kind`).
+fn sessions_script(n: usize, go: &std::path::Path) -> String {
+    format!(
+        "import http.client, os, time
+cs = [http.client.HTTPConnection('{VIP}', 80, timeout=5) for _ in range({n})]
+for i, c in enumerate(cs):
+    c.request('GET', '/'); print('1', i, c.getresponse().read().decode().strip(), flush=True)
+t = time.time()
+while not os.path.exists('{}') and time.time() - t < 60: time.sleep(0.05)
+for i, c in enumerate(cs):
+    try:
+        c.request('GET', '/'); print('2', i, c.getresponse().read().decode().strip(), flush=True)
+    except Exception as e:
+        print('2', i, 'ERR', type(e).__name__, flush=True)
+",
+        go.display()
+    )
+}
+
+/// The backends the sessions were on before and after (`ERR …` for a session that failed).
+fn sessions(text: &str) -> (Vec<String>, Vec<String>) {
+    let of = |round: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with(round))
+            .map(|l| l.splitn(3, ' ').nth(2).unwrap_or("").to_owned())
+            .collect()
+    };
+    (of("1 "), of("2 "))
+}
+
+#[test]
+fn fifty_idle_keepalive_connections_answer_after_a_restart() {
+    if !ready(&["ip", "nginx"]) {
+        return;
+    }
+    let mut rig = MeshRig::build(3).unwrap();
+    let cfg = config(&rig, 2, &services_config("nat", "round_robin", &[1, 1, 1]));
+    rig.t.start(&exe(), &cfg).unwrap();
+    let go = rig.t.dir().join("go");
+    let session = rig.t.client.spawn(&[common::PY, "-c", &sessions_script(50, &go)]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while worker_sum(&live_stats(&rig), "flows_opened") < 50 {
+        assert!(Instant::now() < deadline, "the sessions did not open\n{}", rig.t.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Idle while weir restarts.
+    std::thread::sleep(Duration::from_millis(500));
+    restart(&mut rig, &cfg);
+    std::fs::write(&go, "").unwrap();
+    let out = session.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (before, after) = sessions(&text);
+    assert_eq!((before.len(), after.len()), (50, 50), "{text}\n{}", rig.t.log());
+    assert_eq!(before, after, "a session failed or moved across the restart\n{}", rig.t.log());
+    let stats = rig.t.stop().unwrap();
+    assert_eq!(worker_sum(&stats, "resets_sent"), 0, "{stats}");
+}
+
+#[test]
+fn a_new_configuration_comes_with_the_restart() {
+    if !ready(&["ip", "curl", "nginx"]) {
+        return;
+    }
+    for gone in ["drain", "reset"] {
+        let mut rig = MeshRig::build(3).unwrap();
+        let services = |weights: &[u32]| {
+            services_config("nat", "maglev", weights)
+                .replace("policy: maglev", &format!("policy: maglev\n    on_endpoint_gone: {gone}"))
+        };
+        let first = config(&rig, 1, &services(&[1, 1, 1]));
+        // Backend 1 removed, backend 2 reweighted.
+        let second = config(&rig, 1, &services(&[1, 1, 3])).replace(
+            &format!("      - {{ address: {}, port: 80, weight: 1 }}\n", backend_addr(1)),
+            "",
+        );
+        rig.t.start(&exe(), &first).unwrap();
+        let go = rig.t.dir().join("go");
+        let session = rig.t.client.spawn(&[common::PY, "-c", &sessions_script(30, &go)]).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        restart(&mut rig, &second);
+        std::fs::write(&go, "").unwrap();
+        let out = session.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (before, after) = sessions(&text);
+        assert_eq!((before.len(), after.len()), (30, 30), "{text}");
+        assert!(before.iter().any(|b| b == "b1"), "no session on the endpoint that goes");
+        for (a, b) in before.iter().zip(&after) {
+            if a == "b1" && gone == "reset" {
+                assert!(b.starts_with("ERR"), "{gone}: a session on the removed endpoint went on");
+            } else {
+                assert_eq!(a, b, "{gone}: a session changed endpoint or failed\n{}", rig.t.log());
+            }
+        }
+        // New connections follow the new configuration: none to the removed endpoint.
+        let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 40).unwrap();
+        assert_eq!((per[1], failed), (0, 0), "{gone}: {per:?}");
+        rig.t.stop().unwrap();
+    }
+}
+
+#[test]
+fn a_udp_flow_keeps_its_endpoint_across_a_restart() {
+    if !ready(&["ip", "nginx"]) {
+        return;
+    }
+    let mut rig = MeshRig::build(2).unwrap();
+    let services = format!(
+        "services:
+  - {{ name: dns, vip: {VIP}, port: 53, protocol: udp, cluster: dns }}
+clusters:
+  - name: dns
+    policy: round_robin
+    endpoints:
+      - {{ address: {}, port: 5353 }}
+      - {{ address: {}, port: 5353 }}
+",
+        backend_addr(0),
+        backend_addr(1)
+    );
+    let cfg = config(&rig, 1, &services);
+    rig.t.start(&exe(), &cfg).unwrap();
+    let mut servers = Vec::new();
+    for (i, b) in rig.backends.iter().enumerate() {
+        let server = format!(
+            "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('{}', 5353))\nwhile True:\n    d, a = s.recvfrom(2048)\n    s.sendto(b'b{i}', a)\n",
+            b.addr
+        );
+        servers.push(b.ns.spawn(&[common::PY, "-c", &server]).unwrap());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // One socket (one flow): a datagram, then ten more once the file `go` exists. Round-robin
+    // would send a new flow to the other endpoint.
+    let go = rig.t.dir().join("go");
+    let script = format!(
+        "import socket, os, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+def ask():
+    try:
+        s.sendto(b'q', ('{VIP}', 53)); return s.recv(64).decode()
+    except Exception as e:
+        return 'ERR'
+print(ask(), flush=True)
+t = time.time()
+while not os.path.exists('{}') and time.time() - t < 30: time.sleep(0.05)
+for _ in range(10): print(ask(), flush=True)
+",
+        go.display()
+    );
+    let client = rig.t.client.spawn(&[common::PY, "-c", &script]).unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    restart(&mut rig, &cfg);
+    std::fs::write(&go, "").unwrap();
+    let out = client.wait_with_output().unwrap();
+    for mut s in servers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let answers: Vec<&str> = text.lines().collect();
+    assert_eq!(answers.len(), 11, "{text}");
+    assert!(answers[0].starts_with('b'), "{text}");
+    assert!(answers.iter().all(|a| *a == answers[0]), "the flow changed endpoint: {answers:?}");
+    rig.t.stop().unwrap();
+}
+
+#[test]
+fn a_syn_flood_during_a_restart_leaves_established_sessions_and_new_ones_served() {
+    if !ready(&["ip", "curl", "nginx", "hping3"]) {
+        return;
+    }
+    let mut rig = MeshRig::build(1).unwrap();
+    let services = format!(
+        "{}mesh: {{ flows_per_worker: 1024, when_full: evict_embryonic }}
+routes:
+  - {{ prefix: 198.18.128.0/17, port: client_side, via: 198.18.1.2 }}
+",
+        services_config("nat", "maglev", &[1])
+    );
+    let cfg = config(&rig, 1, &services);
+    rig.t.start(&exe(), &cfg).unwrap();
+    let go = rig.t.dir().join("go");
+    let session = rig.t.client.spawn(&[common::PY, "-c", &sessions_script(5, &go)]).unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    // Spoofed SYNs from inside the test's range, bounded in count and time, while weir
+    // restarts twice.
+    let flood = rig
+        .t
+        .client
+        .spawn(&[
+            "timeout",
+            "20",
+            "hping3",
+            "-q",
+            "-S",
+            "-p",
+            "80",
+            "-a",
+            "198.18.200.1",
+            "-c",
+            "8000",
+            "-i",
+            "u400",
+            VIP,
+        ])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    restart(&mut rig, &cfg);
+    std::thread::sleep(Duration::from_millis(500));
+    restart(&mut rig, &cfg);
+    let out = flood.wait_with_output().unwrap();
+    assert!(out.status.success(), "hping3: {}", String::from_utf8_lossy(&out.stderr));
+    // The flood filled the successors' tables too: they evicted its handshakes.
+    let stats = live_stats(&rig);
+    assert!(worker_sum(&stats, "flows_evicted") > 1000, "{stats}");
+    let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 20).unwrap();
+    std::fs::write(&go, "").unwrap();
+    let out = session.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (before, after) = sessions(&text);
+    assert_eq!(before.len(), 5, "{text}");
+    assert_eq!(before, after, "an established session broke: {text}\n{}", rig.t.log());
+    assert_eq!((per[0], failed), (20, 0), "new connections after the flood");
+    rig.t.stop().unwrap();
+}
+
+/// One protocol frame: a kind byte, a 32-bit length, the body.
+fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut f = vec![kind];
+    f.extend_from_slice(&u32::try_from(body.len()).unwrap().to_le_bytes());
+    f.extend_from_slice(body);
+    f
+}
+
+/// Reads frames until a JSON one; returns it.
+fn next_message(s: &mut std::os::unix::net::UnixStream) -> serde_json::Value {
+    loop {
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head).unwrap();
+        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).unwrap();
+        if head[0] == 0 {
+            return serde_json::from_slice(&body).unwrap();
+        }
+    }
+}
+
+/// A hello as a successor with `cfg_text`'s ports would send it, at protocol `version`.
+fn hello(cfg_text: &str, version: u32) -> Vec<u8> {
+    let cfg = weir::config::parse(cfg_text).unwrap();
+    let body = serde_json::json!({
+        "message": "hello",
+        "version": version,
+        "pid": std::process::id(),
+        "workers": cfg.workers.len(),
+        "ports": serde_json::to_value(&cfg.ports).unwrap(),
+        "snat_ports": [cfg.mesh.snat_port_first, cfg.mesh.snat_port_last],
+    });
+    frame(0, &serde_json::to_vec(&body).unwrap())
+}
+
+fn connect(rig: &MeshRig) -> std::os::unix::net::UnixStream {
+    let s = std::os::unix::net::UnixStream::connect(rig.t.dir().join("handover.sock")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+#[test]
+fn a_successor_that_dies_mid_handover_leaves_the_old_weir_forwarding() {
+    if !ready(&["ip", "curl", "nginx"]) {
+        return;
+    }
+    let mut rig = MeshRig::build(2).unwrap();
+    let cfg = config(&rig, 2, &services_config("nat", "maglev", &[1, 1]));
+    rig.t.start(&exe(), &cfg).unwrap();
+    let script = format!(
+        "for i in $(seq 300); do curl -s --max-time 3 -H 'Connection: close' http://{VIP}/ \
+         || echo FAIL; done"
+    );
+    let load = rig.t.client.spawn(&["timeout", "120", "sh", "-c", &script]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // A successor that goes away during the copy, then one that goes away with the old
+    // workers paused (after the queues were handed out): each time the old weir forwards on.
+    for stop_after in ["copied", "queues"] {
+        let mut s = connect(&rig);
+        s.write_all(&hello(&cfg, weir::handover::VERSION)).unwrap();
+        assert_eq!(next_message(&mut s)["message"], "welcome");
+        assert_eq!(next_message(&mut s)["message"], "copied");
+        if stop_after == "queues" {
+            s.write_all(&frame(0, br#"{"message":"cut_over"}"#)).unwrap();
+            assert_eq!(next_message(&mut s)["message"], "queues");
+            // The old workers wait, paused, with frames arriving in their rings.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        drop(s);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rig.t.log().matches("takeover failed, forwarding again").count()
+            < usize::from(stop_after == "queues") + 1
+        {
+            assert!(Instant::now() < deadline, "{}", rig.t.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // And a real successor still takes over after that.
+    restart(&mut rig, &cfg);
+    let out = load.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let answered = text.lines().filter(|l| l.starts_with('b')).count();
+    assert_eq!(answered, 300, "requests lost\n{text}\n{}", rig.t.log());
+    rig.t.stop().unwrap();
+}
+
+#[test]
+fn an_incompatible_successor_is_refused_and_changes_nothing() {
+    if !ready(&["ip", "curl", "nginx"]) {
+        return;
+    }
+    let mut rig = MeshRig::build(1).unwrap();
+    let cfg = config(&rig, 2, &services_config("nat", "maglev", &[1]));
+    rig.t.start(&exe(), &cfg).unwrap();
+    // Another protocol version: refused by its version alone, and the old weir goes on.
+    let mut s = connect(&rig);
+    s.write_all(&hello(&cfg, 999)).unwrap();
+    let answer = next_message(&mut s);
+    assert_eq!(answer["message"], "refuse", "{answer}");
+    assert!(answer["reason"].as_str().unwrap().contains("version 999"), "{answer}");
+    // A successor with one worker instead of two: it says why and exits; nothing changed.
+    let other = config(&rig, 1, &services_config("nat", "maglev", &[1]));
+    let next = rig.t.start_successor(&exe(), &other).unwrap();
+    let out = next.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let log = rig.t.log();
+    assert!(log.contains("refused the takeover") && log.contains("1 workers against 2"), "{log}");
+    let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 20).unwrap();
+    assert_eq!((per[0], failed), (20, 0), "{log}");
+    assert_eq!(takeovers(&rig), 0);
+    rig.t.stop().unwrap();
+}
+
+#[test]
+fn a_successor_whose_predecessor_dies_starts_cold_and_says_so() {
+    if !ready(&["ip", "curl", "nginx"]) {
+        return;
+    }
+    let mut rig = MeshRig::build(1).unwrap();
+    let cfg = config(&rig, 1, &services_config("nat", "maglev", &[1]));
+    rig.t.start(&exe(), &cfg).unwrap();
+    // The old weir hangs (stopped) when its successor asks, and is then killed.
+    let old = rig.t.pid().unwrap();
+    std::process::Command::new("kill").args(["-STOP", &old.to_string()]).status().unwrap();
+    let next = rig.t.start_successor(&exe(), &cfg).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    rig.t.kill().unwrap();
+    let took = rig.t.adopt(next);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rig.t.log().matches("weir running").count() < 2 {
+        assert!(Instant::now() < deadline, "{}", rig.t.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    took.unwrap();
+    let log = rig.t.log();
+    assert!(log.contains("starting cold"), "{log}");
+    let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 20).unwrap();
+    assert_eq!((per[0], failed), (20, 0), "{log}");
+    rig.t.stop().unwrap();
 }

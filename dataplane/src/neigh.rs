@@ -281,6 +281,16 @@ impl NeighborTable {
         Some((n.mac, n.port))
     }
 
+    /// Every learned (not static) entry, with its age at `now_ns`: what a hot restart's next
+    /// weir takes over, so that it need not resolve its next hops again while it forwards.
+    pub fn learned_entries(&self, now_ns: u64) -> Vec<(IpAddr, Mac, u8, u64)> {
+        self.map
+            .iter()
+            .filter(|(_, n)| !n.permanent)
+            .map(|(ip, n)| (*ip, n.mac, n.port, now_ns.saturating_sub(n.confirmed_ns)))
+            .collect()
+    }
+
     /// Records `ip` at `n` as it is, from a trusted source (the configuration, or another
     /// worker that weighed the claim already). Returns whether the table changed (new entry or
     /// new MAC). A permanent entry is never overwritten by a learned one.

@@ -455,6 +455,18 @@ impl<B: PacketBuf> Pipeline<B> {
         self.mesh.as_ref()
     }
 
+    /// The neighbors this pipeline learned, with their ages at `now_ns` (see
+    /// [`NeighborTable::learned_entries`]).
+    pub fn learned_neighbors(&self, now_ns: u64) -> Vec<(IpAddr, crate::neigh::Mac, u8, u64)> {
+        self.neigh.learned_entries(now_ns)
+    }
+
+    /// Takes over a neighbor another weir's worker learned: fresh from this pipeline's clock
+    /// start, so it is resolved again no later than an entry learned now would be.
+    pub fn learn_neighbor(&mut self, ip: IpAddr, mac: crate::neigh::Mac, port: u8) {
+        self.neigh.learn(ip, Neighbor::learned(mac, port, 0));
+    }
+
     /// The mesh engine, if there is one, to change.
     pub fn mesh_mut(&mut self) -> Option<&mut MeshEngine> {
         self.mesh.as_mut()

@@ -232,6 +232,8 @@ pub struct HandoverPage {
     pub gone: Vec<u32>,
     /// Once paused: each port's queue, by port number.
     pub queues: Vec<Option<crate::io::QueueHandover>>,
+    /// Once paused: the neighbors the worker learned (address, MAC, port, age in ns).
+    pub neighbors: Vec<(std::net::IpAddr, crate::neigh::Mac, u8, u64)>,
     /// The stage the worker was in when it filled the page.
     pub stage: HandoverStage,
     /// The worker filled the page and the control thread has not taken it yet.
@@ -285,6 +287,7 @@ impl HandoverDesk {
         std::mem::swap(&mut page.flows, &mut into.flows);
         std::mem::swap(&mut page.gone, &mut into.gone);
         into.queues = std::mem::take(&mut page.queues);
+        into.neighbors = std::mem::take(&mut page.neighbors);
         into.stage = page.stage;
         page.full = false;
         Some(page.stage)
@@ -423,6 +426,48 @@ impl WorkerStats {
         bump(&w.icmp_translated, c.icmp_translated);
         bump(&w.snat_collisions, c.snat_collisions);
         bump(&w.connects_failed_unjudged, c.connects_failed_unjudged);
+    }
+}
+
+/// Sets `pipeline`'s counters, and its mesh's, to those another weir's worker published (a
+/// hot restart), so that they go on counting from there: `value(name)` gives each of
+/// [`WorkerCounters`] by name, `drops(reason)` each drop reason's. The loop's own counters
+/// (polls, cycles, sleeps) and the flow gauge are each process's own.
+pub fn carry_counters<B: crate::buf::PacketBuf>(
+    pipeline: &mut Pipeline<B>,
+    value: impl Fn(&str) -> u64,
+    drops: impl Fn(DropReason) -> u64,
+) {
+    let c = &mut pipeline.counters;
+    for (i, d) in c.drops.iter_mut().enumerate() {
+        if let Some(r) = DropReason::ALL.get(i) {
+            *d = drops(*r);
+        }
+    }
+    c.forwarded = value("forwarded");
+    c.replies = value("replies");
+    c.icmp_errors = value("icmp_errors");
+    c.icmp_rate_limited = value("icmp_rate_limited");
+    c.resolutions_sent = value("resolutions_sent");
+    c.checksums_completed = value("checksums_completed");
+    c.consumed = value("consumed");
+    c.handed_off = value("handed_off");
+    c.neighbor_claims_ignored = value("neighbor_claims_ignored");
+    c.neighbor_probes_sent = value("neighbor_probes_sent");
+    c.resets_sent = value("resets_sent");
+    if let Some(m) = pipeline.mesh_mut() {
+        let c = &mut m.counters;
+        c.flows_opened = value("flows_opened");
+        c.forward = value("mesh_forward");
+        c.reverse = value("mesh_reverse");
+        c.connects_ok = value("connects_ok");
+        c.connects_failed = value("connects_failed");
+        c.icmp_translated = value("icmp_translated");
+        c.snat_collisions = value("snat_collisions");
+        c.connects_failed_unjudged = value("connects_failed_unjudged");
+        let f = &mut m.flows_mut().stats;
+        f.expired = value("flows_expired");
+        f.evicted = value("flows_evicted");
     }
 }
 
@@ -973,6 +1018,12 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
                 HandoverStage::Copying => HandoverStage::Copied,
                 _ => {
                     page.queues = self.ports.iter().map(PacketIo::handover).collect();
+                    page.neighbors = self.pipeline.learned_neighbors(now);
+                    // The counters as they stand: the next weir goes on from them.
+                    if let Some(m) = self.pipeline.mesh_mut() {
+                        m.flush_counts();
+                    }
+                    self.publish();
                     HandoverStage::Paused
                 }
             };

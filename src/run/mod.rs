@@ -7,7 +7,7 @@ pub mod report;
 mod start;
 
 pub use report::{first_difference, mesh_changes, mesh_lines, report_text, RuntimeCounters};
-pub use start::{start, start_taking_over, NativeQueue};
+pub use start::{start, start_taking_over, start_within, NativeQueue};
 
 use crate::config::Config;
 use crate::translate::{mesh_snapshot_with, outlier_settings};
@@ -294,6 +294,22 @@ impl Running {
     /// The mesh the workers use.
     pub fn mesh_snapshot(&self) -> Arc<MeshSnapshot> {
         self.mesh.load()
+    }
+
+    /// Worker `w`'s counters of each service: its VIP, port, protocol and counters.
+    pub fn service_counters(
+        &self,
+        w: usize,
+    ) -> Vec<(std::net::IpAddr, u16, u8, dataplane::mesh::engine::ServiceTotals)> {
+        let Some(share) = self.mesh.workers.get(w) else { return Vec::new() };
+        let snap = self.mesh.load();
+        snap.service_list
+            .iter()
+            .filter_map(|s| {
+                let c = share.services.get(usize::try_from(s.id).ok()?)?;
+                Some((s.vip, s.port, s.proto, c.snapshot()))
+            })
+            .collect()
     }
 
     /// The interface locks this weir holds, to hand to the one that takes over.

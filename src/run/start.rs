@@ -86,7 +86,23 @@ impl PacketIo for NativeQueue {
 /// Starts the workers. Returns once every queue is open and every worker is running. Refuses
 /// to start on an interface another weir holds (see [`crate::claim`]).
 pub fn start(cfg: &Config) -> Result<Running> {
-    let claims = crate::claim::claim(&crate::config::host_interfaces(cfg))?;
+    start_within(cfg, std::time::Duration::ZERO)
+}
+
+/// [`start`], waiting up to `patience` for interfaces another weir holds to be let go: the
+/// weir a takeover failed against has just died, and the kernel is closing its files.
+pub fn start_within(cfg: &Config, patience: std::time::Duration) -> Result<Running> {
+    let deadline = std::time::Instant::now() + patience;
+    let claims = loop {
+        match crate::claim::claim(&crate::config::host_interfaces(cfg)) {
+            Ok(c) => break c,
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::debug!("{e:#}: trying again");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let mut running = match cfg.ports.first().map(|p| p.backend) {
         Some(Backend::Dpdk) => start_dpdk(cfg),
         _ => start_native(cfg),
@@ -209,6 +225,35 @@ pub fn start_taking_over(
     }
     let mut prepared = prepare_workers::<PoolBuf>(cfg, &macs)?;
     let received = taker.receive(&mut prepared.pipelines)?;
+    // Next hops need not be resolved again: the frames that wait on it would be late or lost.
+    for (p, ns) in prepared.pipelines.iter_mut().zip(&taker.neighbors) {
+        for &(ip, mac, port) in ns {
+            p.learn_neighbor(ip, mac, port);
+        }
+    }
+    // The counters go on from the old workers'.
+    let snap = prepared.mesh.load();
+    for (w, t) in taker.tallies.iter().enumerate() {
+        let Some(p) = prepared.pipelines.get_mut(w) else { continue };
+        let of = |m: &std::collections::BTreeMap<String, u64>, k: &str| m.get(k).copied();
+        dataplane::worker::carry_counters(
+            p,
+            |name| of(&t.counters, name).unwrap_or(0),
+            |r| of(&t.drops, r.as_str()).unwrap_or(0),
+        );
+        let Some(share) = prepared.mesh.workers.get(w) else { continue };
+        for s in &t.services {
+            let Some((_, svc)) = snap.service(s.vip, s.port, s.proto) else { continue };
+            let Some(c) = share.services.get(usize::try_from(svc.id).unwrap_or(usize::MAX)) else {
+                continue;
+            };
+            let mut v = dataplane::mesh::engine::ServiceTotals::default();
+            for (name, n) in &s.counters {
+                v.set(name, *n);
+            }
+            c.publish(&v);
+        }
+    }
     // By port, then worker, as the ports are opened.
     let mut by_port: Vec<Vec<crate::handover::ReceivedQueue>> =
         cfg.ports.iter().map(|_| Vec::new()).collect();
