@@ -92,6 +92,13 @@ pub fn claim(names: &[(String, bool)]) -> Result<InterfaceClaims> {
     Ok(InterfaceClaims { _files: files })
 }
 
+/// The pid the lock of interface `name` names (the weir that holds it, or held it last), if
+/// its file says one.
+pub fn holder(name: &str, global: bool) -> Option<u32> {
+    let path = lock_dir(global).ok()?.join(file_name(name));
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
 impl InterfaceClaims {
     /// The lock files, to hand to the weir that takes over (a lock belongs to the open file,
     /// so it stays held while either process has it open).

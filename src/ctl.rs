@@ -45,6 +45,17 @@ pub enum Command {
     Config,
     /// Reload the configuration file (needs the token).
     Reload,
+    /// Hot restart: start a new weir on the configuration (`-c`, which must set
+    /// `handover.socket`) that takes over from the running one, flows and all; wait until it
+    /// has. The new weir's output goes where this command's goes, or to `--log`.
+    Restart {
+        /// Append the new weir's output to this file.
+        #[arg(long)]
+        log: Option<std::path::PathBuf>,
+        /// The new weir's `--stats-json`.
+        #[arg(long)]
+        stats_json: Option<std::path::PathBuf>,
+    },
     /// Change the log filter, e.g. `debug` or `weir=debug` (needs the token).
     Logging {
         /// The filter.
@@ -160,6 +171,7 @@ pub fn run(target: &Target, cmd: &Command, json: bool) -> Result<String> {
         Command::Ready => ("GET", "/ready".into()),
         Command::Drain => ("POST", "/drain".into()),
         Command::Health { state } => ("POST", format!("/healthcheck/{state}")),
+        Command::Restart { .. } => bail!("`restart` does not ask the admin API: see `restart`"),
         Command::Capture {
             port,
             direction,
@@ -218,8 +230,69 @@ pub fn run(target: &Target, cmd: &Command, json: bool) -> Result<String> {
                 "readiness restored".into()
             }
         }
-        Command::Capture { .. } => body,
+        Command::Capture { .. } | Command::Restart { .. } => body,
     })
+}
+
+/// `weir ctl restart`: starts `exe run -c config` (the new weir, in its own session, its output
+/// to `log` or this process's), and waits until it holds the interfaces the running weir held
+/// and that one has exited. Returns what to print.
+pub fn restart(
+    exe: &Path,
+    config: &Path,
+    log: Option<&Path>,
+    stats_json: Option<&Path>,
+) -> Result<String> {
+    use std::os::unix::process::CommandExt;
+    let cfg = crate::config::load(config)?;
+    let Some(h) = &cfg.handover else {
+        bail!("{}: no `handover` section: a restart would lose every flow", config.display())
+    };
+    let interfaces = crate::config::host_interfaces(&cfg);
+    let Some((first, global)) = interfaces.first() else { bail!("the configuration has no ports") };
+    let holder = || crate::claim::holder(first, *global);
+    // Running, not a zombie its parent has yet to reap.
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().to_owned()))
+            .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+    };
+    let Some(old) = holder().filter(|p| alive(*p)) else {
+        bail!("no weir holds `{first}`: nothing to take over from (start one with `weir run`)")
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("run").arg("-c").arg(config).stdin(std::process::Stdio::null()).process_group(0);
+    if let Some(p) = stats_json {
+        cmd.arg("--stats-json").arg(p);
+    }
+    if let Some(p) = log {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .with_context(|| format!("--log {}", p.display()))?;
+        cmd.stdout(f.try_clone()?).stderr(f);
+    }
+    let mut child = cmd.spawn().context("starting the new weir")?;
+    let pid = child.id();
+    let deadline = std::time::Instant::now()
+        + std::time::Duration::from_millis(h.timeout_ms)
+        + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "the new weir exited ({status}) without taking over: pid {old} goes on forwarding"
+            );
+        }
+        if holder() == Some(pid) && !alive(old) {
+            return Ok(format!("weir pid {pid} took over from pid {old}"));
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("the new weir (pid {pid}) has not taken over from pid {old} in time");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Why the API refused: its JSON `error`, or the body as it is.

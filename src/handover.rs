@@ -10,7 +10,9 @@
 //! 2. The copy: each old worker copies its flow table out a page at a time between bursts,
 //!    forwarding all the while, and notes which records change from then on. Pages go over as
 //!    `flows` frames (binary records: keys, mode, state, nanoseconds left) and the new weir
-//!    puts them into its own workers' tables, which are not running yet. `copied` ends it.
+//!    puts them into its own workers' tables, which are not running yet. Then, still
+//!    forwarding, the records that changed during the copy go over the same way. `copied`
+//!    ends it.
 //! 3. The cut-over: the new weir sends `cut_over`; the old workers stop receiving (frames wait
 //!    in the queues' rings), hand out what changed since the copy (flows again, and the ids of
 //!    those that left), then each queue's position. The old weir sends `queues` and, over
@@ -565,6 +567,12 @@ fn hand_over(
         d.ask(HandoverAsk::Copy);
     }
     pump(ch, desks, HandoverStage::Copied)?;
+    // What changed during the copy goes over while the workers still forward, so that the
+    // pause has only what changes during this pass left to hand out.
+    for d in desks {
+        d.ask(HandoverAsk::CatchUp);
+    }
+    pump(ch, desks, HandoverStage::CaughtUp)?;
     ch.send(&Message::Copied)?;
     match ch.recv().context("waiting for the cut-over")? {
         Frame::Message(Message::CutOver) => {}

@@ -197,6 +197,14 @@ fn main() {
                 weir::footprint::Footprint::of(&c).describe()
             ));
         }),
+        Cmd::Ctl { config, what: weir::ctl::Command::Restart { log, stats_json }, .. } => {
+            let exe = std::env::current_exe().context("finding weir's own binary");
+            exe.and_then(|exe| {
+                let config = config.context("`restart` needs the configuration: -c FILE")?;
+                weir::ctl::restart(&exe, &config, log.as_deref(), stats_json.as_deref())
+            })
+            .map(|out| print_out(&format!("{out}\n")))
+        }
         Cmd::Ctl { config, admin, token_file, json, what } => {
             weir::ctl::Target::find(admin.as_deref(), token_file.as_deref(), config.as_deref())
                 .and_then(|t| weir::ctl::run(&t, &what, json))
@@ -346,7 +354,10 @@ async fn control(
     };
     let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut seen = mtime(path);
-    for f in weir::host::check(&cfg).iter().filter(|f| f.severity > weir::host::Severity::Ok) {
+    // Taking over, the interfaces are the running weir's until it hands them over.
+    let findings = weir::host::check(&cfg);
+    let relevant = findings.iter().filter(|f| taker.is_none() || f.subject != "interfaces");
+    for f in relevant.filter(|f| f.severity > weir::host::Severity::Ok) {
         tracing::warn!(subject = %f.subject, "host check: {}", f.message);
     }
     // With a handover socket, a weir that went away just before it answered may still be
@@ -429,10 +440,6 @@ async fn control(
     tracing::info!(workers, ports, services, "weir running");
     for line in weir::run::mesh_lines(&ctl.config()) {
         tracing::info!("{line}");
-    }
-    if taker.is_some() {
-        // Under systemd, this process is the service's main one from now on.
-        notify(&[sd_notify::NotifyState::MainPid(std::process::id())]);
     }
     drop(taker);
     notify(&[sd_notify::NotifyState::Ready]);

@@ -518,3 +518,75 @@ fn a_successor_whose_predecessor_dies_starts_cold_and_says_so() {
     assert_eq!((per[0], failed), (20, 0), "{log}");
     rig.t.stop().unwrap();
 }
+
+/// Ends a process this test started through `weir ctl restart` (not the test's child) if the
+/// test fails before it did.
+struct EndOnDrop(u32);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn weir_ctl_restart_starts_a_successor_and_waits_until_it_took_over() {
+    if !ready(&["ip", "curl", "nginx"]) {
+        return;
+    }
+    let mut rig = MeshRig::build(1).unwrap();
+    let cfg = config(&rig, 1, &services_config("nat", "maglev", &[1]));
+    rig.t.start(&exe(), &cfg).unwrap();
+    let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 10).unwrap();
+    assert_eq!((per[0], failed), (10, 0));
+    let old = rig.t.pid().unwrap();
+    let dir = rig.t.dir().to_path_buf();
+    let stats = dir.join("after.json");
+    let (exe, yaml, log) = (exe(), dir.join("weir.yaml"), dir.join("weir.log"));
+    let args = [
+        exe.to_str().unwrap(),
+        "ctl",
+        "-c",
+        yaml.to_str().unwrap(),
+        "restart",
+        "--log",
+        log.to_str().unwrap(),
+        "--stats-json",
+        stats.to_str().unwrap(),
+    ];
+    let out = rig.t.weir.run(&args).unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        out.status.success(),
+        "{said} {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        rig.t.log()
+    );
+    let pid: u32 = said
+        .strip_prefix("weir pid ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{said}"));
+    let _end = EndOnDrop(pid);
+    assert!(said.ends_with(&format!("took over from pid {old}")), "{said}");
+    // The old weir is gone (reaped here: it was this test's child).
+    rig.t.kill().unwrap();
+    let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 10).unwrap();
+    assert_eq!((per[0], failed), (10, 0), "{}", rig.t.log());
+    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "the new weir did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    assert_eq!(worker_sum(&after, "flows_opened"), 20, "{after}");
+    // Without a weir to take over from, it says so.
+    let out = rig.t.weir.run(&args).unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to take over from"));
+}

@@ -197,6 +197,9 @@ pub enum HandoverAsk {
     Nothing = 0,
     /// Copy the flow table out, page by page, while forwarding, and note what changes.
     Copy = 1,
+    /// Hand out what changed since the copy began, still forwarding (and noting what changes
+    /// meanwhile): the pause then has only that much left to hand out.
+    CatchUp = 4,
     /// Stop receiving, hand out what changed since the copy began, then each queue's
     /// descriptor and position, and wait.
     Pause = 2,
@@ -214,6 +217,10 @@ pub enum HandoverStage {
     Copying,
     /// The whole table copied; forwarding, noting changes.
     Copied,
+    /// Handing out what changed during the copy, forwarding.
+    CatchingUp,
+    /// What changed during the copy handed out; forwarding, noting changes.
+    CaughtUp,
     /// Not receiving; handing out the changes.
     Pausing,
     /// Not receiving; everything handed out (the page's `queues` say where the queues stand).
@@ -298,6 +305,7 @@ impl HandoverDesk {
             1 => HandoverAsk::Copy,
             2 => HandoverAsk::Pause,
             3 => HandoverAsk::Resume,
+            4 => HandoverAsk::CatchUp,
             _ => HandoverAsk::Nothing,
         }
     }
@@ -949,7 +957,17 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
                 self.handover = HandoverStage::Copying;
                 self.handover_cursor = 0;
             }
-            (HandoverAsk::Pause, HandoverStage::Copying | HandoverStage::Copied) => {
+            (HandoverAsk::CatchUp, HandoverStage::Copied) => {
+                self.handover = HandoverStage::CatchingUp;
+                self.handover_cursor = 0;
+            }
+            (
+                HandoverAsk::Pause,
+                HandoverStage::Copying
+                | HandoverStage::Copied
+                | HandoverStage::CatchingUp
+                | HandoverStage::CaughtUp,
+            ) => {
                 self.handover = HandoverStage::Pausing;
                 self.handover_cursor = 0;
             }
@@ -969,7 +987,10 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
             }
             _ => {}
         }
-        if !matches!(self.handover, HandoverStage::Copying | HandoverStage::Pausing) {
+        if !matches!(
+            self.handover,
+            HandoverStage::Copying | HandoverStage::CatchingUp | HandoverStage::Pausing
+        ) {
             return;
         }
         let Ok(mut page) = desk.page.try_lock() else { return };
@@ -1016,6 +1037,7 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
         if walked {
             self.handover = match self.handover {
                 HandoverStage::Copying => HandoverStage::Copied,
+                HandoverStage::CatchingUp => HandoverStage::CaughtUp,
                 _ => {
                     page.queues = self.ports.iter().map(PacketIo::handover).collect();
                     page.neighbors = self.pipeline.learned_neighbors(now);

@@ -294,6 +294,12 @@ pub fn start_taking_over(
     let spawned = prepared
         .spawn(cfg, queues, move |_| Ok((PoolCache::new(pool), Box::new(()) as Box<dyn Any>)))?;
     let claims = crate::claim::InterfaceClaims::adopt(std::mem::take(&mut taker.locks));
+    // Under systemd this process is the service's main one from now on, and says so before
+    // the old one may exit (the unit needs `NotifyAccess=all`).
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::MainPid(std::process::id())])
+    {
+        tracing::warn!("telling systemd: {e}");
+    }
     let cut = taker.took()?;
     tracing::info!(
         from_pid = taker.old_pid,

@@ -659,7 +659,7 @@ impl FlowTable {
         let idx = usize::try_from(id).unwrap_or(0);
         self.next_birth = self.next_birth.wrapping_add(1);
         self.born[idx] = self.next_birth;
-        if flow.state == FlowState::SynSent && self.embryonic.len() < self.embryonic.capacity() {
+        if flow.state.is_handshake() && self.embryonic.len() < self.embryonic.capacity() {
             self.embryonic.push_back((id, self.next_birth));
         }
         self.place(flow.forward.table_hash(self.seed), id << 1);
@@ -991,6 +991,65 @@ mod tests {
         assert!(t.lookup(&flow(1, FlowState::SynSent).forward, 3, &mut none()).is_some());
         assert!(evicted.iter().all(|(_, r)| *r == Removal::Evicted));
         assert_eq!(t.stats.evicted, u64::try_from(evicted.len()).unwrap());
+    }
+
+    #[test]
+    fn changes_are_noted_while_tracked_and_a_carried_flow_keeps_its_time_left() {
+        let to =
+            FlowTimeouts { syn_ns: 10, established_ns: 1000, closing_ns: 50, datagram_ns: 300 };
+        let mut t = FlowTable::new(200, to, WhenFull::DropNew);
+        let ids: Vec<u32> = (0..100)
+            .map(|n| t.insert(flow(n, FlowState::Datagram), 0, &mut none()).unwrap())
+            .collect();
+        t.track_changes(true);
+        // Touched, removed, inserted: each noted once; the rest not at all.
+        t.touch(ids[3], Direction::Forward, 0, 100);
+        t.remove(ids[7], &mut none());
+        let new = t.insert(flow(500, FlowState::SynSent), 100, &mut none()).unwrap();
+        let mut seen = Vec::new();
+        let mut cursor = 0;
+        while !t.drain_changes(&mut cursor, 1, 150, &mut |id, f| seen.push((id, f))) {}
+        seen.sort_by_key(|(id, _)| *id);
+        // The new flow took the removed one's record: it is handed out once, as it is now
+        // (the receiver replaces what the record held with it).
+        assert_eq!(new, ids[7]);
+        assert_eq!(seen.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [ids[3], ids[7]]);
+        for (id, f) in &seen {
+            if *id == ids[7] {
+                assert_eq!(f.map(|f| f.state), Some(FlowState::SynSent));
+            } else if *id == ids[3] {
+                // Touched at 100 with a 300 ns timeout: 250 left at 150.
+                assert_eq!(f.map(|f| f.expires_ns), Some(250));
+            }
+        }
+        // A removal alone is handed out as gone.
+        t.remove(ids[9], &mut none());
+        let mut gone = Vec::new();
+        cursor = 0;
+        t.drain_changes(&mut cursor, usize::MAX, 150, &mut |id, f| gone.push((id, f.is_none())));
+        assert_eq!(gone, [(ids[9], true)]);
+        // Handed out once: the map is clear again.
+        let mut again = 0;
+        cursor = 0;
+        t.drain_changes(&mut cursor, usize::MAX, 150, &mut |_, _| again += 1);
+        assert_eq!(again, 0);
+        // Another table takes it over with the time it had left, from its own clock.
+        let mut other = FlowTable::new(200, to, WhenFull::DropNew);
+        let carried = t.carried(ids[3], 150).unwrap();
+        let id = other.import(carried, 10_000).unwrap();
+        assert_eq!(other.get(id).unwrap().expires_ns, 10_250);
+        assert_eq!(
+            other.lookup(&carried.forward, 10_249, &mut none()),
+            Some((id, Direction::Forward))
+        );
+        assert_eq!(other.import(carried, 10_000), Err(InsertError::Exists));
+        // A handshake taken over can still be evicted for new flows.
+        let mut small = FlowTable::new(1, to, WhenFull::EvictEmbryonic);
+        let mut answered = flow(600, FlowState::SynReceived);
+        answered.expires_ns = 5;
+        small.import(answered, 0).unwrap();
+        assert!(small.insert(flow(601, FlowState::SynSent), 1, &mut none()).is_ok());
+        assert_eq!(small.stats.evicted, 1);
     }
 
     proptest! {
