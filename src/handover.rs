@@ -36,7 +36,7 @@ use dataplane::mesh::model::{Encap, Mode};
 use dataplane::worker::{HandoverAsk, HandoverDesk, HandoverPage, HandoverStage};
 use serde::{Deserialize, Serialize};
 use stack::FlowKey;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -60,9 +60,6 @@ const RECORD_BYTES: usize = 4 + 1 + 1 + 36 + 36 + 1 + 2 + 1 + 8;
 /// Descriptors per `SCM_RIGHTS` message (the kernel takes at most 253).
 const FDS_PER_MESSAGE: usize = 200;
 
-/// No record in the new table (in the map from the old worker's ids).
-const NONE: u32 = u32::MAX;
-
 /// A control message.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "message", rename_all = "snake_case")]
@@ -82,6 +79,9 @@ enum Message {
         version: u32,
         pid: u32,
         flows: u64,
+        /// The watchdog systemd expects of the service, microseconds (`WATCHDOG_USEC`), for
+        /// the new weir to feed once it is the main process.
+        watchdog_usec: Option<u64>,
     },
     Copied,
     CutOver,
@@ -98,10 +98,38 @@ enum Message {
         neighbors: Vec<Vec<(IpAddr, [u8; 6], u8)>>,
     },
     Paused,
+    /// The new weir has mapped the rings and will start its workers once the old one
+    /// commits.
     Took {
-        /// From `cut_over` to the new workers running, microseconds.
+        /// From `cut_over` to now, microseconds.
         cut_over_us: u64,
     },
+    /// The old weir commits: it will not forward again. (Before this, a failure makes it
+    /// resume: it sends `resumed` if it can.)
+    Done,
+    /// The old weir gave up and forwards again.
+    Resumed,
+    /// The new weir's workers run and systemd was told: the old one may exit.
+    Running,
+}
+
+/// The longest the old workers stay paused: past it they resume (forwarding stops while they
+/// are paused, so a stalled successor must not hold them long).
+const CUT_OVER_MAX: Duration = Duration::from_secs(2);
+
+/// The most interface locks a handover carries.
+const MAX_LOCKS: usize = 256;
+
+/// The watchdog period systemd set for this process, microseconds, as sd_watchdog_enabled(3)
+/// reads it.
+pub fn watchdog_usec() -> Option<u64> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok().filter(|&u| u > 0)?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok() != Some(std::process::id()) {
+            return None;
+        }
+    }
+    Some(usec)
 }
 
 /// One worker's counters, by name, and its services' by VIP, port and protocol.
@@ -545,12 +573,23 @@ pub fn give(
         version: VERSION,
         pid: std::process::id(),
         flows: running.flows(),
+        watchdog_usec: watchdog_usec(),
     })?;
     let desks: Vec<&HandoverDesk> = running.stats.iter().map(|s| &s.handover).collect();
     let handed = hand_over(&mut ch, running, &desks, handing);
     if let Err(e) = &handed {
+        // The successor is told (if it still listens) before the workers forward again: it
+        // must not start its own on the same queues.
+        ch.deadline = Instant::now() + Duration::from_secs(1);
+        let _ = ch.send(&Message::Resumed);
+        drop(ch);
         for d in &desks {
             d.ask(HandoverAsk::Resume);
+        }
+        // Back to forwarding before another successor may ask.
+        let until = Instant::now() + Duration::from_secs(5);
+        while desks.iter().any(|d| d.stage() != HandoverStage::Serving) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
         }
         tracing::warn!(pid, "takeover failed, forwarding again: {e:#}");
     }
@@ -579,6 +618,7 @@ fn hand_over(
         _ => bail!("expected the cut-over"),
     }
     let paused_at = Instant::now();
+    ch.deadline = ch.deadline.min(paused_at + CUT_OVER_MAX);
     for d in desks {
         d.ask(HandoverAsk::Pause);
     }
@@ -615,15 +655,21 @@ fn hand_over(
     ch.send(&Message::Paused)?;
     match ch.recv().context("waiting for the new weir to take over")? {
         Frame::Message(Message::Took { cut_over_us }) => {
+            // The commit: from here on this weir never forwards again.
+            ch.send(&Message::Done)?;
             tracing::info!(
                 cut_over_us,
                 paused_ms = paused_at.elapsed().as_millis(),
                 "the new weir took over"
             );
-            Ok(())
         }
         _ => bail!("expected `took`"),
     }
+    // Until the new weir runs and told systemd it is the main process (or goes away): an exit
+    // before would look like the service's end.
+    ch.deadline = Instant::now() + Duration::from_secs(2);
+    let _ = ch.recv();
+    Ok(())
 }
 
 /// Each worker's queues (by port) and learned neighbors, as its last page gave them.
@@ -717,8 +763,10 @@ pub struct Taker {
     ch: Channel,
     /// The old weir's pid.
     pub old_pid: u32,
-    /// By worker: the old table's ids to the new table's.
-    ids: Vec<Vec<u32>>,
+    /// By worker: the old table's ids to the new table's, and back.
+    ids: Vec<(HashMap<u32, u32>, HashMap<u32, u32>)>,
+    /// The watchdog systemd expects of the service, microseconds (from the old weir).
+    pub watchdog_usec: Option<u64>,
     cut_over: Option<Instant>,
     /// Flows taken over, and flows that could not be (the new table was full).
     pub carried: u64,
@@ -777,12 +825,13 @@ impl Taker {
             Err(e) => return Err(e).context("waiting for the running weir's welcome"),
         };
         match welcome {
-            Frame::Message(Message::Welcome { pid, flows, .. }) => {
+            Frame::Message(Message::Welcome { pid, flows, watchdog_usec, .. }) => {
                 tracing::info!(pid, flows, "taking over from the running weir");
                 Ok(Some(Taker {
                     ch,
                     old_pid: pid,
-                    ids: vec![Vec::new(); cfg.workers.len()],
+                    ids: (0..cfg.workers.len()).map(|_| Default::default()).collect(),
+                    watchdog_usec,
                     cut_over: None,
                     carried: 0,
                     refused: 0,
@@ -821,7 +870,7 @@ impl Taker {
             ms = copy_began.elapsed().as_millis(),
             "flows copied; cutting over"
         );
-        self.ch.send(&Message::CutOver)?;
+        self.send(&Message::CutOver, "cutting over")?;
         self.cut_over = Some(Instant::now());
         let (queues, locks, admin) = loop {
             match self.ch.recv().map_err(|e| on_socket(e, "cutting over"))? {
@@ -837,6 +886,13 @@ impl Taker {
             }
         };
         let count: usize = queues.iter().map(Vec::len).sum();
+        if queues.len() != self.ids.len() || locks > MAX_LOCKS {
+            return Err(anyhow!(
+                "the running weir hands over {} workers' queues and {locks} locks",
+                queues.len()
+            )
+            .into());
+        }
         let mut fds = self
             .ch
             .recv_fds(count + locks + usize::from(admin) + 1)
@@ -865,7 +921,8 @@ impl Taker {
     }
 
     /// Puts a page of old worker `worker`'s flows into the new worker's table: each replaces
-    /// what the old id held before; `gone` ids' flows are removed.
+    /// what its old id held before (and any flow that holds one of its keys: the old table
+    /// moved it, and says where in this page or a later one); `gone` ids' flows are removed.
     fn apply<B: dataplane::buf::PacketBuf>(
         &mut self,
         pipelines: &mut [dataplane::pipeline::Pipeline<B>],
@@ -873,32 +930,40 @@ impl Taker {
         flows: Vec<(u32, Flow)>,
         gone: &[u32],
     ) -> Result<()> {
-        let (Some(p), Some(ids)) = (pipelines.get_mut(worker), self.ids.get_mut(worker)) else {
+        let (Some(p), Some((to_new, to_old))) =
+            (pipelines.get_mut(worker), self.ids.get_mut(worker))
+        else {
             bail!("flows of worker {worker}, which this weir does not have");
         };
         let Some(engine) = p.mesh_mut() else { return Ok(()) };
-        let slot = |ids: &mut Vec<u32>, old: u32| -> usize {
-            let i = usize::try_from(old).unwrap_or(usize::MAX);
-            if i >= ids.len() && i < (1 << 30) {
-                ids.resize(i + 1, NONE);
+        // Removes the flow at new id `new` and its mapping.
+        fn forget(
+            engine: &mut dataplane::mesh::engine::MeshEngine,
+            (to_new, to_old): (&mut HashMap<u32, u32>, &mut HashMap<u32, u32>),
+            new: u32,
+            carried: &mut u64,
+        ) {
+            if let Some(old) = to_old.remove(&new) {
+                to_new.remove(&old);
             }
-            i
-        };
+            engine.forget(new);
+            *carried = carried.saturating_sub(1);
+        }
         for old in gone.iter().copied().chain(flows.iter().map(|(id, _)| *id)) {
-            let i = slot(ids, old);
-            if let Some(new) = ids.get_mut(i).filter(|n| **n != NONE) {
-                engine.forget(*new);
-                *new = NONE;
-                self.carried = self.carried.saturating_sub(1);
+            if let Some(new) = to_new.get(&old).copied() {
+                forget(engine, (to_new, to_old), new, &mut self.carried);
             }
         }
         for (old, flow) in flows {
-            let i = slot(ids, old);
+            for key in [flow.forward, flow.reverse] {
+                if let Some(new) = engine.flow_id(&key) {
+                    forget(engine, (to_new, to_old), new, &mut self.carried);
+                }
+            }
             match engine.import(flow, 0) {
                 Ok(new) => {
-                    if let Some(s) = ids.get_mut(i) {
-                        *s = new;
-                    }
+                    to_new.insert(old, new);
+                    to_old.insert(new, old);
                     self.carried += 1;
                 }
                 Err(_) => self.refused += 1,
@@ -907,13 +972,40 @@ impl Taker {
         Ok(())
     }
 
-    /// Tells the old weir its workers' successors run. Returns the cut-over time: from the
-    /// old workers' pause to now.
-    pub fn took(&mut self) -> Result<Duration> {
+    /// Asks the old weir to commit: after this returns `Ok`, it will never forward again and
+    /// the new workers may start. Returns the time from the cut-over to now.
+    pub fn took(&mut self) -> Result<Duration, TakeoverError> {
         let cut = self.cut_over.map_or(Duration::ZERO, |t| t.elapsed());
         let cut_over_us = u64::try_from(cut.as_micros()).unwrap_or(u64::MAX);
-        self.ch.send(&Message::Took { cut_over_us })?;
-        Ok(cut)
+        self.send(&Message::Took { cut_over_us }, "committing")?;
+        match self.ch.recv() {
+            Ok(Frame::Message(Message::Done)) => Ok(cut),
+            Ok(Frame::Message(Message::Resumed)) => {
+                Err(anyhow!("the running weir gave up the takeover and forwards again").into())
+            }
+            Ok(_) => Err(anyhow!("expected `done`").into()),
+            // Gone without a word after `paused`: it died, and forwards nothing. Go on.
+            Err(e) if is_gone(&e) => Ok(cut),
+            Err(e) => Err(anyhow!("committing: {e}").into()),
+        }
+    }
+
+    /// Time since the cut-over began.
+    pub fn cut_over_elapsed(&self) -> Duration {
+        self.cut_over.map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
+    /// Tells the old weir the new workers run (and systemd knows): it may exit.
+    pub fn running(&mut self) {
+        let _ = self.ch.send(&Message::Running);
+    }
+
+    /// Sends `m`; a socket the old weir closed means it went away.
+    fn send(&mut self, m: &Message, doing: &str) -> Result<(), TakeoverError> {
+        self.ch.send(m).map_err(|e| match e.downcast::<std::io::Error>() {
+            Ok(io) => on_socket(io, doing),
+            Err(e) => TakeoverError::Failed(e.context(doing.to_owned())),
+        })
     }
 }
 

@@ -441,9 +441,13 @@ async fn control(
     for line in weir::run::mesh_lines(&ctl.config()) {
         tracing::info!("{line}");
     }
+    // A successor started outside systemd's ExecStart (`weir ctl restart`, the unit's reload)
+    // feeds the watchdog its predecessor was given.
+    let inherited = taker.as_ref().and_then(|t| t.watchdog_usec);
     drop(taker);
     notify(&[sd_notify::NotifyState::Ready]);
-    let watchdog = watchdog_interval();
+    let watchdog =
+        watchdog_interval().or(inherited.map(|u| std::time::Duration::from_micros(u / 2)));
     let mut petted = std::time::Instant::now();
     let mut polls = ctl.running.runtime_counters();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
@@ -457,7 +461,10 @@ async fn control(
         // while this loop runs); one at a time.
         if let (Some(l), None) = (&handover, &giving) {
             if let Ok((stream, _)) = l.accept() {
-                giving = Some(give_in_background(stream, &ctl, admin_fd.as_ref(), l)?);
+                match give_in_background(stream, &ctl, admin_fd.as_ref(), l) {
+                    Ok(rx) => giving = Some(rx),
+                    Err(e) => tracing::warn!("a new weir asked to take over: {e:#}"),
+                }
             }
         }
         if let Some(rx) = &giving {
@@ -592,8 +599,13 @@ fn bind_handover(path: &Path) -> Result<std::os::unix::net::UnixListener> {
         anyhow::bail!("handover.socket {}: another process is listening there", path.display());
     }
     let _ = std::fs::remove_file(path);
-    std::os::unix::net::UnixListener::bind(path)
-        .with_context(|| format!("handover.socket {}", path.display()))
+    let l = std::os::unix::net::UnixListener::bind(path)
+        .with_context(|| format!("handover.socket {}", path.display()))?;
+    // What connects here receives the dataplane's sockets: its owner only.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("handover.socket {}", path.display()))?;
+    Ok(l)
 }
 
 /// Hands over to the new weir on `stream`, on a thread of its own; the outcome (its pid once

@@ -248,6 +248,16 @@ pub struct HandoverPage {
 }
 
 impl HandoverPage {
+    /// Empties the page (keeping its room): nothing a failed attempt left goes to the next.
+    fn clear(&mut self) {
+        self.flows.clear();
+        self.gone.clear();
+        self.queues.clear();
+        self.neighbors.clear();
+        self.stage = HandoverStage::Serving;
+        self.full = false;
+    }
+
     /// An empty page with its room reserved.
     pub fn new() -> HandoverPage {
         HandoverPage {
@@ -298,6 +308,11 @@ impl HandoverDesk {
         into.stage = page.stage;
         page.full = false;
         Some(page.stage)
+    }
+
+    /// The stage of the worker's last page (`Serving` once it resumed).
+    pub fn stage(&self) -> HandoverStage {
+        self.page.lock().unwrap_or_else(std::sync::PoisonError::into_inner).stage
     }
 
     fn asked(&self) -> HandoverAsk {
@@ -956,6 +971,7 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
                 }
                 self.handover = HandoverStage::Copying;
                 self.handover_cursor = 0;
+                desk.page.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
             }
             (HandoverAsk::CatchUp, HandoverStage::Copied) => {
                 self.handover = HandoverStage::CatchingUp;
@@ -981,8 +997,7 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
                 self.handover = HandoverStage::Serving;
                 desk.ask(HandoverAsk::Nothing);
                 let mut page = desk.page.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                page.full = false;
-                page.stage = HandoverStage::Serving;
+                page.clear();
                 return;
             }
             _ => {}
@@ -1014,8 +1029,10 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
                 }
                 walked = *cursor >= table.capacity();
             } else {
-                // Room for both lists whatever the changes are: at most a page each.
-                let room = HANDOVER_PAGE.min(page.flows.capacity() - page.flows.len());
+                // Room in both lists whatever the changes are (a change map word holds up to
+                // 64): a bit drained is never dropped.
+                let room = (page.flows.capacity() - page.flows.len())
+                    .min(page.gone.capacity() - page.gone.len());
                 walked =
                     table.drain_changes(
                         cursor,

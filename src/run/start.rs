@@ -291,16 +291,19 @@ pub fn start_taking_over(
         };
         queues.push(opened.with_context(|| format!("port `{}`: taking over", p.name))?);
     }
+    // The commit: once this returns, the old weir will not forward again.
+    taker.took()?;
+    let claims = crate::claim::InterfaceClaims::adopt(std::mem::take(&mut taker.locks));
     let spawned = prepared
         .spawn(cfg, queues, move |_| Ok((PoolCache::new(pool), Box::new(()) as Box<dyn Any>)))?;
-    let claims = crate::claim::InterfaceClaims::adopt(std::mem::take(&mut taker.locks));
+    let cut = taker.cut_over_elapsed();
     // Under systemd this process is the service's main one from now on, and says so before
-    // the old one may exit (the unit needs `NotifyAccess=all`).
+    // the old one exits (the unit needs `NotifyAccess=all`).
     if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::MainPid(std::process::id())])
     {
         tracing::warn!("telling systemd: {e}");
     }
-    let cut = taker.took()?;
+    taker.running();
     tracing::info!(
         from_pid = taker.old_pid,
         flows = taker.carried,

@@ -583,6 +583,11 @@ impl MeshEngine {
         Ok(id)
     }
 
+    /// The id of the flow holding `key` in this worker's table, if one does.
+    pub fn flow_id(&self, key: &FlowKey) -> Option<u32> {
+        self.flows.id_of(key)
+    }
+
     /// Removes flow `id`, imported or not, counting it nowhere but its endpoint's active flows
     /// (a hot restart's flow that ended in the old weir after it was copied).
     pub fn forget(&mut self, id: u32) {

@@ -506,6 +506,11 @@ impl FlowTable {
         }
     }
 
+    /// The id of the flow holding `key` (expired or not).
+    pub fn id_of(&self, key: &FlowKey) -> Option<u32> {
+        self.find(key).map(|i| self.slots[i].tagged >> 1)
+    }
+
     /// Whether a key is in the table (expired or not).
     #[inline]
     pub fn contains(&self, key: &FlowKey) -> bool {
