@@ -641,13 +641,7 @@ fn notify(state: &[sd_notify::NotifyState]) {
 /// Half the watchdog period systemd asks for (`WATCHDOG_USEC`), as sd_watchdog_enabled(3)
 /// reads it: for this process when `WATCHDOG_PID` is unset or names it.
 fn watchdog_interval() -> Option<std::time::Duration> {
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok().filter(|&u| u > 0)?;
-    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
-        if pid.parse::<u32>().ok() != Some(std::process::id()) {
-            return None;
-        }
-    }
-    Some(std::time::Duration::from_micros(usec / 2))
+    weir::handover::watchdog_usec().map(|usec| std::time::Duration::from_micros(usec / 2))
 }
 
 /// `RELOADING=1` with the monotonic time systemd 253 and later want beside it.

@@ -27,6 +27,23 @@ fn restart(rig: &mut MeshRig, cfg: &str) -> Duration {
     rig.t.took_over(next).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
+/// `n` requests through the VIP one after another in the client namespace, each on a new
+/// connection (bounded: at most 3 s each, 200 s in all); see [`answered`].
+fn curl_load(rig: &MeshRig, n: usize) -> std::process::Child {
+    let script = format!(
+        "for i in $(seq {n}); do curl -s --max-time 3 -H 'Connection: close' http://{VIP}/ \
+         || echo FAIL; done"
+    );
+    rig.t.client.spawn(&["timeout", "200", "sh", "-c", &script]).unwrap()
+}
+
+/// How many of a [`curl_load`]'s requests a backend answered, and what it printed.
+fn answered(load: std::process::Child) -> (usize, String) {
+    let out = load.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (text.lines().filter(|l| l.starts_with('b')).count(), text)
+}
+
 /// The running weir's counters, through its admin API.
 fn live_stats(rig: &MeshRig) -> serde_json::Value {
     let admin = rig.t.dir().join("admin.sock");
@@ -50,11 +67,7 @@ fn a_curl_loop_across_ten_restarts_loses_no_request() {
     let mut rig = MeshRig::build(2).unwrap();
     let cfg = config(&rig, 2, &services_config("nat", "maglev", &[1, 1]));
     rig.t.start(&exe(), &cfg).unwrap();
-    let script = format!(
-        "for i in $(seq 600); do curl -s --max-time 3 -H 'Connection: close' http://{VIP}/ \
-         || echo FAIL; done"
-    );
-    let load = rig.t.client.spawn(&["timeout", "200", "sh", "-c", &script]).unwrap();
+    let load = curl_load(&rig, 600);
     for i in 0..10 {
         // The last four back to back: a successor takes over from one that just took over.
         if i < 6 {
@@ -62,9 +75,7 @@ fn a_curl_loop_across_ten_restarts_loses_no_request() {
         }
         restart(&mut rig, &cfg);
     }
-    let out = load.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let answered = text.lines().filter(|l| l.starts_with('b')).count();
+    let (answered, text) = answered(load);
     let log = rig.t.log();
     assert_eq!(answered, 600, "requests lost across restarts\n{text}\n{log}");
     assert_eq!(takeovers(&rig), 10, "{log}");
@@ -426,11 +437,7 @@ fn a_successor_that_dies_mid_handover_leaves_the_old_weir_forwarding() {
     let mut rig = MeshRig::build(2).unwrap();
     let cfg = config(&rig, 2, &services_config("nat", "maglev", &[1, 1]));
     rig.t.start(&exe(), &cfg).unwrap();
-    let script = format!(
-        "for i in $(seq 300); do curl -s --max-time 3 -H 'Connection: close' http://{VIP}/ \
-         || echo FAIL; done"
-    );
-    let load = rig.t.client.spawn(&["timeout", "120", "sh", "-c", &script]).unwrap();
+    let load = curl_load(&rig, 300);
     std::thread::sleep(Duration::from_millis(500));
     // A successor that goes away during the copy, then one that goes away with the old
     // workers paused (after the queues were handed out): each time the old weir forwards on.
@@ -457,9 +464,7 @@ fn a_successor_that_dies_mid_handover_leaves_the_old_weir_forwarding() {
     }
     // And a real successor still takes over after that.
     restart(&mut rig, &cfg);
-    let out = load.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let answered = text.lines().filter(|l| l.starts_with('b')).count();
+    let (answered, text) = answered(load);
     assert_eq!(answered, 300, "requests lost\n{text}\n{}", rig.t.log());
     rig.t.stop().unwrap();
 }

@@ -132,6 +132,32 @@ fn af_packet_config(cfg: &Config, i: usize, iface: &str, fanout_base: u16) -> Af
     }
 }
 
+/// The MAC of TAP port `i` when the configuration gives none (locally administered).
+fn tap_mac(i: u8) -> [u8; 6] {
+    [0x02, 0x77, 0x65, 0x69, 0x72, i]
+}
+
+/// A running dataplane of native ports over `pool`.
+fn native_running(
+    cfg: &Config,
+    spawned: Spawned,
+    pool: &'static Mempool,
+    claims: Option<crate::claim::InterfaceClaims>,
+) -> Running {
+    Running {
+        stop: spawned.stop,
+        threads: std::sync::Mutex::new(spawned.threads),
+        stats: spawned.stats,
+        port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
+        buffers: Buffers::Native(pool),
+        outliers: std::sync::Mutex::new(outlier_detector(cfg, &spawned.mesh.load())),
+        mesh: spawned.mesh,
+        claims,
+        #[cfg(feature = "dpdk")]
+        dpdk_ports: Vec::new(),
+    }
+}
+
 fn native_pool(cfg: &Config) -> Result<&'static Mempool> {
     Mempool::new(MempoolConfig {
         buffers: cfg.mempool.buffers,
@@ -177,7 +203,7 @@ fn start_native(cfg: &Config) -> Result<Running> {
                 let qs = create_tap(&tc, pool)
                     .with_context(|| format!("port `{}`: creating TAP `{iface}`", p.name))?;
                 let idx = u8::try_from(i).unwrap_or(0);
-                let mac = p.mac.unwrap_or([0x02, 0x77, 0x65, 0x69, 0x72, idx]);
+                let mac = p.mac.unwrap_or_else(|| tap_mac(idx));
                 (qs.into_iter().map(NativeQueue::Tap).collect(), mac)
             }
             Backend::Dpdk => bail!("port `{}`: DPDK and native ports cannot be mixed", p.name),
@@ -187,18 +213,7 @@ fn start_native(cfg: &Config) -> Result<Running> {
     }
     let spawned = prepare_workers(cfg, &macs)?
         .spawn(cfg, queues, move |_| Ok((PoolCache::new(pool), Box::new(()) as Box<dyn Any>)))?;
-    Ok(Running {
-        stop: spawned.stop,
-        threads: std::sync::Mutex::new(spawned.threads),
-        stats: spawned.stats,
-        port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
-        buffers: Buffers::Native(pool),
-        outliers: std::sync::Mutex::new(outlier_detector(cfg, &spawned.mesh.load())),
-        mesh: spawned.mesh,
-        claims: None,
-        #[cfg(feature = "dpdk")]
-        dpdk_ports: Vec::new(),
-    })
+    Ok(native_running(cfg, spawned, pool, None))
 }
 
 /// Starts by taking over from the running weir `taker` speaks to: the flows it copies go into
@@ -219,7 +234,7 @@ pub fn start_taking_over(
             (Some(m), _) => m,
             (None, Backend::AfPacket) => dataplane::io::sys::if_mac(&iface)
                 .with_context(|| format!("port `{}`: the MAC of `{iface}`", p.name))?,
-            (None, _) => [0x02, 0x77, 0x65, 0x69, 0x72, u8::try_from(i).unwrap_or(0)],
+            (None, _) => tap_mac(u8::try_from(i).unwrap_or(0)),
         };
         macs.push(mac);
     }
@@ -311,18 +326,7 @@ pub fn start_taking_over(
         cut_over_ms = format!("{:.1}", cut.as_secs_f64() * 1000.0),
         "took over: the old weir's flows and queues are this one's"
     );
-    Ok(Running {
-        stop: spawned.stop,
-        threads: std::sync::Mutex::new(spawned.threads),
-        stats: spawned.stats,
-        port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
-        buffers: Buffers::Native(pool),
-        outliers: std::sync::Mutex::new(outlier_detector(cfg, &spawned.mesh.load())),
-        mesh: spawned.mesh,
-        claims: Some(claims),
-        #[cfg(feature = "dpdk")]
-        dpdk_ports: Vec::new(),
-    })
+    Ok(native_running(cfg, spawned, pool, Some(claims)))
 }
 
 #[cfg(not(feature = "dpdk"))]
