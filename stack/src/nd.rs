@@ -2,7 +2,7 @@
 //!
 //! [`parse_ns`] / [`parse_na`] validate a received message per RFC 4861 §7.1.1 / §7.1.2
 //! (hop limit 255, ICMPv6 code 0, correct checksum, length ≥ 24, well-formed options,
-//! non-multicast target, and the source / destination address rules) and return its
+//! non-multicast target and source, and the source / destination address rules) and return its
 //! fields; [`write_ns`] / [`write_na`] build untagged frames with hop limit 255.
 
 use core::fmt;
@@ -56,8 +56,9 @@ pub enum NdError {
     BadOption = 5,
     /// The target address is multicast.
     MulticastTarget = 6,
-    /// NS from the unspecified address that is not sent to a solicited-node address or that
-    /// carries a source link-layer address option (RFC 4861 §7.1.1).
+    /// A multicast source (RFC 4291 §2.7), or an NS from the unspecified address that is not
+    /// sent to a solicited-node address or that carries a source link-layer address option
+    /// (RFC 4861 §7.1.1).
     BadSource = 7,
     /// NA to a multicast destination with the Solicited flag set (RFC 4861 §7.1.2).
     SolicitedToMulticast = 8,
@@ -167,6 +168,11 @@ fn validate<'a>(
     t.copy_from_slice(&msg[8..24]);
     if Ipv6Addr::from(t).is_multicast() {
         return Err(NdError::MulticastTarget);
+    }
+    // No packet comes from a multicast address; answering one would send a solicited
+    // advertisement to a group.
+    if v6.src.is_multicast() {
+        return Err(NdError::BadSource);
     }
     Ok((*v6, msg))
 }

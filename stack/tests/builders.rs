@@ -500,6 +500,21 @@ fn nd_validation_errors() {
     // DAD NS (unspecified source) must not carry a source link-layer option.
     let n = nd::write_ns(&mut out, OUR_MAC, Ipv6Addr::UNSPECIFIED, v6("2001:db8::5")).unwrap();
     assert_eq!(ns(&out[..n]), Err(nd::NdError::BadSource));
+    // An NS or NA from a multicast source: answering it would send a solicited NA to a group.
+    for kind in [nd::NEIGHBOR_SOLICIT, nd::NEIGHBOR_ADVERT] {
+        let n = nd::write_ns(&mut out, OUR_MAC, v6("ff02::1"), v6("2001:db8::5")).unwrap();
+        out[54] = kind;
+        let p = parse_frame(&out[..n]).unwrap();
+        let c = stack::l4::fill_l4_checksum(&mut out[..n], &p);
+        assert!(c.is_ok());
+        let p = parse_frame(&out[..n]).unwrap();
+        let got = if kind == nd::NEIGHBOR_SOLICIT {
+            nd::parse_ns(&out[..n], &p).map(|_| ())
+        } else {
+            nd::parse_na(&out[..n], &p).map(|_| ())
+        };
+        assert_eq!(got, Err(nd::NdError::BadSource));
+    }
     // NA with Solicited set to a multicast destination.
     let mut out = [0u8; 128];
     let n = nd::write_na(
