@@ -60,6 +60,8 @@ pub struct Control {
     xds_part: Mutex<(Vec<crate::config::ServiceConfig>, Vec<crate::config::ClusterConfig>)>,
     /// The xDS client's state, when `xds` is configured.
     pub xds: Option<Arc<Mutex<crate::xds::client::XdsStatus>>>,
+    /// The xDS client's session (what it holds and the versions), when `xds` is configured.
+    pub xds_session: Option<Arc<Mutex<crate::xds::client::Session>>>,
     /// The configuration file, read again on reload.
     pub path: PathBuf,
     token: Option<String>,
@@ -94,13 +96,18 @@ impl Control {
             Some(f) => Some(read_token(f)?),
         };
         let base = running.runtime_counters();
-        let xds = cfg.xds.as_ref().map(|_| Arc::default());
+        let xds: Option<Arc<Mutex<crate::xds::client::XdsStatus>>> =
+            cfg.xds.as_ref().map(|_| Arc::default());
+        let xds_session = cfg.xds.as_ref().zip(xds.as_ref()).map(|(x, status)| {
+            Arc::new(Mutex::new(crate::xds::client::Session::new(x, Arc::clone(status))))
+        });
         Ok(Control {
             running,
             file: Mutex::new(cfg.clone()),
             cfg: Mutex::new(Arc::new(cfg)),
             xds_part: Mutex::default(),
             xds,
+            xds_session,
             path: path.to_owned(),
             token,
             runtime_base: Mutex::new(base),
@@ -112,6 +119,39 @@ impl Control {
             connections_refused: std::sync::atomic::AtomicU64::new(0),
             handed_over: AtomicBool::new(false),
         })
+    }
+
+    /// Goes on from a predecessor's xDS session (a hot restart): its services and clusters
+    /// are in force beside the file's (the dataplane started with them when `started_with`;
+    /// otherwise they are applied now, as an update is), and the client resumes its stream
+    /// from the versions it held. On an error nothing changed.
+    pub fn resume_xds(
+        &self,
+        carried: crate::xds::client::CarriedSession,
+        started_with: bool,
+    ) -> Result<()> {
+        let (Some(x), Some(status), Some(session)) =
+            (self.config().xds.clone(), &self.xds, &self.xds_session)
+        else {
+            bail!("no xds section: the xDS session is not taken over");
+        };
+        if carried.bootstrap != x {
+            bail!("the xds section differs from the running weir's: its session is not taken over");
+        }
+        let (services, clusters) = carried.in_force();
+        let (services, clusters) = (services.to_vec(), clusters.to_vec());
+        if started_with {
+            let file = self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+            *self.cfg.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Arc::new(crate::xds::merged(&file, &services, &clusters));
+            *self.xds_part.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                (services, clusters);
+        } else {
+            crate::xds::client::Apply::apply(self, services, clusters)?;
+        }
+        *session.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            crate::xds::client::Session::resume(&x, Arc::clone(status), carried);
+        Ok(())
     }
 
     /// Starts draining: no new flows, existing ones carry on; `/ready` answers 503.

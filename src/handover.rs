@@ -6,7 +6,9 @@
 //! 1. `hello` (new → old): the protocol version, and what must not differ between the two
 //!    configurations (the workers, the ports, the SNAT range: queues and flows go to the
 //!    worker of the same number). The old one answers `welcome`, or `refuse` with the reason
-//!    and changes nothing.
+//!    and changes nothing. With xDS configured, its client's session follows (`xds`: the
+//!    resources held and in force, the versions): the new weir starts with the same services
+//!    and clusters, and its stream resumes from those versions.
 //! 2. The copy: each old worker copies its flow table out a page at a time between bursts,
 //!    forwarding all the while, and notes which records change from then on. Pages go over as
 //!    `flows` frames (binary records: keys, mode, state, nanoseconds left) and the new weir
@@ -15,7 +17,9 @@
 //!    ends it.
 //! 3. The cut-over: the new weir sends `cut_over`; the old workers stop receiving (frames wait
 //!    in the queues' rings), hand out what changed since the copy (flows again, and the ids of
-//!    those that left), then each queue's position. The old weir sends `queues` and, over
+//!    those that left), then each queue's position. The old weir sends the xDS session again
+//!    if it took an update meanwhile, then `queues` (with the counters, the learned neighbors
+//!    and every endpoint's passive health: ejections with the time left) and, over
 //!    `SCM_RIGHTS`, the queues' descriptors (the same af_packet sockets and TAP queues), the
 //!    interface locks, the admin listener and this socket's listener; then `paused`.
 //! 4. The new weir maps the rings, starts its workers where the old ones stopped, and sends
@@ -46,8 +50,9 @@ use std::time::{Duration, Instant};
 /// The protocol version this weir speaks.
 pub const VERSION: u32 = 1;
 
-/// Largest frame accepted, bytes (a page of flows is under 400 KiB).
-const MAX_FRAME: usize = 16 << 20;
+/// Largest frame accepted, bytes (a page of flows is under 400 KiB; what a control plane's
+/// xDS session holds may run to tens of MiB).
+const MAX_FRAME: usize = 256 << 20;
 
 /// Frame kinds.
 const FRAME_JSON: u8 = 0;
@@ -82,6 +87,13 @@ enum Message {
         /// The watchdog systemd expects of the service, microseconds (`WATCHDOG_USEC`), for
         /// the new weir to feed once it is the main process.
         watchdog_usec: Option<u64>,
+        /// The xDS session follows (an `xds` message).
+        xds: bool,
+    },
+    /// The xDS client's session: sent after `welcome`, and again before `queues` if it
+    /// changed meanwhile.
+    Xds {
+        session: Box<crate::xds::client::CarriedSession>,
     },
     Copied,
     CutOver,
@@ -96,6 +108,9 @@ enum Message {
         tallies: Vec<WorkerTally>,
         /// The neighbors each worker learned (address, MAC, port), by worker.
         neighbors: Vec<Vec<(IpAddr, [u8; 6], u8)>>,
+        /// Passive health: ejections and connect counts, by endpoint.
+        #[serde(default)]
+        health: Vec<crate::run::CarriedHealth>,
     },
     Paused,
     /// The new weir has mapped the rings and will start its workers once the old one
@@ -530,6 +545,20 @@ pub struct Handing {
     pub admin: Option<OwnedFd>,
     /// The handover socket's listener, for the next restart.
     pub listener: OwnedFd,
+    /// The xDS client's session and its bootstrap, when xDS is configured.
+    pub xds: Option<(
+        std::sync::Arc<std::sync::Mutex<crate::xds::client::Session>>,
+        crate::config::XdsConfig,
+    )>,
+}
+
+impl Handing {
+    /// The xDS session as it stands, and its count of changes.
+    fn xds_session(&self) -> Option<(crate::xds::client::CarriedSession, u64)> {
+        let (session, bootstrap) = self.xds.as_ref()?;
+        let s = session.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some((s.carry(bootstrap), s.changes()))
+    }
 }
 
 /// The old side: answers a new weir on `stream` and hands everything over. Returns the new
@@ -569,14 +598,23 @@ pub fn give(
         bail!("refused the takeover by pid {pid}: {reason}");
     }
     tracing::info!(pid, flows = running.flows(), "a new weir takes over: copying the flows");
+    let xds = handing.xds_session();
     ch.send(&Message::Welcome {
         version: VERSION,
         pid: std::process::id(),
         flows: running.flows(),
         watchdog_usec: watchdog_usec(),
+        xds: xds.is_some(),
     })?;
+    let xds_changes = match xds {
+        Some((session, changes)) => {
+            ch.send(&Message::Xds { session: Box::new(session) })?;
+            Some(changes)
+        }
+        None => None,
+    };
     let desks: Vec<&HandoverDesk> = running.stats.iter().map(|s| &s.handover).collect();
-    let handed = hand_over(&mut ch, running, &desks, handing);
+    let handed = hand_over(&mut ch, running, &desks, handing, xds_changes);
     if let Err(e) = &handed {
         // The successor is told (if it still listens) before the workers forward again: it
         // must not start its own on the same queues.
@@ -601,6 +639,7 @@ fn hand_over(
     running: &crate::run::Running,
     desks: &[&HandoverDesk],
     handing: &Handing,
+    xds_changes: Option<u64>,
 ) -> Result<()> {
     for d in desks {
         d.ask(HandoverAsk::Copy);
@@ -638,6 +677,12 @@ fn hand_over(
         }
         handed.push(mine);
     }
+    // What the xDS client took in during the copy.
+    if let Some((session, changes)) = handing.xds_session() {
+        if Some(changes) != xds_changes {
+            ch.send(&Message::Xds { session: Box::new(session) })?;
+        }
+    }
     let locks = running.claim_fds();
     let tallies = (0..desks.len()).map(|w| tally(running, w)).collect();
     ch.send(&Message::Queues {
@@ -646,6 +691,7 @@ fn hand_over(
         admin: handing.admin.is_some(),
         tallies,
         neighbors,
+        health: running.carried_health(),
     })?;
     let mut all: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
     all.extend(locks);
@@ -782,6 +828,12 @@ pub struct Taker {
     pub tallies: Vec<WorkerTally>,
     /// The neighbors the old workers learned, by worker.
     pub neighbors: Vec<Vec<(IpAddr, [u8; 6], u8)>>,
+    /// The old weir's passive health of its endpoints.
+    pub health: Vec<crate::run::CarriedHealth>,
+    /// The old weir's xDS session as it was when the takeover began.
+    pub xds: Option<crate::xds::client::CarriedSession>,
+    /// Its xDS session as the cut-over found it, if it changed during the copy.
+    pub xds_update: Option<crate::xds::client::CarriedSession>,
 }
 
 impl Taker {
@@ -825,8 +877,16 @@ impl Taker {
             Err(e) => return Err(e).context("waiting for the running weir's welcome"),
         };
         match welcome {
-            Frame::Message(Message::Welcome { pid, flows, watchdog_usec, .. }) => {
+            Frame::Message(Message::Welcome { pid, flows, watchdog_usec, xds, .. }) => {
                 tracing::info!(pid, flows, "taking over from the running weir");
+                let xds = if xds {
+                    match ch.recv().context("receiving the running weir's xDS session")? {
+                        Frame::Message(Message::Xds { session }) => Some(*session),
+                        _ => bail!("the running weir sent something else than its xDS session"),
+                    }
+                } else {
+                    None
+                };
                 Ok(Some(Taker {
                     ch,
                     old_pid: pid,
@@ -840,6 +900,9 @@ impl Taker {
                     listener: None,
                     tallies: Vec::new(),
                     neighbors: Vec::new(),
+                    health: Vec::new(),
+                    xds,
+                    xds_update: None,
                 }))
             }
             Frame::Message(Message::Refuse { reason }) => {
@@ -877,9 +940,18 @@ impl Taker {
                 Frame::Flows { worker, flows, gone } => {
                     self.apply(pipelines, worker, flows, &gone)?;
                 }
-                Frame::Message(Message::Queues { queues, locks, admin, tallies, neighbors }) => {
+                Frame::Message(Message::Xds { session }) => self.xds_update = Some(*session),
+                Frame::Message(Message::Queues {
+                    queues,
+                    locks,
+                    admin,
+                    tallies,
+                    neighbors,
+                    health,
+                }) => {
                     self.tallies = tallies;
                     self.neighbors = neighbors;
+                    self.health = health;
                     break (queues, locks, admin);
                 }
                 _ => return Err(anyhow!("unexpected message during the cut-over").into()),

@@ -341,6 +341,28 @@ async fn control(
 ) -> Result<()> {
     // A weir already running on this configuration's handover socket is taken over from.
     let mut taker = weir::handover::Taker::connect(&cfg)?;
+    // What it holds from xDS is in force from the first packet, beside the file's.
+    let carried_xds = taker.as_mut().and_then(|t| t.xds.take()).filter(|c| {
+        let same = cfg.xds.as_ref() == Some(&c.bootstrap);
+        if !same {
+            tracing::info!("the xds section changed: the xDS session starts afresh");
+        }
+        same
+    });
+    let with_xds = carried_xds.as_ref().and_then(|c| {
+        let (services, clusters) = c.in_force();
+        let effective = weir::xds::merged(&cfg, services, clusters);
+        match config::validate_mesh_fields(&effective) {
+            Ok(()) => Some(effective),
+            Err(e) => {
+                tracing::warn!(
+                    "the running weir's xDS services and clusters do not fit beside this                      configuration's ({e}): starting without them until the server sends them"
+                );
+                None
+            }
+        }
+    });
+    let start_cfg = with_xds.as_ref().unwrap_or(&cfg);
     // Bound before the workers start, so a taken address stops nothing that ran (a takeover
     // receives the running weir's listener instead).
     let admin_listen = match cfg.admin.as_ref().map(config::AdminConfig::listen) {
@@ -363,8 +385,8 @@ async fn control(
     // With a handover socket, a weir that went away just before it answered may still be
     // letting its interfaces go.
     let patience = std::time::Duration::from_secs(if cfg.handover.is_some() { 2 } else { 0 });
-    let running = match taker.as_mut().map(|t| weir::run::start_taking_over(&cfg, t)) {
-        None => weir::run::start_within(&cfg, patience)?,
+    let running = match taker.as_mut().map(|t| weir::run::start_taking_over(start_cfg, t)) {
+        None => weir::run::start_within(start_cfg, patience)?,
         Some(Ok(r)) => r,
         Some(Err(weir::handover::TakeoverError::OldGone(why))) => {
             tracing::warn!(
@@ -375,7 +397,7 @@ async fn control(
             if let Some(listen) = &admin_listen {
                 listener = Some((weir::admin::bind(listen).await?, listen.clone()));
             }
-            weir::run::start_within(&cfg, patience)?
+            weir::run::start_within(start_cfg, patience)?
         }
         Some(Err(weir::handover::TakeoverError::Failed(e))) => {
             return Err(e.context("taking over from the running weir (it goes on forwarding)"))
@@ -403,8 +425,18 @@ async fn control(
         l.set_nonblocking(true).context("handover.socket")?;
     }
     let workers = cfg.workers.len();
-    let (ports, services) = (cfg.ports.len(), cfg.services.len());
     let ctl = Arc::new(weir::admin::Control::new(running, cfg, path, log)?);
+    let xds_update = taker.as_mut().and_then(|t| t.xds_update.take());
+    for (carried, started_with) in carried_xds
+        .into_iter()
+        .map(|c| (c, with_xds.is_some()))
+        .chain(xds_update.map(|u| (u, false)))
+    {
+        if let Err(e) = ctl.resume_xds(carried, started_with) {
+            tracing::warn!("the running weir's xDS session: {e:#}; the client starts afresh");
+        }
+    }
+    let (ports, services) = (ctl.config().ports.len(), ctl.config().services.len());
     // The admin server and a reload in progress end when weir stops for good.
     let done = Arc::new(AtomicBool::new(false));
     let stopped = {
@@ -429,11 +461,11 @@ async fn control(
     let mut giving: Option<std::sync::mpsc::Receiver<Result<u32>>> = None;
     let mut handed_to = None;
     // The xDS client shares this thread; it applies what it accepts as a reload does.
-    let xds = match (ctl.config().xds.clone(), &ctl.xds) {
-        (Some(x), Some(status)) => {
+    let xds = match (ctl.config().xds.clone(), &ctl.xds_session) {
+        (Some(x), Some(session)) => {
             tracing::info!(server = %x.server, node = %x.node.id, "xDS client starting");
             let apply: Arc<dyn weir::xds::client::Apply> = Arc::clone(&ctl) as _;
-            Some(tokio::spawn(weir::xds::client::run(x, apply, Arc::clone(status), stopped())))
+            Some(tokio::spawn(weir::xds::client::run(x, apply, Arc::clone(session), stopped())))
         }
         _ => None,
     };
@@ -620,6 +652,7 @@ fn give_in_background(
     let handing = weir::handover::Handing {
         admin: admin.map(std::os::fd::OwnedFd::try_clone).transpose()?,
         listener: listener.as_fd().try_clone_to_owned()?,
+        xds: ctl.xds_session.clone().zip(ctl.config().xds.clone()),
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let ctl = Arc::clone(ctl);

@@ -46,9 +46,14 @@ fn answered(load: std::process::Child) -> (usize, String) {
 
 /// The running weir's counters, through its admin API.
 fn live_stats(rig: &MeshRig) -> serde_json::Value {
+    ctl_json(rig, "stats")
+}
+
+/// What the running weir's admin API answers `weir ctl --json <what>`.
+fn ctl_json(rig: &MeshRig, what: &str) -> serde_json::Value {
     let admin = rig.t.dir().join("admin.sock");
     let out = std::process::Command::new(exe())
-        .args(["ctl", "--admin", &format!("unix:{}", admin.display()), "--json", "stats"])
+        .args(["ctl", "--admin", &format!("unix:{}", admin.display()), "--json", what])
         .output()
         .unwrap();
     serde_json::from_slice(&out.stdout).unwrap_or_default()
@@ -260,6 +265,70 @@ fn a_new_configuration_comes_with_the_restart() {
         assert_eq!((per[1], failed), (0, 0), "{gone}: {per:?}");
         rig.t.stop().unwrap();
     }
+}
+
+/// The endpoint at `address` in the admin API's endpoint table.
+fn endpoint_row(rig: &MeshRig, address: &str) -> serde_json::Value {
+    let clusters = ctl_json(rig, "clusters");
+    clusters["clusters"][0]["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["address"] == address)
+        .cloned()
+        .unwrap_or_else(|| panic!("no endpoint {address}: {clusters}"))
+}
+
+#[test]
+fn an_ejected_endpoint_stays_ejected_across_a_restart() {
+    if !ready(&["ip", "curl", "nginx"]) {
+        return;
+    }
+    let mut rig = MeshRig::build(3).unwrap();
+    let services = format!(
+        "{}mesh: {{ outlier_consecutive_failures: 3, outlier_base_ejection_ms: 60000 }}\n",
+        services_config("nat", "round_robin", &[1, 1, 1])
+    );
+    let cfg = config(&rig, 1, &services);
+    rig.t.start(&exe(), &cfg).unwrap();
+    let url = format!("http://{VIP}/");
+    rig.backends[1].stop_nginx();
+    let (_, failed) = rig.curl_loop(&url, 60).unwrap();
+    assert!(failed >= 3, "{failed} failures\n{}", rig.t.log());
+    let before = endpoint_row(&rig, &backend_addr(1));
+    assert_eq!(before["ejected"].as_bool(), Some(true), "{before}\n{}", rig.t.log());
+    let failed_before = before["connects_failed"].as_u64().unwrap_or(0);
+    let ok_other = endpoint_row(&rig, &backend_addr(0))["connects_ok"].as_u64().unwrap_or(0);
+    let packets = worker_sum(&live_stats(&rig), "packets");
+    restart(&mut rig, &cfg);
+    // The successor holds it ejected for what was left of its minute, not a new one, and its
+    // counts went on.
+    let after = endpoint_row(&rig, &backend_addr(1));
+    assert_eq!(
+        (
+            after["ejected"].as_bool(),
+            after["takes_new_flows"].as_bool(),
+            after["ejections"].as_u64()
+        ),
+        (Some(true), Some(false), Some(1)),
+        "{after}\n{}",
+        rig.t.log()
+    );
+    let left = |e: &serde_json::Value| e["returns_in_ms"].as_u64().unwrap_or(u64::MAX);
+    assert!(left(&after) <= left(&before) && left(&after) > 0, "{before} then {after}");
+    assert_eq!(after["connects_failed"].as_u64(), Some(failed_before), "{after}");
+    assert_eq!(
+        endpoint_row(&rig, &backend_addr(0))["connects_ok"].as_u64(),
+        Some(ok_other),
+        "the other endpoints' counts went on too"
+    );
+    // No new connection is sent to it: none fails.
+    let (per, failed) = rig.curl_loop(&url, 30).unwrap();
+    assert_eq!((per[1], failed), (0, 0), "{per:?}\n{}", rig.t.log());
+    assert!(rig.t.log().contains("endpoints ejected by the running weir stay ejected"));
+    // The loop's counters went on too (this half has half the requests of the first).
+    let stats = rig.t.stop().unwrap();
+    assert!(worker_sum(&stats, "packets") > packets, "{packets} before: {stats}");
 }
 
 #[test]
@@ -594,4 +663,114 @@ fn weir_ctl_restart_starts_a_successor_and_waits_until_it_took_over() {
     let out = rig.t.weir.run(&args).unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to take over from"));
+}
+
+/// The admin API's `/config_dump`, over its Unix socket.
+fn config_dump(rig: &MeshRig) -> serde_json::Value {
+    let admin = rig.t.dir().join("admin.sock");
+    let admin = admin.to_str().unwrap();
+    let out = rig.t.weir.run(&[
+        "curl",
+        "-sS",
+        "-m",
+        "5",
+        "--unix-socket",
+        admin,
+        "http://weir/config_dump",
+    ]);
+    serde_json::from_slice(&out.unwrap().stdout).unwrap_or_default()
+}
+
+/// Pushes `resources` of `type_url` at `version` on the server's open stream and waits for
+/// the client's answer, which must be an ACK.
+fn push(
+    server: &weir::xds::test_server::TestServer,
+    delta: bool,
+    type_url: &str,
+    version: &str,
+    resources: Vec<(&str, envoy_types::pb::google::protobuf::Any)>,
+) {
+    let nonce = if delta {
+        let named = resources.into_iter().map(|(n, a)| (n.to_owned(), version.to_owned(), a));
+        server.push_delta(type_url, version, named.collect(), Vec::new())
+    } else {
+        server.push_sotw(type_url, version, resources.into_iter().map(|(_, a)| a).collect())
+    };
+    let reply = server.reply_to(&nonce).unwrap_or_else(|| panic!("no reply to {type_url}"));
+    assert_eq!(reply.error(), None, "{type_url} {version}: {reply:?}");
+}
+
+#[test]
+fn services_held_from_xds_serve_from_the_successors_first_packet() {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
+    use weir::xds::resources::{CLUSTER, LISTENER, LOAD_ASSIGNMENT};
+    use weir::xds::test_server::{build, Received, TestServer};
+    if !ready(&["ip", "curl", "nginx"]) {
+        return;
+    }
+    for protocol in ["delta", "sotw"] {
+        let delta = protocol == "delta";
+        let mut rig = MeshRig::build(2).unwrap();
+        let socket = rig.t.dir().join("xds.sock");
+        let server = TestServer::start_unix(&socket).unwrap();
+        let xds = format!(
+            "xds:\n  server: unix:{}\n  node: {{ id: weir-test }}\n  protocol: {protocol}\n  \
+             reconnect_base_ms: 100\n  reconnect_max_ms: 400\n",
+            socket.display()
+        );
+        // The file has no service: the VIP is xDS's alone.
+        let cfg = config(&rig, 1, &xds);
+        rig.t.start(&exe(), &cfg).unwrap();
+        let t = Duration::from_secs(15);
+        server.wait_for(t, |q| q.type_url() == LISTENER).expect("an LDS request");
+        let endpoints = |backends: &[usize]| {
+            let eps: Vec<(std::net::IpAddr, u16, u32)> =
+                backends.iter().map(|&i| (backend_addr(i).parse().unwrap(), 80, 1)).collect();
+            ("web", build::any(&build::load_assignment("web", &eps)))
+        };
+        let cluster = ("web", build::any(&build::eds_cluster("web", LbPolicy::RoundRobin)));
+        push(&server, delta, CLUSTER, "c1", vec![cluster]);
+        let listener =
+            ("web", build::any(&build::listener("web", VIP.parse().unwrap(), 80, "web")));
+        push(&server, delta, LISTENER, "l1", vec![listener]);
+        push(&server, delta, LOAD_ASSIGNMENT, "e1", vec![endpoints(&[0, 1])]);
+        let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 20).unwrap();
+        assert_eq!((per.iter().sum::<usize>(), failed), (20, 0), "{protocol}\n{}", rig.t.log());
+        let accepted = config_dump(&rig)["xds"]["updates_accepted"].as_u64();
+        // New connections all along, across the restart; the server sends the successor
+        // nothing: what it serves, it took over.
+        let load = curl_load(&rig, 150);
+        std::thread::sleep(Duration::from_millis(500));
+        restart(&mut rig, &cfg);
+        let (answered, text) = answered(load);
+        assert_eq!(answered, 150, "{protocol}: requests lost\n{text}\n{}", rig.t.log());
+        assert_eq!(server.streams(), 2, "{protocol}");
+        let dump = config_dump(&rig);
+        assert_eq!(dump["config"]["services"][0]["name"], "web", "{protocol}: {dump:#}");
+        assert_eq!(dump["xds"]["updates_accepted"].as_u64(), accepted, "{protocol}: {dump:#}");
+        for (kind, version) in [("clusters", "c1"), ("listeners", "l1"), ("load_assignments", "e1")]
+        {
+            let shown = &dump["xds"]["types"][kind];
+            let v = if delta { &shown["resources"]["web"] } else { &shown["version"] };
+            assert_eq!(v, version, "{protocol}: {kind}: {dump:#}");
+        }
+        // Its stream resumed from the versions held, as after a reconnect.
+        let resumed = server
+            .wait_for(t, |q| match q {
+                Received::Sotw(q) => {
+                    q.type_url == CLUSTER && q.response_nonce.is_empty() && q.version_info == "c1"
+                }
+                Received::Delta(q) => {
+                    q.type_url == CLUSTER
+                        && q.initial_resource_versions.get("web").map(String::as_str) == Some("c1")
+                }
+            })
+            .unwrap_or_else(|| panic!("{protocol}: no resumed CDS request"));
+        assert_eq!(resumed.error(), None);
+        // And it takes updates on its own stream.
+        push(&server, delta, LOAD_ASSIGNMENT, "e2", vec![endpoints(&[1])]);
+        let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 20).unwrap();
+        assert_eq!((per.as_slice(), failed), ([0, 20].as_slice(), 0), "{protocol}");
+        rig.t.stop().unwrap();
+    }
 }

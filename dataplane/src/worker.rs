@@ -455,7 +455,7 @@ impl WorkerStats {
 /// Sets `pipeline`'s counters, and its mesh's, to those another weir's worker published (a
 /// hot restart), so that they go on counting from there: `value(name)` gives each of
 /// [`WorkerCounters`] by name, `drops(reason)` each drop reason's. The loop's own counters
-/// (polls, cycles, sleeps) and the flow gauge are each process's own.
+/// go on with [`Worker::carry_loop_counters`]; the flow gauge counts what the table holds.
 pub fn carry_counters<B: crate::buf::PacketBuf>(
     pipeline: &mut Pipeline<B>,
     value: impl Fn(&str) -> u64,
@@ -627,6 +627,19 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
             handover: HandoverStage::Serving,
             handover_cursor: 0,
         }
+    }
+
+    /// Sets the loop's counters (polls, bursts, packets, cycles, sleeps) to those another weir's
+    /// worker published (a hot restart), by [`WorkerCounters`] name: they go on from there.
+    pub fn carry_loop_counters(&mut self, value: impl Fn(&str) -> u64) {
+        self.counters = LoopCounters {
+            polls: value("polls"),
+            bursts: value("bursts"),
+            packets: value("packets"),
+            busy_cycles: value("busy_cycles"),
+            idle_cycles: value("idle_cycles"),
+            sleeps: value("sleeps"),
+        };
     }
 
     /// Makes `ring` this worker's inbox: packets other workers hand over are processed here as

@@ -57,6 +57,45 @@ fn same_apart_from_mesh(a: &Config, b: &Config) -> bool {
         && *handover == b.handover
 }
 
+/// One endpoint's passive health as a hot restart carries it: by address and port (endpoint
+/// ids are each process's own).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CarriedHealth {
+    /// The endpoint's address.
+    pub address: std::net::IpAddr,
+    /// Its port.
+    pub port: u16,
+    /// What is left of its ejection, ms, if it is ejected.
+    pub ejected_ms: Option<u64>,
+    /// Its ejections so far (the next lasts one base ejection longer).
+    pub ejections: u32,
+    /// Its current run of failed connects.
+    pub run: u32,
+    /// Failed and successful connects so far.
+    pub connects: (u64, u64),
+}
+
+/// Puts `carried` into `outliers` and `health` for the endpoints `snap` has (those it does not
+/// have are gone with the new configuration). Returns how many are ejected.
+pub(crate) fn restore_health(
+    carried: &[CarriedHealth],
+    snap: &MeshSnapshot,
+    outliers: &mut OutlierDetector,
+    health: &dataplane::mesh::health::HealthTable,
+) -> usize {
+    let now = std::time::Instant::now();
+    let mut ejected = 0;
+    for c in carried {
+        let Some(id) = snap.endpoint_id(c.address, c.port) else { continue };
+        let left = c.ejected_ms.map(std::time::Duration::from_millis);
+        if outliers.restore(id, left, c.ejections, now) && left.is_some() {
+            ejected += 1;
+        }
+        health.restore(id, c.run, c.connects);
+    }
+    ejected
+}
+
 /// Changes a reload's summary names one by one; more are counted.
 const MAX_CHANGES_LOGGED: usize = 20;
 
@@ -308,6 +347,29 @@ impl Running {
             .filter_map(|s| {
                 let c = share.services.get(usize::try_from(s.id).ok()?)?;
                 Some((s.vip, s.port, s.proto, c.snapshot()))
+            })
+            .collect()
+    }
+
+    /// Every endpoint's passive health that is not blank, for the weir that takes over.
+    pub fn carried_health(&self) -> Vec<CarriedHealth> {
+        let outliers = self.outliers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let snap = self.mesh.load();
+        let health = &self.mesh.health;
+        let now = std::time::Instant::now();
+        snap.endpoints()
+            .map(|e| CarriedHealth {
+                address: e.addr,
+                port: e.port,
+                ejected_ms: outliers.ejected_until(e.id).map(|t| {
+                    u64::try_from(t.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
+                }),
+                ejections: outliers.ejections(e.id),
+                run: health.run(e.id),
+                connects: health.totals(e.id),
+            })
+            .filter(|c| {
+                c.ejected_ms.is_some() || c.ejections > 0 || c.run > 0 || c.connects != (0, 0)
             })
             .collect()
     }

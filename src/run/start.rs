@@ -2,7 +2,7 @@
 
 use super::{Buffers, Running};
 use crate::config::{Backend, Config, IdlePolicyName, TxModeName};
-use crate::translate::{mesh_engine, mesh_snapshot, outlier_detector};
+use crate::translate::{mesh_engine, mesh_snapshot, mesh_snapshot_with, outlier_detector};
 use anyhow::{bail, Context, Result};
 use dataplane::fib::{Fib, PortAddrs, StaticRoute};
 use dataplane::io::afpacket::{AfPacketConfig, AfPacketPort, TxMode};
@@ -10,6 +10,7 @@ use dataplane::io::tap::{create_tap, TapConfig, TapQueue};
 use dataplane::io::{PacketIo, PortStats};
 use dataplane::mempool::{Mempool, MempoolConfig, PoolBuf, PoolCache};
 use dataplane::mesh::engine::SharedMesh;
+use dataplane::mesh::health::OutlierDetector;
 use dataplane::neigh::{NeighborBus, NeighborTimers};
 use dataplane::pipeline::{Pipeline, PipelineConfig};
 use dataplane::ring::HandoffRing;
@@ -137,12 +138,14 @@ fn tap_mac(i: u8) -> [u8; 6] {
     [0x02, 0x77, 0x65, 0x69, 0x72, i]
 }
 
-/// A running dataplane of native ports over `pool`.
+/// A running dataplane of native ports over `pool`; its outlier detection as `outliers` left
+/// it, or blank.
 fn native_running(
     cfg: &Config,
     spawned: Spawned,
     pool: &'static Mempool,
     claims: Option<crate::claim::InterfaceClaims>,
+    outliers: Option<OutlierDetector>,
 ) -> Running {
     Running {
         stop: spawned.stop,
@@ -150,7 +153,9 @@ fn native_running(
         stats: spawned.stats,
         port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
         buffers: Buffers::Native(pool),
-        outliers: std::sync::Mutex::new(outlier_detector(cfg, &spawned.mesh.load())),
+        outliers: std::sync::Mutex::new(
+            outliers.unwrap_or_else(|| outlier_detector(cfg, &spawned.mesh.load())),
+        ),
         mesh: spawned.mesh,
         claims,
         #[cfg(feature = "dpdk")]
@@ -213,7 +218,7 @@ fn start_native(cfg: &Config) -> Result<Running> {
     }
     let spawned = prepare_workers(cfg, &macs)?
         .spawn(cfg, queues, move |_| Ok((PoolCache::new(pool), Box::new(()) as Box<dyn Any>)))?;
-    Ok(native_running(cfg, spawned, pool, None))
+    Ok(native_running(cfg, spawned, pool, None, None))
 }
 
 /// Starts by taking over from the running weir `taker` speaks to: the flows it copies go into
@@ -268,6 +273,17 @@ pub fn start_taking_over(
             }
             c.publish(&v);
         }
+    }
+    prepared.carried_loops = taker.tallies.iter().map(|t| t.counters.clone()).collect();
+    // Ejected endpoints stay ejected for what was left of their time, and take no new flows
+    // from the first packet.
+    let mut outliers = outlier_detector(cfg, &snap);
+    let ejected = super::restore_health(&taker.health, &snap, &mut outliers, &prepared.mesh.health);
+    if ejected > 0 {
+        let without = mesh_snapshot_with(cfg, Some(&snap), |id| !outliers.is_ejected(id))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        prepared.mesh.store(without);
+        tracing::info!(ejected, "endpoints ejected by the running weir stay ejected");
     }
     // By port, then worker, as the ports are opened.
     let mut by_port: Vec<Vec<crate::handover::ReceivedQueue>> =
@@ -326,7 +342,7 @@ pub fn start_taking_over(
         cut_over_ms = format!("{:.1}", cut.as_secs_f64() * 1000.0),
         "took over: the old weir's flows and queues are this one's"
     );
-    Ok(native_running(cfg, spawned, pool, Some(claims)))
+    Ok(native_running(cfg, spawned, pool, Some(claims), Some(outliers)))
 }
 
 #[cfg(not(feature = "dpdk"))]
@@ -461,6 +477,8 @@ pub(crate) struct Prepared<B: dataplane::buf::PacketBuf> {
     /// One per worker.
     pub pipelines: Vec<Pipeline<B>>,
     mesh: Arc<SharedMesh>,
+    /// By worker: the loop counters to go on from (a hot restart), by name.
+    carried_loops: Vec<std::collections::BTreeMap<String, u64>>,
 }
 
 /// Builds the FIB from the ports' addresses and MACs, the mesh, and one pipeline per worker.
@@ -524,7 +542,7 @@ pub(crate) fn prepare_workers<B: dataplane::buf::PacketBuf>(
                 .with_mesh(mesh_engine(cfg, w, &mesh))
         })
         .collect();
-    Ok(Prepared { pipelines, mesh })
+    Ok(Prepared { pipelines, mesh, carried_loops: Vec::new() })
 }
 
 impl<B: dataplane::buf::PacketBuf + Send + 'static> Prepared<B> {
@@ -539,7 +557,7 @@ impl<B: dataplane::buf::PacketBuf + Send + 'static> Prepared<B> {
         F: Fn(usize) -> Result<(S, Box<dyn Any>)> + Send + Sync + 'static,
     {
         let workers = cfg.workers.len();
-        let Prepared { pipelines, mesh } = self;
+        let Prepared { pipelines, mesh, carried_loops } = self;
         let rings: Arc<[Arc<HandoffRing<B>>]> = (0..workers)
             .map(|_| Arc::new(HandoffRing::new(cfg.mesh.handoff_ring_packets)))
             .collect::<Vec<_>>()
@@ -575,6 +593,7 @@ impl<B: dataplane::buf::PacketBuf + Send + 'static> Prepared<B> {
             let stop = Arc::clone(&stop);
             let init = Arc::clone(&init);
             let ready = ready_tx.clone();
+            let carried = carried_loops.get(w).cloned();
             let core_id = core.and_then(|c| cores.iter().find(|id| id.id == c).copied());
             let h = std::thread::Builder::new()
                 .name(format!("weir-worker-{w}"))
@@ -593,6 +612,9 @@ impl<B: dataplane::buf::PacketBuf + Send + 'static> Prepared<B> {
                     };
                     tracing::info!(worker = w, core = ?core_id.map(|c| c.id), "worker started");
                     let mut worker = Worker::new(w, ports, source, pipeline, idle, st);
+                    if let Some(c) = carried {
+                        worker.carry_loop_counters(|name| c.get(name).copied().unwrap_or(0));
+                    }
                     worker.set_handoff_rings(rings);
                     let _ = ready.send(Ok(()));
                     worker.run(&stop);

@@ -143,7 +143,7 @@ pub enum Outgoing {
     Delta(DeltaDiscoveryRequest),
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 struct TypeState {
     /// Version accepted last.
     version: String,
@@ -180,7 +180,37 @@ pub struct Session {
     node_sent: bool,
     /// What was put in force last.
     applied: Option<Assembled>,
+    /// Changes to what is held or in force so far (a hot restart hands over again what
+    /// changed while it copied).
+    changes: u64,
     status: Arc<Mutex<XdsStatus>>,
+}
+
+/// A session as a hot restart hands it to the next weir: what is held and in force, and the
+/// versions its stream resumes from, so that the successor serves the same mesh from its
+/// first packet and the server need not send it all again.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct CarriedSession {
+    /// The bootstrap it was held under: a successor with another starts afresh.
+    pub bootstrap: XdsConfig,
+    held: Resources,
+    types: BTreeMap<String, TypeState>,
+    /// EDS clusters waiting for their endpoints, and how long they have waited, ms.
+    warming_ms: BTreeMap<String, u64>,
+    timed_out: BTreeSet<String>,
+    applied: Option<Assembled>,
+    /// The status's counters, which go on from here.
+    streams: u64,
+    updates_accepted: u64,
+    updates_rejected: u64,
+    apply_us_total: u64,
+}
+
+impl CarriedSession {
+    /// The services and clusters in force, as xDS gave them.
+    pub fn in_force(&self) -> (&[ServiceConfig], &[ClusterConfig]) {
+        self.applied.as_ref().map_or((&[], &[]), |a| (a.services.as_slice(), a.clusters.as_slice()))
+    }
 }
 
 impl Session {
@@ -220,8 +250,78 @@ impl Session {
             timed_out: BTreeSet::new(),
             node_sent: false,
             applied: None,
+            changes: 0,
             status,
         }
+    }
+
+    /// A session for `cfg` that goes on from `carried`, a predecessor's (a hot restart): the
+    /// same resources held and in force, the same versions; a new stream.
+    pub fn resume(
+        cfg: &XdsConfig,
+        status: Arc<Mutex<XdsStatus>>,
+        carried: CarriedSession,
+    ) -> Session {
+        let mut s = Session::new(cfg, status);
+        let now = Instant::now();
+        s.held = carried.held;
+        for (t, state) in carried.types {
+            if let Some(t) = known_type(&t) {
+                s.types.insert(t, state);
+            }
+        }
+        s.warming = carried
+            .warming_ms
+            .into_iter()
+            .map(|(name, ms)| (name, now.checked_sub(Duration::from_millis(ms)).unwrap_or(now)))
+            .collect();
+        s.timed_out = carried.timed_out;
+        s.applied = carried.applied;
+        {
+            let mut st = lock(&s.status);
+            st.streams = carried.streams;
+            st.updates_accepted = carried.updates_accepted;
+            st.updates_rejected = carried.updates_rejected;
+            st.apply_us_total = carried.apply_us_total;
+            for (t, state) in &s.types {
+                let ts = st.types.entry(short_name(t).to_owned()).or_default();
+                ts.version.clone_from(&state.version);
+                ts.resources.clone_from(&state.versions);
+            }
+        }
+        if let Some(a) = s.applied.take() {
+            s.publish_waiting(&a.waiting);
+            s.applied = Some(a);
+        }
+        s
+    }
+
+    /// What a hot restart hands to the next weir (see [`CarriedSession`]).
+    pub fn carry(&self, bootstrap: &XdsConfig) -> CarriedSession {
+        let st = lock(&self.status);
+        CarriedSession {
+            bootstrap: bootstrap.clone(),
+            held: self.held.clone(),
+            types: self.types.iter().map(|(t, s)| ((*t).to_owned(), s.clone())).collect(),
+            warming_ms: self
+                .warming
+                .iter()
+                .map(|(n, since)| {
+                    (n.clone(), u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX))
+                })
+                .collect(),
+            timed_out: self.timed_out.clone(),
+            applied: self.applied.clone(),
+            streams: st.streams,
+            updates_accepted: st.updates_accepted,
+            updates_rejected: st.updates_rejected,
+            apply_us_total: st.apply_us_total,
+        }
+    }
+
+    /// Changes to what is held or in force so far.
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// The requests that open a stream: clusters and listeners (every one the server has),
@@ -588,6 +688,7 @@ impl Session {
     /// Keeps the versions of the resources of type `t` once a response is taken, and shows
     /// them in the status; changes are made in place, so that a small update costs little.
     fn keep_versions(&mut self, t: &'static str, versions: Versions) {
+        self.changes += 1;
         let state = self.types.get_mut(t).expect("every type has a state");
         let mut status = lock(&self.status);
         let shown = &mut status.types.entry(short_name(t).to_owned()).or_default().resources;
@@ -675,6 +776,7 @@ impl Session {
                 self.timed_out = timed_out;
                 self.publish_waiting(&assembled.waiting);
                 self.applied = Some(assembled);
+                self.changes += 1;
             }
             Err(e) => {
                 // They keep waiting (for their endpoints, or for the next response to make a
@@ -858,13 +960,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// connects again, waiting `reconnect_base_ms` doubled each failed try up to
 /// `reconnect_max_ms`, ±50 % jitter; a stream that got a response accepted starts the wait
 /// again from the base.
+///
+/// The session is shared (locked only between awaits, never across one) so that a hot
+/// restart can hand it over while the client runs.
 pub async fn run(
     cfg: XdsConfig,
     apply: Arc<dyn Apply>,
-    status: Arc<Mutex<XdsStatus>>,
+    session: Arc<Mutex<Session>>,
     stopped: impl std::future::Future<Output = ()>,
 ) {
-    let mut session = Session::new(&cfg, Arc::clone(&status));
+    let status = Arc::clone(&lock(&session).status);
+    let session = &*session;
     let mut backoff = Backoff::new(
         Duration::from_millis(cfg.reconnect_base_ms),
         Duration::from_millis(cfg.reconnect_max_ms),
@@ -873,7 +979,7 @@ pub async fn run(
     loop {
         let accepted_before = lock(&status).updates_accepted;
         let outcome = tokio::select! {
-            r = stream(&cfg, &mut session, &*apply, &status) => r,
+            r = stream(&cfg, session, &*apply, &status) => r,
             () = &mut stopped => return,
         };
         lock(&status).connected = false;
@@ -899,7 +1005,7 @@ pub async fn run(
         }
         let backing_off = tokio::time::sleep(wait);
         tokio::select! {
-            () = with_timers(backing_off, &mut session, &*apply) => {}
+            () = with_timers(backing_off, session, &*apply) => {}
             () = &mut stopped => return,
         }
     }
@@ -909,15 +1015,15 @@ pub async fn run(
 /// connecting, opening the stream, or waiting to connect again).
 async fn with_timers<F: std::future::Future>(
     fut: F,
-    session: &mut Session,
+    session: &Mutex<Session>,
     apply: &dyn Apply,
 ) -> F::Output {
     tokio::pin!(fut);
     loop {
-        let deadline = session.next_deadline();
+        let deadline = lock(session).next_deadline();
         tokio::select! {
             out = &mut fut => return out,
-            () = sleep_until(deadline) => session.on_timer(apply),
+            () = sleep_until(deadline) => lock(session).on_timer(apply),
         }
     }
 }
@@ -986,7 +1092,7 @@ async fn connect(cfg: &XdsConfig) -> anyhow::Result<tonic::transport::Channel> {
 /// One stream: open, send what the session starts with, then answer each response.
 async fn stream(
     cfg: &XdsConfig,
-    session: &mut Session,
+    session: &Mutex<Session>,
     apply: &dyn Apply,
     status: &Mutex<XdsStatus>,
 ) -> anyhow::Result<()> {
@@ -996,7 +1102,7 @@ async fn stream(
         .with_context(|| format!("connecting to {}", cfg.server))?;
     let mut client = AggregatedDiscoveryServiceClient::new(channel)
         .max_decoding_message_size(cfg.max_message_bytes);
-    let first = session.start();
+    let first = lock(session).start();
     let sotw = cfg.protocol == XdsProtocol::Sotw;
     // One channel of the session's requests, split by protocol for tonic's typed streams.
     let (sotw_tx, sotw_rx) = tokio::sync::mpsc::unbounded_channel::<DiscoveryRequest>();
@@ -1033,20 +1139,23 @@ async fn stream(
 /// server ends it (`Ok`) or it breaks.
 async fn answer<R>(
     mut inbound: tonic::Streaming<R>,
-    session: &mut Session,
+    session: &Mutex<Session>,
     apply: &dyn Apply,
     on_response: fn(&mut Session, R, &dyn Apply) -> Vec<Outgoing>,
     send: impl Fn(Outgoing) -> bool,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     loop {
-        let deadline = session.next_deadline();
+        let deadline = lock(session).next_deadline();
         tokio::select! {
             m = inbound.message() => match m.context("the ADS stream")? {
-                Some(r) => on_response(session, r, apply).into_iter().for_each(|o| { send(o); }),
+                Some(r) => {
+                    let out = on_response(&mut lock(session), r, apply);
+                    out.into_iter().for_each(|o| { send(o); });
+                }
                 None => return Ok(()),
             },
-            () = sleep_until(deadline) => session.on_timer(apply),
+            () = sleep_until(deadline) => lock(session).on_timer(apply),
         }
     }
 }

@@ -19,7 +19,7 @@ use resources::{XdsAssignment, XdsCluster, XdsListener};
 use std::collections::BTreeMap;
 
 /// Accepted resources by name.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Resources {
     /// Listeners.
     pub listeners: BTreeMap<String, XdsListener>,
@@ -30,7 +30,7 @@ pub struct Resources {
 }
 
 /// Services and clusters put together from [`Resources`].
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Assembled {
     /// Services (listeners whose clusters are ready).
     pub services: Vec<ServiceConfig>,
@@ -41,7 +41,7 @@ pub struct Assembled {
 }
 
 /// A resource held back.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Waiting {
     /// `listener` or `cluster`.
     pub kind: &'static str,
@@ -49,6 +49,23 @@ pub struct Waiting {
     pub name: String,
     /// What it waits for.
     pub reason: String,
+}
+
+impl<'de> serde::Deserialize<'de> for Waiting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Read {
+            kind: String,
+            name: String,
+            reason: String,
+        }
+        let r = Read::deserialize(d)?;
+        let kind = ["listener", "cluster"]
+            .into_iter()
+            .find(|k| *k == r.kind)
+            .ok_or_else(|| serde::de::Error::custom(format!("a resource kind `{}`", r.kind)))?;
+        Ok(Waiting { kind, name: r.name, reason: r.reason })
+    }
 }
 
 impl Resources {

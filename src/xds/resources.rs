@@ -227,7 +227,7 @@ pub fn rules_markdown() -> String {
 
 /// A listener as weir takes it: a service, with the clusters it splits between when its
 /// tcp_proxy names weighted clusters.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct XdsListener {
     /// The service; its `cluster` is the single cluster, or the split's name.
     pub service: ServiceConfig,
@@ -236,7 +236,7 @@ pub struct XdsListener {
 }
 
 /// A cluster as weir takes it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct XdsCluster {
     /// The cluster; a STATIC cluster's endpoints are in it, an EDS cluster's come apart.
     pub config: ClusterConfig,
@@ -250,7 +250,7 @@ pub struct XdsCluster {
 }
 
 /// A ClusterLoadAssignment as weir takes it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct XdsAssignment {
     /// Its name (the cluster's, or the EDS service name).
     pub name: String,

@@ -68,6 +68,19 @@ impl HealthTable {
         )
     }
 
+    /// Sets endpoint `id`'s counters (a hot restart goes on from its predecessor's).
+    pub fn restore(&self, id: u32, run: u32, (failures, successes): (u64, u64)) {
+        if let Some(r) = Self::at(&self.run, id) {
+            r.store(run, Ordering::Relaxed);
+        }
+        if let Some(f) = Self::at(&self.failures, id) {
+            f.store(failures, Ordering::Relaxed);
+        }
+        if let Some(s) = Self::at(&self.successes, id) {
+            s.store(successes, Ordering::Relaxed);
+        }
+    }
+
     fn reset_run(&self, id: u32) {
         if let Some(r) = Self::at(&self.run, id) {
             r.store(0, Ordering::Relaxed);
@@ -215,6 +228,22 @@ impl OutlierDetector {
     pub fn ejections(&self, id: u32) -> u32 {
         self.state.get(usize::try_from(id).unwrap_or(usize::MAX)).map_or(0, |s| s.1)
     }
+
+    /// Sets endpoint `id`'s state as a predecessor left it: ejected for `left` more (if
+    /// ejected), after `ejections` ejections. Returns whether `id` is an endpoint id here.
+    pub fn restore(
+        &mut self,
+        id: u32,
+        left: Option<Duration>,
+        ejections: u32,
+        now: Instant,
+    ) -> bool {
+        let Some(s) = self.state.get_mut(usize::try_from(id).unwrap_or(usize::MAX)) else {
+            return false;
+        };
+        *s = (left.map(|l| now + l), ejections);
+        true
+    }
 }
 
 #[cfg(test)]
@@ -280,6 +309,37 @@ mod tests {
         }
         d.check(&t, Instant::now(), Vec::new);
         assert!(!d.is_ejected(2), "its cluster turned detection off");
+    }
+
+    #[test]
+    fn a_restored_ejection_runs_for_what_was_left_and_counts_on() {
+        let s = OutlierSettings {
+            consecutive_failures: 1,
+            base_ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(100),
+            max_ejection_percent: 100,
+        };
+        let t = HealthTable::new(2);
+        let mut d = OutlierDetector::new(s, 2);
+        let t0 = Instant::now();
+        assert!(d.restore(1, Some(Duration::from_secs(3)), 2, t0));
+        assert!(!d.restore(2, None, 1, t0), "no such endpoint id");
+        t.restore(0, 5, (7, 9));
+        assert_eq!((t.run(0), t.totals(0)), (5, (7, 9)));
+        assert!(d.is_ejected(1));
+        // Endpoint 0's run of failures went on from its predecessor's: it reached the
+        // threshold.
+        assert!(d.check(&t, t0 + Duration::from_secs(2), Vec::new));
+        assert!(d.is_ejected(0));
+        assert!(d.is_ejected(1), "3 s were left");
+        d.check(&t, t0 + Duration::from_secs(3), Vec::new);
+        assert!(!d.is_ejected(1));
+        // The next ejection is the third: 30 s.
+        t.failed(1);
+        let t1 = t0 + Duration::from_secs(4);
+        assert!(d.check(&t, t1, Vec::new));
+        assert_eq!(d.ejections(1), 3);
+        assert_eq!(d.ejected_until(1), Some(t1 + Duration::from_secs(30)));
     }
 
     #[test]
