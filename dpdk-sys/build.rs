@@ -51,6 +51,8 @@ fn main() {
         .allowlist_function("rte_pktmbuf_.*")
         .allowlist_function("rte_mempool_.*")
         .allowlist_function("rte_lcore_.*")
+        .allowlist_function("rte_dev_probe")
+        .allowlist_function("rte_dev_remove")
         .allowlist_function("rte_thread_register")
         .allowlist_function("rte_thread_unregister")
         .allowlist_function("rte_socket_id")

@@ -142,6 +142,11 @@ impl Topology {
         s
     }
 
+    /// The backend weir's ports are on.
+    pub fn backend(&self) -> DemoBackend {
+        self.backend
+    }
+
     /// Directory for this topology's files.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -89,6 +89,14 @@ enum Message {
         watchdog_usec: Option<u64>,
         /// The xDS session follows (an `xds` message).
         xds: bool,
+        /// Each port's MAC, by port number (a DPDK port's is known only once it is open, and
+        /// the new weir opens it after the cut-over).
+        #[serde(default)]
+        macs: Vec<[u8; 6]>,
+        /// The EAL's runtime file prefix, when one is configured: the new weir's EAL, up
+        /// beside this one's until the cut-over, takes the other of the two.
+        #[serde(default)]
+        eal_file_prefix: Option<String>,
     },
     /// The xDS client's session: sent after `welcome`, and again before `queues` if it
     /// changed meanwhile.
@@ -207,6 +215,7 @@ struct HandedQueue {
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Position {
     Stateless,
+    Reopened,
     AfPacket { block: u32, open: bool, remaining: u32, offset: u32, tx_head: u32 },
 }
 
@@ -214,6 +223,7 @@ impl From<QueuePosition> for Position {
     fn from(p: QueuePosition) -> Position {
         match p {
             QueuePosition::Stateless => Position::Stateless,
+            QueuePosition::Reopened => Position::Reopened,
             QueuePosition::AfPacket { block, open, remaining, offset, tx_head } => {
                 Position::AfPacket { block, open, remaining, offset, tx_head }
             }
@@ -225,6 +235,7 @@ impl From<Position> for QueuePosition {
     fn from(p: Position) -> QueuePosition {
         match p {
             Position::Stateless => QueuePosition::Stateless,
+            Position::Reopened => QueuePosition::Reopened,
             Position::AfPacket { block, open, remaining, offset, tx_head } => {
                 QueuePosition::AfPacket { block, open, remaining, offset, tx_head }
             }
@@ -513,9 +524,6 @@ fn compatible(
     ports: &serde_json::Value,
     snat_ports: (u16, u16),
 ) -> Result<(), String> {
-    if cfg.ports.iter().any(|p| p.backend == crate::config::Backend::Dpdk) {
-        return Err("DPDK ports are not handed over: restart cold (stop, then start)".into());
-    }
     if workers != cfg.workers.len() {
         return Err(format!(
             "{workers} workers against {} running: each worker's queues and flows go to the \
@@ -605,6 +613,8 @@ pub fn give(
         flows: running.flows(),
         watchdog_usec: watchdog_usec(),
         xds: xds.is_some(),
+        macs: running.port_macs.clone(),
+        eal_file_prefix: running.eal_file_prefix(),
     })?;
     let xds_changes = match xds {
         Some((session, changes)) => {
@@ -621,6 +631,11 @@ pub fn give(
         ch.deadline = Instant::now() + Duration::from_secs(1);
         let _ = ch.send(&Message::Resumed);
         drop(ch);
+        // DPDK ports let go for it are opened again first.
+        if let Err(lost) = running.take_ports_back() {
+            return Err(anyhow!(PortsLost(format!("{lost:#}")))
+                .context(format!("takeover by pid {pid} failed ({e:#})")));
+        }
         for d in &desks {
             d.ask(HandoverAsk::Resume);
         }
@@ -673,7 +688,7 @@ fn hand_over(
                 position: q.position.into(),
                 stats: q.stats.values().map(|(i, v)| (i.name.to_owned(), v)).collect(),
             });
-            fds.push(q.fd);
+            fds.extend(q.fd);
         }
         handed.push(mine);
     }
@@ -698,6 +713,12 @@ fn hand_over(
     all.extend(handing.admin.as_ref().map(AsFd::as_fd));
     all.push(handing.listener.as_fd());
     ch.send_fds(&all)?;
+    // DPDK ports cannot be open in two processes: the new weir opens them once these are
+    // closed, which is the gap in forwarding a DPDK takeover has.
+    let let_go = running.let_ports_go();
+    if !let_go.is_zero() {
+        tracing::info!(ms = format!("{:.1}", let_go.as_secs_f64() * 1000.0), "DPDK ports let go");
+    }
     ch.send(&Message::Paused)?;
     match ch.recv().context("waiting for the new weir to take over")? {
         Frame::Message(Message::Took { cut_over_us }) => {
@@ -756,6 +777,19 @@ fn pump(ch: &mut Channel, desks: &[&HandoverDesk], stage: HandoverStage) -> Resu
     Ok((queues, neighbors))
 }
 
+/// A takeover failed after this weir let its DPDK ports go, and they could not be opened
+/// again: its workers have nothing to poll, and it must stop (to be started cold).
+#[derive(Debug)]
+pub struct PortsLost(pub String);
+
+impl std::fmt::Display for PortsLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the DPDK ports let go could not be taken back: {}", self.0)
+    }
+}
+
+impl std::error::Error for PortsLost {}
+
 /// Why a takeover did not happen.
 #[derive(Debug)]
 pub enum TakeoverError {
@@ -796,8 +830,8 @@ fn on_socket(e: std::io::Error, doing: &str) -> TakeoverError {
 
 /// One queue as the new weir receives it.
 pub struct ReceivedQueue {
-    /// Its descriptor.
-    pub fd: OwnedFd,
+    /// Its descriptor (none for a port opened again: DPDK's).
+    pub fd: Option<OwnedFd>,
     /// Where the old worker stopped.
     pub position: QueuePosition,
     /// Its counters so far.
@@ -830,6 +864,10 @@ pub struct Taker {
     pub neighbors: Vec<Vec<(IpAddr, [u8; 6], u8)>>,
     /// The old weir's passive health of its endpoints.
     pub health: Vec<crate::run::CarriedHealth>,
+    /// Each port's MAC as the old weir has it, by port number.
+    pub macs: Vec<[u8; 6]>,
+    /// The old weir's EAL runtime file prefix, if one is configured.
+    pub eal_file_prefix: Option<String>,
     /// The old weir's xDS session as it was when the takeover began.
     pub xds: Option<crate::xds::client::CarriedSession>,
     /// Its xDS session as the cut-over found it, if it changed during the copy.
@@ -877,7 +915,15 @@ impl Taker {
             Err(e) => return Err(e).context("waiting for the running weir's welcome"),
         };
         match welcome {
-            Frame::Message(Message::Welcome { pid, flows, watchdog_usec, xds, .. }) => {
+            Frame::Message(Message::Welcome {
+                pid,
+                flows,
+                watchdog_usec,
+                xds,
+                macs,
+                eal_file_prefix,
+                ..
+            }) => {
                 tracing::info!(pid, flows, "taking over from the running weir");
                 let xds = if xds {
                     match ch.recv().context("receiving the running weir's xDS session")? {
@@ -901,6 +947,8 @@ impl Taker {
                     tallies: Vec::new(),
                     neighbors: Vec::new(),
                     health: Vec::new(),
+                    macs,
+                    eal_file_prefix,
                     xds,
                     xds_update: None,
                 }))
@@ -957,7 +1005,9 @@ impl Taker {
                 _ => return Err(anyhow!("unexpected message during the cut-over").into()),
             }
         };
-        let count: usize = queues.iter().map(Vec::len).sum();
+        // DPDK queues come without a descriptor: the new weir opens their ports again.
+        let reopened = |q: &HandedQueue| matches!(q.position, Position::Reopened);
+        let count = queues.iter().flatten().filter(|q| !reopened(q)).count();
         if queues.len() != self.ids.len() || locks > MAX_LOCKS {
             return Err(anyhow!(
                 "the running weir hands over {} workers' queues and {locks} locks",
@@ -974,11 +1024,16 @@ impl Taker {
         for qs in queues {
             let mut mine = Vec::new();
             for q in qs {
+                let fd_follows = !reopened(&q);
                 let mut stats = PortStats::default();
                 for (name, v) in q.stats {
                     stats.set(&name, v);
                 }
-                let fd = fds.next().ok_or_else(|| anyhow!("a queue's descriptor is missing"))?;
+                let fd = if !fd_follows {
+                    None
+                } else {
+                    Some(fds.next().ok_or_else(|| anyhow!("a queue's descriptor is missing"))?)
+                };
                 mine.push(ReceivedQueue { fd, position: q.position.into(), stats });
             }
             out.push(mine);

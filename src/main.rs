@@ -460,6 +460,7 @@ async fn control(
     });
     let mut giving: Option<std::sync::mpsc::Receiver<Result<u32>>> = None;
     let mut handed_to = None;
+    let mut lost_ports: Option<anyhow::Error> = None;
     // The xDS client shares this thread; it applies what it accepts as a reload does.
     let xds = match (ctl.config().xds.clone(), &ctl.xds_session) {
         (Some(x), Some(session)) => {
@@ -505,6 +506,11 @@ async fn control(
                     handed_to = Some(pid);
                     ctl.handed_over.store(true, Ordering::Relaxed);
                     tracing::info!(pid, "handed over to the new weir: stopping");
+                    break;
+                }
+                Ok(Err(e)) if e.downcast_ref::<weir::handover::PortsLost>().is_some() => {
+                    tracing::error!("{e:#}: stopping");
+                    lost_ports = Some(e);
                     break;
                 }
                 Ok(Err(e)) => {
@@ -621,6 +627,9 @@ async fn control(
     // The file first: it is what a supervisor reads, and standard output may be gone.
     let written = stats_json.as_deref().map(|p| write_stats(p, &ctl.running));
     print_out(&format!("{}\n", ctl.running.report_text()));
+    if let Some(e) = lost_ports {
+        return Err(e);
+    }
     written.transpose().map(|_| ())
 }
 

@@ -66,9 +66,18 @@ pub fn backend_addr(i: usize) -> String {
 }
 
 impl MeshRig {
-    /// The topology with `n` backends.
+    /// The topology with `n` backends, weir on af_packet ports.
     pub fn build(n: usize) -> Result<MeshRig> {
-        let t = Topology::build(DemoBackend::AfPacket)?;
+        MeshRig::build_on(DemoBackend::AfPacket, n)
+    }
+
+    /// The topology with `n` backends, weir's ports on `backend` (one whose ports are veth
+    /// ends: af_packet, natively or as DPDK's `net_af_packet`).
+    pub fn build_on(backend: DemoBackend, n: usize) -> Result<MeshRig> {
+        if !backend.veth() {
+            bail!("the mesh rig's server side is a switch behind a veth: not for TAP ports");
+        }
+        let t = Topology::build(backend)?;
         // The server namespace becomes a switch: its port to weir joins a bridge.
         for cmd in [
             vec!["ip", "addr", "flush", "dev", "s0"],
@@ -91,6 +100,10 @@ impl MeshRig {
         let ns = Netns::new(&format!("b{i}"))?;
         let port = format!("p{i}");
         veth(&self.t.server, &port, &ns, "e0")?;
+        if self.t.backend() == DemoBackend::DpdkAfPacket {
+            // As the topology's hosts: DPDK's af_packet driver needs finished checksums.
+            ns.no_tx_checksum_offload("e0");
+        }
         self.t.server.exec(&["ip", "link", "set", &port, "master", "br0"])?;
         let addr = backend_addr(i);
         configure_host(

@@ -774,3 +774,100 @@ fn services_held_from_xds_serve_from_the_successors_first_packet() {
         rig.t.stop().unwrap();
     }
 }
+
+#[test]
+fn dpdk_ports_are_opened_again_by_the_successor_and_every_flow_survives() {
+    use weir::demo::DemoBackend;
+    if !ready(&["ip", "curl", "nginx", "iperf3"]) {
+        return;
+    }
+    let mut rig = MeshRig::build_on(DemoBackend::DpdkAfPacket, 2).unwrap();
+    let services = services_with_bulk(&services_config("nat", "maglev", &[1, 1]));
+    let cfg = config(&rig, 2, &services);
+    rig.t.start(&exe(), &cfg).unwrap();
+    let go = rig.t.dir().join("go");
+    let session = rig.t.client.spawn(&[common::PY, "-c", &sessions_script(20, &go)]).unwrap();
+    let mut server = rig.backends[0].ns.spawn(&["iperf3", "-s", "-1"]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let iperf =
+        rig.t.client.spawn(&["timeout", "30", "iperf3", "-c", VIP, "-t", "12", "-J"]).unwrap();
+    let load = curl_load(&rig, 200);
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_secs(4));
+        restart(&mut rig, &cfg);
+    }
+    std::fs::write(&go, "").unwrap();
+    let out = iperf.wait_with_output().unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let log = rig.t.log();
+    let (bytes, error) = iperf_intervals(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(error, None, "iperf3 failed\n{log}");
+    assert!(bytes.len() >= 12 && bytes.iter().all(|b| *b > 0), "{bytes:?}\n{log}");
+    let (answered, text) = answered(load);
+    assert_eq!(answered, 200, "requests lost\n{text}\n{log}");
+    let text = String::from_utf8_lossy(&session.wait_with_output().unwrap().stdout).into_owned();
+    let (before, after) = sessions(&text);
+    assert_eq!(before.len(), 20, "{text}");
+    assert_eq!(before, after, "a keep-alive session failed or moved\n{text}\n{log}");
+    assert_eq!(takeovers(&rig), 2, "{log}");
+    // The old weir let its ports go and the new one opened them again, each time.
+    assert_eq!(log.matches("DPDK ports let go").count(), 2, "{log}");
+    assert_eq!(log.matches("dpdk_ports_reopened_ms=").count(), 2, "{log}");
+    let stats = rig.t.stop().unwrap();
+    assert_eq!(stats["ports"]["client_side"]["device"]["driver"], "net_af_packet", "{stats}");
+    // The iperf3 connections were carried, not opened again.
+    assert_eq!(worker_sum(&stats, "resets_sent"), 0, "{stats}");
+}
+
+/// `services` (one service, one cluster, as [`services_config`] writes them) with a second
+/// service and cluster, `bulk`: iperf3 on backend 0.
+fn services_with_bulk(services: &str) -> String {
+    let (head, clusters) = services.split_once("clusters:\n").expect("a clusters section");
+    format!(
+        "{head}  - {{ name: bulk, vip: {VIP}, port: 5201, protocol: tcp, cluster: bulk }}
+clusters:
+{clusters}  - name: bulk
+    endpoints:
+      - {{ address: {}, port: 5201 }}
+",
+        backend_addr(0)
+    )
+}
+
+#[test]
+fn a_dpdk_successor_that_dies_after_the_ports_were_let_go_gives_them_back() {
+    use weir::demo::DemoBackend;
+    if !ready(&["ip", "curl", "nginx"]) {
+        return;
+    }
+    let mut rig = MeshRig::build_on(DemoBackend::DpdkAfPacket, 1).unwrap();
+    let cfg = config(&rig, 1, &services_config("nat", "maglev", &[1]));
+    rig.t.start(&exe(), &cfg).unwrap();
+    let load = curl_load(&rig, 100);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut s = connect(&rig);
+    s.write_all(&hello(&cfg, weir::handover::VERSION)).unwrap();
+    assert_eq!(next_message(&mut s)["message"], "welcome");
+    assert_eq!(next_message(&mut s)["message"], "copied");
+    s.write_all(&frame(0, br#"{"message":"cut_over"}"#)).unwrap();
+    assert_eq!(next_message(&mut s)["message"], "queues");
+    // The descriptors (interface locks, the listener) come as one byte with them: read, and
+    // so closed. The old weir closed its ports for us, then: we go away.
+    let mut byte = [0u8; 1];
+    s.read_exact(&mut byte).unwrap();
+    assert_eq!(next_message(&mut s)["message"], "paused");
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !rig.t.log().contains("takeover failed, forwarding again") {
+        assert!(Instant::now() < deadline, "{}", rig.t.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (answered, text) = answered(load);
+    assert_eq!(answered, 100, "requests lost\n{text}\n{}", rig.t.log());
+    // And a real successor takes over after that.
+    restart(&mut rig, &cfg);
+    let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 20).unwrap();
+    assert_eq!((per[0], failed), (20, 0), "{}", rig.t.log());
+    rig.t.stop().unwrap();
+}

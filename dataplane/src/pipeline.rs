@@ -261,10 +261,11 @@ pub trait Egress<B: PacketBuf> {
     fn send(&mut self, port: u8, pkt: B);
     /// A fresh empty buffer, or `None` when the pool is exhausted.
     fn alloc(&mut self) -> Option<B>;
-    /// Hands `pkt`, received on `in_port`, to worker `worker`; gives it back when that worker's
-    /// ring is full (or there is no such worker).
-    fn handoff(&mut self, worker: u16, pkt: B, in_port: u8) -> Result<(), B> {
-        let _ = (worker, in_port);
+    /// Hands `pkt`, received on `in_port`, to worker `worker` (after `passes` workers looked
+    /// for its flow in vain); gives it back when that worker's ring is full (or there is no
+    /// such worker).
+    fn handoff(&mut self, worker: u16, pkt: B, in_port: u8, passes: u8) -> Result<(), B> {
+        let _ = (worker, in_port, passes);
         Err(pkt)
     }
 }
@@ -552,6 +553,29 @@ impl<B: PacketBuf> Pipeline<B> {
         self.process_general(pkt, in_port, now_ns, out)
     }
 
+    /// [`Pipeline::process`] for a packet another worker handed over, after `passes` workers
+    /// looked for its flow in vain (0 when it was handed to its flow's owner).
+    pub fn process_handed(
+        &mut self,
+        pkt: B,
+        in_port: u8,
+        passes: u8,
+        now_ns: u64,
+        out: &mut impl Egress<B>,
+    ) -> Verdict {
+        if passes == 0 {
+            return self.process(pkt, in_port, now_ns, out);
+        }
+        if let Some(m) = self.mesh.as_mut() {
+            m.set_seeking(passes);
+        }
+        let v = self.process_general(pkt, in_port, now_ns, out);
+        if let Some(m) = self.mesh.as_mut() {
+            m.set_seeking(0);
+        }
+        v
+    }
+
     /// Everything the fast path does not take: parse the whole frame and decide. Kept out of
     /// line so the fast path stays a small function.
     #[inline(never)]
@@ -577,7 +601,7 @@ impl<B: PacketBuf> Pipeline<B> {
                 self.counters.consumed += 1;
                 Verdict::Consumed
             }
-            Step::Handoff(w) => match out.handoff(w, pkt, in_port) {
+            Step::Handoff(w, passes) => match out.handoff(w, pkt, in_port, passes) {
                 Ok(()) => {
                     self.counters.handed_off += 1;
                     Verdict::Handoff(w)
@@ -835,7 +859,8 @@ impl<B: PacketBuf> Pipeline<B> {
         match action {
             MeshAction::Pass => None,
             MeshAction::Drop(r) => Some(Step::Drop(r)),
-            MeshAction::Handoff(w) => Some(Step::Handoff(w)),
+            MeshAction::Handoff(w) => Some(Step::Handoff(w, 0)),
+            MeshAction::Seek(w) => Some(Step::Handoff(w, m.seeking().saturating_add(1))),
             MeshAction::TooBig { mtu } => {
                 // As a router would: an error to the sender, about its own packet (untouched).
                 let kind = match parsed.l3 {
@@ -1599,8 +1624,8 @@ enum Step {
     Drop(DropReason),
     /// Handled by weir itself (an ARP reply or NA learned from): freed, not a drop.
     Consumed,
-    /// Belongs to another worker's flow.
-    Handoff(u16),
+    /// Belongs to another worker's flow (or may: after this many workers looked for it).
+    Handoff(u16, u8),
 }
 
 #[cfg(test)]

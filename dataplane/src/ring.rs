@@ -13,6 +13,9 @@ pub struct Handoff<B> {
     pub pkt: B,
     /// Its input port.
     pub in_port: u8,
+    /// Workers that looked for its flow and did not find it (see
+    /// [`crate::mesh::engine::MeshAction::Seek`]); 0 for a packet handed to its flow's owner.
+    pub passes: u8,
 }
 
 /// A multi-producer, single-consumer ring of fixed capacity.
@@ -64,7 +67,7 @@ impl<B> HandoffRing<B> {
 pub fn enqueue_batch<B>(ring: &HandoffRing<B>, in_port: u8, batch: &mut Batch<B>) -> Batch<B> {
     let mut rejected = Batch::new();
     for pkt in batch.drain(..) {
-        if let Err(h) = ring.enqueue(Handoff { pkt, in_port }) {
+        if let Err(h) = ring.enqueue(Handoff { pkt, in_port, passes: 0 }) {
             rejected.push(h.pkt);
         }
     }
@@ -99,7 +102,7 @@ mod tests {
                 let r = std::sync::Arc::clone(&ring);
                 std::thread::spawn(move || {
                     for i in 0..per {
-                        let mut h = Handoff { pkt: p * per + i, in_port: 0 };
+                        let mut h = Handoff { pkt: p * per + i, in_port: 0, passes: 0 };
                         while let Err(back) = r.enqueue(h) {
                             h = back;
                             std::thread::yield_now();

@@ -549,9 +549,9 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Egress<P::Buf> for Tx<'_, P, S> {
         self.source.alloc()
     }
 
-    fn handoff(&mut self, worker: u16, pkt: P::Buf, in_port: u8) -> Result<(), P::Buf> {
+    fn handoff(&mut self, worker: u16, pkt: P::Buf, in_port: u8, passes: u8) -> Result<(), P::Buf> {
         match self.outboxes.get(usize::from(worker)) {
-            Some(ring) => ring.enqueue(Handoff { pkt, in_port }).map_err(|h| h.pkt),
+            Some(ring) => ring.enqueue(Handoff { pkt, in_port, passes }).map_err(|h| h.pkt),
             None => Err(pkt),
         }
     }
@@ -742,7 +742,7 @@ impl<P: PacketIo, S: BufSource<P::Buf>> Worker<P, S> {
             let n = ring.dequeue_burst(&mut self.handoff_rx);
             received += n;
             for h in self.handoff_rx.drain(..) {
-                self.pipeline.process(h.pkt, h.in_port, now_ns, &mut tx);
+                self.pipeline.process_handed(h.pkt, h.in_port, h.passes, now_ns, &mut tx);
             }
         }
         // Frames released by housekeeping (resolved neighbors) are sent in polls that

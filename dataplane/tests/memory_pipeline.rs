@@ -71,7 +71,7 @@ fn handed_off_packets_are_processed_by_the_owner() {
     w.set_handoff_inbox(Arc::clone(&ring));
     let mut b = cache.alloc().unwrap();
     b.fill(&udp4_frame(9)).unwrap();
-    assert!(ring.enqueue(Handoff { pkt: b, in_port: 0 }).is_ok());
+    assert!(ring.enqueue(Handoff { pkt: b, in_port: 0, passes: 0 }).is_ok());
     assert_eq!(w.poll_once(), 1);
     assert_eq!(&q[1].take_sent().expect("forwarded").data()[0..6], &SERVER_MAC);
 }

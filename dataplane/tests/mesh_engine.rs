@@ -563,3 +563,43 @@ fn failures_during_evictions_are_not_held_against_the_endpoint() {
     assert_eq!(r.send(&mut rst), TRANSLATED);
     assert_eq!(r.shared.health.run(id), 1, "{:?}", r.engine.counters);
 }
+
+#[test]
+fn a_segment_of_another_workers_nat_flow_is_looked_for_there_before_any_reset() {
+    // Two workers sharing one mesh; the connection opened on worker 0.
+    let (s, c) = mesh(Mode::Nat, Policy::Maglev, vec![ep(10, 1)], proto::TCP);
+    let cap = MeshCapacity { services: 16, clusters: 16, endpoints: 64 };
+    let snap = MeshSnapshot::build(&s, &c, cap, None, |_| true).unwrap();
+    let shared = SharedMesh::new(snap, 64, 64, 2);
+    let settings = MeshSettings {
+        flow_capacity: 64,
+        timeouts: FlowTimeouts::default(),
+        when_full: WhenFull::DropNew,
+        snat_ports: (20000, 29999),
+        endpoints: 64,
+        clusters: 16,
+        reset_unknown: true,
+    };
+    let mut w: Vec<MeshEngine> =
+        (0..2).map(|i| MeshEngine::new(i, 2, &settings, std::sync::Arc::clone(&shared))).collect();
+    let routes = TestRoutes(1500);
+    let send = |e: &mut MeshEngine, f: &mut [u8], now: u64| {
+        let p = parse_frame(f).unwrap();
+        e.handle(f, &p, false, &routes, now)
+    };
+    let mut syn = l4_frame_v4(CLIENT, 40000, VIP, 80, Some(SYN));
+    assert!(matches!(send(&mut w[0], &mut syn, 10), MeshAction::Translated { .. }));
+    // A segment of it reaches worker 1 (the port rolled it over to another queue): worker 1
+    // has no flow for it and passes it on rather than resetting the connection.
+    let mut ack = l4_frame_v4(CLIENT, 40000, VIP, 80, Some(ACK));
+    assert_eq!(send(&mut w[1], &mut ack.clone(), 20), MeshAction::Seek(0));
+    // Worker 0, told one worker looked already, finds it and translates it.
+    w[0].set_seeking(1);
+    assert!(matches!(send(&mut w[0], &mut ack, 30), MeshAction::Translated { .. }));
+    w[0].set_seeking(0);
+    // A connection no worker has: the last one to look resets it.
+    let mut lost = l4_frame_v4(CLIENT, 40001, VIP, 80, Some(ACK));
+    assert_eq!(send(&mut w[0], &mut lost.clone(), 40), MeshAction::Seek(1));
+    w[1].set_seeking(1);
+    assert_eq!(send(&mut w[1], &mut lost, 50), MeshAction::Reset);
+}

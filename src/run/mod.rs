@@ -3,6 +3,8 @@
 //! (reload, passive health, drain, stop: here), and reporting on itself ([`report`]: counters,
 //! the endpoint and service views, the log lines that explain the mesh).
 
+#[cfg(feature = "dpdk")]
+mod dpdk;
 pub mod report;
 mod start;
 
@@ -145,9 +147,12 @@ pub struct Running {
     outliers: std::sync::Mutex<OutlierDetector>,
     /// The locks on the interfaces, held while running.
     claims: Option<crate::claim::InterfaceClaims>,
-    /// DPDK ports, by port number: stopped and closed when `Running` drops, after the workers.
+    /// DPDK ports, by port number: stopped and closed when `Running` drops, after the workers;
+    /// let go for a hot restart's successor.
     #[cfg(feature = "dpdk")]
-    dpdk_ports: Vec<dataplane::dpdk::Port>,
+    dpdk_ports: std::sync::Mutex<Option<dpdk::DpdkPorts>>,
+    /// The MAC of each port, by port number.
+    pub port_macs: Vec<[u8; 6]>,
 }
 
 impl Drop for Running {
@@ -372,6 +377,42 @@ impl Running {
                 c.ejected_ms.is_some() || c.ejections > 0 || c.run > 0 || c.connects != (0, 0)
             })
             .collect()
+    }
+
+    /// Lets the DPDK ports go (stopped, closed, their devices removed) for the weir taking
+    /// over, which opens them again; returns how long it took (zero without DPDK ports). The
+    /// workers must be paused.
+    pub fn let_ports_go(&self) -> std::time::Duration {
+        #[cfg(feature = "dpdk")]
+        if let Some(p) =
+            self.dpdk_ports.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_mut()
+        {
+            return p.let_go();
+        }
+        std::time::Duration::ZERO
+    }
+
+    /// The runtime file prefix of this process's EAL, when the configuration sets one.
+    pub fn eal_file_prefix(&self) -> Option<String> {
+        #[cfg(feature = "dpdk")]
+        if let Some(p) =
+            self.dpdk_ports.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref()
+        {
+            return p.file_prefix();
+        }
+        None
+    }
+
+    /// Opens again the DPDK ports let go, under the port ids the workers poll (a takeover
+    /// failed). An error means the workers must stay paused: their ports are gone.
+    pub fn take_ports_back(&self) -> Result<()> {
+        #[cfg(feature = "dpdk")]
+        if let Some(p) =
+            self.dpdk_ports.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_mut()
+        {
+            return p.take_back();
+        }
+        Ok(())
     }
 
     /// The interface locks this weir holds, to hand to the one that takes over.

@@ -377,8 +377,14 @@ impl Running {
             .sum();
         // Frames a DPDK device refused never reach weir at all: its count.
         #[cfg(feature = "dpdk")]
-        let rx_errors: u64 =
-            self.dpdk_ports.iter().filter_map(|p| p.stats().ok()).map(|s| s.ierrors).sum();
+        let dpdk = self.dpdk_ports.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        #[cfg(feature = "dpdk")]
+        let rx_errors: u64 = dpdk
+            .iter()
+            .flat_map(|d| d.open_ports().flatten())
+            .filter_map(|p| p.stats().ok())
+            .map(|s| s.ierrors)
+            .sum();
         #[cfg(not(feature = "dpdk"))]
         let rx_errors = 0u64;
         for &r in DropReason::ALL {
@@ -416,7 +422,8 @@ impl Running {
             })
             .collect();
         #[cfg(feature = "dpdk")]
-        for (name, port) in self.port_names.iter().zip(&self.dpdk_ports) {
+        for (name, port) in self.port_names.iter().zip(dpdk.iter().flat_map(|d| d.open_ports())) {
+            let Some(port) = port else { continue };
             if let Some(p) = ports.get_mut(name) {
                 let dev = device_json(port);
                 // DPDK queues count frames; the device counts bytes.

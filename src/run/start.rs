@@ -146,6 +146,7 @@ fn native_running(
     pool: &'static Mempool,
     claims: Option<crate::claim::InterfaceClaims>,
     outliers: Option<OutlierDetector>,
+    macs: Vec<[u8; 6]>,
 ) -> Running {
     Running {
         stop: spawned.stop,
@@ -159,7 +160,8 @@ fn native_running(
         mesh: spawned.mesh,
         claims,
         #[cfg(feature = "dpdk")]
-        dpdk_ports: Vec::new(),
+        dpdk_ports: std::sync::Mutex::new(None),
+        port_macs: macs,
     }
 }
 
@@ -218,40 +220,38 @@ fn start_native(cfg: &Config) -> Result<Running> {
     }
     let spawned = prepare_workers(cfg, &macs)?
         .spawn(cfg, queues, move |_| Ok((PoolCache::new(pool), Box::new(()) as Box<dyn Any>)))?;
-    Ok(native_running(cfg, spawned, pool, None, None))
+    Ok(native_running(cfg, spawned, pool, None, None, macs))
 }
 
 /// Starts by taking over from the running weir `taker` speaks to: the flows it copies go into
-/// the new workers' tables before they start, and the queues it hands over (its af_packet
-/// sockets and TAP queues) are where the new workers go on from. The interface locks come
-/// with them. Returns once the new workers run and the old weir was told.
+/// the new workers' tables before they start, and the queues it hands over are where the new
+/// workers go on from: its af_packet sockets and TAP queues, or, for DPDK ports (which cannot
+/// be open in two processes), the same devices opened again once it let them go. The interface
+/// locks come with them. Returns once the new workers run and the old weir was told.
 pub fn start_taking_over(
     cfg: &Config,
     taker: &mut crate::handover::Taker,
 ) -> Result<Running, crate::handover::TakeoverError> {
-    use dataplane::io::tap::adopt_tap;
-    let workers = cfg.workers.len();
-    let pool = native_pool(cfg)?;
-    let mut macs = Vec::new();
-    for (i, p) in cfg.ports.iter().enumerate() {
-        let iface = p.interface.clone().unwrap_or_else(|| p.name.clone());
-        let mac = match (p.mac, p.backend) {
-            (Some(m), _) => m,
-            (None, Backend::AfPacket) => dataplane::io::sys::if_mac(&iface)
-                .with_context(|| format!("port `{}`: the MAC of `{iface}`", p.name))?,
-            (None, _) => tap_mac(u8::try_from(i).unwrap_or(0)),
-        };
-        macs.push(mac);
+    match cfg.ports.first().map(|p| p.backend) {
+        Some(Backend::Dpdk) => start_taking_over_dpdk(cfg, taker),
+        _ => start_taking_over_native(cfg, taker),
     }
-    let mut prepared = prepare_workers::<PoolBuf>(cfg, &macs)?;
-    let received = taker.receive(&mut prepared.pipelines)?;
-    // Next hops need not be resolved again: the frames that wait on it would be late or lost.
+}
+
+/// What the old weir carried besides its flows and queues, put into `prepared` before its
+/// workers start: the neighbors it learned (no next hop is resolved again, no frame waits on
+/// one), the counters (worker, drop, service and loop counters go on from the old ones), and
+/// its endpoints' passive health. Returns the outlier detection as the old weir left it.
+fn carry_over<B: dataplane::buf::PacketBuf>(
+    cfg: &Config,
+    taker: &crate::handover::Taker,
+    prepared: &mut Prepared<B>,
+) -> Result<OutlierDetector> {
     for (p, ns) in prepared.pipelines.iter_mut().zip(&taker.neighbors) {
         for &(ip, mac, port) in ns {
             p.learn_neighbor(ip, mac, port);
         }
     }
-    // The counters go on from the old workers'.
     let snap = prepared.mesh.load();
     for (w, t) in taker.tallies.iter().enumerate() {
         let Some(p) = prepared.pipelines.get_mut(w) else { continue };
@@ -285,39 +285,104 @@ pub fn start_taking_over(
         prepared.mesh.store(without);
         tracing::info!(ejected, "endpoints ejected by the running weir stay ejected");
     }
-    // By port, then worker, as the ports are opened.
+    Ok(outliers)
+}
+
+/// The queues the old weir handed over (`[worker][port]`), by port, then worker.
+fn queues_by_port(
+    cfg: &Config,
+    received: Vec<Vec<crate::handover::ReceivedQueue>>,
+) -> Result<Vec<Vec<crate::handover::ReceivedQueue>>> {
     let mut by_port: Vec<Vec<crate::handover::ReceivedQueue>> =
         cfg.ports.iter().map(|_| Vec::new()).collect();
     for qs in received {
         if qs.len() != by_port.len() {
-            return Err(anyhow::anyhow!("a worker's queues do not match the ports").into());
+            bail!("a worker's queues do not match the ports");
         }
         for (p, q) in qs.into_iter().enumerate() {
             by_port[p].push(q);
         }
     }
-    let mut queues: Vec<Vec<NativeQueue>> = Vec::new();
-    for (i, (p, qs)) in cfg.ports.iter().zip(by_port).enumerate() {
-        if qs.len() != workers {
-            return Err(anyhow::anyhow!("port `{}`: a queue per worker is missing", p.name).into());
+    for (p, qs) in cfg.ports.iter().zip(&by_port) {
+        if qs.len() != cfg.workers.len() {
+            bail!("port `{}`: a queue per worker is missing", p.name);
         }
+    }
+    Ok(by_port)
+}
+
+/// Once the new workers run: systemd and the old weir are told, and the log says so.
+fn took_over(taker: &mut crate::handover::Taker, ports_reopened: Option<std::time::Duration>) {
+    let cut = taker.cut_over_elapsed();
+    // Under systemd this process is the service's main one from now on, and says so before
+    // the old one exits (the unit needs `NotifyAccess=all`).
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::MainPid(std::process::id())])
+    {
+        tracing::warn!("telling systemd: {e}");
+    }
+    taker.running();
+    let ms = |d: std::time::Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
+    tracing::info!(
+        from_pid = taker.old_pid,
+        flows = taker.carried,
+        flows_not_taken = taker.refused,
+        cut_over_ms = ms(cut),
+        dpdk_ports_reopened_ms = ports_reopened.map(ms),
+        "took over: the old weir's flows and queues are this one's"
+    );
+}
+
+fn start_taking_over_native(
+    cfg: &Config,
+    taker: &mut crate::handover::Taker,
+) -> Result<Running, crate::handover::TakeoverError> {
+    use dataplane::io::tap::adopt_tap;
+    let pool = native_pool(cfg)?;
+    let mut macs = Vec::new();
+    for (i, p) in cfg.ports.iter().enumerate() {
         let iface = p.interface.clone().unwrap_or_else(|| p.name.clone());
+        let mac = match (p.mac, p.backend) {
+            (Some(m), _) => m,
+            (None, Backend::AfPacket) => dataplane::io::sys::if_mac(&iface)
+                .with_context(|| format!("port `{}`: the MAC of `{iface}`", p.name))?,
+            (None, _) => tap_mac(u8::try_from(i).unwrap_or(0)),
+        };
+        macs.push(mac);
+    }
+    let mut prepared = prepare_workers::<PoolBuf>(cfg, &macs)?;
+    let received = taker.receive(&mut prepared.pipelines)?;
+    let outliers = carry_over(cfg, taker, &mut prepared)?;
+    let mut queues: Vec<Vec<NativeQueue>> = Vec::new();
+    for (i, (p, qs)) in cfg.ports.iter().zip(queues_by_port(cfg, received)?).enumerate() {
+        let iface = p.interface.clone().unwrap_or_else(|| p.name.clone());
+        let fd = |q: crate::handover::ReceivedQueue| {
+            q.fd.map(|fd| (fd, q.position, q.stats)).ok_or_else(|| {
+                std::io::Error::other("a queue came without its descriptor: not a native port")
+            })
+        };
         let opened = match p.backend {
             Backend::AfPacket => {
                 let ac = af_packet_config(cfg, i, &iface, 0);
                 qs.into_iter()
                     .map(|q| {
-                        AfPacketPort::adopt(&ac, pool, q.fd, q.position, q.stats)
+                        let (fd, position, stats) = fd(q)?;
+                        AfPacketPort::adopt(&ac, pool, fd, position, stats)
                             .map(NativeQueue::AfPacket)
                     })
                     .collect::<std::io::Result<Vec<_>>>()
             }
-            Backend::Tap => adopt_tap(qs.into_iter().map(|q| (q.fd, q.stats)).collect(), pool)
+            Backend::Tap => qs
+                .into_iter()
+                .map(|q| fd(q).map(|(fd, _, stats)| (fd, stats)))
+                .collect::<std::io::Result<Vec<_>>>()
+                .and_then(|fds| adopt_tap(fds, pool))
                 .map(|v| v.into_iter().map(NativeQueue::Tap).collect()),
             Backend::Dpdk => {
-                return Err(
-                    anyhow::anyhow!("port `{}`: DPDK ports are not handed over", p.name).into()
+                return Err(anyhow::anyhow!(
+                    "port `{}`: DPDK and native ports cannot be mixed",
+                    p.name
                 )
+                .into())
             }
         };
         queues.push(opened.with_context(|| format!("port `{}`: taking over", p.name))?);
@@ -327,22 +392,80 @@ pub fn start_taking_over(
     let claims = crate::claim::InterfaceClaims::adopt(std::mem::take(&mut taker.locks));
     let spawned = prepared
         .spawn(cfg, queues, move |_| Ok((PoolCache::new(pool), Box::new(()) as Box<dyn Any>)))?;
-    let cut = taker.cut_over_elapsed();
-    // Under systemd this process is the service's main one from now on, and says so before
-    // the old one exits (the unit needs `NotifyAccess=all`).
-    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::MainPid(std::process::id())])
-    {
-        tracing::warn!("telling systemd: {e}");
+    took_over(taker, None);
+    Ok(native_running(cfg, spawned, pool, Some(claims), Some(outliers), macs))
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn start_taking_over_dpdk(
+    cfg: &Config,
+    _taker: &mut crate::handover::Taker,
+) -> Result<Running, crate::handover::TakeoverError> {
+    Err(start_dpdk(cfg).err().unwrap_or_else(|| anyhow::anyhow!("no DPDK")).into())
+}
+
+/// A takeover on DPDK ports: the EAL and the mbuf pool come up beside the old weir's while it
+/// still forwards (its EAL probing no device); the flows and the rest come over as for native
+/// ports; in the cut-over the old weir closes its ports and removes their devices, and this one
+/// probes and opens them again. That is the gap a DPDK takeover has: from the old workers'
+/// pause to the new ones' first burst, frames are not received (those already in the old
+/// ports' receive queues are dropped with them).
+#[cfg(feature = "dpdk")]
+fn start_taking_over_dpdk(
+    cfg: &Config,
+    taker: &mut crate::handover::Taker,
+) -> Result<Running, crate::handover::TakeoverError> {
+    use dataplane::dpdk::Mbuf;
+    let prefix = cfg
+        .eal
+        .file_prefix
+        .as_deref()
+        .map(|p| super::dpdk::successor_prefix(p, taker.eal_file_prefix.as_deref()));
+    let (eal, pool) = dpdk_eal(cfg, true, prefix.clone())?;
+    // The old weir's MACs: the ports are not open here yet.
+    if taker.macs.len() != cfg.ports.len() {
+        return Err(anyhow::anyhow!(
+            "the running weir gave {} port MACs for {} ports",
+            taker.macs.len(),
+            cfg.ports.len()
+        )
+        .into());
     }
-    taker.running();
-    tracing::info!(
-        from_pid = taker.old_pid,
-        flows = taker.carried,
-        flows_not_taken = taker.refused,
-        cut_over_ms = format!("{:.1}", cut.as_secs_f64() * 1000.0),
-        "took over: the old weir's flows and queues are this one's"
-    );
-    Ok(native_running(cfg, spawned, pool, Some(claims), Some(outliers)))
+    let macs: Vec<[u8; 6]> =
+        cfg.ports.iter().zip(&taker.macs).map(|(p, m)| p.mac.unwrap_or(*m)).collect();
+    let mut prepared = prepare_workers::<Mbuf>(cfg, &macs)?;
+    let received = taker.receive(&mut prepared.pipelines)?;
+    let outliers = carry_over(cfg, taker, &mut prepared)?;
+    let by_port = queues_by_port(cfg, received)?;
+    if by_port.iter().flatten().any(|q| q.position != dataplane::io::QueuePosition::Reopened) {
+        return Err(
+            anyhow::anyhow!("the running weir handed over queues that are not DPDK's").into()
+        );
+    }
+    let reopening = std::time::Instant::now();
+    let (mut ports, mut queues) = super::dpdk::DpdkPorts::open(eal, pool, cfg, prefix)
+        .context("opening the DPDK ports the running weir let go")?;
+    let reopened = reopening.elapsed();
+    for (qs, handed) in queues.iter_mut().zip(&by_port) {
+        for (q, h) in qs.iter_mut().zip(handed) {
+            q.carry_stats(h.stats);
+        }
+    }
+    for ((p, got), want) in cfg.ports.iter().zip(ports.macs()).zip(&macs) {
+        if got.is_some_and(|m| m != *want) {
+            tracing::warn!(port = %p.name, "the port came back with another MAC than it had");
+        }
+    }
+    // The commit: once this returns, the old weir will not forward again. If it does not, the
+    // ports go back to it (it takes them back once this weir let them go).
+    if let Err(e) = taker.took() {
+        ports.let_go();
+        return Err(e);
+    }
+    let claims = crate::claim::InterfaceClaims::adopt(std::mem::take(&mut taker.locks));
+    let spawned = prepared.spawn(cfg, queues, move |w| dpdk_worker(eal, pool, w))?;
+    took_over(taker, Some(reopened));
+    Ok(dpdk_running(cfg, spawned, pool, ports, Some(claims), Some(outliers), macs))
 }
 
 #[cfg(not(feature = "dpdk"))]
@@ -353,10 +476,15 @@ fn start_dpdk(_cfg: &Config) -> Result<Running> {
     )
 }
 
+/// The EAL for `cfg`'s DPDK ports (probing none of them when `probe_later`: a weir taking
+/// over opens them after the cut-over) with runtime file prefix `prefix`, and the mbuf pool.
 #[cfg(feature = "dpdk")]
-fn start_dpdk(cfg: &Config) -> Result<Running> {
-    use dataplane::dpdk::{mbuf_headroom, Eal, EalConfig, MbufPool, Port, PortSettings, SocketId};
-    let workers = cfg.workers.len();
+fn dpdk_eal(
+    cfg: &Config,
+    probe_later: bool,
+    prefix: Option<String>,
+) -> Result<(&'static dataplane::dpdk::Eal, &'static dataplane::dpdk::MbufPool)> {
+    use dataplane::dpdk::{mbuf_headroom, Eal, EalConfig, MbufPool, SocketId};
     let hugepages = cfg.eal.hugepages.unwrap_or_else(hugepages_free);
     let headroom = mbuf_headroom();
     // The control thread (and DPDK's own threads) stay off the cores the workers are pinned to
@@ -379,10 +507,11 @@ fn start_dpdk(cfg: &Config) -> Result<Running> {
             .eal
             .memory_mb
             .or_else(|| (!hugepages).then(|| u32::try_from(default_mb).unwrap_or(u32::MAX))),
-        file_prefix: cfg.eal.file_prefix.clone(),
+        file_prefix: prefix,
         driver_paths: cfg.eal.driver_paths.clone(),
         log_level: Some(cfg.eal.log_level.clone().unwrap_or_else(|| "notice".into())),
         extra: cfg.eal.args.clone(),
+        probe_later,
     };
     let eal = Eal::init(&eal_cfg).context("starting DPDK")?;
     let data_room = cfg
@@ -411,44 +540,59 @@ fn start_dpdk(cfg: &Config) -> Result<Running> {
         "mbuf pool on {}",
         if hugepages { "hugepages" } else { "normal pages (--no-huge)" }
     );
-    let mut ports = Vec::new();
-    let mut queues = Vec::new();
-    let mut macs = Vec::new();
-    for p in &cfg.ports {
-        let device = p.device.as_deref().unwrap_or_default();
-        let settings = PortSettings {
-            queues: u16::try_from(workers).context("too many workers")?,
-            rx_descriptors: p.dpdk.rx_descriptors,
-            tx_descriptors: p.dpdk.tx_descriptors,
-            rss: p.dpdk.rss,
-            promiscuous: p.dpdk.promiscuous,
-            mtu: p.mtu_bytes,
-            mac: p.mac,
-        };
-        let (port, qs) = Port::open(eal, device, &settings, pool)
-            .with_context(|| format!("port `{}`", p.name))?;
-        macs.push(port.mac());
-        ports.push(port);
-        queues.push(qs);
-    }
-    let spawned = prepare_workers(cfg, &macs)?.spawn(cfg, queues, move |w| {
-        let lcore = eal
-            .register_thread()
-            .with_context(|| format!("worker {w}: registering with the EAL"))?;
-        tracing::debug!(worker = w, lcore = lcore.lcore().0, "registered with the EAL");
-        Ok((pool, Box::new(lcore) as Box<dyn Any>))
-    })?;
-    Ok(Running {
+    Ok((eal, pool))
+}
+
+/// A DPDK worker's start, on its own thread: registered with the EAL (an lcore id, mempool
+/// caches) for as long as it runs.
+#[cfg(feature = "dpdk")]
+fn dpdk_worker(
+    eal: &'static dataplane::dpdk::Eal,
+    pool: &'static dataplane::dpdk::MbufPool,
+    w: usize,
+) -> Result<(&'static dataplane::dpdk::MbufPool, Box<dyn Any>)> {
+    let lcore =
+        eal.register_thread().with_context(|| format!("worker {w}: registering with the EAL"))?;
+    tracing::debug!(worker = w, lcore = lcore.lcore().0, "registered with the EAL");
+    Ok((pool, Box::new(lcore) as Box<dyn Any>))
+}
+
+/// A running dataplane of DPDK ports; its outlier detection as `outliers` left it, or blank.
+#[cfg(feature = "dpdk")]
+fn dpdk_running(
+    cfg: &Config,
+    spawned: Spawned,
+    pool: &'static dataplane::dpdk::MbufPool,
+    ports: super::dpdk::DpdkPorts,
+    claims: Option<crate::claim::InterfaceClaims>,
+    outliers: Option<OutlierDetector>,
+    macs: Vec<[u8; 6]>,
+) -> Running {
+    Running {
         stop: spawned.stop,
         threads: std::sync::Mutex::new(spawned.threads),
         stats: spawned.stats,
         port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
         buffers: Buffers::Dpdk(pool),
-        outliers: std::sync::Mutex::new(outlier_detector(cfg, &spawned.mesh.load())),
+        outliers: std::sync::Mutex::new(
+            outliers.unwrap_or_else(|| outlier_detector(cfg, &spawned.mesh.load())),
+        ),
         mesh: spawned.mesh,
-        claims: None,
-        dpdk_ports: ports,
-    })
+        claims,
+        dpdk_ports: std::sync::Mutex::new(Some(ports)),
+        port_macs: macs,
+    }
+}
+
+#[cfg(feature = "dpdk")]
+fn start_dpdk(cfg: &Config) -> Result<Running> {
+    let (eal, pool) = dpdk_eal(cfg, false, cfg.eal.file_prefix.clone())?;
+    let (ports, queues) =
+        super::dpdk::DpdkPorts::open(eal, pool, cfg, cfg.eal.file_prefix.clone())?;
+    let macs: Vec<[u8; 6]> = ports.macs().into_iter().map(Option::unwrap_or_default).collect();
+    let spawned =
+        prepare_workers(cfg, &macs)?.spawn(cfg, queues, move |w| dpdk_worker(eal, pool, w))?;
+    Ok(dpdk_running(cfg, spawned, pool, ports, None, None, macs))
 }
 
 /// Whether the system has hugepages reserved and free, of any size.

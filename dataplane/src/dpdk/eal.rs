@@ -32,7 +32,16 @@ pub struct EalConfig {
     pub log_level: Option<String>,
     /// Further arguments, appended as they are.
     pub extra: Vec<String>,
+    /// Probe none of `pci` and `vdevs` at start-up: another process holds them until it lets
+    /// them go (a hot restart), and [`super::attach`] probes each then. The PCI bus is still
+    /// scanned, with an allow list of one address no device has (DPDK's grout does the same):
+    /// no other device on it is taken.
+    pub probe_later: bool,
 }
+
+/// A PCI address no device has, allowed alone so that the EAL probes nothing on the PCI bus at
+/// start-up yet can probe a device later.
+const NO_PCI_DEVICE: &str = "0000:00:00.0";
 
 impl EalConfig {
     /// The EAL arguments, program name first.
@@ -51,14 +60,19 @@ impl EalConfig {
         }
         if self.pci.is_empty() {
             a.push("--no-pci".into());
-        }
-        for p in &self.pci {
+        } else if self.probe_later {
             a.push("-a".into());
-            a.push(p.clone());
+            a.push(NO_PCI_DEVICE.into());
         }
-        for v in &self.vdevs {
-            a.push("--vdev".into());
-            a.push(v.clone());
+        if !self.probe_later {
+            for p in &self.pci {
+                a.push("-a".into());
+                a.push(p.clone());
+            }
+            for v in &self.vdevs {
+                a.push("--vdev".into());
+                a.push(v.clone());
+            }
         }
         if !self.hugepages {
             a.push("--no-huge".into());

@@ -14,7 +14,7 @@ mod port;
 
 pub use eal::{Eal, EalConfig, LcoreGuard};
 pub use mbuf::{Mbuf, MbufPool};
-pub use port::{DeviceStats, DpdkQueue, Link, Port, PortSettings};
+pub use port::{attach, DeviceStats, DpdkQueue, Link, Port, PortSettings};
 
 use std::ffi::CStr;
 use std::fmt;

@@ -90,6 +90,25 @@ pub struct DeviceStats {
     pub rx_nombuf: u64,
 }
 
+/// Probes `device` (a vdev with its arguments, such as `net_af_packet0,iface=eth1`, or a PCI
+/// address with its devargs) on the running EAL, as `--vdev` or `-a` would have at start-up:
+/// how a process whose EAL left its ports alone ([`super::EalConfig::probe_later`]) gets them
+/// once another process has let them go ([`Port::detach`]). A device already probed is left as
+/// it is.
+pub fn attach(_eal: &Eal, device: &str) -> Result<(), DpdkError> {
+    if port_by_name(device).is_ok() {
+        return Ok(());
+    }
+    let args = CString::new(device).map_err(|_| DpdkError {
+        what: format!("device `{device}` contains a NUL byte"),
+        errno: libc::EINVAL,
+    })?;
+    // SAFETY: the EAL is initialised (`_eal`); args is a valid C string, copied by DPDK.
+    let ret = unsafe { dpdk_sys::rte_dev_probe(args.as_ptr()) };
+    check(ret, || format!("probing device `{device}`"))?;
+    Ok(())
+}
+
 /// A configured, started ethdev port. Stopped and closed on drop; drop it only after every
 /// worker polling its queues has stopped.
 #[derive(Debug)]
@@ -103,6 +122,8 @@ pub struct Port {
     socket: SocketId,
     /// The kernel interface whose flags are the link (`net_af_packet`'s `iface`).
     kernel_iface: Option<String>,
+    /// Closed already ([`Port::detach`]).
+    closed: bool,
 }
 
 impl Port {
@@ -247,6 +268,7 @@ impl Port {
             rss,
             socket,
             kernel_iface: None,
+            closed: false,
         };
         // From here on `port` stops and closes the device if anything fails.
         let mut port = port;
@@ -395,8 +417,38 @@ impl Port {
     }
 }
 
+impl Port {
+    /// Stops and closes the port and removes its device from this process's EAL, so that
+    /// another process may probe it (a hot restart's cut-over), or this one again with
+    /// [`attach`]. No worker may poll its queues from now on (the caller's to ensure: the
+    /// workers are paused). Closing drops the frames waiting in its receive queues.
+    pub fn detach(mut self) -> Result<(), DpdkError> {
+        let this = &mut self;
+        let info = dev_info(this.id, &this.name)?;
+        this.closed = true;
+        // SAFETY: id is a started port that no worker polls (the caller's contract). Stop,
+        // close, then remove the device that was probed for it (still registered with its bus
+        // after the close): the order DPDK requires, and testpmd's `port detach`.
+        unsafe {
+            let _ = dpdk_sys::rte_eth_dev_stop(this.id.0);
+            let _ = dpdk_sys::rte_eth_dev_close(this.id.0);
+        }
+        if info.device.is_null() {
+            return Ok(());
+        }
+        // SAFETY: info.device is the rte_device of the port just closed, which its bus keeps
+        // until it is removed here (once).
+        let ret = unsafe { dpdk_sys::rte_dev_remove(info.device) };
+        check(ret, || format!("port {}: removing its device", this.name))?;
+        Ok(())
+    }
+}
+
 impl Drop for Port {
     fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
         // SAFETY: id is a started port; the workers polling it have stopped (the type's
         // contract). Stop then close is the order DPDK requires.
         unsafe {
@@ -510,6 +562,11 @@ impl DpdkQueue {
     pub fn queue(&self) -> QueueId {
         self.queue
     }
+
+    /// Starts its counters from `stats` (a hot restart goes on from its predecessor's).
+    pub fn carry_stats(&mut self, stats: PortStats) {
+        self.stats = stats;
+    }
 }
 
 impl PacketIo for DpdkQueue {
@@ -568,6 +625,16 @@ impl PacketIo for DpdkQueue {
 
     fn stats(&self) -> PortStats {
         self.stats
+    }
+
+    /// Nothing to hand over: the port cannot be open in two processes, so the next weir
+    /// probes and opens it again once this one let it go ([`Port::detach`]).
+    fn handover(&self) -> Option<crate::io::QueueHandover> {
+        Some(crate::io::QueueHandover {
+            fd: None,
+            position: crate::io::QueuePosition::Reopened,
+            stats: self.stats,
+        })
     }
 
     fn link_up(&self) -> bool {

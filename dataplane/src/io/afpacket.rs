@@ -952,7 +952,7 @@ impl PacketIo for AfPacketPort {
             Tx::Mmsg(_) => 0,
         };
         Some(super::QueueHandover {
-            fd: self.fd.try_clone().ok()?,
+            fd: Some(self.fd.try_clone().ok()?),
             position: super::QueuePosition::AfPacket {
                 block: u32::try_from(self.pos.block).ok()?,
                 open: self.pos.open,

@@ -78,8 +78,9 @@ pub trait PacketIo {
 /// A queue as a hot restart hands it to the next process (see [`PacketIo::handover`]).
 #[derive(Debug)]
 pub struct QueueHandover {
-    /// A duplicate of its descriptor, to send to the next process over a Unix socket.
-    pub fd: std::os::fd::OwnedFd,
+    /// A duplicate of its descriptor, to send to the next process over a Unix socket; none for
+    /// a queue the next process opens again ([`QueuePosition::Reopened`]).
+    pub fd: Option<std::os::fd::OwnedFd>,
     /// Where reading and writing stand.
     pub position: QueuePosition,
     /// Its counters so far.
@@ -92,6 +93,9 @@ pub enum QueuePosition {
     /// Nothing to carry: each read and write is a system call (TAP).
     #[default]
     Stateless,
+    /// Nothing is handed over: the next process opens the port again once this one let it go
+    /// (a DPDK port cannot be open in two processes).
+    Reopened,
     /// An af_packet socket's mapped rings.
     AfPacket {
         /// The RX block to read next, or being read.

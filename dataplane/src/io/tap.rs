@@ -289,7 +289,7 @@ impl PacketIo for TapQueue {
 
     fn handover(&self) -> Option<super::QueueHandover> {
         Some(super::QueueHandover {
-            fd: self.fd.try_clone().ok()?,
+            fd: Some(self.fd.try_clone().ok()?),
             position: super::QueuePosition::Stateless,
             stats: self.stats,
         })

@@ -235,6 +235,12 @@ pub enum MeshAction {
     Drop(DropReason),
     /// Its flow belongs to this worker.
     Handoff(u16),
+    /// A TCP segment of a connection under way with no flow here, which another worker may
+    /// hold: on a port that does not keep a flow on one queue (DPDK's `net_af_packet` rolls
+    /// frames over to another queue when one's ring is full), a connection's segments can
+    /// reach any worker. Each worker looks in turn; the last one resets or drops it as
+    /// [`MeshSettings::reset_unknown`] says.
+    Seek(u16),
     /// Its flow's endpoint is gone and the cluster resets such flows: answer this TCP segment
     /// with a reset (the flow is already removed).
     Reset,
@@ -305,6 +311,9 @@ pub struct MeshEngine {
     judging: bool,
     /// See [`MeshSettings::reset_unknown`].
     reset_unknown: bool,
+    /// Workers that looked for the flow of the packet being handled and did not find it (see
+    /// [`MeshEngine::set_seeking`]).
+    seeking: u8,
     /// Evictions seen at the last housekeeping, and when the last one was seen.
     evictions_seen: u64,
     last_eviction_ns: Option<u64>,
@@ -484,6 +493,7 @@ impl MeshEngine {
             snat_stride,
             judging: true,
             reset_unknown: settings.reset_unknown,
+            seeking: 0,
             evictions_seen: 0,
             last_eviction_ns: None,
             unjudged_ns: settings.timeouts.syn_ns.saturating_add(2 * SWEEP_PERIOD_NS),
@@ -615,6 +625,18 @@ impl MeshEngine {
         u16::try_from(h % u64::from(self.workers)).unwrap_or(0)
     }
 
+    /// Says how many workers looked for the flow of the packets handled next and did not find
+    /// it ([`MeshAction::Seek`]): the pipeline sets it for a packet another worker handed over
+    /// so, and back to 0 after.
+    pub fn set_seeking(&mut self, passes: u8) {
+        self.seeking = passes;
+    }
+
+    /// See [`MeshEngine::set_seeking`].
+    pub fn seeking(&self) -> u8 {
+        self.seeking
+    }
+
     fn owner_of_snat_port(&self, port: u16) -> Option<u16> {
         let off = u32::from(port.checked_sub(self.snat_first)?);
         (off < self.snat_count).then(|| u16::try_from(off % u32::from(self.workers)).unwrap_or(0))
@@ -698,7 +720,11 @@ impl MeshEngine {
             if opening {
                 FlowState::SynSent
             } else if mode == Mode::Nat {
-                // Mid-connection: the SNAT port it had is unknown, so the connection cannot go
+                // Mid-connection: another worker may hold its flow (see MeshAction::Seek).
+                if u16::from(self.seeking) + 1 < self.workers {
+                    return MeshAction::Seek((self.worker + 1) % self.workers);
+                }
+                // Nobody does: the SNAT port it had is unknown, so the connection cannot go
                 // on; a reset tells the client at once rather than after its timeouts.
                 if self.reset_unknown && flags & tcp_flags::RST == 0 {
                     return MeshAction::Reset;
