@@ -536,6 +536,16 @@ fn compatible(
                     are those ports'"
             .into());
     }
+    if let Some(p) =
+        cfg.ports.iter().find(|p| p.device.as_deref().is_some_and(|d| d.starts_with("net_tap")))
+    {
+        return Err(format!(
+            "port `{}` is a DPDK net_tap device, whose TAP interface goes away with the port \
+             (and its addresses and namespace with it): restart cold, or use weir's own TAP \
+             ports (`backend: tap`), whose queues are handed over",
+            p.name
+        ));
+    }
     let running = (cfg.mesh.snat_port_first, cfg.mesh.snat_port_last);
     if snat_ports != running {
         return Err(format!(
@@ -715,9 +725,10 @@ fn hand_over(
     ch.send_fds(&all)?;
     // DPDK ports cannot be open in two processes: the new weir opens them once these are
     // closed, which is the gap in forwarding a DPDK takeover has.
-    let let_go = running.let_ports_go();
-    if !let_go.is_zero() {
-        tracing::info!(ms = format!("{:.1}", let_go.as_secs_f64() * 1000.0), "DPDK ports let go");
+    let (ports, took) = running.let_ports_go();
+    if ports > 0 {
+        let ms = format!("{:.1}", took.as_secs_f64() * 1000.0);
+        tracing::info!(ports, ms, "DPDK ports let go");
     }
     ch.send(&Message::Paused)?;
     match ch.recv().context("waiting for the new weir to take over")? {

@@ -811,9 +811,11 @@ fn dpdk_ports_are_opened_again_by_the_successor_and_every_flow_survives() {
     assert_eq!(before.len(), 20, "{text}");
     assert_eq!(before, after, "a keep-alive session failed or moved\n{text}\n{log}");
     assert_eq!(takeovers(&rig), 2, "{log}");
-    // The old weir let its ports go and the new one opened them again, each time.
-    assert_eq!(log.matches("DPDK ports let go").count(), 2, "{log}");
+    // Each successor opened the net_af_packet ports beside its predecessor's, which kept
+    // them (nothing to close or open in the cut-over).
+    assert_eq!(log.matches("DPDK ports opened beside the running weir's").count(), 2, "{log}");
     assert_eq!(log.matches("dpdk_ports_reopened_ms=").count(), 2, "{log}");
+    assert!(!log.contains("DPDK ports let go"), "{log}");
     let stats = rig.t.stop().unwrap();
     assert_eq!(stats["ports"]["client_side"]["device"]["driver"], "net_af_packet", "{stats}");
     // The iperf3 connections were carried, not opened again.
@@ -842,7 +844,19 @@ fn a_dpdk_successor_that_dies_after_the_ports_were_let_go_gives_them_back() {
         return;
     }
     let mut rig = MeshRig::build_on(DemoBackend::DpdkAfPacket, 1).unwrap();
-    let cfg = config(&rig, 1, &services_config("nat", "maglev", &[1]));
+    // A third port that cannot be open in two processes (unlike net_af_packet's): the old
+    // weir lets it go in the cut-over, and must take it back.
+    let cfg = config(&rig, 1, &services_config("nat", "maglev", &[1])).replacen(
+        "    addresses: [198.18.2.1/24, 2001:db8:2::1/64]\n",
+        "    addresses: [198.18.2.1/24, 2001:db8:2::1/64]
+  - name: spare
+    backend: dpdk
+    device: net_null0
+    addresses: [198.18.9.1/24]
+",
+        1,
+    );
+    assert!(cfg.contains("net_null0"), "{cfg}");
     rig.t.start(&exe(), &cfg).unwrap();
     let load = curl_load(&rig, 100);
     std::thread::sleep(Duration::from_millis(500));
@@ -863,6 +877,7 @@ fn a_dpdk_successor_that_dies_after_the_ports_were_let_go_gives_them_back() {
         assert!(Instant::now() < deadline, "{}", rig.t.log());
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert!(rig.t.log().contains("DPDK ports let go ports=1"), "{}", rig.t.log());
     let (answered, text) = answered(load);
     assert_eq!(answered, 100, "requests lost\n{text}\n{}", rig.t.log());
     // And a real successor takes over after that.
@@ -870,4 +885,27 @@ fn a_dpdk_successor_that_dies_after_the_ports_were_let_go_gives_them_back() {
     let (per, failed) = rig.curl_loop(&format!("http://{VIP}/"), 20).unwrap();
     assert_eq!((per[0], failed), (20, 0), "{}", rig.t.log());
     rig.t.stop().unwrap();
+}
+
+#[test]
+fn a_dpdk_net_tap_port_is_not_handed_over_and_says_why() {
+    use weir::demo::{DemoBackend, Topology, SERVER_V4};
+    if !ready(&["ip", "ping"]) {
+        return;
+    }
+    let mut t = Topology::build(DemoBackend::DpdkTap).unwrap();
+    let cfg = t.config(
+        1,
+        &format!("handover: {{ socket: {} }}\n", t.dir().join("handover.sock").display()),
+    );
+    t.start(&exe(), &cfg).unwrap();
+    let next = t.start_successor(&exe(), &cfg).unwrap();
+    let out = next.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let log = t.log();
+    assert!(log.contains("refused the takeover") && log.contains("net_tap device"), "{log}");
+    // The running weir goes on forwarding.
+    let out = t.client.run(&["ping", "-c", "3", "-i", "0.2", "-W", "2", SERVER_V4]).unwrap();
+    assert!(out.status.success(), "{}\n{log}", String::from_utf8_lossy(&out.stdout));
+    t.stop().unwrap();
 }

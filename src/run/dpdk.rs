@@ -1,22 +1,42 @@
 //! DPDK ports as a running weir holds them: opened at start-up, let go in a hot restart's
-//! cut-over (a port cannot be open in two processes) and taken back if the restart fails.
+//! cut-over (a PCI device, say, cannot be open in two processes) and taken back if the
+//! restart fails.
+//!
+//! A `net_af_packet` port is the exception: its sockets are each process's own, and two
+//! processes' sockets on one interface each receive every frame. A weir taking over opens
+//! such ports while the old one still forwards, drops what they received up to the cut-over
+//! (the old weir forwarded it), and the old weir keeps its own until it exits: the cut-over
+//! then has no port to close or open, which takes some 45 ms per socket (the kernel waits for
+//! an RCU grace period on each).
 
 use crate::config::{Config, PortConfig};
 use anyhow::{bail, Context, Result};
-use dataplane::dpdk::{attach, DpdkQueue, Eal, MbufPool, Port, PortId, PortSettings};
+use dataplane::buf::Batch;
+use dataplane::dpdk::{attach, DpdkQueue, Eal, Mbuf, MbufPool, Port, PortId, PortSettings};
+use dataplane::io::PacketIo;
 use std::time::{Duration, Instant};
 
 /// How long taking a port back waits for a failed successor to let it go (it closes what it
 /// opened before it goes, but its exit may still be under way).
 const TAKE_BACK_PATIENCE: Duration = Duration::from_secs(3);
 
+/// The most frames dropped from one queue when a successor drains what its ports received
+/// before the cut-over (a ring holds far fewer; the bound keeps a flood from holding it).
+const DRAIN_MAX: usize = 1 << 16;
+
+/// Whether `device` can be open in this process and another at once: a `net_af_packet` vdev,
+/// whose sockets are each process's own.
+pub(crate) fn shared_between_processes(device: &str) -> bool {
+    device.starts_with("net_af_packet")
+}
+
 /// One configured port.
 struct Held {
     /// The device, as configured (`net_af_packet0,iface=eth1`, a PCI address).
     device: String,
     settings: PortSettings,
-    /// The port id the workers' queues poll.
-    id: PortId,
+    /// The port id the workers' queues poll, once it was opened.
+    id: Option<PortId>,
     /// While this weir has it open.
     port: Option<Port>,
 }
@@ -56,35 +76,65 @@ pub(crate) fn port_settings(p: &PortConfig, workers: usize) -> Result<PortSettin
     })
 }
 
+/// Each port's queues (one per worker) as they are opened, by port number.
+pub(crate) type PortQueues = Vec<Option<Vec<DpdkQueue>>>;
+
 impl DpdkPorts {
-    /// Opens every port of `cfg` (probing its device first when the EAL left it alone), one
-    /// queue pair per worker: the ports, and their queues by port, then worker. On an error,
-    /// what was opened is let go again.
-    pub(crate) fn open(
+    /// `cfg`'s DPDK ports, none of them open yet.
+    pub(crate) fn new(
         eal: &'static Eal,
         pool: &'static MbufPool,
         cfg: &Config,
         prefix: Option<String>,
-    ) -> Result<(DpdkPorts, Vec<Vec<DpdkQueue>>)> {
-        let mut ports = DpdkPorts { eal, pool, held: Vec::new(), prefix };
-        let mut queues = Vec::new();
+    ) -> Result<DpdkPorts> {
+        let mut held = Vec::new();
         for p in &cfg.ports {
-            let device = p.device.clone().unwrap_or_default();
-            let settings = port_settings(p, cfg.workers.len())?;
-            let opened = attach(eal, &device)
-                .and_then(|()| Port::open(eal, &device, &settings, pool))
-                .with_context(|| format!("port `{}`", p.name));
-            let (port, qs) = match opened {
-                Ok(o) => o,
+            held.push(Held {
+                device: p.device.clone().unwrap_or_default(),
+                settings: port_settings(p, cfg.workers.len())?,
+                id: None,
+                port: None,
+            });
+        }
+        Ok(DpdkPorts { eal, pool, held, prefix })
+    }
+
+    /// Opens the ports not open yet whose device `which` takes (probing it first when the EAL
+    /// left it alone), one queue pair per worker; their queues go into `queues` by port
+    /// number. On an error, the ports opened by this call are let go again.
+    pub(crate) fn open(
+        &mut self,
+        queues: &mut PortQueues,
+        which: impl Fn(&str) -> bool,
+    ) -> Result<()> {
+        queues.resize_with(self.held.len(), || None);
+        let mut opened_now = Vec::new();
+        for (i, h) in self.held.iter_mut().enumerate() {
+            if h.port.is_some() || !which(&h.device) {
+                continue;
+            }
+            let opened = attach(self.eal, &h.device)
+                .and_then(|()| Port::open(self.eal, &h.device, &h.settings, self.pool))
+                .with_context(|| format!("port {i} (`{}`)", h.device));
+            match opened {
+                Ok((port, qs)) => {
+                    h.id = Some(port.id());
+                    h.port = Some(port);
+                    queues[i] = Some(qs);
+                    opened_now.push(i);
+                }
                 Err(e) => {
-                    ports.let_go();
+                    for j in opened_now {
+                        queues[j] = None;
+                        if let Some(port) = self.held[j].port.take() {
+                            let _ = port.detach();
+                        }
+                    }
                     return Err(e);
                 }
-            };
-            ports.held.push(Held { device, settings, id: port.id(), port: Some(port) });
-            queues.push(qs);
+            }
         }
-        Ok((ports, queues))
+        Ok(())
     }
 
     /// The EAL's runtime file prefix, if the configuration set one.
@@ -97,25 +147,41 @@ impl DpdkPorts {
         self.held.iter().map(|h| h.port.as_ref())
     }
 
-    /// The MAC of each port, by port number (`None` for one let go).
+    /// The MAC of each port, by port number (`None` for one not open).
     pub(crate) fn macs(&self) -> Vec<Option<[u8; 6]>> {
         self.held.iter().map(|h| h.port.as_ref().map(Port::mac)).collect()
     }
 
-    /// Stops and closes every port and removes its device from this process's EAL, so that
-    /// the next weir can probe it; returns how long that took. No worker may poll them until
-    /// they are taken back (the workers are paused). Errors are logged: a port that would not
-    /// close is not one the next weir can open, which it will say.
-    pub(crate) fn let_go(&mut self) -> Duration {
+    /// Stops and closes the ports the next weir cannot open beside this one's (all but
+    /// `net_af_packet`'s) and removes their devices from this process's EAL, so that it can
+    /// probe them; returns how long that took. No worker may poll them until they are taken
+    /// back (the workers are paused). Returns how many, and how long that took. Errors are
+    /// logged: a port that would not close is not one the next weir can open, which it will
+    /// say.
+    pub(crate) fn let_go(&mut self) -> (usize, Duration) {
         let began = Instant::now();
+        let mut n = 0;
         for h in &mut self.held {
+            if shared_between_processes(&h.device) {
+                continue;
+            }
             if let Some(port) = h.port.take() {
+                n += 1;
                 if let Err(e) = port.detach() {
                     tracing::warn!(device = %h.device, "letting the port go: {e}");
                 }
             }
         }
-        began.elapsed()
+        (n, began.elapsed())
+    }
+
+    /// Lets every port go (a successor that could not finish its takeover gives them back).
+    pub(crate) fn let_all_go(&mut self) {
+        for h in &mut self.held {
+            if let Some(port) = h.port.take() {
+                let _ = port.detach();
+            }
+        }
     }
 
     /// Probes and opens again every port let go, in the order of their port ids, so that each
@@ -143,18 +209,37 @@ impl DpdkPorts {
                     Err(e) => return Err(e).with_context(|| format!("taking back `{}`", h.device)),
                 }
             };
-            if port.id() != h.id {
-                let got = port.id();
-                h.port = Some(port);
+            let (got, want) = (port.id(), h.id);
+            h.port = Some(port);
+            if Some(got) != want {
                 bail!(
-                    "`{}` came back as port {} instead of {}: its workers cannot poll it",
+                    "`{}` came back as port {} instead of {:?}: its workers cannot poll it",
                     h.device,
                     got.0,
-                    h.id.0
+                    want.map(|p| p.0)
                 );
             }
-            h.port = Some(port);
         }
         Ok(())
     }
+}
+
+/// Drops what `queues` received so far: frames a weir taking over received on ports it opened
+/// beside the old one's, which the old one forwarded. Returns how many.
+pub(crate) fn drain(queues: &mut PortQueues) -> u64 {
+    let mut batch: Batch<Mbuf> = Batch::new();
+    let mut dropped = 0u64;
+    for q in queues.iter_mut().flatten().flatten() {
+        let mut n = 0;
+        while n < DRAIN_MAX {
+            let got = q.rx_burst(&mut batch);
+            if got == 0 {
+                break;
+            }
+            n += got;
+            batch.clear();
+        }
+        dropped += n as u64;
+    }
+    dropped
 }

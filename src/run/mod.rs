@@ -379,17 +379,17 @@ impl Running {
             .collect()
     }
 
-    /// Lets the DPDK ports go (stopped, closed, their devices removed) for the weir taking
-    /// over, which opens them again; returns how long it took (zero without DPDK ports). The
-    /// workers must be paused.
-    pub fn let_ports_go(&self) -> std::time::Duration {
+    /// Lets the DPDK ports go that the weir taking over cannot open beside this one's
+    /// (stopped, closed, their devices removed), for it to open them again; returns how many,
+    /// and how long it took. The workers must be paused.
+    pub fn let_ports_go(&self) -> (usize, std::time::Duration) {
         #[cfg(feature = "dpdk")]
         if let Some(p) =
             self.dpdk_ports.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_mut()
         {
             return p.let_go();
         }
-        std::time::Duration::ZERO
+        (0, std::time::Duration::ZERO)
     }
 
     /// The runtime file prefix of this process's EAL, when the configuration sets one.

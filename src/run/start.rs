@@ -422,6 +422,20 @@ fn start_taking_over_dpdk(
         .as_deref()
         .map(|p| super::dpdk::successor_prefix(p, taker.eal_file_prefix.as_deref()));
     let (eal, pool) = dpdk_eal(cfg, true, prefix.clone())?;
+    let mut ports = super::dpdk::DpdkPorts::new(eal, pool, cfg, prefix)?;
+    // Ports a process can open beside another's: now, while the old weir forwards.
+    let mut early = super::dpdk::PortQueues::new();
+    ports
+        .open(&mut early, super::dpdk::shared_between_processes)
+        .context("opening the DPDK ports that can be open beside the running weir's")?;
+    let beside = early.iter().filter(|q| q.is_some()).count();
+    if beside > 0 {
+        tracing::info!(
+            ports = beside,
+            "DPDK ports opened beside the running weir's (net_af_packet: each process has its \
+             own sockets on the interface)"
+        );
+    }
     // The old weir's MACs: the ports are not open here yet.
     if taker.macs.len() != cfg.ports.len() {
         return Err(anyhow::anyhow!(
@@ -442,15 +456,20 @@ fn start_taking_over_dpdk(
             anyhow::anyhow!("the running weir handed over queues that are not DPDK's").into()
         );
     }
+    // What the ports opened beside the old weir's received so far, it forwarded.
+    let drained = super::dpdk::drain(&mut early);
     let reopening = std::time::Instant::now();
-    let (mut ports, mut queues) = super::dpdk::DpdkPorts::open(eal, pool, cfg, prefix)
-        .context("opening the DPDK ports the running weir let go")?;
+    let mut queues = early;
+    ports.open(&mut queues, |_| true).context("opening the DPDK ports the running weir let go")?;
     let reopened = reopening.elapsed();
+    let mut queues: Vec<Vec<dataplane::dpdk::DpdkQueue>> =
+        queues.into_iter().map(Option::unwrap_or_default).collect();
     for (qs, handed) in queues.iter_mut().zip(&by_port) {
         for (q, h) in qs.iter_mut().zip(handed) {
             q.carry_stats(h.stats);
         }
     }
+    tracing::debug!(drained, "frames received beside the old weir dropped");
     for ((p, got), want) in cfg.ports.iter().zip(ports.macs()).zip(&macs) {
         if got.is_some_and(|m| m != *want) {
             tracing::warn!(port = %p.name, "the port came back with another MAC than it had");
@@ -459,7 +478,7 @@ fn start_taking_over_dpdk(
     // The commit: once this returns, the old weir will not forward again. If it does not, the
     // ports go back to it (it takes them back once this weir let them go).
     if let Err(e) = taker.took() {
-        ports.let_go();
+        ports.let_all_go();
         return Err(e);
     }
     let claims = crate::claim::InterfaceClaims::adopt(std::mem::take(&mut taker.locks));
@@ -587,8 +606,10 @@ fn dpdk_running(
 #[cfg(feature = "dpdk")]
 fn start_dpdk(cfg: &Config) -> Result<Running> {
     let (eal, pool) = dpdk_eal(cfg, false, cfg.eal.file_prefix.clone())?;
-    let (ports, queues) =
-        super::dpdk::DpdkPorts::open(eal, pool, cfg, cfg.eal.file_prefix.clone())?;
+    let mut ports = super::dpdk::DpdkPorts::new(eal, pool, cfg, cfg.eal.file_prefix.clone())?;
+    let mut queues = super::dpdk::PortQueues::new();
+    ports.open(&mut queues, |_| true)?;
+    let queues: Vec<_> = queues.into_iter().map(Option::unwrap_or_default).collect();
     let macs: Vec<[u8; 6]> = ports.macs().into_iter().map(Option::unwrap_or_default).collect();
     let spawned =
         prepare_workers(cfg, &macs)?.spawn(cfg, queues, move |w| dpdk_worker(eal, pool, w))?;
