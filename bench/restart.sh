@@ -1,6 +1,7 @@
 #!/bin/bash
 # Hot restart beside a cold restart, with FLOWS UDP flows through a DNAT service:
 #   bash bench/restart.sh [ROUNDS] [FLOWS...]      (root; default 3 rounds of 1000 100000 1000000)
+#   BACKEND=dpdk bash bench/restart.sh ...         (weir's ports on DPDK net_af_packet vdevs)
 #
 #   client ns: restart_load send --c0==w0-- weir (1 worker) --w1==s0-- server ns: restart_load count
 #
@@ -19,6 +20,18 @@ shift || true
 FLOWS=("${@:-1000 100000 1000000}")
 read -r -a FLOWS <<<"${FLOWS[*]}"
 PPS=${PPS:-50000}
+BACKEND=${BACKEND:-af_packet}
+case $BACKEND in
+  af_packet)
+    PORT0="backend: af_packet, interface: w0"
+    PORT1="backend: af_packet, interface: w1"
+    ;;
+  dpdk)
+    PORT0="backend: dpdk, device: 'net_af_packet0,iface=w0'"
+    PORT1="backend: dpdk, device: 'net_af_packet1,iface=w1'"
+    ;;
+  *) echo "BACKEND is af_packet or dpdk" >&2; exit 2 ;;
+esac
 FILL_PPS=${FILL_PPS:-150000}
 cargo build --release --bin weir --example restart_load -q
 WEIR=$PWD/target/release/weir
@@ -53,8 +66,8 @@ config() {
   cat >"$dir/weir.yaml" <<EOF
 workers: [{ core: 1 }]
 ports:
-  - { name: client_side, backend: af_packet, interface: w0, addresses: [198.18.1.1/24] }
-  - { name: server_side, backend: af_packet, interface: w1, addresses: [198.18.2.1/24] }
+  - { name: client_side, $PORT0, addresses: [198.18.1.1/24] }
+  - { name: server_side, $PORT1, addresses: [198.18.2.1/24] }
 routes:
   - { prefix: 198.18.128.0/17, port: client_side, via: 198.18.1.2 }
 mesh: { flows_per_worker: $1, udp_timeout_ms: 120000 }
@@ -113,7 +126,7 @@ run() { # FLOWS MODE
   carried=$(grep -o 'took over: .*' "$dir/log" | grep -o ' flows=[0-9]*' | head -1 | cut -d= -f2 || true)
   cut=$(grep -o 'cut_over_ms="[0-9.]*"' "$dir/log" | head -1 | grep -o '[0-9.]*' || true)
   opened=$(python3 -c "import json,sys; s=json.load(open(sys.argv[1])); print(sum(w['flows_opened'] for w in s['workers']))" "$dir/stats.json")
-  echo "$mode flows=$flows sent=$sent received=$received lost=$(( sent - received )) longest_gap_ms=$gap carried=${carried:-0} cut_over_ms=${cut:-none} flows_opened_total=$opened" |
+  echo "$mode backend=$BACKEND flows=$flows sent=$sent received=$received lost=$(( sent - received )) longest_gap_ms=$gap carried=${carried:-0} cut_over_ms=${cut:-none} flows_opened_total=$opened" |
     tee -a "$dir/runs"
 }
 
@@ -126,8 +139,8 @@ done
 echo "== medians"
 for f in "${FLOWS[@]}"; do
   for m in hot cold; do
-    rows=$(grep "^$m flows=$f " "$dir/runs")
-    get() { grep -o " $1=[0-9.]*" <<<"$rows" | cut -d= -f2 | median; }
-    echo "$m flows=$f lost=$(get lost) longest_gap_ms=$(get longest_gap_ms) carried=$(get carried) cut_over_ms=$(get cut_over_ms) runs=$(wc -l <<<"$rows")"
+    rows=$(grep "^$m backend=$BACKEND flows=$f " "$dir/runs")
+    get() { grep -o " $1=-\?[0-9.]*" <<<"$rows" | cut -d= -f2 | median; }
+    echo "$m backend=$BACKEND flows=$f lost=$(get lost) longest_gap_ms=$(get longest_gap_ms) carried=$(get carried) cut_over_ms=$(get cut_over_ms) runs=$(wc -l <<<"$rows")"
   done
 done

@@ -590,7 +590,20 @@ pub fn give(
     handing: &Handing,
 ) -> Result<u32> {
     let timeout = cfg.handover.as_ref().map_or(30_000, |h| h.timeout_ms);
+    // The socket is its owner's only; should its mode be widened, another user's process
+    // still gets nothing (it would receive the dataplane's sockets).
+    let peer = rustix::net::sockopt::socket_peercred(&stream).context("the peer's credentials")?;
+    let me = rustix::process::geteuid();
     let mut ch = Channel::new(stream, Duration::from_millis(timeout));
+    if peer.uid != me && !peer.uid.is_root() {
+        let reason = format!(
+            "a takeover by uid {} refused: this weir runs as uid {}",
+            peer.uid.as_raw(),
+            me.as_raw()
+        );
+        let _ = ch.send(&Message::Refuse { reason: reason.clone() });
+        bail!("{reason}");
+    }
     let (kind, body) = ch.recv_frame().context("reading the new weir's hello")?;
     let hello: serde_json::Value = serde_json::from_slice(&body)
         .ok()
@@ -972,10 +985,12 @@ impl Taker {
     }
 
     /// Receives the flows into `pipelines` (one per worker, not running yet) and then, after
-    /// the cut-over, the queues: `[worker][port]`.
+    /// the cut-over, the queues: `[worker][port]`. `before_cut_over` runs just before the old
+    /// workers are asked to pause.
     pub fn receive<B: dataplane::buf::PacketBuf>(
         &mut self,
         pipelines: &mut [dataplane::pipeline::Pipeline<B>],
+        before_cut_over: impl FnOnce(),
     ) -> Result<Vec<Vec<ReceivedQueue>>, TakeoverError> {
         let copy_began = Instant::now();
         loop {
@@ -992,8 +1007,9 @@ impl Taker {
             ms = copy_began.elapsed().as_millis(),
             "flows copied; cutting over"
         );
-        self.send(&Message::CutOver, "cutting over")?;
         self.cut_over = Some(Instant::now());
+        before_cut_over();
+        self.send(&Message::CutOver, "cutting over")?;
         let (queues, locks, admin) = loop {
             match self.ch.recv().map_err(|e| on_socket(e, "cutting over"))? {
                 Frame::Flows { worker, flows, gone } => {

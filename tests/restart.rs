@@ -552,6 +552,22 @@ fn an_incompatible_successor_is_refused_and_changes_nothing() {
     let answer = next_message(&mut s);
     assert_eq!(answer["message"], "refuse", "{answer}");
     assert!(answer["reason"].as_str().unwrap().contains("version 999"), "{answer}");
+    // Another user, were the socket's mode widened: refused before anything is read.
+    use std::os::unix::fs::PermissionsExt;
+    let sock = rig.t.dir().join("handover.sock");
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let other = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", common::PY, "-c"])
+        .arg(
+            "import socket, sys\ns = socket.socket(socket.AF_UNIX)\ns.settimeout(5)\n\
+             s.connect(sys.argv[1])\nprint(s.recv(65536)[5:].decode())",
+        )
+        .arg(&sock)
+        .output()
+        .unwrap();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let said = String::from_utf8_lossy(&other.stdout);
+    assert!(said.contains("refuse") && said.contains("uid 65534"), "{said} {other:?}");
     // A successor with one worker instead of two: it says why and exits; nothing changed.
     let other = config(&rig, 1, &services_config("nat", "maglev", &[1]));
     let next = rig.t.start_successor(&exe(), &other).unwrap();

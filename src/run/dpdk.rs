@@ -4,8 +4,9 @@
 //!
 //! A `net_af_packet` port is the exception: its sockets are each process's own, and two
 //! processes' sockets on one interface each receive every frame. A weir taking over opens
-//! such ports while the old one still forwards, drops what they received up to the cut-over
-//! (the old weir forwarded it), and the old weir keeps its own until it exits: the cut-over
+//! such ports while the old one still forwards, drops what they received just before the old
+//! workers are asked to pause (the old weir forwarded it), and the old weir keeps its own
+//! until it exits: the cut-over
 //! then has no port to close or open, which takes some 45 ms per socket (the kernel waits for
 //! an RCU grace period on each).
 

@@ -350,7 +350,7 @@ fn start_taking_over_native(
         macs.push(mac);
     }
     let mut prepared = prepare_workers::<PoolBuf>(cfg, &macs)?;
-    let received = taker.receive(&mut prepared.pipelines)?;
+    let received = taker.receive(&mut prepared.pipelines, || {})?;
     let outliers = carry_over(cfg, taker, &mut prepared)?;
     let mut queues: Vec<Vec<NativeQueue>> = Vec::new();
     for (i, (p, qs)) in cfg.ports.iter().zip(queues_by_port(cfg, received)?).enumerate() {
@@ -448,7 +448,13 @@ fn start_taking_over_dpdk(
     let macs: Vec<[u8; 6]> =
         cfg.ports.iter().zip(&taker.macs).map(|(p, m)| p.mac.unwrap_or(*m)).collect();
     let mut prepared = prepare_workers::<Mbuf>(cfg, &macs)?;
-    let received = taker.receive(&mut prepared.pipelines)?;
+    // What the ports opened beside the old weir's received up to the cut-over, the old weir
+    // forwarded: dropped just before its workers are asked to pause. What they receive from
+    // then on is this weir's (the few frames the old workers still take before they pause go
+    // twice, rather than none being lost).
+    let mut drained = 0;
+    let received =
+        taker.receive(&mut prepared.pipelines, || drained = super::dpdk::drain(&mut early))?;
     let outliers = carry_over(cfg, taker, &mut prepared)?;
     let by_port = queues_by_port(cfg, received)?;
     if by_port.iter().flatten().any(|q| q.position != dataplane::io::QueuePosition::Reopened) {
@@ -456,8 +462,6 @@ fn start_taking_over_dpdk(
             anyhow::anyhow!("the running weir handed over queues that are not DPDK's").into()
         );
     }
-    // What the ports opened beside the old weir's received so far, it forwarded.
-    let drained = super::dpdk::drain(&mut early);
     let reopening = std::time::Instant::now();
     let mut queues = early;
     ports.open(&mut queues, |_| true).context("opening the DPDK ports the running weir let go")?;
