@@ -8,8 +8,9 @@
 # Each run opens FLOWS flows (one datagram each), then streams PPS datagrams a second over them
 # in turn for 14 s; 4 s into the stream weir is restarted: `hot` starts a successor on the same
 # configuration (it takes over through handover.socket), `cold` stops weir (SIGTERM) and starts
-# a new one. Prints a line per run: the stream's datagrams lost (sent - received), the longest
-# silence at the sink (the cut-over, to the 1 ms of the sink's block timeout), the flows the new
+# a new one. Prints a line per run: the stream's datagrams lost (sent - distinct received, the
+# stream's datagrams being numbered) and received twice, the longest silence at the sink (the
+# cut-over, to the 1 ms of the sink's block timeout), the flows the new
 # weir holds afterwards without having opened them again (hot: taken over; cold: none, every
 # one is opened again by its next datagram), and for hot the cut-over weir itself logs. Then
 # the medians. Everything runs in namespaces made here and removed at exit.
@@ -122,11 +123,12 @@ run() { # FLOWS MODE
   local sent received gap carried cut opened
   sent=$(sed -n 's/.*sent=\([0-9]*\).*/\1/p' "$dir/sender")
   received=$(sed -n 's/.* received=\([0-9]*\).*/\1/p' "$dir/sink")
+  unique=$(sed -n 's/.* unique=\([0-9]*\).*/\1/p' "$dir/sink")
   gap=$(sed -n 's/.*longest_gap_ms=\([0-9.]*\).*/\1/p' "$dir/sink")
   carried=$(grep -o 'took over: .*' "$dir/log" | grep -o ' flows=[0-9]*' | head -1 | cut -d= -f2 || true)
   cut=$(grep -o 'cut_over_ms="[0-9.]*"' "$dir/log" | head -1 | grep -o '[0-9.]*' || true)
   opened=$(python3 -c "import json,sys; s=json.load(open(sys.argv[1])); print(sum(w['flows_opened'] for w in s['workers']))" "$dir/stats.json")
-  echo "$mode backend=$BACKEND flows=$flows sent=$sent received=$received lost=$(( sent - received )) longest_gap_ms=$gap carried=${carried:-0} cut_over_ms=${cut:-none} flows_opened_total=$opened" |
+  echo "$mode backend=$BACKEND flows=$flows sent=$sent received=$received lost=$(( sent - unique )) twice=$(( received - unique )) longest_gap_ms=$gap carried=${carried:-0} cut_over_ms=${cut:-none} flows_opened_total=$opened" |
     tee -a "$dir/runs"
 }
 
@@ -141,6 +143,6 @@ for f in "${FLOWS[@]}"; do
   for m in hot cold; do
     rows=$(grep "^$m backend=$BACKEND flows=$f " "$dir/runs")
     get() { grep -o " $1=-\?[0-9.]*" <<<"$rows" | cut -d= -f2 | median; }
-    echo "$m backend=$BACKEND flows=$f lost=$(get lost) longest_gap_ms=$(get longest_gap_ms) carried=$(get carried) cut_over_ms=$(get cut_over_ms) runs=$(wc -l <<<"$rows")"
+    echo "$m backend=$BACKEND flows=$f lost=$(get lost) twice=$(get twice) longest_gap_ms=$(get longest_gap_ms) carried=$(get carried) cut_over_ms=$(get cut_over_ms) runs=$(wc -l <<<"$rows")"
   done
 done

@@ -7,11 +7,12 @@
 //! `send` opens FLOWS flows (one datagram each, at FILL_PPS), then sends PPS datagrams a
 //! second for SECONDS, one per flow in turn, from 198.18.128.0/17 (source port 1024 + i mod
 //! 60 000, address 198.18.128.0 + i / 60 000) to VIP:PORT with destination MAC DST_MAC, out of
-//! IFACE; prints `sent=N` (the stream's datagrams, after the fill). `count` counts the
-//! datagrams to PORT arriving on IFACE for SECONDS (or until SIGTERM) and prints
-//! `received_fill=F received=N longest_gap_ms=G gaps_over_5ms=K`: the fill's and the
-//! stream's datagrams apart, and the silences of the stream, at the resolution of the socket's
-//! block timeout (1 ms).
+//! IFACE; prints `sent=N` (the stream's datagrams, after the fill, numbered from 0). `count`
+//! counts the datagrams to PORT arriving on IFACE for SECONDS (or until SIGTERM) and prints
+//! `received_fill=F received=N unique=U longest_gap_ms=G gaps_over_5ms=K`: the fill's and
+//! the stream's datagrams apart, the stream's distinct numbers (N - U arrived twice; sent - U
+//! were lost), and the silences of the stream, at the resolution of the socket's block timeout
+//! (1 ms).
 //!
 //! Both use weir's own af_packet port (needs CAP_NET_RAW) and run in the namespaces the script
 //! made; nothing leaves them.
@@ -51,11 +52,15 @@ fn ip_checksum(h: &[u8]) -> u16 {
     !u16::try_from(sum).unwrap_or(0)
 }
 
+/// The most stream datagrams the sink tells apart by number.
+const MAX_NUMBERED: usize = 1 << 26;
+
 /// The datagram of flow `i`; its first payload byte says whether it opens the flow (0) or is
-/// part of the stream (1).
+/// part of the stream (1), the next four its number in the stream.
 fn frame(
     i: u32,
     stream: bool,
+    number: u32,
     src_mac: [u8; 6],
     dst_mac: [u8; 6],
     vip: Ipv4Addr,
@@ -81,6 +86,7 @@ fn frame(
     udp[2..4].copy_from_slice(&port.to_be_bytes());
     udp[4..6].copy_from_slice(&26u16.to_be_bytes());
     f[42] = u8::from(stream);
+    f[43..47].copy_from_slice(&number.to_be_bytes());
     f
 }
 
@@ -117,7 +123,8 @@ fn send(args: &[String]) {
             }
             while sent < due.min(n) && !batch.is_full() {
                 let Some(mut b) = pool.alloc() else { break };
-                b.fill(&frame(next, stream, src_mac, dst_mac, vip, dport)).expect("fits");
+                let number = u32::try_from(sent).unwrap_or(u32::MAX);
+                b.fill(&frame(next, stream, number, src_mac, dst_mac, vip, dport)).expect("fits");
                 let _ = batch.try_push(b);
                 next = (next + 1) % flows.max(1);
                 sent += 1;
@@ -147,6 +154,7 @@ fn count(args: &[String]) {
     let end = Instant::now() + Duration::from_secs(seconds);
     let (mut fill, mut received, mut last) = (0u64, 0u64, None::<Instant>);
     let (mut longest, mut over) = (0f64, 0u32);
+    let (mut seen, mut unique) = (vec![false; MAX_NUMBERED], 0u64);
     while Instant::now() < end && !term.load(std::sync::atomic::Ordering::Relaxed) {
         if p.rx_burst(&mut batch) == 0 {
             std::thread::sleep(Duration::from_micros(100));
@@ -163,6 +171,11 @@ fn count(args: &[String]) {
             {
                 if d[42] == 1 {
                     ours += 1;
+                    let n = u32::from_be_bytes([d[43], d[44], d[45], d[46]]);
+                    if let Some(s) = seen.get_mut(usize::try_from(n).unwrap_or(usize::MAX)) {
+                        unique += u64::from(!*s);
+                        *s = true;
+                    }
                 } else {
                     fill += 1;
                 }
@@ -179,7 +192,8 @@ fn count(args: &[String]) {
         }
     }
     println!(
-        "received_fill={fill} received={received} longest_gap_ms={longest:.1} gaps_over_5ms={over}"
+        "received_fill={fill} received={received} unique={unique} longest_gap_ms={longest:.1} \
+         gaps_over_5ms={over}"
     );
 }
 

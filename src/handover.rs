@@ -88,6 +88,7 @@ enum Message {
         /// the new weir to feed once it is the main process.
         watchdog_usec: Option<u64>,
         /// The xDS session follows (an `xds` message).
+        #[serde(default)]
         xds: bool,
         /// Each port's MAC, by port number (a DPDK port's is known only once it is open, and
         /// the new weir opens it after the cut-over).
@@ -253,6 +254,8 @@ enum Frame {
 struct Channel {
     stream: UnixStream,
     deadline: Instant,
+    /// `handover.timeout_ms`.
+    timeout: Duration,
 }
 
 /// The peer closed the socket or reset it: it went away.
@@ -263,7 +266,7 @@ fn is_gone(e: &std::io::Error) -> bool {
 
 impl Channel {
     fn new(stream: UnixStream, timeout: Duration) -> Channel {
-        Channel { stream, deadline: Instant::now() + timeout }
+        Channel { stream, deadline: Instant::now() + timeout, timeout }
     }
 
     /// Bounds the next read or write by what is left of the deadline.
@@ -536,14 +539,23 @@ fn compatible(
                     are those ports'"
             .into());
     }
-    if let Some(p) =
-        cfg.ports.iter().find(|p| p.device.as_deref().is_some_and(|d| d.starts_with("net_tap")))
-    {
+    // DPDK devices a new process can open again and find as they were; a net_tap's TAP
+    // interface, say, goes away with the port, and its addresses and namespace with it.
+    let reopenable = |p: &crate::config::PortConfig| {
+        p.backend != crate::config::Backend::Dpdk
+            || p.is_pci()
+            || p.device
+                .as_deref()
+                .is_some_and(|d| d.starts_with("net_af_packet") || d.starts_with("net_null"))
+    };
+    if let Some(p) = cfg.ports.iter().find(|p| !reopenable(p)) {
         return Err(format!(
-            "port `{}` is a DPDK net_tap device, whose TAP interface goes away with the port \
-             (and its addresses and namespace with it): restart cold, or use weir's own TAP \
-             ports (`backend: tap`), whose queues are handed over",
-            p.name
+            "port `{}` (DPDK `{}`) is not handed over: a takeover opens PCI NICs, net_af_packet \
+             and net_null devices again, and this one's state goes with the port (a net_tap's \
+             TAP interface, with its addresses and namespace); restart cold, or use weir's own \
+             TAP ports (`backend: tap`), whose queues are handed over",
+            p.name,
+            p.device.as_deref().unwrap_or_default()
         ));
     }
     let running = (cfg.mesh.snat_port_first, cfg.mesh.snat_port_last);
@@ -571,6 +583,12 @@ pub struct Handing {
 }
 
 impl Handing {
+    /// The xDS session's count of changes (cheap: nothing is copied).
+    fn xds_changes(&self) -> Option<u64> {
+        let (session, _) = self.xds.as_ref()?;
+        Some(session.lock().unwrap_or_else(std::sync::PoisonError::into_inner).changes())
+    }
+
     /// The xDS session as it stands, and its count of changes.
     fn xds_session(&self) -> Option<(crate::xds::client::CarriedSession, u64)> {
         let (session, bootstrap) = self.xds.as_ref()?;
@@ -653,8 +671,13 @@ pub fn give(
         // must not start its own on the same queues.
         ch.deadline = Instant::now() + Duration::from_secs(1);
         let _ = ch.send(&Message::Resumed);
+        // DPDK ports let go for it are opened again first, once it let them go in turn (it
+        // closes what it opened when it hears `resumed`, or when it goes away).
+        if running.ports_let_go() {
+            ch.deadline = Instant::now() + Duration::from_secs(5);
+            while ch.recv_frame().is_ok() {}
+        }
         drop(ch);
-        // DPDK ports let go for it are opened again first.
         if let Err(lost) = running.take_ports_back() {
             return Err(anyhow!(PortsLost(format!("{lost:#}")))
                 .context(format!("takeover by pid {pid} failed ({e:#})")));
@@ -689,6 +712,12 @@ fn hand_over(
         d.ask(HandoverAsk::CatchUp);
     }
     pump(ch, desks, HandoverStage::CaughtUp)?;
+    // What the xDS client took in during the copy, while the workers still forward.
+    if handing.xds_changes() != xds_changes {
+        if let Some((session, _)) = handing.xds_session() {
+            ch.send(&Message::Xds { session: Box::new(session) })?;
+        }
+    }
     ch.send(&Message::Copied)?;
     match ch.recv().context("waiting for the cut-over")? {
         Frame::Message(Message::CutOver) => {}
@@ -715,12 +744,6 @@ fn hand_over(
         }
         handed.push(mine);
     }
-    // What the xDS client took in during the copy.
-    if let Some((session, changes)) = handing.xds_session() {
-        if Some(changes) != xds_changes {
-            ch.send(&Message::Xds { session: Box::new(session) })?;
-        }
-    }
     let locks = running.claim_fds();
     let tallies = (0..desks.len()).map(|w| tally(running, w)).collect();
     ch.send(&Message::Queues {
@@ -738,10 +761,13 @@ fn hand_over(
     ch.send_fds(&all)?;
     // DPDK ports cannot be open in two processes: the new weir opens them once these are
     // closed, which is the gap in forwarding a DPDK takeover has.
-    let (ports, took) = running.let_ports_go();
+    let (ports, took) = running.let_ports_go()?;
     if ports > 0 {
         let ms = format!("{:.1}", took.as_secs_f64() * 1000.0);
         tracing::info!(ports, ms, "DPDK ports let go");
+        // The new weir probes and starts them before it can answer: the device's time, not
+        // the pause's bound.
+        ch.deadline = Instant::now() + ch.timeout;
     }
     ch.send(&Message::Paused)?;
     match ch.recv().context("waiting for the new weir to take over")? {
@@ -998,6 +1024,7 @@ impl Taker {
                 Frame::Flows { worker, flows, gone } => {
                     self.apply(pipelines, worker, flows, &gone)?;
                 }
+                Frame::Message(Message::Xds { session }) => self.xds_update = Some(*session),
                 Frame::Message(Message::Copied) => break,
                 _ => return Err(anyhow!("unexpected message during the copy").into()),
             }
@@ -1015,7 +1042,6 @@ impl Taker {
                 Frame::Flows { worker, flows, gone } => {
                     self.apply(pipelines, worker, flows, &gone)?;
                 }
-                Frame::Message(Message::Xds { session }) => self.xds_update = Some(*session),
                 Frame::Message(Message::Queues {
                     queues,
                     locks,
@@ -1131,7 +1157,15 @@ impl Taker {
     pub fn took(&mut self) -> Result<Duration, TakeoverError> {
         let cut = self.cut_over.map_or(Duration::ZERO, |t| t.elapsed());
         let cut_over_us = u64::try_from(cut.as_micros()).unwrap_or(u64::MAX);
-        self.send(&Message::Took { cut_over_us }, "committing")?;
+        if let Err(e) = self.send(&Message::Took { cut_over_us }, "committing") {
+            // The old weir may have given up (and said so) before it closed the socket.
+            if let Ok(Frame::Message(Message::Resumed)) = self.ch.recv() {
+                return Err(
+                    anyhow!("the running weir gave up the takeover and forwards again").into()
+                );
+            }
+            return Err(e);
+        }
         match self.ch.recv() {
             Ok(Frame::Message(Message::Done)) => Ok(cut),
             Ok(Frame::Message(Message::Resumed)) => {

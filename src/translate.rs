@@ -204,6 +204,13 @@ pub(crate) fn mesh_engine(cfg: &Config, worker: usize, shared: &Arc<SharedMesh>)
         endpoints: m.max_endpoints,
         clusters: m.max_clusters,
         reset_unknown: m.unknown_segment == crate::config::UnknownSegmentName::Reset,
+        // DPDK's net_af_packet rolls a flow's frames over to another queue when one's ring is
+        // full: with more than one worker, a connection's segments may reach any of them.
+        seek_unknown: cfg.workers.len() > 1
+            && cfg.ports.iter().any(|p| {
+                p.backend == crate::config::Backend::Dpdk
+                    && p.device.as_deref().is_some_and(|d| d.starts_with("net_af_packet"))
+            }),
     };
     let workers = u16::try_from(cfg.workers.len()).unwrap_or(u16::MAX);
     MeshEngine::new(u16::try_from(worker).unwrap_or(0), workers, &settings, Arc::clone(shared))

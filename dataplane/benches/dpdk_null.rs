@@ -191,6 +191,7 @@ fn main() {
         endpoints: 16,
         clusters: 16,
         reset_unknown: true,
+        seek_unknown: false,
     };
     let engine = MeshEngine::new(0, 1, &ms, shared);
     let with_ports = |mut f: [u8; 60], sport: u16, dport: u16| {

@@ -102,6 +102,7 @@ fn scenario(services: u32, flows: u32, v6: bool) -> (f64, f64) {
         endpoints: 64,
         clusters: 16,
         reset_unknown: true,
+        seek_unknown: false,
     };
     let engine = MeshEngine::new(0, 1, &settings, std::sync::Arc::clone(&shared));
     // Flow i: client 198.18.128.0/17 address and port from i, to service i % S.

@@ -217,6 +217,7 @@ pub fn mesh_pipeline() -> Pipeline<PoolBuf> {
         endpoints: 64,
         clusters: 16,
         reset_unknown: true,
+        seek_unknown: false,
     };
     // Worker 0 of two: replies of the other worker's flows are handed off (and, with no ring
     // here, dropped and counted).

@@ -107,6 +107,7 @@ fn rig_with(
         endpoints: 64,
         clusters: 16,
         reset_unknown: true,
+        seek_unknown: false,
     };
     Rig { engine: MeshEngine::new(0, 1, &settings, std::sync::Arc::clone(&shared)), shared, now: 1 }
 }
@@ -384,6 +385,7 @@ fn udp_flows_translate_both_ways() {
         endpoints: 64,
         clusters: 16,
         reset_unknown: true,
+        seek_unknown: false,
     };
     let mut r = Rig {
         engine: MeshEngine::new(0, 1, &settings, std::sync::Arc::clone(&shared)),
@@ -579,6 +581,7 @@ fn a_segment_of_another_workers_nat_flow_is_looked_for_there_before_any_reset() 
         endpoints: 64,
         clusters: 16,
         reset_unknown: true,
+        seek_unknown: true,
     };
     let mut w: Vec<MeshEngine> =
         (0..2).map(|i| MeshEngine::new(i, 2, &settings, std::sync::Arc::clone(&shared))).collect();
@@ -601,5 +604,10 @@ fn a_segment_of_another_workers_nat_flow_is_looked_for_there_before_any_reset() 
     let mut lost = l4_frame_v4(CLIENT, 40001, VIP, 80, Some(ACK));
     assert_eq!(send(&mut w[0], &mut lost.clone(), 40), MeshAction::Seek(1));
     w[1].set_seeking(1);
-    assert_eq!(send(&mut w[1], &mut lost, 50), MeshAction::Reset);
+    assert_eq!(send(&mut w[1], &mut lost.clone(), 50), MeshAction::Reset);
+    // Ports that keep a flow on one queue (weir's own, a NIC's RSS) do not need it: the
+    // worker that has no flow resets at once.
+    let mut one = MeshEngine::new(1, 2, &MeshSettings { seek_unknown: false, ..settings }, shared);
+    let p = parse_frame(&lost).unwrap();
+    assert_eq!(one.handle(&mut lost, &p, false, &routes, 60), MeshAction::Reset);
 }

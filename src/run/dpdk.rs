@@ -156,10 +156,10 @@ impl DpdkPorts {
     /// Stops and closes the ports the next weir cannot open beside this one's (all but
     /// `net_af_packet`'s) and removes their devices from this process's EAL, so that it can
     /// probe them; returns how long that took. No worker may poll them until they are taken
-    /// back (the workers are paused). Returns how many, and how long that took. Errors are
-    /// logged: a port that would not close is not one the next weir can open, which it will
-    /// say.
-    pub(crate) fn let_go(&mut self) -> (usize, Duration) {
+    /// back (the workers are paused). Returns how many, and how long that took; an error
+    /// when a device would not go (the takeover then fails, and what was let go is taken
+    /// back).
+    pub(crate) fn let_go(&mut self) -> Result<(usize, Duration)> {
         let began = Instant::now();
         let mut n = 0;
         for h in &mut self.held {
@@ -168,12 +168,15 @@ impl DpdkPorts {
             }
             if let Some(port) = h.port.take() {
                 n += 1;
-                if let Err(e) = port.detach() {
-                    tracing::warn!(device = %h.device, "letting the port go: {e}");
-                }
+                port.detach().with_context(|| format!("letting `{}` go", h.device))?;
             }
         }
-        (n, began.elapsed())
+        Ok((n, began.elapsed()))
+    }
+
+    /// Whether a port was let go and not taken back.
+    pub(crate) fn any_let_go(&self) -> bool {
+        self.held.iter().any(|h| h.id.is_some() && h.port.is_none())
     }
 
     /// Lets every port go (a successor that could not finish its takeover gives them back).

@@ -382,14 +382,25 @@ impl Running {
     /// Lets the DPDK ports go that the weir taking over cannot open beside this one's
     /// (stopped, closed, their devices removed), for it to open them again; returns how many,
     /// and how long it took. The workers must be paused.
-    pub fn let_ports_go(&self) -> (usize, std::time::Duration) {
+    pub fn let_ports_go(&self) -> Result<(usize, std::time::Duration)> {
         #[cfg(feature = "dpdk")]
         if let Some(p) =
             self.dpdk_ports.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_mut()
         {
             return p.let_go();
         }
-        (0, std::time::Duration::ZERO)
+        Ok((0, std::time::Duration::ZERO))
+    }
+
+    /// Whether DPDK ports were let go (and not taken back).
+    pub fn ports_let_go(&self) -> bool {
+        #[cfg(feature = "dpdk")]
+        if let Some(p) =
+            self.dpdk_ports.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref()
+        {
+            return p.any_let_go();
+        }
+        false
     }
 
     /// The runtime file prefix of this process's EAL, when the configuration sets one.

@@ -405,17 +405,18 @@ fn start_taking_over_dpdk(
 }
 
 /// A takeover on DPDK ports: the EAL and the mbuf pool come up beside the old weir's while it
-/// still forwards (its EAL probing no device); the flows and the rest come over as for native
-/// ports; in the cut-over the old weir closes its ports and removes their devices, and this one
-/// probes and opens them again. That is the gap a DPDK takeover has: from the old workers'
-/// pause to the new ones' first burst, frames are not received (those already in the old
-/// ports' receive queues are dropped with them).
+/// still forwards (its EAL probing no device), and so do the `net_af_packet` ports; the flows
+/// and the rest come over as for native ports; in the cut-over the old weir closes its other
+/// ports and removes their devices, and this one probes and opens them again. That is the gap
+/// a DPDK takeover has on such ports: from the old workers' pause to the new ones' first burst,
+/// frames are not received (those in the old ports' receive queues are dropped with them). On
+/// any error the ports this weir opened are let go again (the old weir takes them back, or
+/// this one opens them again to start cold).
 #[cfg(feature = "dpdk")]
 fn start_taking_over_dpdk(
     cfg: &Config,
     taker: &mut crate::handover::Taker,
 ) -> Result<Running, crate::handover::TakeoverError> {
-    use dataplane::dpdk::Mbuf;
     let prefix = cfg
         .eal
         .file_prefix
@@ -423,6 +424,32 @@ fn start_taking_over_dpdk(
         .map(|p| super::dpdk::successor_prefix(p, taker.eal_file_prefix.as_deref()));
     let (eal, pool) = dpdk_eal(cfg, true, prefix.clone())?;
     let mut ports = super::dpdk::DpdkPorts::new(eal, pool, cfg, prefix)?;
+    match take_over_dpdk_ports(cfg, taker, eal, pool, &mut ports) {
+        Ok((spawned, outliers, macs, claims)) => {
+            Ok(dpdk_running(cfg, spawned, pool, ports, Some(claims), Some(outliers), macs))
+        }
+        Err(e) => {
+            ports.let_all_go();
+            Err(e)
+        }
+    }
+}
+
+/// What a DPDK takeover returns: the workers, the outlier detection, the port MACs, the
+/// interface locks.
+#[cfg(feature = "dpdk")]
+type TakenOver = (Spawned, OutlierDetector, Vec<[u8; 6]>, crate::claim::InterfaceClaims);
+
+/// [`start_taking_over_dpdk`] once the EAL is up, over `ports`.
+#[cfg(feature = "dpdk")]
+fn take_over_dpdk_ports(
+    cfg: &Config,
+    taker: &mut crate::handover::Taker,
+    eal: &'static dataplane::dpdk::Eal,
+    pool: &'static dataplane::dpdk::MbufPool,
+    ports: &mut super::dpdk::DpdkPorts,
+) -> Result<TakenOver, crate::handover::TakeoverError> {
+    use dataplane::dpdk::Mbuf;
     // Ports a process can open beside another's: now, while the old weir forwards.
     let mut early = super::dpdk::PortQueues::new();
     ports
@@ -436,7 +463,7 @@ fn start_taking_over_dpdk(
              own sockets on the interface)"
         );
     }
-    // The old weir's MACs: the ports are not open here yet.
+    // The old weir's MACs: the other ports are not open here yet.
     if taker.macs.len() != cfg.ports.len() {
         return Err(anyhow::anyhow!(
             "the running weir gave {} port MACs for {} ports",
@@ -451,7 +478,7 @@ fn start_taking_over_dpdk(
     // What the ports opened beside the old weir's received up to the cut-over, the old weir
     // forwarded: dropped just before its workers are asked to pause. What they receive from
     // then on is this weir's (the few frames the old workers still take before they pause go
-    // twice, rather than none being lost).
+    // twice, rather than any being lost).
     let mut drained = 0;
     let received =
         taker.receive(&mut prepared.pipelines, || drained = super::dpdk::drain(&mut early))?;
@@ -479,16 +506,12 @@ fn start_taking_over_dpdk(
             tracing::warn!(port = %p.name, "the port came back with another MAC than it had");
         }
     }
-    // The commit: once this returns, the old weir will not forward again. If it does not, the
-    // ports go back to it (it takes them back once this weir let them go).
-    if let Err(e) = taker.took() {
-        ports.let_all_go();
-        return Err(e);
-    }
+    // The commit: once this returns, the old weir will not forward again.
+    taker.took()?;
     let claims = crate::claim::InterfaceClaims::adopt(std::mem::take(&mut taker.locks));
     let spawned = prepared.spawn(cfg, queues, move |w| dpdk_worker(eal, pool, w))?;
     took_over(taker, Some(reopened));
-    Ok(dpdk_running(cfg, spawned, pool, ports, Some(claims), Some(outliers), macs))
+    Ok((spawned, outliers, macs, claims))
 }
 
 #[cfg(not(feature = "dpdk"))]
@@ -536,6 +559,12 @@ fn dpdk_eal(
         extra: cfg.eal.args.clone(),
         probe_later,
     };
+    // A process has one EAL and one pool, for good: a weir whose takeover failed after they
+    // came up starts cold on them.
+    static UP: std::sync::OnceLock<(&'static Eal, &'static MbufPool)> = std::sync::OnceLock::new();
+    if let Some(up) = UP.get() {
+        return Ok(*up);
+    }
     let eal = Eal::init(&eal_cfg).context("starting DPDK")?;
     let data_room = cfg
         .mempool
@@ -563,7 +592,7 @@ fn dpdk_eal(
         "mbuf pool on {}",
         if hugepages { "hugepages" } else { "normal pages (--no-huge)" }
     );
-    Ok((eal, pool))
+    Ok(*UP.get_or_init(|| (eal, pool)))
 }
 
 /// A DPDK worker's start, on its own thread: registered with the EAL (an lcore id, mempool

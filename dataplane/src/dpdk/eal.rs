@@ -34,13 +34,13 @@ pub struct EalConfig {
     pub extra: Vec<String>,
     /// Probe none of `pci` and `vdevs` at start-up: another process holds them until it lets
     /// them go (a hot restart), and [`super::attach`] probes each then. The PCI bus is still
-    /// scanned, with an allow list of one address no device has (DPDK's grout does the same):
-    /// no other device on it is taken.
+    /// scanned, with an allow list of the one address no PMD drives (the host bridge's, as
+    /// DPDK's grout starts): no other device on it is taken.
     pub probe_later: bool,
 }
 
-/// A PCI address no device has, allowed alone so that the EAL probes nothing on the PCI bus at
-/// start-up yet can probe a device later.
+/// The PCI address of the host bridge, which no PMD drives: allowed alone, the EAL probes
+/// nothing on the PCI bus at start-up yet can probe a device later.
 const NO_PCI_DEVICE: &str = "0000:00:00.0";
 
 impl EalConfig {

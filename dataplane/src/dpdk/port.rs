@@ -429,10 +429,11 @@ impl Port {
         // SAFETY: id is a started port that no worker polls (the caller's contract). Stop,
         // close, then remove the device that was probed for it (still registered with its bus
         // after the close): the order DPDK requires, and testpmd's `port detach`.
-        unsafe {
+        let closed = unsafe {
             let _ = dpdk_sys::rte_eth_dev_stop(this.id.0);
-            let _ = dpdk_sys::rte_eth_dev_close(this.id.0);
-        }
+            dpdk_sys::rte_eth_dev_close(this.id.0)
+        };
+        check(closed, || format!("port {}: closing", this.name))?;
         if info.device.is_null() {
             return Ok(());
         }

@@ -210,6 +210,9 @@ pub struct MeshSettings {
     /// Answer a TCP segment (not a SYN) of no known flow, for a NAT service, with a reset from
     /// the VIP ([`MeshAction::Reset`]) instead of dropping it.
     pub reset_unknown: bool,
+    /// Before that, let the other workers look for its flow ([`MeshAction::Seek`]): for ports
+    /// that do not keep a flow on one queue, with more than one worker.
+    pub seek_unknown: bool,
 }
 
 /// What the engine needs to know of routing.
@@ -238,8 +241,9 @@ pub enum MeshAction {
     /// A TCP segment of a connection under way with no flow here, which another worker may
     /// hold: on a port that does not keep a flow on one queue (DPDK's `net_af_packet` rolls
     /// frames over to another queue when one's ring is full), a connection's segments can
-    /// reach any worker. Each worker looks in turn; the last one resets or drops it as
-    /// [`MeshSettings::reset_unknown`] says.
+    /// reach any worker. Each worker looks in turn (at most 255); the last one resets or drops
+    /// it as [`MeshSettings::reset_unknown`] says. Only with
+    /// [`MeshSettings::seek_unknown`].
     Seek(u16),
     /// Its flow's endpoint is gone and the cluster resets such flows: answer this TCP segment
     /// with a reset (the flow is already removed).
@@ -311,6 +315,8 @@ pub struct MeshEngine {
     judging: bool,
     /// See [`MeshSettings::reset_unknown`].
     reset_unknown: bool,
+    /// See [`MeshSettings::seek_unknown`].
+    seek_unknown: bool,
     /// Workers that looked for the flow of the packet being handled and did not find it (see
     /// [`MeshEngine::set_seeking`]).
     seeking: u8,
@@ -493,6 +499,7 @@ impl MeshEngine {
             snat_stride,
             judging: true,
             reset_unknown: settings.reset_unknown,
+            seek_unknown: settings.seek_unknown,
             seeking: 0,
             evictions_seen: 0,
             last_eviction_ns: None,
@@ -721,7 +728,10 @@ impl MeshEngine {
                 FlowState::SynSent
             } else if mode == Mode::Nat {
                 // Mid-connection: another worker may hold its flow (see MeshAction::Seek).
-                if u16::from(self.seeking) + 1 < self.workers {
+                if self.seek_unknown
+                    && self.seeking < u8::MAX
+                    && u16::from(self.seeking) + 1 < self.workers
+                {
                     return MeshAction::Seek((self.worker + 1) % self.workers);
                 }
                 // Nobody does: the SNAT port it had is unknown, so the connection cannot go

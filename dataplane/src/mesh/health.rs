@@ -230,7 +230,8 @@ impl OutlierDetector {
     }
 
     /// Sets endpoint `id`'s state as a predecessor left it: ejected for `left` more (if
-    /// ejected), after `ejections` ejections. Returns whether `id` is an endpoint id here.
+    /// ejected; at most its longest ejection), after `ejections` ejections. Returns whether
+    /// `id` is an endpoint id here.
     pub fn restore(
         &mut self,
         id: u32,
@@ -238,10 +239,12 @@ impl OutlierDetector {
         ejections: u32,
         now: Instant,
     ) -> bool {
-        let Some(s) = self.state.get_mut(usize::try_from(id).unwrap_or(usize::MAX)) else {
+        let i = usize::try_from(id).unwrap_or(usize::MAX);
+        let (Some(s), Some(settings)) = (self.state.get_mut(i), self.per_endpoint.get(i)) else {
             return false;
         };
-        *s = (left.map(|l| now + l), ejections);
+        let until = left.and_then(|l| now.checked_add(l.min(settings.max_ejection)));
+        *s = (until, ejections);
         true
     }
 }
@@ -324,6 +327,10 @@ mod tests {
         let t0 = Instant::now();
         assert!(d.restore(1, Some(Duration::from_secs(3)), 2, t0));
         assert!(!d.restore(2, None, 1, t0), "no such endpoint id");
+        // What a predecessor says is held to the longest ejection: no overflow, no panic.
+        assert!(d.restore(0, Some(Duration::MAX), 1, t0));
+        assert_eq!(d.ejected_until(0), Some(t0 + Duration::from_secs(100)));
+        assert!(d.restore(0, None, 0, t0));
         t.restore(0, 5, (7, 9));
         assert_eq!((t.run(0), t.totals(0)), (5, (7, 9)));
         assert!(d.is_ejected(1));
