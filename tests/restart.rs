@@ -793,7 +793,7 @@ fn services_held_from_xds_serve_from_the_successors_first_packet() {
 }
 
 #[test]
-fn dpdk_ports_are_opened_again_by_the_successor_and_every_flow_survives() {
+fn a_dpdk_takeover_carries_every_flow_across_two_restarts() {
     use weir::demo::DemoBackend;
     if !ready(&["ip", "curl", "nginx", "iperf3"]) {
         return;
