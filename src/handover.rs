@@ -13,21 +13,25 @@
 //!    forwarding all the while, and notes which records change from then on. Pages go over as
 //!    `flows` frames (binary records: keys, mode, state, nanoseconds left) and the new weir
 //!    puts them into its own workers' tables, which are not running yet. Then, still
-//!    forwarding, the records that changed during the copy go over the same way. `copied`
-//!    ends it.
+//!    forwarding, the records that changed during the copy go over the same way, and the xDS
+//!    session again if it took an update meanwhile. `copied` ends it.
 //! 3. The cut-over: the new weir sends `cut_over`; the old workers stop receiving (frames wait
 //!    in the queues' rings), hand out what changed since the copy (flows again, and the ids of
-//!    those that left), then each queue's position. The old weir sends the xDS session again
-//!    if it took an update meanwhile, then `queues` (with the counters, the learned neighbors
-//!    and every endpoint's passive health: ejections with the time left) and, over
-//!    `SCM_RIGHTS`, the queues' descriptors (the same af_packet sockets and TAP queues), the
-//!    interface locks, the admin listener and this socket's listener; then `paused`.
-//! 4. The new weir maps the rings, starts its workers where the old ones stopped, and sends
-//!    `took`. The old weir stops and exits; nothing it owned is closed for the new one.
+//!    those that left), then each queue's position. The old weir sends `queues` (with the
+//!    counters, the learned neighbors and every endpoint's passive health: ejections with the
+//!    time left) and, over `SCM_RIGHTS`, the queues' descriptors (the same af_packet sockets
+//!    and TAP queues), the interface locks, the admin listener and this socket's listener. DPDK
+//!    ports have no descriptor to send: the old weir closes those the new one cannot open
+//!    beside its own (see `run::dpdk`), and the new one opens them again. Then `paused`.
+//! 4. The new weir maps the rings (or opens its DPDK ports) and sends `took`; the old weir
+//!    answers `done`, after which it never forwards again; the new weir starts its workers
+//!    where the old ones stopped and sends `running`; the old weir exits, closing nothing the
+//!    new one uses.
 //!
-//! If the new weir goes away or times out before `took`, the old workers resume receiving
-//! where they stopped: the frames that arrived meanwhile are in the rings. If the old weir goes
-//! away before `paused`, the new one starts cold and says so.
+//! If the new weir goes away or times out before `done`, the old workers resume receiving
+//! where they stopped (the frames that arrived meanwhile are in the rings), after the DPDK
+//! ports it let go are opened again. If the old weir goes away before `paused`, the new one
+//! starts cold and says so. A peer of another user is refused before it is read.
 //!
 //! Control messages are JSON; every frame is a kind byte, a 32-bit little-endian length and
 //! the body. A version this weir does not speak is refused from the `version` field alone.
